@@ -1,0 +1,75 @@
+# baycast — one gate for humans and CI. `make help` lists the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+BIN := $(VENV)/bin
+PY_STAMP := $(VENV)/.installed
+# Debian packages the tests and the demo use: an RTMP receiver, ffmpeg with SRT, a CJK font,
+# a browser for WebRTC tests, and promtool for the alert rules.
+APT_PACKAGES := nginx libnginx-mod-rtmp ffmpeg fonts-wqy-microhei chromium prometheus iproute2
+PROTOS := $(wildcard proto/baycast/v1/*.proto)
+GEN_DIR := services/common/gen
+GEN_STAMP := $(GEN_DIR)/.stamp
+
+.PHONY: help setup apt run test lint fmt types unit-test bench proto k8s-check clean
+
+help: ## list the targets
+	@grep -E '^[a-z0-9-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+
+setup: apt $(PY_STAMP) $(GEN_STAMP) ## install everything (idempotent): Debian packages, .venv, generated code
+
+apt:
+	@missing=""; for p in $(APT_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+$(PY_STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+proto: $(PY_STAMP) ## regenerate Python code from proto/ (never committed)
+	rm -rf $(GEN_DIR) && mkdir -p $(GEN_DIR)
+	PATH=$(abspath $(BIN)):$$PATH $(PY) -m grpc_tools.protoc -Iproto --python_out=$(GEN_DIR) --grpc_python_out=$(GEN_DIR) \
+	  --mypy_out=$(GEN_DIR) --mypy_grpc_out=$(GEN_DIR) $(PROTOS)
+	# protoc writes imports rooted at the proto path; make them absolute within the package.
+	find $(GEN_DIR) -name '*.py*' -exec sed -i -E 's/^from baycast\.v1 import/from services.common.gen.baycast.v1 import/; s/^import baycast\.v1\./import services.common.gen.baycast.v1./' {} +
+	for d in $(GEN_DIR) $(GEN_DIR)/baycast $(GEN_DIR)/baycast/v1; do touch $$d/__init__.py; done
+	touch $(GEN_STAMP)
+
+$(GEN_STAMP): $(PROTOS) $(PY_STAMP)
+	$(MAKE) --no-print-directory proto
+
+run: setup ## run the demo show 启航·大湾区 on this machine (Ctrl-C stops it)
+	$(BIN)/baycast up
+
+lint: setup ## format check and lint
+	$(BIN)/ruff format --check services tests bench
+	$(BIN)/ruff check services tests bench
+
+fmt: setup ## format the code
+	$(BIN)/ruff format services tests bench
+	$(BIN)/ruff check --fix services tests bench
+
+types: setup ## static types
+	$(BIN)/mypy
+
+test: setup lint types k8s-check ## lint, types, manifests and every test
+	$(BIN)/pytest -q -p no:cacheprovider
+
+bench: setup ## measure against the targets and rewrite BENCHMARKS.md
+	$(PY) -m bench
+
+k8s-check: setup ## render and validate the Kubernetes manifests and the Helm chart
+	@if [ -f deploy/k8s/check.py ]; then $(PY) deploy/k8s/check.py; else echo "no manifests yet"; fi
+
+clean: ## remove generated code and caches (keeps .venv)
+	rm -rf $(GEN_DIR) .mypy_cache .ruff_cache .pytest_cache

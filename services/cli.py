@@ -1,0 +1,52 @@
+"""`baycast`: run a service, the whole platform, a station, or operator commands.
+
+baycast ingest|mixer|graphics|distribution|monitoring   one service (what Kubernetes runs)
+baycast up                                              the platform and the demo show
+baycast ctl ...                                         operator commands over NATS
+baycast station ...                                     a contribution client (WHIP)
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+SERVICES = ("ingest", "mixer", "graphics", "distribution", "monitoring")
+# Modules that add `baycast ctl` verbs; each has `register(subparsers)`.
+CTL_MODULES: tuple[str, ...] = ("services.common.status_ctl",)
+# Modules that add top-level commands (`baycast up`, `baycast station`); each has `register(sub)`.
+COMMAND_MODULES: tuple[str, ...] = ()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="baycast", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in SERVICES:
+        p = sub.add_parser(name, help=f"run the {name} service (settings from BAYCAST_* variables)")
+        p.set_defaults(
+            run=lambda _args, name=name: importlib.import_module(f"services.{name}.service").main()
+        )
+
+    ctl = sub.add_parser("ctl", help="operator commands over NATS")
+    ctl.add_argument(
+        "--nats", help="NATS URL (default: BAYCAST_NATS_URL, then .baycast/endpoints.json)"
+    )
+    verbs = ctl.add_subparsers(dest="verb", required=True, metavar="VERB")
+    for module in CTL_MODULES:
+        importlib.import_module(module).register(verbs)
+
+    for module in COMMAND_MODULES:
+        importlib.import_module(module).register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    code = args.run(args)
+    sys.exit(code or 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,368 @@
+"""The control plane: NATS connection, typed commands and events, JetStream key-value state.
+
+Every message is a protobuf message carried as its canonical JSON mapping, so one schema serves
+gRPC and NATS and a human can read the bus (`nats sub 'baycast.v1.>'`).
+
+Commands are request/reply. A command that does not parse (unknown field, wrong type, oversized)
+gets an `ErrorReply` naming the problem and never reaches its handler. A command may carry a
+`Baycast-Command-Id` header: a retried command with the same id gets the first reply again and is
+applied once, which is what lets `baycast ctl` retry through a NATS outage.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import uuid
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+import nats
+import nats.errors
+import nats.js.errors
+import structlog
+from google.protobuf import json_format
+from google.protobuf.message import Message
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.js.api import KeyValueConfig, StorageType
+from nats.js.kv import KeyValue
+
+from services.common import errors
+from services.common.gen.baycast.v1 import control_pb2
+
+PREFIX = "baycast.v1."
+COMMAND_ID_HEADER = "Baycast-Command-Id"
+STATUS_HEADER = "Baycast-Status"
+DEFAULT_MAX_COMMAND_BYTES = 64 * 1024
+# A dead or hung server is noticed after ping_interval * max_outstanding_pings (< 10 s).
+PING_INTERVAL_S = 3
+MAX_OUTSTANDING_PINGS = 2
+RECONNECT_WAIT_S = 0.5
+CONNECT_TIMEOUT_S = 2
+DRAIN_TIMEOUT_S = 5
+REPLAY_CACHE_SIZE = 1024
+
+M = TypeVar("M", bound=Message)
+R = TypeVar("R", bound=Message)
+
+log = structlog.get_logger("bus")
+
+
+def subject(*parts: str) -> str:
+    """`subject("prod", "qihang", "mixer", "cmd")` -> `baycast.v1.prod.qihang.mixer.cmd`."""
+    for part in parts:
+        if not part or any(c in part for c in " .*>\t\r\n"):
+            raise errors.InvalidArgument(f"{part!r} cannot be part of a subject")
+    return PREFIX + ".".join(parts)
+
+
+def encode(message: Message) -> bytes:
+    return json_format.MessageToJson(message, indent=None, ensure_ascii=False).encode()
+
+
+_PARSE_FIELD = re.compile(r"Failed to parse (\w+) field")
+_UNKNOWN_FIELD = re.compile(r'has no field named "([^"]+)"')
+
+
+def _field_path(detail: str) -> str:
+    """The dotted JSON path of the field a ParseError complains about."""
+    path = _PARSE_FIELD.findall(detail)
+    unknown = _UNKNOWN_FIELD.search(detail)
+    if unknown:
+        path.append(unknown.group(1))
+    return ".".join(path)
+
+
+def decode(data: bytes, message_type: type[M]) -> M:
+    """Parse canonical JSON strictly; raise InvalidArgument naming the offending field."""
+    message = message_type()
+    try:
+        text = data.decode()
+        json_format.Parse(text or "{}", message, ignore_unknown_fields=False)
+    except UnicodeDecodeError:
+        raise errors.InvalidArgument("payload is not UTF-8 JSON") from None
+    except json_format.ParseError as exc:
+        detail = str(exc).split("\n")[0]
+        raise errors.InvalidArgument(detail, field=_field_path(detail)) from None
+    return message
+
+
+def error_reply(exc: errors.BaycastError) -> bytes:
+    return encode(control_pb2.ErrorReply(code=exc.code, message=exc.message, field=exc.field))
+
+
+Handler = Callable[[M], Awaitable[Message]]
+EventHandler = Callable[[M, str], Awaitable[None]]
+
+
+class Bus:
+    """One NATS connection per service, reconnecting forever."""
+
+    def __init__(
+        self,
+        url: str,
+        name: str,
+        *,
+        max_command_bytes: int = DEFAULT_MAX_COMMAND_BYTES,
+        on_connection_change: Callable[[bool], None] | None = None,
+    ) -> None:
+        self.url = url
+        self.name = name
+        self.max_command_bytes = max_command_bytes
+        self.nc: Client = Client()
+        self.connected = False
+        self.disconnects = 0
+        self._on_connection_change = on_connection_change
+        self._replies: OrderedDict[str, tuple[bytes, dict[str, str]]] = OrderedDict()
+
+    async def connect(self, *, stop: asyncio.Event | None = None) -> None:
+        """Connect, retrying until the server answers (or `stop` is set)."""
+        delay = RECONNECT_WAIT_S
+        while True:
+            try:
+                await self.nc.connect(
+                    servers=[self.url],
+                    name=self.name,
+                    allow_reconnect=True,
+                    max_reconnect_attempts=-1,
+                    reconnect_time_wait=RECONNECT_WAIT_S,  # type: ignore[arg-type]
+                    connect_timeout=CONNECT_TIMEOUT_S,
+                    ping_interval=PING_INTERVAL_S,
+                    max_outstanding_pings=MAX_OUTSTANDING_PINGS,
+                    drain_timeout=DRAIN_TIMEOUT_S,
+                    error_cb=self._on_error,
+                    disconnected_cb=self._on_disconnected,
+                    reconnected_cb=self._on_reconnected,
+                    closed_cb=self._on_closed,
+                )
+                break
+            except (OSError, nats.errors.NoServersError, TimeoutError) as exc:
+                log.warning("nats_connect_failed", url=self.url, error=str(exc), retry_in=delay)
+                self.nc = Client()
+                if stop is not None and stop.is_set():
+                    raise
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+        self._set_connected(True)
+        log.info("nats_connected", url=self.url)
+
+    def _set_connected(self, up: bool) -> None:
+        self.connected = up
+        if self._on_connection_change is not None:
+            self._on_connection_change(up)
+
+    async def _on_error(self, exc: Exception) -> None:
+        log.warning("nats_error", error=str(exc) or type(exc).__name__)
+
+    async def _on_disconnected(self) -> None:
+        if self.connected:
+            self.disconnects += 1
+            log.warning("nats_disconnected")
+        self._set_connected(False)
+
+    async def _on_reconnected(self) -> None:
+        self._set_connected(True)
+        log.info(
+            "nats_reconnected",
+            url=str(self.nc.connected_url.geturl() if self.nc.connected_url else ""),
+        )
+
+    async def _on_closed(self) -> None:
+        self._set_connected(False)
+
+    async def drain(self) -> None:
+        """Finish what the subscriptions hold, take nothing new, flush, close."""
+        if self.nc.is_closed:
+            return
+        with contextlib.suppress(Exception):
+            await self.nc.drain()
+        with contextlib.suppress(Exception):
+            await self.nc.close()
+
+    # -- events --------------------------------------------------------------------------------
+
+    async def publish(self, subj: str, message: Message) -> None:
+        await self.nc.publish(subj, encode(message))
+
+    async def subscribe(
+        self, subj: str, message_type: type[M], handler: EventHandler[M], *, queue: str = ""
+    ) -> Any:
+        """Deliver each parsed event with its subject; malformed events are logged and dropped."""
+
+        async def on_msg(msg: Msg) -> None:
+            try:
+                event = decode(msg.data, message_type)
+            except errors.InvalidArgument as exc:
+                log.warning("event_malformed", subject=msg.subject, error=exc.message)
+                return
+            try:
+                await handler(event, msg.subject)
+            except Exception:
+                log.exception("event_handler_failed", subject=msg.subject)
+
+        return await self.nc.subscribe(subj, queue=queue, cb=on_msg)
+
+    # -- commands ------------------------------------------------------------------------------
+
+    async def serve(
+        self, subj: str, request_type: type[M], handler: Handler[M], *, queue: str = ""
+    ) -> Any:
+        """Answer commands on `subj`: parse, validate, call `handler`, reply (or reply an error)."""
+
+        async def on_msg(msg: Msg) -> None:
+            command_id = (msg.headers or {}).get(COMMAND_ID_HEADER, "")
+            if command_id and command_id in self._replies:
+                data, headers = self._replies[command_id]
+                await self._respond(msg, data, headers)
+                return
+            data, headers = await self._handle(msg, request_type, handler)
+            if command_id:
+                self._replies[command_id] = (data, headers)
+                while len(self._replies) > REPLAY_CACHE_SIZE:
+                    self._replies.popitem(last=False)
+            await self._respond(msg, data, headers)
+
+        return await self.nc.subscribe(subj, queue=queue, cb=on_msg)
+
+    async def _handle(
+        self, msg: Msg, request_type: type[M], handler: Handler[M]
+    ) -> tuple[bytes, dict[str, str]]:
+        try:
+            if len(msg.data) > self.max_command_bytes:
+                raise errors.PayloadTooLarge(
+                    f"command is {len(msg.data)} bytes, the limit is {self.max_command_bytes}"
+                )
+            request = decode(msg.data, request_type)
+            reply = await handler(request)
+            return encode(reply), {STATUS_HEADER: "ok"}
+        except errors.BaycastError as exc:
+            log.info(
+                "command_refused",
+                subject=msg.subject,
+                code=exc.code,
+                reason=exc.message,
+                field=exc.field,
+            )
+            return error_reply(exc), {STATUS_HEADER: "error"}
+        except Exception as exc:
+            log.exception("command_failed", subject=msg.subject)
+            return error_reply(errors.BaycastError(f"internal error: {type(exc).__name__}")), {
+                STATUS_HEADER: "error"
+            }
+
+    async def _respond(self, msg: Msg, data: bytes, headers: dict[str, str]) -> None:
+        if not msg.reply:
+            return
+        with contextlib.suppress(nats.errors.ConnectionClosedError):
+            await self.nc.publish(msg.reply, data, headers=headers)
+
+    async def request(
+        self,
+        subj: str,
+        command: Message,
+        reply_type: type[R],
+        *,
+        timeout: float = 5.0,
+        command_id: str | None = None,
+    ) -> R:
+        """Send a command and return its typed reply, or raise the error the service replied."""
+        headers = {COMMAND_ID_HEADER: command_id or uuid.uuid4().hex}
+        try:
+            msg = await self.nc.request(subj, encode(command), timeout=timeout, headers=headers)
+        except nats.errors.NoRespondersError:
+            raise errors.Unavailable(f"no service answers {subj}") from None
+        except nats.errors.TimeoutError:
+            raise errors.Unavailable(f"no reply on {subj} within {timeout:g} s") from None
+        if (msg.headers or {}).get(STATUS_HEADER) == "error":
+            err = decode(msg.data, control_pb2.ErrorReply)
+            raise errors.from_code(err.code, err.message, err.field)
+        return decode(msg.data, reply_type)
+
+    # -- key-value state -----------------------------------------------------------------------
+
+    async def kv(
+        self, bucket: str, message_type: type[M], *, history: int = 1, replicas: int = 1
+    ) -> KvBucket[M]:
+        """Open a JetStream key-value bucket of `message_type` values, creating it if needed."""
+        js = self.nc.jetstream()
+        try:
+            store = await js.key_value(bucket)
+        except nats.js.errors.BucketNotFoundError:
+            try:
+                store = await js.create_key_value(
+                    KeyValueConfig(
+                        bucket=bucket, history=history, replicas=replicas, storage=StorageType.FILE
+                    )
+                )
+            except nats.js.errors.BadRequestError:
+                store = await js.key_value(bucket)  # another instance created it meanwhile
+        return KvBucket(store, message_type)
+
+
+@dataclass
+class Entry(Generic[M]):
+    value: M
+    revision: int
+
+
+class KvBucket(Generic[M]):
+    """Typed JetStream key-value access with compare-and-swap updates."""
+
+    def __init__(self, store: KeyValue, message_type: type[M]) -> None:
+        self.store = store
+        self.message_type = message_type
+
+    async def get(self, key: str) -> Entry[M] | None:
+        try:
+            entry = await self.store.get(key)
+        except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
+            return None
+        if entry.value is None or entry.revision is None:
+            return None
+        return Entry(decode(entry.value, self.message_type), entry.revision)
+
+    async def put(self, key: str, value: M) -> int:
+        return await self.store.put(key, encode(value))
+
+    async def create(self, key: str, value: M) -> int:
+        """Store `value` only if `key` does not exist yet."""
+        try:
+            return await self.store.create(key, encode(value))
+        except nats.js.errors.KeyWrongLastSequenceError:
+            raise errors.AlreadyExists(f"{key} already exists", field="id") from None
+
+    async def update(self, key: str, change: Callable[[M | None], M], *, attempts: int = 10) -> M:
+        """Read-modify-write with compare-and-swap; `change` may be called more than once."""
+        for _ in range(attempts):
+            current = await self.get(key)
+            value = change(current.value if current else None)
+            try:
+                if current is None:
+                    await self.store.create(key, encode(value))
+                else:
+                    await self.store.update(key, encode(value), last=current.revision)
+                return value
+            except nats.js.errors.KeyWrongLastSequenceError:
+                continue
+        raise errors.Conflict(f"{key} changed under us {attempts} times in a row")
+
+    async def delete(self, key: str) -> None:
+        await self.store.delete(key)
+
+    async def keys(self) -> list[str]:
+        try:
+            return list(await self.store.keys())
+        except nats.js.errors.NoKeysError:
+            return []
+
+    async def items(self) -> dict[str, M]:
+        out: dict[str, M] = {}
+        for key in await self.keys():
+            entry = await self.get(key)
+            if entry is not None:
+                out[key] = entry.value
+        return out

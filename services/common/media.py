@@ -1,0 +1,251 @@
+"""Frames between PyAV, numpy and the media plane's protobuf messages, and the fan-out queue.
+
+Video travels as I420 planes (or RGBA for graphics layers). The conversions keep copies to the
+one the wire needs: numpy views into received bytes, PyAV planes read through the buffer protocol.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import AsyncIterator
+from typing import Generic, TypeVar
+
+import av
+import grpc
+import numpy as np
+import structlog
+
+from services.common.gen.baycast.v1 import media_pb2
+from services.common.rpc import ChannelCache
+
+T = TypeVar("T")
+I420 = media_pb2.PIXEL_FORMAT_I420
+RGBA = media_pb2.PIXEL_FORMAT_RGBA
+
+log = structlog.get_logger("media")
+
+
+def now_us() -> int:
+    return time.time_ns() // 1000
+
+
+# -- video ---------------------------------------------------------------------------------------
+
+
+def i420_to_proto(
+    image: np.ndarray, *, pts_us: int, capture_time_us: int = 0, sequence: int = 0
+) -> media_pb2.VideoFrame:
+    """A packed I420 image (shape (h*3/2, w), uint8) as a VideoFrame."""
+    height = image.shape[0] * 2 // 3
+    width = image.shape[1]
+    y_size = width * height
+    flat = image.reshape(-1)
+    c = y_size // 4
+    return media_pb2.VideoFrame(
+        width=width,
+        height=height,
+        pixel_format=I420,
+        planes=[
+            media_pb2.Plane(data=flat[:y_size].tobytes(), stride=width),
+            media_pb2.Plane(data=flat[y_size : y_size + c].tobytes(), stride=width // 2),
+            media_pb2.Plane(data=flat[y_size + c : y_size + 2 * c].tobytes(), stride=width // 2),
+        ],
+        pts_us=pts_us,
+        capture_time_us=capture_time_us,
+        sequence=sequence,
+    )
+
+
+def av_to_proto(
+    frame: av.VideoFrame, *, pts_us: int, capture_time_us: int = 0, sequence: int = 0
+) -> media_pb2.VideoFrame:
+    """A PyAV yuv420p or rgba frame as a VideoFrame (planes keep PyAV's row padding)."""
+    fmt = {"yuv420p": I420, "rgba": RGBA, "rgb24": media_pb2.PIXEL_FORMAT_RGB24}[frame.format.name]
+    return media_pb2.VideoFrame(
+        width=frame.width,
+        height=frame.height,
+        pixel_format=fmt,
+        planes=[media_pb2.Plane(data=bytes(p), stride=p.line_size) for p in frame.planes],
+        pts_us=pts_us,
+        capture_time_us=capture_time_us,
+        sequence=sequence,
+    )
+
+
+def _plane(plane: media_pb2.Plane, width: int, height: int) -> np.ndarray:
+    rows = np.frombuffer(plane.data, dtype=np.uint8)[: plane.stride * height]
+    return rows.reshape(height, plane.stride)[:, :width]
+
+
+def proto_to_i420(frame: media_pb2.VideoFrame) -> np.ndarray:
+    """A VideoFrame's I420 planes as one packed (h*3/2, w) array (a view when unpadded)."""
+    w, h = frame.width, frame.height
+    if all(p.stride == (w if i == 0 else w // 2) for i, p in enumerate(frame.planes)):
+        data = b"".join(
+            p.data[: (w if i == 0 else w // 2) * (h if i == 0 else h // 2)]
+            for i, p in enumerate(frame.planes)
+        )
+        return np.frombuffer(data, dtype=np.uint8).reshape(h * 3 // 2, w)
+    out = np.empty((h * 3 // 2, w), dtype=np.uint8)
+    out[:h] = _plane(frame.planes[0], w, h)
+    flat = out.reshape(-1)
+    c = (w // 2) * (h // 2)
+    flat[w * h : w * h + c] = _plane(frame.planes[1], w // 2, h // 2).reshape(-1)
+    flat[w * h + c :] = _plane(frame.planes[2], w // 2, h // 2).reshape(-1)
+    return out
+
+
+def proto_to_av(frame: media_pb2.VideoFrame) -> av.VideoFrame:
+    if frame.pixel_format == RGBA:
+        rgba = _plane(frame.planes[0], frame.width * 4, frame.height).reshape(
+            frame.height, frame.width, 4
+        )
+        out = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgba), format="rgba")
+    else:
+        out = av.VideoFrame.from_ndarray(proto_to_i420(frame), format="yuv420p")
+    return out
+
+
+def i420_planes(image: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Y, U, V views of a packed (h*3/2, w) I420 image."""
+    height = image.shape[0] * 2 // 3
+    width = image.shape[1]
+    flat = image.reshape(-1)
+    c = (width // 2) * (height // 2)
+    y = flat[: width * height].reshape(height, width)
+    u = flat[width * height : width * height + c].reshape(height // 2, width // 2)
+    v = flat[width * height + c :].reshape(height // 2, width // 2)
+    return y, u, v
+
+
+# -- audio ---------------------------------------------------------------------------------------
+
+
+def pcm_to_proto(
+    samples: np.ndarray,
+    sample_rate: int,
+    *,
+    pts_us: int,
+    capture_time_us: int = 0,
+    sequence: int = 0,
+) -> media_pb2.AudioFrame:
+    """Interleaved int16 samples of shape (n, channels) as an AudioFrame."""
+    if samples.ndim == 1:
+        samples = samples[:, None]
+    return media_pb2.AudioFrame(
+        pcm=np.ascontiguousarray(samples, dtype="<i2").tobytes(),
+        sample_rate=sample_rate,
+        channels=samples.shape[1],
+        samples=samples.shape[0],
+        pts_us=pts_us,
+        capture_time_us=capture_time_us,
+        sequence=sequence,
+    )
+
+
+def proto_to_pcm(frame: media_pb2.AudioFrame) -> np.ndarray:
+    """An AudioFrame's samples as an int16 array of shape (samples, channels)."""
+    return np.frombuffer(frame.pcm, dtype="<i2").reshape(-1, max(frame.channels, 1))
+
+
+def av_audio_to_proto(
+    frame: av.AudioFrame, *, pts_us: int, capture_time_us: int = 0, sequence: int = 0
+) -> media_pb2.AudioFrame:
+    """A PyAV packed s16 frame as an AudioFrame."""
+    if frame.format.name != "s16":
+        raise ValueError(f"expected s16 audio, got {frame.format.name}")
+    channels = len(frame.layout.channels)
+    data = bytes(frame.planes[0])[: frame.samples * channels * 2]
+    return media_pb2.AudioFrame(
+        pcm=data,
+        sample_rate=frame.sample_rate,
+        channels=channels,
+        samples=frame.samples,
+        pts_us=pts_us,
+        capture_time_us=capture_time_us,
+        sequence=sequence,
+    )
+
+
+def proto_to_av_audio(frame: media_pb2.AudioFrame) -> av.AudioFrame:
+    layout = "stereo" if frame.channels == 2 else "mono"
+    pcm = proto_to_pcm(frame).reshape(1, -1)
+    out = av.AudioFrame.from_ndarray(pcm, format="s16", layout=layout)
+    out.sample_rate = frame.sample_rate
+    return out
+
+
+# -- fan-out -------------------------------------------------------------------------------------
+
+
+class DropOldestQueue(Generic[T]):
+    """A bounded queue for one subscriber: when full, the oldest item goes and is counted.
+
+    The producer never waits on a slow consumer, and memory never grows past `maxsize` items.
+    """
+
+    def __init__(self, maxsize: int) -> None:
+        self._items: deque[T] = deque()
+        self._maxsize = maxsize
+        self._event = asyncio.Event()
+        self.dropped = 0
+        self.closed = False
+
+    def put(self, item: T) -> None:
+        if self.closed:
+            return
+        if len(self._items) >= self._maxsize:
+            self._items.popleft()
+            self.dropped += 1
+        self._items.append(item)
+        self._event.set()
+
+    def close(self) -> None:
+        self.closed = True
+        self._event.set()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    async def get(self, timeout: float | None = None) -> T | None:
+        """The next item; None on timeout or when closed and empty."""
+        while not self._items:
+            if self.closed:
+                return None
+            self._event.clear()
+            try:
+                await asyncio.wait_for(self._event.wait(), timeout)
+            except TimeoutError:
+                return None
+        return self._items.popleft()
+
+
+async def subscribe(
+    channels: ChannelCache,
+    endpoint: str,
+    handle: str,
+    rendition: media_pb2.Rendition,
+    *,
+    subscriber: str = "",
+    retry_interval: float = 0.5,
+) -> AsyncIterator[media_pb2.MediaFrame]:
+    """Frames of `handle` from `endpoint`, resubscribing forever when the stream breaks.
+
+    The consumer decides what a gap means (hold, slate, fall back); this only keeps trying.
+    """
+    request = media_pb2.SubscribeRequest(handle=handle, rendition=rendition, subscriber=subscriber)
+    while True:
+        try:
+            call = channels.media(endpoint).Subscribe(request)
+            async for frame in call:
+                yield frame
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.NOT_FOUND:
+                log.debug("handle_not_found", handle=handle, endpoint=endpoint)
+            elif exc.code() != grpc.StatusCode.UNAVAILABLE:
+                log.warning(
+                    "subscribe_failed", handle=handle, code=exc.code().name, detail=exc.details()
+                )
+        await asyncio.sleep(retry_interval)
