@@ -37,13 +37,13 @@ $(PY_STAMP): pyproject.toml
 	touch $@
 
 proto: $(PY_STAMP) ## regenerate Python code from proto/ (never committed)
-	rm -rf $(GEN_DIR) && mkdir -p $(GEN_DIR)
-	PATH=$(abspath $(BIN)):$$PATH $(PY) -m grpc_tools.protoc -Iproto --python_out=$(GEN_DIR) --grpc_python_out=$(GEN_DIR) \
-	  --mypy_out=$(GEN_DIR) --mypy_grpc_out=$(GEN_DIR) $(PROTOS)
-	# protoc writes imports rooted at the proto path; make them absolute within the package.
-	find $(GEN_DIR) -name '*.py*' -exec sed -i -E 's/^from baycast\.v1 import/from services.common.gen.baycast.v1 import/; s/^import baycast\.v1\./import services.common.gen.baycast.v1./' {} +
-	for d in $(GEN_DIR) $(GEN_DIR)/baycast $(GEN_DIR)/baycast/v1; do touch $$d/__init__.py; done
-	touch $(GEN_STAMP)
+	@tmp=$$(mktemp -d) && \
+	PATH=$(abspath $(BIN)):$$PATH $(PY) -m grpc_tools.protoc -Iproto --python_out=$$tmp --grpc_python_out=$$tmp \
+	  --mypy_out=$$tmp --mypy_grpc_out=$$tmp $(PROTOS) && \
+	find $$tmp -name '*.py*' -exec sed -i -E 's/^from baycast\.v1 import/from services.common.gen.baycast.v1 import/; s/^import baycast\.v1\./import services.common.gen.baycast.v1./' {} + && \
+	touch $$tmp/__init__.py $$tmp/baycast/__init__.py $$tmp/baycast/v1/__init__.py $$tmp/.stamp && \
+	rm -rf $(GEN_DIR) && mv $$tmp $(GEN_DIR) && chmod 755 $(GEN_DIR) && echo "generated $(GEN_DIR)"
+	@# protoc writes imports rooted at the proto path; the sed above makes them package-absolute.
 
 $(GEN_STAMP): $(PROTOS) $(PY_STAMP)
 	$(MAKE) --no-print-directory proto

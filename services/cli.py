@@ -10,14 +10,24 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import sys
 from collections.abc import Sequence
 
 SERVICES = ("ingest", "mixer", "graphics", "distribution", "monitoring")
-# Modules that add `baycast ctl` verbs; each has `register(subparsers)`.
-CTL_MODULES: tuple[str, ...] = ("services.common.status_ctl",)
-# Modules that add top-level commands (`baycast up`, `baycast station`); each has `register(sub)`.
-COMMAND_MODULES: tuple[str, ...] = ()
+# Modules that add `baycast ctl` verbs, each with `register(verbs)`: the shared ones, then each
+# service's own `ctl.py` where the service has one.
+CTL_MODULES = ("services.common.status_ctl", *(f"services.{name}.ctl" for name in SERVICES))
+# Modules that add top-level commands, each with `register(sub)`.
+COMMAND_MODULES = ("services.station.cli", "services.up")
+
+
+def _present(module: str) -> bool:
+    """Whether `module` exists (a module that exists but fails to import still raises)."""
+    parent = module.rpartition(".")[0]
+    if parent != "services" and importlib.util.find_spec(parent) is None:
+        return False
+    return importlib.util.find_spec(module) is not None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,10 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--nats", help="NATS URL (default: BAYCAST_NATS_URL, then .baycast/endpoints.json)"
     )
     verbs = ctl.add_subparsers(dest="verb", required=True, metavar="VERB")
-    for module in CTL_MODULES:
+    for module in filter(_present, CTL_MODULES):
         importlib.import_module(module).register(verbs)
 
-    for module in COMMAND_MODULES:
+    for module in filter(_present, COMMAND_MODULES):
         importlib.import_module(module).register(sub)
     return parser
 

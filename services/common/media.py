@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Generic, TypeVar
 
 import av
@@ -224,19 +224,25 @@ class DropOldestQueue(Generic[T]):
 
 async def subscribe(
     channels: ChannelCache,
-    endpoint: str,
+    locate: Callable[[], Awaitable[str | None]],
     handle: str,
     rendition: media_pb2.Rendition,
     *,
     subscriber: str = "",
     retry_interval: float = 0.5,
 ) -> AsyncIterator[media_pb2.MediaFrame]:
-    """Frames of `handle` from `endpoint`, resubscribing forever when the stream breaks.
+    """Frames of `handle`, resubscribing forever when the stream breaks.
 
-    The consumer decides what a gap means (hold, slate, fall back); this only keeps trying.
+    `locate` returns the endpoint serving the handle (None: not served now) and is asked again
+    before every attempt. The consumer decides what a gap means (hold, slate, fall back); this
+    only keeps trying.
     """
     request = media_pb2.SubscribeRequest(handle=handle, rendition=rendition, subscriber=subscriber)
     while True:
+        endpoint = await locate()
+        if endpoint is None:
+            await asyncio.sleep(retry_interval)
+            continue
         try:
             call = channels.media(endpoint).Subscribe(request)
             async for frame in call:
