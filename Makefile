@@ -19,7 +19,9 @@ GEN_STAMP := $(GEN_DIR)/.stamp
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
 
-setup: apt $(PY_STAMP) $(GEN_STAMP) ## install everything (idempotent): Debian packages, .venv, generated code
+HLS_JS := build/web/node_modules/hls.js/dist/hls.min.js
+
+setup: apt $(PY_STAMP) $(GEN_STAMP) $(HLS_JS) ## install everything (idempotent): Debian packages, .venv, generated code, hls.js
 
 apt:
 	@missing=""; for p in $(APT_PACKAGES); do \
@@ -29,6 +31,11 @@ apt:
 	  echo "installing Debian packages:$$missing"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	fi
+
+# The show page plays HLS in browsers without native HLS through hls.js, from the npm registry.
+$(HLS_JS):
+	mkdir -p build/web
+	npm install --silent --no-audit --no-fund --prefix build/web hls.js@1.7.4
 
 $(PY_STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)

