@@ -19,6 +19,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 import nats
 import nats.errors
@@ -58,6 +59,16 @@ def subject(*parts: str) -> str:
         if not part or any(c in part for c in " .*>\t\r\n"):
             raise errors.InvalidArgument(f"{part!r} cannot be part of a subject")
     return PREFIX + ".".join(parts)
+
+
+def redact_url(url: str) -> str:
+    """`nats://user:secret@host:4222` -> `nats://***@host:4222`: credentials never reach a log."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def encode(message: Message) -> bytes:
@@ -141,14 +152,16 @@ class Bus:
                 )
                 break
             except (OSError, nats.errors.NoServersError, TimeoutError) as exc:
-                log.warning("nats_connect_failed", url=self.url, error=str(exc), retry_in=delay)
+                log.warning(
+                    "nats_connect_failed", url=redact_url(self.url), error=str(exc), retry_in=delay
+                )
                 self.nc = Client()
                 if stop is not None and stop.is_set():
                     raise
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
         self._set_connected(True)
-        log.info("nats_connected", url=self.url)
+        log.info("nats_connected", url=redact_url(self.url))
 
     def _set_connected(self, up: bool) -> None:
         self.connected = up
@@ -168,7 +181,7 @@ class Bus:
         self._set_connected(True)
         log.info(
             "nats_reconnected",
-            url=str(self.nc.connected_url.geturl() if self.nc.connected_url else ""),
+            url=redact_url(self.nc.connected_url.geturl() if self.nc.connected_url else ""),
         )
 
     async def _on_closed(self) -> None:

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from services.common import errors
-from services.common.bus import decode, encode, subject
+from services.common.bus import decode, encode, redact_url, subject
 from services.common.gen.baycast.v1 import control_pb2
 
 
@@ -41,3 +41,9 @@ def test_error_codes_round_trip() -> None:
     exc = errors.from_code("NOT_FOUND", "no such station", "station")
     assert isinstance(exc, errors.NotFound) and exc.field == "station" and exc.http_status == 404
     assert isinstance(errors.from_code("WHATEVER", "x"), errors.BaycastError)
+
+
+def test_credentials_in_the_nats_url_are_redacted() -> None:
+    assert redact_url("nats://ingest:pa55@nats:4222") == "nats://***@nats:4222"
+    assert redact_url("nats://tok3n@nats:4222") == "nats://***@nats:4222"
+    assert redact_url("nats://127.0.0.1:4222") == "nats://127.0.0.1:4222"
