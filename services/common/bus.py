@@ -61,6 +61,11 @@ def subject(*parts: str) -> str:
     return PREFIX + ".".join(parts)
 
 
+def subject_token(subj: str, index: int) -> str:
+    """The `index`-th token after the prefix: ("baycast.v1.prod.qh.gfx.cmd", 1) -> "qh"."""
+    return subj[len(PREFIX) :].split(".")[index]
+
+
 def redact_url(url: str) -> str:
     """`nats://user:secret@host:4222` -> `nats://***@host:4222`: credentials never reach a log."""
     parts = urlsplit(url)
@@ -107,6 +112,7 @@ def error_reply(exc: errors.BaycastError) -> bytes:
 
 
 Handler = Callable[[M], Awaitable[Message]]
+SubjectHandler = Callable[[M, str], Awaitable[Message]]
 EventHandler = Callable[[M, str], Awaitable[None]]
 
 
@@ -226,6 +232,16 @@ class Bus:
     ) -> Any:
         """Answer commands on `subj`: parse, validate, call `handler`, reply (or reply an error)."""
 
+        async def with_subject(request: M, _subject: str) -> Message:
+            return await handler(request)
+
+        return await self.serve_each(subj, request_type, with_subject, queue=queue)
+
+    async def serve_each(
+        self, pattern: str, request_type: type[M], handler: SubjectHandler[M], *, queue: str = ""
+    ) -> Any:
+        """`serve` for a wildcard subject (`prod.*.gfx.cmd`): the handler also gets the subject."""
+
         async def on_msg(msg: Msg) -> None:
             command_id = (msg.headers or {}).get(COMMAND_ID_HEADER, "")
             if command_id and command_id in self._replies:
@@ -239,10 +255,10 @@ class Bus:
                     self._replies.popitem(last=False)
             await self._respond(msg, data, headers)
 
-        return await self.nc.subscribe(subj, queue=queue, cb=on_msg)
+        return await self.nc.subscribe(pattern, queue=queue, cb=on_msg)
 
     async def _handle(
-        self, msg: Msg, request_type: type[M], handler: Handler[M]
+        self, msg: Msg, request_type: type[M], handler: SubjectHandler[M]
     ) -> tuple[bytes, dict[str, str]]:
         try:
             if len(msg.data) > self.max_command_bytes:
@@ -250,7 +266,7 @@ class Bus:
                     f"command is {len(msg.data)} bytes, the limit is {self.max_command_bytes}"
                 )
             request = decode(msg.data, request_type)
-            reply = await handler(request)
+            reply = await handler(request, msg.subject)
             return encode(reply), {STATUS_HEADER: "ok"}
         except errors.BaycastError as exc:
             log.info(

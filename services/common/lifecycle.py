@@ -78,6 +78,9 @@ class BaseService(Generic[S]):
     async def setup(self) -> None:
         """Register handlers, servicers, routes; start the service's own tasks."""
 
+    async def before_drain(self) -> None:
+        """Last words on the bus before it drains (withdraw handles, publish offline states)."""
+
     async def teardown(self) -> None:
         """Stop the service's own tasks and release what it holds."""
 
@@ -86,6 +89,12 @@ class BaseService(Generic[S]):
     @property
     def ready(self) -> bool:
         return self.http.ready
+
+    @property
+    def grpc_endpoint(self) -> str:
+        """host:port that other services use to reach this one's gRPC server (after start)."""
+        host = self.settings.grpc_endpoint.rpartition(":")[0]
+        return f"{host}:{self.grpc.port}"
 
     def spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
         """Run a background task that is cancelled on stop and whose crash is logged loudly."""
@@ -129,6 +138,8 @@ class BaseService(Generic[S]):
         self.log.info("draining")
         await self.set_ready(False)
         await asyncio.sleep(self.settings.unready_seconds)
+        with contextlib.suppress(Exception):
+            await self.before_drain()
         await self.bus.drain()
         with contextlib.suppress(Exception):
             await self.teardown()
@@ -154,7 +165,7 @@ class BaseService(Generic[S]):
             cpu_seconds=usage.ru_utime + usage.ru_stime,
             rss_bytes=usage.ru_maxrss * 1024,
             http_address=f"{self.settings.http_addr.rpartition(':')[0]}:{self.http.port}",
-            grpc_address=self.settings.grpc_endpoint.rpartition(":")[0] + f":{self.grpc.port}",
+            grpc_address=self.grpc_endpoint,
             loop_lag_ms=self.loop_lag_s * 1000,
         )
 

@@ -1,0 +1,1 @@
+"""The graphics service: broadcast overlays rendered from templates, offered as `gfx/<prod>`."""

@@ -1,0 +1,3 @@
+from services.graphics.service import main
+
+main()
