@@ -9,7 +9,6 @@ from pathlib import Path
 
 from grpc_tools import protoc
 
-
 ROOT = Path(__file__).resolve().parents[3]
 
 
