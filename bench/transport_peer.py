@@ -4,7 +4,7 @@
     python -m bench.transport_peer shm NAME W H COUNT  write COUNT frames into shared memory
 
 The frames are I420 images built once; each send goes through what a real producer does
-(`i420_to_proto`, serialisation) or, for shared memory, one copy into the shared buffer.
+(`i420_message`, serialisation) or, for shared memory, one copy into the shared buffer.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import grpc
 import numpy as np
 
 from services.common.gen.baycast.v1 import media_pb2, media_pb2_grpc
-from services.common.media import i420_to_proto
+from services.common.media import i420_message
 from services.common.rpc import SERVER_OPTIONS
 
 FRAMES_PER_REQUEST = 200
@@ -32,9 +32,7 @@ class Producer(media_pb2_grpc.MediaServicer):
         image = np.random.default_rng(0).integers(0, 256, (h * 3 // 2, w), dtype=np.uint8)
         count = int(request.subscriber or FRAMES_PER_REQUEST)
         for seq in range(count):
-            yield media_pb2.MediaFrame(
-                video=i420_to_proto(image, pts_us=seq * 40_000, sequence=seq)
-            )
+            yield i420_message(image, pts_us=seq * 40_000, sequence=seq)
 
 
 async def serve(port: int) -> None:

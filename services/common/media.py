@@ -34,44 +34,59 @@ def now_us() -> int:
 # -- video ---------------------------------------------------------------------------------------
 
 
+# Planes are added where they live (`planes.add`): building Plane messages first, or wrapping a
+# finished VideoFrame in a MediaFrame, deep-copies every plane (~4.6 ms for a 1080p frame).
+
+
+def i420_message(
+    image: np.ndarray, *, pts_us: int, capture_time_us: int = 0, sequence: int = 0
+) -> media_pb2.MediaFrame:
+    """A packed I420 image (shape (h*3/2, w), uint8) as a MediaFrame, built in place."""
+    message = media_pb2.MediaFrame()
+    video = message.video
+    height = image.shape[0] * 2 // 3
+    width = image.shape[1]
+    video.width, video.height, video.pixel_format = width, height, I420
+    video.pts_us, video.capture_time_us, video.sequence = pts_us, capture_time_us, sequence
+    y_size = width * height
+    c = (width // 2) * (height // 2)
+    flat = image.reshape(-1)
+    video.planes.add(data=flat[:y_size].tobytes(), stride=width)
+    video.planes.add(data=flat[y_size : y_size + c].tobytes(), stride=width // 2)
+    video.planes.add(data=flat[y_size + c : y_size + 2 * c].tobytes(), stride=width // 2)
+    return message
+
+
 def i420_to_proto(
     image: np.ndarray, *, pts_us: int, capture_time_us: int = 0, sequence: int = 0
 ) -> media_pb2.VideoFrame:
-    """A packed I420 image (shape (h*3/2, w), uint8) as a VideoFrame."""
-    height = image.shape[0] * 2 // 3
-    width = image.shape[1]
-    y_size = width * height
-    flat = image.reshape(-1)
-    c = y_size // 4
-    return media_pb2.VideoFrame(
-        width=width,
-        height=height,
-        pixel_format=I420,
-        planes=[
-            media_pb2.Plane(data=flat[:y_size].tobytes(), stride=width),
-            media_pb2.Plane(data=flat[y_size : y_size + c].tobytes(), stride=width // 2),
-            media_pb2.Plane(data=flat[y_size + c : y_size + 2 * c].tobytes(), stride=width // 2),
-        ],
-        pts_us=pts_us,
-        capture_time_us=capture_time_us,
-        sequence=sequence,
-    )
+    """A packed I420 image as a VideoFrame (prefer `i420_message` to send it)."""
+    message = i420_message(image, pts_us=pts_us, capture_time_us=capture_time_us, sequence=sequence)
+    return message.video
+
+
+def av_video_message(
+    frame: av.VideoFrame, *, pts_us: int, capture_time_us: int = 0, sequence: int = 0
+) -> media_pb2.MediaFrame:
+    """A PyAV yuv420p, rgba or rgb24 frame as a MediaFrame (planes keep PyAV's row padding)."""
+    fmt = {"yuv420p": I420, "rgba": RGBA, "rgb24": media_pb2.PIXEL_FORMAT_RGB24}[frame.format.name]
+    message = media_pb2.MediaFrame()
+    video = message.video
+    video.width, video.height, video.pixel_format = frame.width, frame.height, fmt
+    video.pts_us, video.capture_time_us, video.sequence = pts_us, capture_time_us, sequence
+    for plane in frame.planes:
+        video.planes.add(data=bytes(plane), stride=plane.line_size)
+    return message
 
 
 def av_to_proto(
     frame: av.VideoFrame, *, pts_us: int, capture_time_us: int = 0, sequence: int = 0
 ) -> media_pb2.VideoFrame:
-    """A PyAV yuv420p or rgba frame as a VideoFrame (planes keep PyAV's row padding)."""
-    fmt = {"yuv420p": I420, "rgba": RGBA, "rgb24": media_pb2.PIXEL_FORMAT_RGB24}[frame.format.name]
-    return media_pb2.VideoFrame(
-        width=frame.width,
-        height=frame.height,
-        pixel_format=fmt,
-        planes=[media_pb2.Plane(data=bytes(p), stride=p.line_size) for p in frame.planes],
-        pts_us=pts_us,
-        capture_time_us=capture_time_us,
-        sequence=sequence,
+    """A PyAV frame as a VideoFrame (prefer `av_video_message` to send it)."""
+    message = av_video_message(
+        frame, pts_us=pts_us, capture_time_us=capture_time_us, sequence=sequence
     )
+    return message.video
 
 
 def _plane(plane: media_pb2.Plane, width: int, height: int) -> np.ndarray:
@@ -121,6 +136,29 @@ def i420_planes(image: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 # -- audio ---------------------------------------------------------------------------------------
+
+
+def pcm_message(
+    samples: np.ndarray,
+    sample_rate: int,
+    *,
+    pts_us: int,
+    capture_time_us: int = 0,
+    sequence: int = 0,
+) -> media_pb2.MediaFrame:
+    """Interleaved int16 samples of shape (n, channels) as a MediaFrame, built in place."""
+    if samples.ndim == 1:
+        samples = samples[:, None]
+    message = media_pb2.MediaFrame()
+    audio = message.audio
+    audio.pcm = np.ascontiguousarray(samples, dtype="<i2").tobytes()
+    audio.sample_rate, audio.channels, audio.samples = (
+        sample_rate,
+        samples.shape[1],
+        samples.shape[0],
+    )
+    audio.pts_us, audio.capture_time_us, audio.sequence = pts_us, capture_time_us, sequence
+    return message
 
 
 def pcm_to_proto(

@@ -17,7 +17,7 @@ import numpy as np
 
 from services.common.gen.baycast.v1 import media_pb2, media_pb2_grpc
 from services.common.handles import HandleDirectory
-from services.common.media import i420_to_proto, now_us, pcm_to_proto
+from services.common.media import i420_message, now_us, pcm_message
 from services.common.rpc import SERVER_OPTIONS
 
 SAMPLE_RATE = 48_000
@@ -103,15 +103,11 @@ class FakeMediaServer(media_pb2_grpc.MediaServicer):
                 continue
             pts = seq * 1_000_000 // card.fps
             if not r.no_video:
-                yield media_pb2.MediaFrame(
-                    video=i420_to_proto(image, pts_us=pts, capture_time_us=now_us(), sequence=seq)
-                )
+                yield i420_message(image, pts_us=pts, capture_time_us=now_us(), sequence=seq)
             if not r.no_audio:
                 pcm = card.audio(sample, samples_per_frame, channels)
-                yield media_pb2.MediaFrame(
-                    audio=pcm_to_proto(
-                        pcm, SAMPLE_RATE, pts_us=pts, capture_time_us=now_us(), sequence=seq
-                    )
+                yield pcm_message(
+                    pcm, SAMPLE_RATE, pts_us=pts, capture_time_us=now_us(), sequence=seq
                 )
             card.frames_sent += 1
             seq += 1

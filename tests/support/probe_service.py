@@ -16,7 +16,7 @@ from services.common import errors
 from services.common.bus import KvBucket, subject
 from services.common.gen.baycast.v1 import control_pb2, media_pb2, media_pb2_grpc
 from services.common.lifecycle import BaseService, run
-from services.common.media import i420_to_proto
+from services.common.media import i420_message
 from services.common.settings import ServiceSettings, load_settings
 from services.common.telemetry import configure_logging
 
@@ -60,10 +60,7 @@ class ProbeMedia(media_pb2_grpc.MediaServicer):
         width = request.rendition.width or 1920
         height = request.rendition.height or 1080
         for seq in range(PATTERN_FRAMES):
-            frame = i420_to_proto(
-                pattern_frame(width, height, seq), pts_us=seq * 40_000, sequence=seq
-            )
-            yield media_pb2.MediaFrame(video=frame)
+            yield i420_message(pattern_frame(width, height, seq), pts_us=seq * 40_000, sequence=seq)
             await asyncio.sleep(self.settings.frame_interval_s)
 
 

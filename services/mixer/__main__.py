@@ -1,0 +1,3 @@
+from services.mixer.service import main
+
+main()

@@ -1,0 +1,181 @@
+"""The audio mixer: per-source jitter buffers, gain, mute, audio-follow-video, master, mix-minus,
+and peak/RMS meters. One call per video frame mixes exactly one frame's worth of samples."""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from services.common.gen.baycast.v1 import mixer_pb2
+
+FULL_SCALE = 32768.0
+SILENCE_DBFS = -120.0
+
+
+def db_to_gain(db: float) -> float:
+    return float(10 ** (db / 20))
+
+
+def to_dbfs(value: float) -> float:
+    return 20 * math.log10(value) if value > 1e-6 else SILENCE_DBFS
+
+
+class AudioBuffer:
+    """Samples of one source waiting to be mixed, bounded both ways.
+
+    After running dry it refills to `start_samples` before playing again, so a source arriving in
+    frame-sized bursts at a phase to our clock plays smoothly; past `max_samples` the oldest go.
+    """
+
+    def __init__(self, channels: int, start_samples: int, max_samples: int) -> None:
+        self.channels = channels
+        self.start_samples = start_samples
+        self.max_samples = max_samples
+        self._chunks: deque[np.ndarray] = deque()
+        self.depth = 0
+        self.playing = False
+        self.dropped = 0
+        self.underruns = 0
+
+    def push(self, samples: np.ndarray) -> None:
+        if samples.shape[1] != self.channels:
+            samples = (
+                samples.mean(axis=1, keepdims=True).astype(np.int16)
+                if self.channels == 1
+                else np.repeat(samples[:, :1], self.channels, axis=1)
+            )
+        self._chunks.append(samples)
+        self.depth += samples.shape[0]
+        while self.depth > self.max_samples and self._chunks:
+            old = self._chunks.popleft()
+            self.depth -= old.shape[0]
+            self.dropped += old.shape[0]
+
+    def read(self, count: int, out: np.ndarray) -> bool:
+        """Fill `out` (count, channels) float32; False (and silence) when nothing to play."""
+        if not self.playing and self.depth >= self.start_samples:
+            self.playing = True
+        if not self.playing:
+            out.fill(0)
+            return False
+        filled = 0
+        while filled < count and self._chunks:
+            chunk = self._chunks[0]
+            take = min(count - filled, chunk.shape[0])
+            out[filled : filled + take] = chunk[:take]
+            if take == chunk.shape[0]:
+                self._chunks.popleft()
+            else:
+                self._chunks[0] = chunk[take:]
+            filled += take
+            self.depth -= take
+        if filled < count:
+            out[filled:] = 0
+            self.playing = False
+            self.underruns += 1
+        return filled > 0
+
+
+@dataclass
+class Meter:
+    peak: float = 0.0
+    sum_squares: float = 0.0
+    count: int = 0
+
+    def add(self, samples: np.ndarray) -> None:
+        if samples.size:
+            self.peak = max(self.peak, float(np.abs(samples).max()))
+            self.sum_squares += float(np.square(samples, dtype=np.float64).sum())
+            self.count += samples.size
+
+    def take(self, source: str) -> mixer_pb2.Level:
+        rms = math.sqrt(self.sum_squares / self.count) if self.count else 0.0
+        level = mixer_pb2.Level(
+            source=source,
+            peak_dbfs=round(to_dbfs(self.peak / FULL_SCALE), 2),
+            rms_dbfs=round(to_dbfs(rms / FULL_SCALE), 2),
+        )
+        self.peak, self.sum_squares, self.count = 0.0, 0.0, 0
+        return level
+
+
+@dataclass
+class MixResult:
+    program: np.ndarray  # (n, channels) int16
+    mixminus: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+class AudioMixer:
+    def __init__(self, sources: list[str], sample_rate: int, channels: int, fps: int) -> None:
+        self.sample_rate = sample_rate
+        self.channels = channels
+        self.samples_per_frame = sample_rate // fps
+        n = self.samples_per_frame
+        self.buffers = {s: AudioBuffer(channels, 2 * n, sample_rate // 4) for s in sources}
+        self.settings: dict[str, mixer_pb2.SourceAudio] = {
+            s: mixer_pb2.SourceAudio(source=s) for s in sources
+        }
+        self.master_gain_db = 0.0
+        self._inputs = {s: np.zeros((n, channels), dtype=np.float32) for s in sources}
+        self._total = np.zeros((n, channels), dtype=np.float32)
+        self.meters = {s: Meter() for s in ["", *sources]}
+        self.last_levels: dict[str, float] = {s: SILENCE_DBFS for s in sources}
+
+    def configure(self, audio: list[mixer_pb2.SourceAudio], master_gain_db: float) -> None:
+        for a in audio:
+            if a.source in self.settings:
+                self.settings[a.source].CopyFrom(a)
+        self.master_gain_db = master_gain_db
+
+    def push(self, source: str, samples: np.ndarray) -> None:
+        buffer = self.buffers.get(source)
+        if buffer is not None:
+            buffer.push(samples)
+
+    def gain(self, source: str, on_program: bool) -> float:
+        s = self.settings[source]
+        if s.mute or (s.afv and not on_program):
+            return 0.0
+        return db_to_gain(s.gain_db)
+
+    def mix(self, on_program: set[str], mixminus_for: set[str]) -> MixResult:
+        """Mix one frame of samples; mix-minus signals for the sources in `mixminus_for`."""
+        n = self.samples_per_frame
+        self._total.fill(0)
+        gains: dict[str, float] = {}
+        for source, buffer in self.buffers.items():
+            data = self._inputs[source]
+            live = buffer.read(n, data)
+            if live:
+                self.meters[source].add(data)
+            g = self.gain(source, source in on_program)
+            gains[source] = g if live else 0.0
+            if gains[source]:
+                self._total += data * g
+        master = db_to_gain(self.master_gain_db)
+        program = _to_int16(self._total * master)
+        self.meters[""].add(program.astype(np.float32))
+        result = MixResult(program)
+        for source in mixminus_for:
+            g = gains.get(source, 0.0)
+            if g:
+                result.mixminus[source] = _to_int16(
+                    (self._total - self._inputs[source] * g) * master
+                )
+            else:
+                result.mixminus[source] = program
+        return result
+
+    def levels(self) -> list[mixer_pb2.Level]:
+        out = [meter.take(source) for source, meter in self.meters.items()]
+        for level in out:
+            if level.source:
+                self.last_levels[level.source] = level.peak_dbfs
+        return out
+
+
+def _to_int16(samples: np.ndarray) -> np.ndarray:
+    return np.clip(np.rint(samples), -32768, 32767).astype(np.int16)

@@ -1,0 +1,190 @@
+"""Source feeds: each (source, size) a subscription holding the newest good frame.
+
+A box asks for its source at the box's size, so ingest scales once and a city travels at tile
+size. A feed nobody has looked at for a while is unsubscribed. Audio comes on one audio-only
+subscription per source, straight into the audio mixer's buffers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import structlog
+
+from services.common.gen.baycast.v1 import media_pb2
+from services.common.handles import HandleDirectory
+from services.common.media import I420, proto_to_pcm
+from services.common.rpc import ChannelCache
+from services.mixer.pictures import Picture
+
+log = structlog.get_logger("mixer.feeds")
+
+
+def source_handle(source: str) -> str:
+    return f"source/{source}"
+
+
+@dataclass
+class Held:
+    picture: Picture
+    received: float  # monotonic seconds
+    capture_time_us: int
+
+
+@dataclass
+class VideoFeed:
+    source: str
+    width: int
+    height: int
+    created: float
+    last_used: float
+    latest: Held | None = None
+    frames: int = 0
+    task: asyncio.Task[None] | None = field(default=None, repr=False)
+
+
+class FeedSet:
+    """The video and audio subscriptions of one production."""
+
+    def __init__(
+        self,
+        directory: HandleDirectory,
+        channels: ChannelCache,
+        fps: int,
+        subscriber: str,
+        idle_seconds: float,
+        on_audio: Callable[[str, np.ndarray], None],
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.directory = directory
+        self.channels = channels
+        self.fps = fps
+        self.subscriber = subscriber
+        self.idle_seconds = idle_seconds
+        self.on_audio = on_audio
+        self.clock = clock
+        self.video: dict[tuple[str, int, int], VideoFeed] = {}
+        self.last_seen: dict[str, float] = {}
+        self.first_wanted: dict[str, float] = {}
+        self._audio_tasks: dict[str, asyncio.Task[None]] = {}
+
+    def get(self, source: str, width: int, height: int) -> VideoFeed:
+        """The feed of `source` at this size, subscribing on first use."""
+        key = (source, width, height)
+        now = self.clock()
+        feed = self.video.get(key)
+        if feed is None:
+            if not any(f.source == source for f in self.video.values()):
+                # Nothing of this source is subscribed: its liveness starts over from now, so a
+                # source not shown for a while is not taken for dead while it reconnects.
+                self.last_seen.pop(source, None)
+                self.first_wanted[source] = now
+            feed = VideoFeed(source, width, height, created=now, last_used=now)
+            feed.task = asyncio.create_task(self._run_video(feed), name=f"feed-{source}")
+            self.video[key] = feed
+        feed.last_used = now
+        return feed
+
+    def age(self, source: str) -> float:
+        """Seconds since `source` last delivered video (since first wanted, if never)."""
+        now = self.clock()
+        seen = self.last_seen.get(source)
+        if seen is None:
+            return now - self.first_wanted.get(source, now)
+        return now - seen
+
+    def any_frame(self, source: str) -> Held | None:
+        """The newest frame of `source` at any size (for a box whose own size is on its way)."""
+        best: Held | None = None
+        for feed in self.video.values():
+            held = feed.latest
+            if feed.source == source and held and (best is None or held.received > best.received):
+                best = held
+        return best
+
+    def start_audio(self, sources: list[str]) -> None:
+        for source in sources:
+            if source not in self._audio_tasks:
+                self._audio_tasks[source] = asyncio.create_task(
+                    self._run_audio(source), name=f"audio-{source}"
+                )
+
+    def reap(self) -> None:
+        """Unsubscribe renditions nobody has used for `idle_seconds`."""
+        now = self.clock()
+        for key, feed in list(self.video.items()):
+            if now - feed.last_used > self.idle_seconds and feed.task is not None:
+                feed.task.cancel()
+                del self.video[key]
+
+    async def close(self) -> None:
+        tasks = [f.task for f in self.video.values() if f.task] + list(self._audio_tasks.values())
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self.video.clear()
+        self._audio_tasks.clear()
+
+    async def _run_video(self, feed: VideoFeed) -> None:
+        rendition = media_pb2.Rendition(
+            width=feed.width, height=feed.height, pixel_format=I420, fps=self.fps, no_audio=True
+        )
+        frames = self.directory.frames(
+            self.channels, source_handle(feed.source), rendition, subscriber=self.subscriber
+        )
+        async for message in frames:
+            if message.WhichOneof("body") != "video":
+                continue
+            frame = message.video
+            if frame.pixel_format not in (I420, media_pb2.PIXEL_FORMAT_UNSPECIFIED):
+                continue
+            if frame.width % 2 or frame.height % 2 or not frame.width or not frame.height:
+                continue
+            if len(frame.planes) != 3 or any(
+                len(p.data) < p.stride * (frame.height // (1 if i == 0 else 2))
+                or p.stride < frame.width // (1 if i == 0 else 2)
+                for i, p in enumerate(frame.planes)
+            ):
+                continue  # malformed: never let a bad frame reach the compositor
+            picture = _picture(frame)
+            now = self.clock()
+            feed.latest = Held(picture, now, frame.capture_time_us)
+            feed.frames += 1
+            self.last_seen[feed.source] = now
+
+    async def _run_audio(self, source: str) -> None:
+        rendition = media_pb2.Rendition(audio_sample_rate=48_000, audio_channels=2, no_video=True)
+        frames = self.directory.frames(
+            self.channels, source_handle(source), rendition, subscriber=self.subscriber
+        )
+        async for message in frames:
+            if message.WhichOneof("body") != "audio":
+                continue
+            audio = message.audio
+            if audio.sample_rate != 48_000 or audio.channels not in (1, 2):
+                continue
+            self.on_audio(source, proto_to_pcm(audio))
+
+
+def _plane(plane: media_pb2.Plane, width: int, height: int) -> np.ndarray:
+    rows = np.frombuffer(plane.data, dtype=np.uint8)[: plane.stride * height]
+    return rows.reshape(height, plane.stride)[:, :width]
+
+
+def _picture(frame: media_pb2.VideoFrame) -> Picture:
+    """A received I420 frame as a read-only picture over its planes' bytes (no copy)."""
+    w, h = frame.width, frame.height
+    return Picture.from_planes(
+        w,
+        h,
+        _plane(frame.planes[0], w, h),
+        _plane(frame.planes[1], w // 2, h // 2),
+        _plane(frame.planes[2], w // 2, h // 2),
+    )

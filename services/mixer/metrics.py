@@ -1,0 +1,41 @@
+"""Every Prometheus metric of the mixer, declared once. Labels: production id (bounded by the
+number of productions an instance runs) and fixed words."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+FRAMES = Counter(
+    "baycast_mixer_frames_total", "Program frames produced by the frame clock", ["production"]
+)
+TICKS_SKIPPED = Counter(
+    "baycast_mixer_ticks_skipped_total",
+    "Frame-clock ticks skipped because the mixer fell more than a second behind",
+    ["production"],
+)
+RENDER_SECONDS = Histogram(
+    "baycast_mixer_render_seconds",
+    "Time to compose one program frame (sources, transition, keys, audio)",
+    ["production"],
+    buckets=(0.0005, 0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064),
+)
+SUBSCRIBER_DROPS = Counter(
+    "baycast_mixer_subscriber_dropped_frames_total",
+    "Frames dropped for media subscribers that read too slowly",
+    ["production"],
+)
+SUBSCRIBERS = Gauge(
+    "baycast_mixer_subscribers", "Media subscribers of the mixer's handles", ["production"]
+)
+PRODUCTIONS = Gauge("baycast_mixer_productions", "Productions this instance runs")
+COMMANDS = Counter(
+    "baycast_mixer_commands_total", "Switcher commands handled", ["production", "result"]
+)
+SLATED = Gauge(
+    "baycast_mixer_sources_slated", "Sources currently shown as a signal-lost slate", ["production"]
+)
+TICK_ERRORS = Counter(
+    "baycast_mixer_tick_errors_total",
+    "Frame-clock ticks that failed (the clock carries on with the next frame)",
+    ["production"],
+)

@@ -1,0 +1,178 @@
+"""The mixer service: wiring only. Productions come and go with their leases (docs/adr/0004)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass
+from typing import Any
+
+from services.common import errors
+from services.common.bus import KvBucket, subject
+from services.common.gen.baycast.v1 import mixer_pb2
+from services.common.handles import HandleDirectory
+from services.common.lifecycle import BaseService, run
+from services.common.settings import load_settings
+from services.common.telemetry import configure_logging
+from services.mixer import metrics
+from services.mixer.leases import LeaseKeeper
+from services.mixer.outputs import MixerMedia, Output
+from services.mixer.production import ProductionRunner
+from services.mixer.productions import ProductionStore, check_id
+from services.mixer.settings import MixerSettings
+from services.mixer.switcher import initial_state, reconcile
+
+STATE_BUCKET = "mixer-state"
+ADMIN_SUBJECT = ("mixer", "production", "cmd")
+
+
+@dataclass
+class Running:
+    runner: ProductionRunner
+    lease_revision: int
+    commands: Any  # the NATS subscription of prod.<prod>.mixer.cmd
+
+
+class MixerService(BaseService[MixerSettings]):
+    name = "mixer"
+
+    async def setup(self) -> None:
+        self.directory = HandleDirectory(self.bus)
+        self.productions = await ProductionStore.open(self.bus)
+        self.states: KvBucket[mixer_pb2.SwitcherState] = await self.bus.kv(
+            STATE_BUCKET, mixer_pb2.SwitcherState
+        )
+        self.leases = await LeaseKeeper.open(
+            self.bus, self.settings.instance, self.settings.lease_seconds
+        )
+        self.running: dict[str, Running] = {}
+        await self.bus.serve(
+            subject(*ADMIN_SUBJECT), mixer_pb2.ProductionCommand, self.admin, queue="mixer"
+        )
+        self.grpc.add_media(MixerMedia(self.find_output))
+
+    async def start(self) -> None:
+        await super().start()
+        # Leases after the gRPC server is bound: a production announces handles on its port.
+        self.spawn(self._lease_loop(), "leases")
+
+    async def teardown(self) -> None:
+        for prod_id in list(self.running):
+            await self._stop_production(prod_id, release=False)
+
+    @property
+    def endpoint(self) -> str:
+        return self.settings.grpc_endpoint.rpartition(":")[0] + f":{self.grpc.port}"
+
+    def find_output(self, handle: str) -> Output | None:
+        parts = handle.split("/", 2)
+        if len(parts) != 3 or parts[0] != "prod" or parts[1] not in self.running:
+            return None
+        return self.running[parts[1]].runner.output(parts[2])
+
+    # -- production admin --------------------------------------------------------------------
+
+    async def admin(self, command: mixer_pb2.ProductionCommand) -> mixer_pb2.ProductionReply:
+        which = command.WhichOneof("command")
+        if which == "create":
+            created = await self.productions.create(command.create)
+            return mixer_pb2.ProductionReply(productions=[created])
+        if which == "list":
+            items = await self.productions.all()
+            return mixer_pb2.ProductionReply(
+                productions=[items[k] for k in sorted(items)], owners=await self.leases.owners()
+            )
+        if which == "show":
+            check_id(command.show.id, "show.id")
+            production = await self.productions.get(command.show.id)
+            owners = await self.leases.owners()
+            return mixer_pb2.ProductionReply(
+                productions=[production],
+                owners={k: v for k, v in owners.items() if k == production.id},
+            )
+        if which == "delete":
+            check_id(command.delete.id, "delete.id")
+            await self.productions.delete(command.delete.id)
+            with contextlib.suppress(Exception):
+                await self.states.delete(command.delete.id)
+            return mixer_pb2.ProductionReply()
+        raise errors.InvalidArgument("command is empty", field="command")
+
+    # -- leases ------------------------------------------------------------------------------
+
+    async def _lease_loop(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                await self._reconcile_leases()
+            except Exception as exc:  # NATS down: keep running what we have, retry
+                self.log.warning("lease_round_failed", error=str(exc) or type(exc).__name__)
+            await asyncio.sleep(self.settings.lease_renew_seconds)
+
+    async def _reconcile_leases(self) -> None:
+        for prod_id, running in list(self.running.items()):
+            revision = await self.leases.renew(prod_id, running.lease_revision)
+            if revision is None:
+                self.log.warning("lease_lost", production=prod_id)
+                await self._stop_production(prod_id, release=False)
+            else:
+                running.lease_revision = revision
+        productions = await self.productions.all()
+        for prod_id in list(self.running):
+            if prod_id not in productions:
+                await self._stop_production(prod_id, release=True)
+        for prod_id, production in sorted(productions.items()):
+            if prod_id in self.running or len(self.running) >= self.settings.max_productions:
+                continue
+            revision = await self.leases.acquire(prod_id)
+            if revision is not None:
+                try:
+                    await self._start_production(production, revision)
+                except Exception:
+                    self.log.exception("production_start_failed", production=prod_id)
+                    await self.leases.release(prod_id, revision)
+        metrics.PRODUCTIONS.set(len(self.running))
+
+    async def _start_production(self, production: mixer_pb2.Production, revision: int) -> None:
+        stored = await self.states.get(production.id)
+        state = (
+            reconcile(stored.value, production) if stored is not None else initial_state(production)
+        )
+        prod_id = production.id
+
+        async def save(value: mixer_pb2.SwitcherState) -> None:
+            await self.states.put(prod_id, value)
+
+        runner = ProductionRunner(
+            production,
+            state,
+            bus=self.bus,
+            directory=self.directory,
+            channels=self.channels,
+            instance=self.settings.instance,
+            endpoint=self.endpoint,
+            save_state=save,
+            queue_size=self.settings.subscriber_queue,
+            feed_idle_seconds=self.settings.feed_idle_seconds,
+        )
+        await runner.start()
+        commands = await self.bus.serve(
+            subject("prod", prod_id, "mixer", "cmd"), mixer_pb2.MixerCommand, runner.command
+        )
+        self.running[prod_id] = Running(runner, revision, commands)
+
+    async def _stop_production(self, prod_id: str, *, release: bool) -> None:
+        running = self.running.pop(prod_id, None)
+        if running is None:
+            return
+        with contextlib.suppress(Exception):
+            await running.commands.unsubscribe()
+        await running.runner.stop()
+        if release:
+            with contextlib.suppress(Exception):
+                await self.leases.release(prod_id, running.lease_revision)
+
+
+def main() -> None:
+    settings = load_settings(MixerSettings, "mixer")
+    configure_logging(settings.log_format, settings.log_level)
+    run(MixerService(settings))

@@ -1,0 +1,38 @@
+"""Mixer settings (environment: BAYCAST_MIXER_<FIELD>, then BAYCAST_<FIELD>)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from services.common.settings import ServiceSettings, SettingsError
+
+DEFAULT_LEASE_SECONDS = 3.0
+DEFAULT_LEASE_RENEW_SECONDS = 1.0
+DEFAULT_MAX_PRODUCTIONS = 4
+DEFAULT_SUBSCRIBER_QUEUE = 8
+DEFAULT_FEED_IDLE_SECONDS = 5.0
+
+
+@dataclass(frozen=True)
+class MixerSettings(ServiceSettings):
+    # A production's lease lives this long unless its owner renews it (docs/adr/0004).
+    lease_seconds: float = DEFAULT_LEASE_SECONDS
+    # How often an instance renews its leases and looks for productions nobody runs.
+    lease_renew_seconds: float = DEFAULT_LEASE_RENEW_SECONDS
+    # How many productions one instance runs at most.
+    max_productions: int = DEFAULT_MAX_PRODUCTIONS
+    # Frames queued per media subscriber before the oldest is dropped.
+    subscriber_queue: int = DEFAULT_SUBSCRIBER_QUEUE
+    # A source rendition nobody has shown for this long is unsubscribed.
+    feed_idle_seconds: float = DEFAULT_FEED_IDLE_SECONDS
+
+    def validate(self) -> None:
+        super().validate()
+        if not 0 < self.lease_renew_seconds < self.lease_seconds:
+            raise SettingsError(
+                "BAYCAST_MIXER_LEASE_RENEW_SECONDS must be positive and below LEASE_SECONDS"
+            )
+        if self.max_productions < 1:
+            raise SettingsError("BAYCAST_MIXER_MAX_PRODUCTIONS must be at least 1")
+        if self.subscriber_queue < 1:
+            raise SettingsError("BAYCAST_MIXER_SUBSCRIBER_QUEUE must be at least 1")

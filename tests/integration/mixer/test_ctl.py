@@ -1,0 +1,111 @@
+"""`baycast ctl` verbs of the mixer, run as a real CLI process against a running mixer."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+
+import av
+import numpy as np
+from PIL import Image
+
+from services.common.bus import Bus
+from services.common.gen.baycast.v1 import mixer_pb2
+from services.mixer.productions import ProductionStore
+from services.mixer.service import MixerService
+from tests.support.media_source import FakeMediaServer
+from tests.support.mixer import cards, command, unique
+from tests.support.nats import NatsServer
+
+
+def ctl(nats: NatsServer, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "services.cli", "ctl", "--nats", nats.url, *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "BAYCAST_LOG_FORMAT": "json"},
+    )
+
+
+def rgb_of(yuv: tuple[int, int, int]) -> np.ndarray:
+    image = np.empty((3, 2), dtype=np.uint8)
+    image[:2] = yuv[0]
+    image[2, :1], image[2, 1:] = yuv[1], yuv[2]
+    return av.VideoFrame.from_ndarray(image, format="yuv420p").to_ndarray(format="rgb24")[0, 0]
+
+
+async def test_ctl_creates_switches_and_snapshots(
+    bus: Bus,
+    media: FakeMediaServer,
+    announce,
+    mixer: MixerService,
+    nats_server: NatsServer,
+    tmp_path,
+) -> None:
+    prod_id = unique("ctl")
+    a, b = (media.add(c) for c in cards(prod_id, 2))
+    await announce()
+    sa, sb = (c.name.removeprefix("source/") for c in (a, b))
+    try:
+        run = await asyncio.to_thread(
+            ctl,
+            nats_server,
+            "production",
+            "create",
+            prod_id,
+            "--name",
+            "启航·大湾区",
+            "--format",
+            "1280x720",
+            "--source",
+            f"{sa}=广州台@{sb}",
+            "--source",
+            f"{sb}=深圳台",
+        )
+        assert run.returncode == 0, run.stderr
+        assert '"backup": "' + sb in run.stdout
+        await command(bus, prod_id, mixer_pb2.MixerCommand(get=mixer_pb2.MixerCommand.Get()))
+
+        listing = await asyncio.to_thread(ctl, nats_server, "production", "list")
+        assert prod_id in listing.stdout and "启航·大湾区" in listing.stdout
+        assert mixer.settings.instance in listing.stdout
+
+        bad = await asyncio.to_thread(ctl, nats_server, "cut", prod_id, "nowhere")
+        assert bad.returncode == 2 and "field cut.source" in bad.stderr
+
+        take = await asyncio.to_thread(ctl, nats_server, "take", prod_id)
+        assert take.returncode == 0 and f"program={sb}" in take.stdout, take.stderr
+
+        png = tmp_path / "program.png"
+        snap = await asyncio.to_thread(
+            ctl,
+            nats_server,
+            "snapshot",
+            prod_id,
+            "program",
+            "-o",
+            str(png),
+            "--width",
+            "320",
+            "--height",
+            "180",
+        )
+        assert snap.returncode == 0, snap.stderr
+        with Image.open(png) as image:
+            assert image.size == (320, 180)
+            pixel = np.array(image.convert("RGB"))[90, 160]
+        assert np.abs(pixel.astype(int) - rgb_of(b.yuv).astype(int)).max() <= 3
+
+        gain = await asyncio.to_thread(ctl, nats_server, "audio", prod_id, sa, "--gain-db", "-6")
+        assert gain.returncode == 0, gain.stderr
+        ftb = await asyncio.to_thread(ctl, nats_server, "ftb", prod_id, "--on")
+        assert ftb.returncode == 0 and "ftb=on" in ftb.stdout
+        layout = await asyncio.to_thread(
+            ctl, nats_server, "layout", prod_id, "side_by_side", "--sources", f"{sa},{sb}"
+        )
+        assert layout.returncode == 0 and "layout=side_by_side" in layout.stdout, layout.stderr
+    finally:
+        await (await ProductionStore.open(bus)).delete(prod_id)
