@@ -19,6 +19,7 @@ from services.common.gen.baycast.v1 import media_pb2, mixer_pb2
 from services.common.handles import HandleDirectory
 from services.common.media import proto_to_av
 from services.common.rpc import ChannelCache
+from services.mixer import rundown_ctl
 
 Cmd = mixer_pb2.MixerCommand
 PCmd = mixer_pb2.ProductionCommand
@@ -197,6 +198,8 @@ async def _snapshot(ctl: Ctl, args: argparse.Namespace) -> int:
 
 
 def register(verbs: argparse._SubParsersAction) -> None:
+    rundown_ctl.register(verbs)
+
     def verb(name: str, help_text: str, fn: Verb) -> argparse.ArgumentParser:
         p: argparse.ArgumentParser = verbs.add_parser(name, help=help_text)
         p.set_defaults(run=lambda args: run_verb(args, fn))

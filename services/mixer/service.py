@@ -9,7 +9,7 @@ from typing import Any
 
 from services.common import errors
 from services.common.bus import KvBucket, subject
-from services.common.gen.baycast.v1 import mixer_pb2
+from services.common.gen.baycast.v1 import mixer_pb2, rundown_pb2
 from services.common.handles import HandleDirectory
 from services.common.lifecycle import BaseService, run
 from services.common.settings import load_settings
@@ -19,6 +19,7 @@ from services.mixer.leases import LeaseKeeper
 from services.mixer.outputs import MixerMedia, Output
 from services.mixer.production import ProductionRunner
 from services.mixer.productions import ProductionStore, check_id
+from services.mixer.rundown import RUNDOWN_BUCKET, RundownPlayer, ensure_asrun_stream
 from services.mixer.settings import MixerSettings
 from services.mixer.switcher import initial_state, reconcile
 
@@ -29,8 +30,9 @@ ADMIN_SUBJECT = ("mixer", "production", "cmd")
 @dataclass
 class Running:
     runner: ProductionRunner
+    rundown: RundownPlayer
     lease_revision: int
-    commands: Any  # the NATS subscription of prod.<prod>.mixer.cmd
+    subscriptions: list[Any]  # prod.<prod>.mixer.cmd and prod.<prod>.rundown.cmd
 
 
 class MixerService(BaseService[MixerSettings]):
@@ -42,6 +44,10 @@ class MixerService(BaseService[MixerSettings]):
         self.states: KvBucket[mixer_pb2.SwitcherState] = await self.bus.kv(
             STATE_BUCKET, mixer_pb2.SwitcherState
         )
+        self.rundowns: KvBucket[rundown_pb2.RundownStatus] = await self.bus.kv(
+            RUNDOWN_BUCKET, rundown_pb2.RundownStatus
+        )
+        await ensure_asrun_stream(self.bus)
         self.leases = await LeaseKeeper.open(
             self.bus, self.settings.instance, self.settings.lease_seconds
         )
@@ -56,13 +62,10 @@ class MixerService(BaseService[MixerSettings]):
         # Leases after the gRPC server is bound: a production announces handles on its port.
         self.spawn(self._lease_loop(), "leases")
 
-    async def teardown(self) -> None:
+    async def before_drain(self) -> None:
+        # While the bus is up: withdraw the handles, so consumers look for the next owner.
         for prod_id in list(self.running):
             await self._stop_production(prod_id, release=False)
-
-    @property
-    def endpoint(self) -> str:
-        return self.settings.grpc_endpoint.rpartition(":")[0] + f":{self.grpc.port}"
 
     def find_output(self, handle: str) -> Output | None:
         parts = handle.split("/", 2)
@@ -95,6 +98,8 @@ class MixerService(BaseService[MixerSettings]):
             await self.productions.delete(command.delete.id)
             with contextlib.suppress(Exception):
                 await self.states.delete(command.delete.id)
+            with contextlib.suppress(Exception):
+                await self.rundowns.delete(command.delete.id)
             return mixer_pb2.ProductionReply()
         raise errors.InvalidArgument("command is empty", field="command")
 
@@ -149,23 +154,34 @@ class MixerService(BaseService[MixerSettings]):
             directory=self.directory,
             channels=self.channels,
             instance=self.settings.instance,
-            endpoint=self.endpoint,
+            endpoint=self.grpc_endpoint,
             save_state=save,
             queue_size=self.settings.subscriber_queue,
             feed_idle_seconds=self.settings.feed_idle_seconds,
         )
         await runner.start()
-        commands = await self.bus.serve(
-            subject("prod", prod_id, "mixer", "cmd"), mixer_pb2.MixerCommand, runner.command
-        )
-        self.running[prod_id] = Running(runner, revision, commands)
+        rundown = RundownPlayer(production, self.bus, self.rundowns, runner.command)
+        await rundown.start()
+        subscriptions = [
+            await self.bus.serve(
+                subject("prod", prod_id, "mixer", "cmd"), mixer_pb2.MixerCommand, runner.command
+            ),
+            await self.bus.serve(
+                subject("prod", prod_id, "rundown", "cmd"),
+                rundown_pb2.RundownCommand,
+                rundown.command,
+            ),
+        ]
+        self.running[prod_id] = Running(runner, rundown, revision, subscriptions)
 
     async def _stop_production(self, prod_id: str, *, release: bool) -> None:
         running = self.running.pop(prod_id, None)
         if running is None:
             return
-        with contextlib.suppress(Exception):
-            await running.commands.unsubscribe()
+        for subscription in running.subscriptions:
+            with contextlib.suppress(Exception):
+                await subscription.unsubscribe()
+        await running.rundown.stop()
         await running.runner.stop()
         if release:
             with contextlib.suppress(Exception):
