@@ -11,8 +11,11 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.util
+import os
 import sys
 from collections.abc import Sequence
+
+from services.common.telemetry import configure_logging
 
 SERVICES = ("ingest", "mixer", "graphics", "distribution", "monitoring")
 # Modules that add `baycast ctl` verbs, each with `register(verbs)`: the shared ones, then each
@@ -54,6 +57,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
+    if args.command not in SERVICES:
+        # Operator commands and clients print results on stdout; their logs go to stderr.
+        configure_logging(
+            os.environ.get("BAYCAST_LOG_FORMAT", "auto"), "warning", stream=sys.stderr
+        )
     code = args.run(args)
     sys.exit(code or 0)
 

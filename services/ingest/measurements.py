@@ -1,0 +1,128 @@
+"""Signal measurements of one source, summarised once a second.
+
+Picture checks run on every 8th pixel of every 8th row of the luma plane (a few thousand samples
+per frame, microseconds of numpy), audio checks on the decoded samples.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import deque
+from dataclasses import dataclass
+
+import av
+import numpy as np
+
+BLACK_LUMA = 28  # mean luma below this (video range black is 16) is a black picture
+FROZEN_MEAN_DIFF = 0.6  # mean absolute luma change per sample below which a frame repeats
+FROZEN_AFTER_S = 2.0
+SILENT_DBFS = -60.0
+SILENT_AFTER_S = 2.0
+LEVEL_FLOOR_DBFS = -120.0
+SAMPLE_STEP = 8
+NOMINAL_FPS_FRAMES = 25
+
+
+@dataclass
+class Snapshot:
+    fps: float
+    width: int
+    height: int
+    audio_level_dbfs: float
+    black: bool
+    frozen: bool
+    silent: bool
+    video_frames: int
+    audio_frames: int
+
+
+def luma_samples(frame: av.VideoFrame) -> np.ndarray:
+    plane = frame.planes[0]
+    rows = np.frombuffer(memoryview(plane), dtype=np.uint8).reshape(-1, plane.line_size)
+    return rows[: frame.height : SAMPLE_STEP, : frame.width : SAMPLE_STEP]
+
+
+def peak_dbfs(frame: av.AudioFrame) -> float:
+    samples = frame.to_ndarray()
+    if samples.size == 0:
+        return LEVEL_FLOOR_DBFS
+    if samples.dtype.kind == "f":
+        peak = float(np.max(np.abs(samples)))
+    else:
+        peak = float(np.max(np.abs(samples.astype(np.int32)))) / 32768.0
+    return 20 * math.log10(peak) if peak > 0 else LEVEL_FLOOR_DBFS
+
+
+class Measurements:
+    def __init__(self) -> None:
+        self.width = 0
+        self.height = 0
+        self.video_frames = 0
+        self.audio_frames = 0
+        self._window_start = time.monotonic()
+        self._window_frames = 0
+        self._window_peak = LEVEL_FLOOR_DBFS
+        self._previous: np.ndarray | None = None
+        self._still_since: float | None = None
+        self._black = False
+        self._loud_at = time.monotonic()
+        self._had_audio = False
+        self._last_pts_s: float | None = None
+        self._intervals: deque[float] = deque(maxlen=NOMINAL_FPS_FRAMES)
+
+    @property
+    def nominal_fps(self) -> float:
+        """The frame rate the timestamps say (median frame interval), 0 until known."""
+        if len(self._intervals) < 3:
+            return 0.0
+        interval = float(np.median(self._intervals))
+        return round(1.0 / interval, 2) if interval > 0 else 0.0
+
+    def on_video(self, frame: av.VideoFrame) -> None:
+        now = time.monotonic()
+        self.video_frames += 1
+        self._window_frames += 1
+        self.width, self.height = frame.width, frame.height
+        if frame.pts is not None and frame.time_base is not None:
+            pts_s = float(frame.pts * frame.time_base)
+            if self._last_pts_s is not None and 0 < pts_s - self._last_pts_s < 1.0:
+                self._intervals.append(pts_s - self._last_pts_s)
+            self._last_pts_s = pts_s
+        luma = luma_samples(frame)
+        self._black = float(luma.mean()) < BLACK_LUMA
+        if self._previous is not None and self._previous.shape == luma.shape:
+            diff = float(np.abs(luma.astype(np.int16) - self._previous).mean())
+            if diff >= FROZEN_MEAN_DIFF:
+                self._still_since = None
+            elif self._still_since is None:
+                self._still_since = now
+        self._previous = luma.astype(np.int16)
+
+    def on_audio(self, frame: av.AudioFrame) -> None:
+        self.audio_frames += 1
+        self._had_audio = True
+        level = peak_dbfs(frame)
+        self._window_peak = max(self._window_peak, level)
+        if level > SILENT_DBFS:
+            self._loud_at = time.monotonic()
+
+    def snapshot(self) -> Snapshot:
+        """The figures since the previous snapshot (fps, level) and the current flags."""
+        now = time.monotonic()
+        elapsed = max(now - self._window_start, 1e-3)
+        snap = Snapshot(
+            fps=self._window_frames / elapsed,
+            width=self.width,
+            height=self.height,
+            audio_level_dbfs=self._window_peak,
+            black=self._black,
+            frozen=self._still_since is not None and now - self._still_since >= FROZEN_AFTER_S,
+            silent=(not self._had_audio) or now - self._loud_at >= SILENT_AFTER_S,
+            video_frames=self.video_frames,
+            audio_frames=self.audio_frames,
+        )
+        self._window_start = now
+        self._window_frames = 0
+        self._window_peak = LEVEL_FLOOR_DBFS
+        return snap

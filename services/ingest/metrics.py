@@ -1,0 +1,61 @@
+"""Every Prometheus metric of the ingest service, declared once. Labels are bounded: a source or
+station id (operators create them), a protocol, an HTTP method/code. Never a token."""
+
+from __future__ import annotations
+
+import contextlib
+
+from prometheus_client import Counter, Gauge
+
+WHIP_REQUESTS = Counter(
+    "baycast_ingest_whip_requests_total",
+    "WHIP HTTP requests by method and response status",
+    ["method", "status"],
+)
+SESSIONS = Gauge("baycast_ingest_sessions", "Live contribution sessions", ["protocol"])
+STATION_COMMANDS = Counter(
+    "baycast_ingest_station_commands_total", "Station commands handled, by verb", ["verb"]
+)
+SOURCE_ONLINE = Gauge("baycast_ingest_source_online", "1 while a source is live", ["source"])
+SOURCE_FPS = Gauge("baycast_ingest_source_fps", "Decoded frames per second", ["source"])
+SOURCE_BITRATE = Gauge(
+    "baycast_ingest_source_bitrate_kbps", "Received bitrate, kilobits per second", ["source"]
+)
+SOURCE_PACKETS_LOST = Gauge(
+    "baycast_ingest_source_packets_lost", "RTP packets lost since the session began", ["source"]
+)
+SOURCE_JITTER = Gauge("baycast_ingest_source_jitter_ms", "RTP interarrival jitter", ["source"])
+SOURCE_RTT = Gauge(
+    "baycast_ingest_source_rtt_ms", "Round-trip time to the station (ICE probe)", ["source"]
+)
+SOURCE_AUDIO_LEVEL = Gauge(
+    "baycast_ingest_source_audio_level_dbfs", "Peak audio level over the last second", ["source"]
+)
+SOURCE_FLAG = Gauge(
+    "baycast_ingest_source_flag",
+    "1 while the picture is black/frozen or audio silent",
+    ["source", "flag"],
+)
+FRAMES_DROPPED = Counter(
+    "baycast_ingest_subscriber_frames_dropped_total",
+    "Frames dropped because a media subscriber read too slowly",
+    ["source"],
+)
+SUBSCRIBERS = Gauge("baycast_ingest_subscribers", "Media plane subscribers", ["source"])
+
+
+def forget_source(source: str) -> None:
+    """Remove a source's series when it goes offline, so gauges do not report stale values."""
+    for gauge in (
+        SOURCE_FPS,
+        SOURCE_BITRATE,
+        SOURCE_PACKETS_LOST,
+        SOURCE_JITTER,
+        SOURCE_RTT,
+        SOURCE_AUDIO_LEVEL,
+    ):
+        with contextlib.suppress(KeyError):
+            gauge.remove(source)
+    for flag in ("black", "frozen", "silent"):
+        with contextlib.suppress(KeyError):
+            SOURCE_FLAG.remove(source, flag)

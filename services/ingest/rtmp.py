@@ -1,0 +1,351 @@
+"""RTMP contribution: one listener for every station, the stream key is the station's token.
+
+    rtmp://<host>:1935/live/<token>        the key alone names the station (OBS: server
+                                           rtmp://<host>:1935/live, stream key <token>)
+    rtmp://<host>:1935/<station>/<token>   the application names the station (one hash check)
+
+A small asyncio server (see docs/adr/0006): handshake and chunk stream (`rtmp_chunks`), AMF0
+commands (`rtmp_amf`): `connect`, `releaseStream`, `FCPublish`, `createStream`, `publish`. The
+key is checked at `publish`: a wrong, revoked or unknown key gets `NetStream.Publish.BadName` and
+the connection is closed, with no source created; a station already live, a full ingest or a
+draining one are refused the same way with their reason. An accepted publish becomes an
+`RtmpSource` in the `SourceRegistry` (source id = station id, protocol "rtmp"), which decodes
+the FLV tags (`rtmp_flv`) and feeds the hub like a WHIP session. The key is never logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import struct
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import structlog
+
+from services.common import errors
+from services.common.gen.baycast.v1 import ingest_pb2
+from services.common.settings import split_addr
+from services.ingest.rtmp_amf import AmfError, decode, encode
+from services.ingest.rtmp_chunks import (
+    ACKNOWLEDGEMENT,
+    AUDIO,
+    COMMAND_AMF0,
+    COMMAND_AMF3,
+    CSID_COMMAND,
+    CSID_CONTROL,
+    CSID_STREAM,
+    HANDSHAKE_SIZE,
+    SET_CHUNK_SIZE,
+    SET_PEER_BANDWIDTH,
+    STREAM_BEGIN,
+    VIDEO,
+    WINDOW_ACK_SIZE,
+    ChunkError,
+    ChunkParser,
+    ChunkWriter,
+    Message,
+    control,
+    handshake_reply,
+    user_control,
+)
+from services.ingest.rtmp_flv import FlvDecoder, UnsupportedMedia
+from services.ingest.source import FrameSink, Source, TransportStats
+from services.ingest.sources import SourceRegistry
+from services.ingest.stations import StationRegistry, token_matches
+
+LOOKUP_APP = "live"  # rtmp://host/live/<token>: find the station by its token
+HANDSHAKE_TIMEOUT_S = 10.0
+COMMAND_TIMEOUT_S = 10.0  # from the handshake to `publish`
+MEDIA_TIMEOUT_S = 10.0  # a publisher silent this long is gone
+SERVER_WINDOW = 2_500_000
+SERVER_CHUNK_SIZE = 4096
+READ_SIZE = 64 * 1024
+STREAM_ID = 1
+ENDING_COMMANDS = ("deleteStream", "FCUnpublish", "closeStream")
+
+log = structlog.get_logger("ingest.rtmp")
+
+
+class Refused(Exception):
+    """A publish this server will not take; the message is sent to the publisher."""
+
+
+class RtmpConnection:
+    """One TCP connection: handshake, message reading with acknowledgements, replies."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.parser = ChunkParser()
+        self.out = ChunkWriter()
+        self.bytes_received = 0
+        self._window = 0
+        self._acked = 0
+        self._pending: deque[Message] = deque()
+
+    async def handshake(self) -> None:
+        c0c1 = await self.reader.readexactly(1 + HANDSHAKE_SIZE)
+        self.writer.write(handshake_reply(c0c1))
+        await self.writer.drain()
+        await self.reader.readexactly(HANDSHAKE_SIZE)  # C2: an echo of S1, nothing to check
+
+    async def next_message(self, timeout: float) -> Message | None:
+        """The next whole message, None when the peer closed (TimeoutError when silent)."""
+        while not self._pending:
+            data = await asyncio.wait_for(self.reader.read(READ_SIZE), timeout)
+            if not data:
+                return None
+            self.bytes_received += len(data)
+            self._pending.extend(self.parser.feed(data))
+            if self._window and self.bytes_received - self._acked >= self._window:
+                self._acked = self.bytes_received
+                self.send(CSID_CONTROL, control(ACKNOWLEDGEMENT, self.bytes_received & 0xFFFFFFFF))
+        message = self._pending.popleft()
+        if message.type_id == WINDOW_ACK_SIZE and len(message.payload) >= 4:
+            (self._window,) = struct.unpack(">I", message.payload[:4])
+        return message
+
+    def send(self, csid: int, message: Message) -> None:
+        if not self.writer.is_closing():
+            self.writer.write(self.out.encode(csid, message))
+
+    def command(self, stream_id: int, *values: Any) -> None:
+        csid = CSID_STREAM if stream_id else CSID_COMMAND
+        self.send(csid, Message(COMMAND_AMF0, stream_id, 0, encode(*values)))
+
+    def status(self, stream_id: int, level: str, code: str, description: str) -> None:
+        info = {"level": level, "code": code, "description": description}
+        self.command(stream_id, "onStatus", 0, None, info)
+
+    async def flush(self) -> None:
+        with contextlib.suppress(ConnectionError):
+            await self.writer.drain()
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def command_values(message: Message) -> list[Any] | None:
+    """The AMF0 values of a command message, None for any other message."""
+    if message.type_id == COMMAND_AMF0:
+        return decode(message.payload)
+    if message.type_id == COMMAND_AMF3 and message.payload[:1] == b"\x00":
+        return decode(message.payload[1:])  # an AMF3 command whose values are AMF0
+    return None
+
+
+async def negotiate(conn: RtmpConnection) -> tuple[str, str, int]:
+    """Answer the commands up to `publish`; returns (application, stream key, stream id)."""
+    app = ""
+    while True:
+        message = await conn.next_message(COMMAND_TIMEOUT_S)
+        if message is None:
+            raise ConnectionError("closed before publishing")
+        values = command_values(message)
+        if not values or not isinstance(values[0], str):
+            continue
+        name, txid = values[0], values[1] if len(values) > 1 else 0
+        if name == "connect":
+            props = values[2] if len(values) > 2 and isinstance(values[2], dict) else {}
+            app = str(props.get("app", "")).strip("/")
+            conn.send(CSID_CONTROL, control(WINDOW_ACK_SIZE, SERVER_WINDOW))
+            conn.send(CSID_CONTROL, control(SET_PEER_BANDWIDTH, SERVER_WINDOW, b"\x02"))
+            conn.send(CSID_CONTROL, control(SET_CHUNK_SIZE, SERVER_CHUNK_SIZE))
+            conn.out.chunk_size = SERVER_CHUNK_SIZE
+            conn.command(
+                0,
+                "_result",
+                txid,
+                {"fmsVer": "FMS/3,0,1,123", "capabilities": 31},
+                {
+                    "level": "status",
+                    "code": "NetConnection.Connect.Success",
+                    "description": "Connection succeeded.",
+                    "objectEncoding": 0,
+                },
+            )
+        elif name in ("releaseStream", "FCPublish"):
+            conn.command(0, "_result", txid, None)
+        elif name == "createStream":
+            conn.command(0, "_result", txid, None, STREAM_ID)
+        elif name == "publish":
+            key = values[3] if len(values) > 3 and isinstance(values[3], str) else ""
+            return app, key, message.stream_id or STREAM_ID
+        await conn.flush()
+
+
+async def find_station(stations: StationRegistry, app: str, key: str) -> ingest_pb2.Station | None:
+    """The station whose current token is `key` (under `live/`, or under its own id)."""
+    key = key.partition("?")[0]  # some encoders append ?params to the key
+    if not key:
+        return None
+    if app == LOOKUP_APP:
+        for station in (await stations.bucket.items()).values():
+            if token_matches(station, key):
+                return station
+        return None
+    try:
+        return await stations.authenticate(app, key)
+    except errors.BaycastError:
+        return None
+
+
+class RtmpSource(Source):
+    """One accepted RTMP publish: reads the connection's media messages and decodes them."""
+
+    protocol = "rtmp"
+
+    def __init__(self, conn: RtmpConnection, station: ingest_pb2.Station) -> None:
+        super().__init__(station.id, station.id, station.name)
+        self.conn = conn
+        self.decoder = FlvDecoder()
+        self._media_messages = 0
+        self._closed = False
+
+    async def run(self, sink: FrameSink) -> str:
+        loop = asyncio.get_running_loop()
+        # One thread per publish keeps decoding in order and off the event loop.
+        executor = ThreadPoolExecutor(1, thread_name_prefix=f"rtmp-{self.source_id}")
+        try:
+            while True:
+                message = await self.conn.next_message(MEDIA_TIMEOUT_S)
+                if message is None:
+                    return "ended by ingest" if self._closed else "publisher disconnected"
+                if message.type_id == VIDEO:
+                    self._media_messages += 1
+                    frames = await loop.run_in_executor(
+                        executor, self.decoder.video, message.timestamp, message.payload
+                    )
+                    self.video_codec = self.video_codec or "H264"
+                    for frame in frames:
+                        sink.offer_video(frame)
+                elif message.type_id == AUDIO:
+                    self._media_messages += 1
+                    sound = await loop.run_in_executor(
+                        executor, self.decoder.audio, message.timestamp, message.payload
+                    )
+                    self.audio_codec = self.audio_codec or "AAC"
+                    for audio_frame in sound:
+                        sink.offer_audio(audio_frame)
+                else:
+                    values = command_values(message)
+                    if values and values[0] in ENDING_COMMANDS:
+                        return "publisher ended the stream"
+        except TimeoutError:
+            return f"no media for {MEDIA_TIMEOUT_S:.0f} s"
+        except UnsupportedMedia as exc:
+            return str(exc)
+        except (ChunkError, AmfError) as exc:
+            return f"RTMP protocol error: {exc}"
+        except ConnectionError:
+            return "publisher disconnected"
+        finally:
+            executor.shutdown(wait=False, cancel_futures=True)
+            self.conn.close()
+
+    async def transport_stats(self) -> TransportStats:
+        return TransportStats(
+            bytes_received=self.conn.bytes_received,
+            packets_received=self._media_messages,
+            decode_errors=self.decoder.decode_errors,
+        )
+
+    async def close(self) -> None:
+        self._closed = True
+        self.conn.close()
+
+
+class RtmpServer:
+    """The RTMP listener; `accepting` goes False when ingest drains."""
+
+    def __init__(
+        self,
+        stations: StationRegistry,
+        sources: SourceRegistry,
+        *,
+        addr: str,
+        max_sessions: int,
+        is_busy: Callable[[str], bool] | None = None,
+    ) -> None:
+        self.stations = stations
+        self.sources = sources
+        self.addr = addr
+        self.max_sessions = max_sessions
+        # Whether a station is live or being admitted by another protocol (WHIP's pending offers).
+        self.is_busy = is_busy or (lambda station_id: station_id in sources.live)
+        self.accepting = True
+        self._server: asyncio.Server | None = None
+        self._negotiating: set[asyncio.Task[None]] = set()
+
+    @property
+    def port(self) -> int:
+        """The bound port, 0 when not listening."""
+        if self._server is None or not self._server.sockets:
+            return 0
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def start(self) -> None:
+        """Listen on `addr`. A port already taken is logged, not fatal: WHIP and SRT carry on."""
+        host, port = split_addr(self.addr)
+        try:
+            self._server = await asyncio.start_server(self._connection, host, port)
+        except OSError as exc:
+            log.error("rtmp_listen_failed", addr=self.addr, error=exc.strerror)
+            return
+        log.info("rtmp_listening", addr=f"{host}:{self.port}")
+
+    async def close(self) -> None:
+        """Stop taking connections; connections still negotiating are dropped."""
+        self.accepting = False
+        if self._server is not None:
+            self._server.close()
+        for task in list(self._negotiating):
+            task.cancel()
+        await asyncio.gather(*self._negotiating, return_exceptions=True)
+
+    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._negotiating.add(task)
+        conn = RtmpConnection(reader, writer)
+        handed_over = False
+        try:
+            await asyncio.wait_for(conn.handshake(), HANDSHAKE_TIMEOUT_S)
+            app, key, stream_id = await negotiate(conn)
+            try:
+                station = await self._admit(app, key)
+            except Refused as exc:
+                conn.status(stream_id, "error", "NetStream.Publish.BadName", str(exc))
+                await conn.flush()
+                log.info("rtmp_publish_refused", app=app, reason=str(exc))
+                return
+            # No await between the admission checks and `start`: nobody can take the station.
+            self.sources.start(RtmpSource(conn, station))
+            handed_over = True
+            conn.send(CSID_CONTROL, user_control(STREAM_BEGIN, stream_id))
+            conn.status(stream_id, "status", "NetStream.Publish.Start", "publishing")
+            await conn.flush()
+            log.info("rtmp_publish_started", station=station.id)
+        except (TimeoutError, ConnectionError, asyncio.IncompleteReadError) as exc:
+            log.info("rtmp_connection_dropped", reason=type(exc).__name__)
+        except (ChunkError, AmfError) as exc:
+            log.info("rtmp_connection_dropped", reason=f"protocol error: {exc}")
+        finally:
+            self._negotiating.discard(task)
+            if not handed_over:
+                conn.close()
+
+    async def _admit(self, app: str, key: str) -> ingest_pb2.Station:
+        station = await find_station(self.stations, app, key)
+        if station is None:
+            raise Refused("unknown, wrong or revoked stream key")
+        if not self.accepting:
+            raise Refused("ingest is shutting down")
+        if self.is_busy(station.id):
+            raise Refused(f"station {station.id} is already live")
+        if len(self.sources.live) >= self.max_sessions:
+            raise Refused(f"this ingest serves at most {self.max_sessions} sessions")
+        return station

@@ -1,0 +1,69 @@
+"""Ingest settings, from `BAYCAST_INGEST_<FIELD>` then `BAYCAST_<FIELD>`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from services.common.settings import ServiceSettings, SettingsError, split_addr
+
+DEFAULT_ICE_HOSTS = ("127.0.0.1",)
+DEFAULT_MAX_SESSIONS = 32
+DEFAULT_MAX_SDP_BYTES = 64 * 1024
+DEFAULT_SUBSCRIBER_QUEUE = 8
+DEFAULT_STATS_INTERVAL_S = 1.0
+DEFAULT_RTMP_ADDR = "127.0.0.1:1935"
+DEFAULT_SRT_ADDR = "127.0.0.1:9000"
+DEFAULT_SRT_PORTS = 0
+
+
+@dataclass(frozen=True)
+class IngestSettings(ServiceSettings):
+    # Addresses aioice may gather host candidates on (127.0.0.1 is allowed here, unlike aioice's
+    # own default). Empty means every address of the machine except loopback.
+    ice_hosts: tuple[str, ...] = DEFAULT_ICE_HOSTS
+    # Announced instead of the host address in SDP answers (a pod behind a 1:1 NAT / LoadBalancer).
+    public_ip: str = ""
+    # UDP port range for ICE host candidates; 0/0 lets the kernel pick.
+    rtc_port_min: int = 0
+    rtc_port_max: int = 0
+    max_sessions: int = DEFAULT_MAX_SESSIONS
+    max_sdp_bytes: int = DEFAULT_MAX_SDP_BYTES
+    # The base URL stations use to reach WHIP (printed by `station add`); default: http_addr.
+    public_url: str = ""
+    subscriber_queue: int = DEFAULT_SUBSCRIBER_QUEUE
+    stats_interval_s: float = DEFAULT_STATS_INTERVAL_S
+    # RTMP and SRT contribution listeners.
+    rtmp_addr: str = DEFAULT_RTMP_ADDR
+    srt_addr: str = DEFAULT_SRT_ADDR
+    # SRT: station N (in creation order) listens on srt_addr's port + N, for N < srt_ports; 0
+    # turns SRT off. Passphrases are derived from srt_secret (random per process when empty).
+    srt_ports: int = DEFAULT_SRT_PORTS
+    srt_secret: str = ""
+
+    def whip_base_url(self, bound_port: int) -> str:
+        """Where stations reach WHIP: `public_url`, else this server's own address."""
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        host, port = split_addr(self.http_addr)
+        if host in ("0.0.0.0", "::", ""):
+            host = self.advertise_host or "127.0.0.1"
+        return f"http://{host}:{bound_port or port}"
+
+    def validate(self) -> None:
+        super().validate()
+        if self.max_sessions < 1:
+            raise SettingsError("BAYCAST_INGEST_MAX_SESSIONS must be at least 1")
+        if bool(self.rtc_port_min) != bool(self.rtc_port_max) or not (
+            0 <= self.rtc_port_min <= self.rtc_port_max <= 65535
+        ):
+            raise SettingsError(
+                "BAYCAST_INGEST_RTC_PORT_MIN/MAX must both be set, with min <= max <= 65535"
+            )
+        if self.subscriber_queue < 1:
+            raise SettingsError("BAYCAST_INGEST_SUBSCRIBER_QUEUE must be at least 1")
+        split_addr(self.rtmp_addr)
+        _, srt_port = split_addr(self.srt_addr)
+        if self.srt_ports < 0 or (self.srt_ports and srt_port + self.srt_ports > 65536):
+            raise SettingsError(
+                "BAYCAST_INGEST_SRT_PORTS must be >= 0 and fit above SRT_ADDR's port"
+            )

@@ -1,0 +1,300 @@
+"""One live source's fan-out: decoded frames in, one rendition per distinct request, many readers.
+
+A source offers decoded frames without waiting (`offer_video`/`offer_audio` put them in small
+drop-oldest inputs, so a slow hub never backs up into aiortc's unbounded track queue). A worker
+per kind takes them, measures them, scales each frame once per distinct video rendition (in a
+worker thread: PyAV releases the GIL) and resamples audio once per distinct audio format, and
+hands the same encoded `MediaFrame` to every subscriber of that rendition. Each subscriber reads
+through its own `DropOldestQueue`: one that stops reading loses its oldest frames (counted), and
+neither the hub nor the other subscribers wait for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import av
+import structlog
+
+from services.common.gen.baycast.v1 import media_pb2
+from services.common.media import DropOldestQueue, av_audio_to_proto, av_to_proto, now_us
+from services.ingest.capture_clock import CaptureClock
+from services.ingest.measurements import Measurements
+
+VIDEO_INPUT_FRAMES = 3
+AUDIO_INPUT_FRAMES = 50  # one second of 20 ms frames
+DEFAULT_SAMPLE_RATE = 48_000
+DEFAULT_CHANNELS = 2
+PIXEL_FORMATS = {
+    media_pb2.PIXEL_FORMAT_UNSPECIFIED: "yuv420p",
+    media_pb2.PIXEL_FORMAT_I420: "yuv420p",
+    media_pb2.PIXEL_FORMAT_RGB24: "rgb24",
+    media_pb2.PIXEL_FORMAT_RGBA: "rgba",
+}
+
+log = structlog.get_logger("ingest.hub")
+
+
+@dataclass(frozen=True)
+class VideoKey:
+    width: int  # 0: the source's own
+    height: int
+    pixel_format: str
+    fps: int  # 0: every frame
+
+
+@dataclass(frozen=True)
+class AudioKey:
+    sample_rate: int
+    channels: int
+
+
+@dataclass(eq=False)
+class Subscription:
+    """One `Media.Subscribe` call: its queue and what it asked for."""
+
+    subscriber: str
+    video: VideoKey | None
+    audio: AudioKey | None
+    queue: DropOldestQueue[media_pb2.MediaFrame]
+
+    @property
+    def dropped(self) -> int:
+        return self.queue.dropped
+
+
+@dataclass(eq=False)
+class _VideoRendition:
+    key: VideoKey
+    subscribers: list[Subscription] = field(default_factory=list)
+    next_due_us: int = 0
+    sequence: int = 0
+
+
+@dataclass(eq=False)
+class _AudioRendition:
+    key: AudioKey
+    resampler: av.AudioResampler
+    subscribers: list[Subscription] = field(default_factory=list)
+    sequence: int = 0
+
+
+def video_key(rendition: media_pb2.Rendition) -> VideoKey:
+    return VideoKey(
+        rendition.width,
+        rendition.height,
+        PIXEL_FORMATS.get(rendition.pixel_format, "yuv420p"),
+        rendition.fps,
+    )
+
+
+def audio_key(rendition: media_pb2.Rendition) -> AudioKey:
+    return AudioKey(
+        rendition.audio_sample_rate or DEFAULT_SAMPLE_RATE,
+        rendition.audio_channels or DEFAULT_CHANNELS,
+    )
+
+
+def render_video(
+    frame: av.VideoFrame, key: VideoKey, pts_us: int, capture_us: int, sequence: int
+) -> media_pb2.MediaFrame:
+    """Scale/convert `frame` to `key` and encode it for the wire (runs in a worker thread)."""
+    width = key.width or frame.width
+    height = key.height or frame.height
+    if (width, height, key.pixel_format) != (frame.width, frame.height, frame.format.name):
+        frame = frame.reformat(width=width, height=height, format=key.pixel_format)
+    return media_pb2.MediaFrame(
+        video=av_to_proto(frame, pts_us=pts_us, capture_time_us=capture_us, sequence=sequence)
+    )
+
+
+def render_all(
+    frame: av.VideoFrame, due: list[tuple[_VideoRendition, int]], pts_us: int, capture_us: int
+) -> list[media_pb2.MediaFrame]:
+    return [render_video(frame, r.key, pts_us, capture_us, seq) for r, seq in due]
+
+
+class SourceHub:
+    """The fan-out of one source (implements `source.FrameSink`)."""
+
+    def __init__(
+        self,
+        source_id: str,
+        *,
+        queue_size: int,
+        on_drop: Callable[[int], None] | None = None,
+    ) -> None:
+        self.source_id = source_id
+        self.queue_size = queue_size
+        self.measurements = Measurements()
+        self._on_drop = on_drop or (lambda _n: None)
+        self._video_in: DropOldestQueue[tuple[av.VideoFrame, int]] = DropOldestQueue(
+            VIDEO_INPUT_FRAMES
+        )
+        self._audio_in: DropOldestQueue[tuple[av.AudioFrame, int]] = DropOldestQueue(
+            AUDIO_INPUT_FRAMES
+        )
+        self._video_clock = CaptureClock()
+        self._audio_clock = CaptureClock()
+        self._video: dict[VideoKey, _VideoRendition] = {}
+        self._audio: dict[AudioKey, _AudioRendition] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self.first_video = asyncio.Event()
+        self.closed = False
+
+    # -- the source side -----------------------------------------------------------------------
+
+    def offer_video(self, frame: av.VideoFrame) -> None:
+        capture = self._video_clock.capture_time_us(frame.pts, frame.time_base)
+        self._video_in.put((frame, capture))
+
+    def offer_audio(self, frame: av.AudioFrame) -> None:
+        capture = self._audio_clock.capture_time_us(frame.pts, frame.time_base)
+        self._audio_in.put((frame, capture))
+
+    @property
+    def input_dropped(self) -> int:
+        return self._video_in.dropped + self._audio_in.dropped
+
+    def start(self) -> None:
+        self._tasks = [
+            asyncio.create_task(self._video_loop(), name=f"hub-video-{self.source_id}"),
+            asyncio.create_task(self._audio_loop(), name=f"hub-audio-{self.source_id}"),
+        ]
+
+    async def close(self) -> None:
+        """Stop the workers and end every subscription (their streams finish)."""
+        self.closed = True
+        self._video_in.close()
+        self._audio_in.close()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        for sub in self.subscriptions():
+            sub.queue.close()
+        self._video.clear()
+        self._audio.clear()
+
+    # -- the subscriber side -------------------------------------------------------------------
+
+    def subscribe(self, rendition: media_pb2.Rendition, subscriber: str = "") -> Subscription:
+        sub = Subscription(
+            subscriber=subscriber,
+            video=None if rendition.no_video else video_key(rendition),
+            audio=None if rendition.no_audio else audio_key(rendition),
+            queue=DropOldestQueue(self.queue_size),
+        )
+        if self.closed:
+            sub.queue.close()
+            return sub
+        if sub.video is not None:
+            self._video.setdefault(sub.video, _VideoRendition(sub.video)).subscribers.append(sub)
+        if sub.audio is not None:
+            if sub.audio not in self._audio:
+                layout = "stereo" if sub.audio.channels == 2 else "mono"
+                self._audio[sub.audio] = _AudioRendition(
+                    sub.audio,
+                    av.AudioResampler(format="s16", layout=layout, rate=sub.audio.sample_rate),
+                )
+            self._audio[sub.audio].subscribers.append(sub)
+        return sub
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        sub.queue.close()
+        if sub.video is not None and sub.video in self._video:
+            video = self._video[sub.video]
+            with contextlib.suppress(ValueError):
+                video.subscribers.remove(sub)
+            if not video.subscribers:
+                del self._video[sub.video]
+        if sub.audio is not None and sub.audio in self._audio:
+            audio = self._audio[sub.audio]
+            with contextlib.suppress(ValueError):
+                audio.subscribers.remove(sub)
+            if not audio.subscribers:
+                del self._audio[sub.audio]
+
+    def subscriptions(self) -> list[Subscription]:
+        subs = {id(s): s for r in self._video.values() for s in r.subscribers}
+        subs.update({id(s): s for r in self._audio.values() for s in r.subscribers})
+        return list(subs.values())
+
+    @property
+    def video_renditions(self) -> int:
+        return len(self._video)
+
+    @property
+    def audio_renditions(self) -> int:
+        return len(self._audio)
+
+    def _deliver(self, subs: list[Subscription], frame: media_pb2.MediaFrame) -> None:
+        for sub in subs:
+            before = sub.queue.dropped
+            sub.queue.put(frame)
+            if sub.queue.dropped != before:
+                self._on_drop(sub.queue.dropped - before)
+
+    # -- workers -------------------------------------------------------------------------------
+
+    async def _video_loop(self) -> None:
+        while True:
+            item = await self._video_in.get()
+            if item is None:
+                return
+            frame, capture = item
+            self.measurements.on_video(frame)
+            self.first_video.set()
+            pts_us = (
+                int(frame.pts * frame.time_base * 1_000_000)
+                if frame.pts is not None and frame.time_base is not None
+                else now_us()
+            )
+            due: list[tuple[_VideoRendition, int]] = []
+            for rendition in list(self._video.values()):
+                if rendition.key.fps and pts_us < rendition.next_due_us:
+                    continue
+                if rendition.key.fps:
+                    interval = 1_000_000 // rendition.key.fps
+                    # Tolerate 10 % early frames, so 25 fps asked of a 25 fps source keeps all.
+                    rendition.next_due_us = max(
+                        rendition.next_due_us + interval, pts_us + interval * 9 // 10
+                    )
+                rendition.sequence += 1
+                due.append((rendition, rendition.sequence))
+            if not due:
+                continue
+            outputs = await asyncio.to_thread(render_all, frame, due, pts_us, capture)
+            for (rendition, _), out in zip(due, outputs, strict=True):
+                self._deliver(rendition.subscribers, out)
+
+    async def _audio_loop(self) -> None:
+        while True:
+            item = await self._audio_in.get()
+            if item is None:
+                return
+            frame, capture = item
+            self.measurements.on_audio(frame)
+            for rendition in list(self._audio.values()):
+                for out in rendition.resampler.resample(frame):
+                    rendition.sequence += 1
+                    pts_us = (
+                        int(out.pts * out.time_base * 1_000_000)
+                        if out.pts is not None and out.time_base is not None
+                        else capture
+                    )
+                    self._deliver(
+                        rendition.subscribers,
+                        media_pb2.MediaFrame(
+                            audio=av_audio_to_proto(
+                                out,
+                                pts_us=pts_us,
+                                capture_time_us=capture,
+                                sequence=rendition.sequence,
+                            )
+                        ),
+                    )

@@ -1,0 +1,171 @@
+"""A WHIP contribution: an aiortc peer connection that receives one station's tracks.
+
+aiortc decodes in its own threads (one per track) and hands `av.VideoFrame`/`av.AudioFrame` to
+the track; this source reads them as they come and offers them to the hub, so aiortc's unbounded
+track queues stay empty.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+
+import structlog
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc.exceptions import InvalidAccessError, OperationError
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from aiortc.sdp import SessionDescription
+
+from services.ingest.ice import announce_public_ip, probe_rtt_ms
+from services.ingest.source import FrameSink, Source, TransportStats
+
+VIDEO_CLOCK_RATE = 90_000
+AUDIO_CLOCK_RATE = 48_000
+RTT_PROBE_TIMEOUT_S = 1.0
+
+log = structlog.get_logger("ingest.whip")
+
+
+class SdpError(ValueError):
+    """The offer is not an SDP offer this server can answer; the message says why."""
+
+
+def check_offer(text: str) -> SessionDescription:
+    """Parse an SDP offer and refuse what cannot work, with a reason for the 400 reply."""
+    if not text.startswith("v=0"):
+        raise SdpError("the body is not SDP (it must start with v=0)")
+    try:
+        parsed = SessionDescription.parse(text)
+    except Exception as exc:  # aiortc raises ValueError, IndexError, KeyError on bad lines
+        raise SdpError(f"malformed SDP: {type(exc).__name__}: {exc}") from None
+    kinds = [m.kind for m in parsed.media]
+    if not any(k in ("audio", "video") for k in kinds):
+        raise SdpError("the offer has no audio or video section")
+    for media in parsed.media:
+        if media.kind not in ("audio", "video"):
+            continue
+        if media.direction not in (None, "sendonly", "sendrecv"):
+            raise SdpError(f"the {media.kind} section must be sendonly (it is {media.direction})")
+        if not (media.ice and media.ice.usernameFragment):
+            raise SdpError(f"the {media.kind} section has no ICE credentials (a=ice-ufrag)")
+        if media.dtls is None or not media.dtls.fingerprints:
+            raise SdpError(f"the {media.kind} section has no DTLS fingerprint")
+    return parsed
+
+
+class NoCandidates(RuntimeError):
+    """No local address/port could be bound for ICE."""
+
+
+class WhipSource(Source):
+    """One station's WebRTC session, from the SDP offer to the end of its tracks."""
+
+    protocol = "whip"
+
+    def __init__(self, source_id: str, station: str, name: str, public_ip: str = "") -> None:
+        super().__init__(source_id, station, name)
+        self.session_id = uuid.uuid4().hex
+        self.public_ip = public_ip
+        # No STUN/TURN servers: aiortc's default would send packets to a public STUN server.
+        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        self._tracks: list[MediaStreamTrack] = []
+        self._ended = asyncio.Event()
+        self._end_reason = "ended"
+        self._rtt_ms = 0.0
+        self._reading = 0
+        self.pc.on("track", self._tracks.append)
+        self.pc.on("connectionstatechange", self._on_state)
+
+    async def answer(self, offer: str) -> str:
+        """Apply the offer, gather candidates, return the answer SDP (raises SdpError)."""
+        try:
+            await self.pc.setRemoteDescription(RTCSessionDescription(sdp=offer, type="offer"))
+        except (ValueError, KeyError, IndexError, OperationError, InvalidAccessError) as exc:
+            # OperationError: no codec in common (ingest receives VP8, H.264 and Opus).
+            raise SdpError(
+                f"cannot use this offer: {exc} (VP8, H264 and opus are supported)"
+            ) from None
+        if not self._tracks:
+            raise SdpError("the offer has no audio or video track to receive")
+        answer = await self.pc.createAnswer()
+        await self.pc.setLocalDescription(answer)
+        local = self.pc.localDescription.sdp
+        if "a=candidate:" not in local:
+            # aioice skips addresses it cannot bind: with ICE_HOSTS wrong or the RTC port range
+            # full, the answer would carry no candidate and the session could never connect.
+            raise NoCandidates("no ICE candidate could be gathered (ICE hosts, RTC port range)")
+        for media in SessionDescription.parse(local).media:
+            if media.rtp.codecs:
+                codec = media.rtp.codecs[0].mimeType.split("/")[-1]
+                if media.kind == "video":
+                    self.video_codec = codec
+                elif media.kind == "audio":
+                    self.audio_codec = codec
+        return announce_public_ip(local, self.public_ip)
+
+    async def _on_state(self) -> None:
+        state = self.pc.connectionState
+        if state in ("failed", "closed"):
+            self._end_reason = f"connection {state}"
+            self._ended.set()
+
+    async def run(self, sink: FrameSink) -> str:
+        # The session ends when the connection does, or when every media track has ended.
+        self._reading = len(self._tracks)
+        tasks = [asyncio.create_task(self._read(track, sink)) for track in self._tracks]
+        tasks.append(asyncio.create_task(self._probe_rtt()))
+        try:
+            await self._ended.wait()
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        return self._end_reason
+
+    async def _read(self, track: MediaStreamTrack, sink: FrameSink) -> None:
+        offer = sink.offer_video if track.kind == "video" else sink.offer_audio
+        try:
+            while True:
+                offer(await track.recv())  # type: ignore[arg-type]
+        except MediaStreamError:
+            self._reading -= 1
+            if self._reading == 0:
+                self._end_reason = "media tracks ended"
+                self._ended.set()
+
+    async def _probe_rtt(self) -> None:
+        """Round-trip time by a STUN binding request on the nominated ICE pair, every second.
+
+        A receive-only aiortc peer computes no RTT (that comes from receiver reports, which a
+        receiver does not get), but ICE checks are answered by every WebRTC stack.
+        """
+        while True:
+            await asyncio.sleep(1.0)
+            with contextlib.suppress(Exception):
+                self._rtt_ms = await self._stun_rtt_ms()
+
+    async def _stun_rtt_ms(self) -> float:
+        transceivers = self.pc.getTransceivers()
+        if not transceivers:
+            return self._rtt_ms
+        rtt = await probe_rtt_ms(transceivers[0].receiver.transport.transport, RTT_PROBE_TIMEOUT_S)
+        return self._rtt_ms if rtt is None else rtt
+
+    async def transport_stats(self) -> TransportStats:
+        stats = TransportStats(rtt_ms=self._rtt_ms)
+        report = await self.pc.getStats()
+        for item in report.values():
+            if item.type == "inbound-rtp":
+                stats.packets_received += item.packetsReceived
+                stats.packets_lost += max(0, item.packetsLost)
+                rate = VIDEO_CLOCK_RATE if item.kind == "video" else AUDIO_CLOCK_RATE
+                stats.jitter_ms = max(stats.jitter_ms, item.jitter / rate * 1000)
+            elif item.type == "transport":
+                stats.bytes_received = max(stats.bytes_received, item.bytesReceived)
+        return stats
+
+    async def close(self) -> None:
+        self._end_reason = self._end_reason if self._ended.is_set() else "closed by ingest"
+        self._ended.set()
+        await self.pc.close()

@@ -1,0 +1,187 @@
+"""WHIP (RFC 9725): stations publish WebRTC by POSTing an SDP offer with their bearer token.
+
+    POST    /whip/<station>            offer in, 201 + Location + answer out
+    DELETE  /whip/<station>/<session>  ends the session (token checked again)
+    PATCH   /whip/<station>/<session>  405: trickle ICE and ICE restart are not supported; the
+                                       answer carries every candidate, and a station that loses
+                                       its connection publishes anew (RFC 9725 §4.3.1)
+    OPTIONS either path                CORS preflight, so browsers can publish
+
+Refusals change nothing and never allocate a peer connection before the token is checked:
+404 unknown station, 401 missing/wrong token, 413 offer over `max_sdp_bytes`, 400 not SDP (with
+the reason), 503 over `max_sessions`, 409 the station is already live (the live session keeps
+going; the station DELETEs it or waits for it to time out, then publishes again).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+import structlog
+from aiohttp import web
+
+from services.common import errors
+from services.ingest import ice, metrics
+from services.ingest.sources import SourceRegistry
+from services.ingest.stations import StationRegistry
+from services.ingest.webrtc_source import SdpError, WhipSource, check_offer
+
+SDP_TYPE = "application/sdp"
+REVOCATION_CHECK_S = 2.0
+CORS_HEADERS = {
+    "Access-Control-Allow-Origin": "*",
+    "Access-Control-Allow-Methods": "POST, DELETE, PATCH, OPTIONS",
+    "Access-Control-Allow-Headers": "Authorization, Content-Type, If-Match",
+    "Access-Control-Expose-Headers": "Location, Link, ETag, Accept-Post",
+    "Access-Control-Max-Age": "600",
+}
+
+log = structlog.get_logger("ingest.whip")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _error(exc: errors.BaycastError, status: int | None = None) -> web.Response:
+    headers = dict(CORS_HEADERS)
+    if isinstance(exc, errors.Unauthenticated):
+        headers["WWW-Authenticate"] = 'Bearer realm="baycast"'
+    return web.Response(
+        status=status or exc.http_status,
+        text=f"{exc.code}: {exc.message}\n",
+        headers=headers,
+    )
+
+
+def bearer_token(request: web.Request) -> str:
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else ""
+
+
+class WhipEndpoint:
+    def __init__(
+        self,
+        stations: StationRegistry,
+        sources: SourceRegistry,
+        *,
+        max_sessions: int,
+        max_sdp_bytes: int,
+        public_ip: str = "",
+        ice_policy: ice.IcePolicy | None = None,
+    ) -> None:
+        self.stations = stations
+        self.sources = sources
+        self.max_sessions = max_sessions
+        self.max_sdp_bytes = max_sdp_bytes
+        self.public_ip = public_ip
+        self.ice_policy = ice_policy or ice.policy()
+        self.sessions: dict[str, WhipSource] = {}  # session id -> source
+        self._pending: set[str] = set()  # stations between offer and answer
+        self.accepting = True
+
+    def add_routes(self, app: web.Application) -> None:
+        app.router.add_route("POST", "/whip/{station}", self._counted(self.post))
+        app.router.add_route("OPTIONS", "/whip/{station}", self._counted(self.options))
+        app.router.add_route("DELETE", "/whip/{station}/{session}", self._counted(self.delete))
+        app.router.add_route("PATCH", "/whip/{station}/{session}", self._counted(self.patch))
+        app.router.add_route("OPTIONS", "/whip/{station}/{session}", self._counted(self.options))
+
+    @staticmethod
+    def _counted(handler: Handler) -> Handler:
+        async def wrapped(request: web.Request) -> web.StreamResponse:
+            try:
+                response = await handler(request)
+            except errors.BaycastError as exc:
+                response = _error(exc)
+            metrics.WHIP_REQUESTS.labels(request.method, str(response.status)).inc()
+            return response
+
+        return wrapped
+
+    async def options(self, _request: web.Request) -> web.Response:
+        return web.Response(status=204, headers={**CORS_HEADERS, "Accept-Post": SDP_TYPE})
+
+    async def patch(self, _request: web.Request) -> web.Response:
+        return web.Response(
+            status=405,
+            text="trickle ICE and ICE restart are not supported: publish again instead\n",
+            headers={**CORS_HEADERS, "Allow": "DELETE, OPTIONS"},
+        )
+
+    async def post(self, request: web.Request) -> web.Response:
+        station_id = request.match_info["station"]
+        station = await self.stations.authenticate(station_id, bearer_token(request))
+        if not self.accepting:
+            raise errors.Unavailable("ingest is shutting down")
+        if request.content_length is not None and request.content_length > self.max_sdp_bytes:
+            raise errors.PayloadTooLarge(f"the offer is over {self.max_sdp_bytes} bytes")
+        body = await request.content.read(self.max_sdp_bytes + 1)
+        if len(body) > self.max_sdp_bytes:
+            raise errors.PayloadTooLarge(f"the offer is over {self.max_sdp_bytes} bytes")
+        if request.content_type != SDP_TYPE:
+            raise errors.InvalidArgument(
+                f"Content-Type must be {SDP_TYPE}, not {request.content_type or 'missing'}"
+            )
+        try:
+            offer = body.decode()
+            check_offer(offer)
+        except UnicodeDecodeError:
+            raise errors.InvalidArgument("the offer is not UTF-8 text") from None
+        except SdpError as exc:
+            raise errors.InvalidArgument(str(exc)) from None
+        if station_id in self.sources.live or station_id in self._pending:
+            raise errors.Conflict(f"station {station_id!r} is already live")
+        if len(self.sources.live) + len(self._pending) >= self.max_sessions:
+            raise errors.Unavailable(f"this ingest serves at most {self.max_sessions} sessions")
+        self._pending.add(station_id)
+        try:
+            source = WhipSource(station_id, station_id, station.name, public_ip=self.public_ip)
+            try:
+                with ice.applied(self.ice_policy):
+                    answer = await source.answer(offer)
+            except SdpError as exc:
+                await source.close()
+                raise errors.InvalidArgument(str(exc)) from None
+            except Exception as exc:  # e.g. no free UDP port in the RTC range
+                await source.close()
+                log.warning("whip_setup_failed", station=station_id, error=repr(exc))
+                raise errors.Unavailable("cannot set up the WebRTC session now") from None
+            self.sessions[source.session_id] = source
+            live = self.sources.start(source)
+        finally:
+            self._pending.discard(station_id)
+        assert live.task is not None
+        live.task.add_done_callback(lambda _t: self.sessions.pop(source.session_id, None))
+        location = f"/whip/{station_id}/{source.session_id}"
+        log.info("whip_session_started", station=station_id, session=source.session_id)
+        return web.Response(
+            status=201,
+            body=answer.encode(),
+            headers={
+                **CORS_HEADERS,
+                "Content-Type": SDP_TYPE,  # exactly, without "; charset": some encoders compare
+                "Location": location,
+                "ETag": f'"{source.session_id}"',
+            },
+        )
+
+    async def enforce_revocations(self, interval_s: float = REVOCATION_CHECK_S) -> None:
+        """End sessions of stations revoked (or deleted) meanwhile, by whichever instance."""
+        while True:
+            await asyncio.sleep(interval_s)
+            for source in list(self.sessions.values()):
+                try:
+                    station = await self.stations.get(source.station)
+                except Exception:  # the bus is down: check again next round
+                    break
+                if station is None or station.revoked:
+                    await self.sources.stop(source.source_id, "station revoked")
+
+    async def delete(self, request: web.Request) -> web.Response:
+        station_id = request.match_info["station"]
+        await self.stations.authenticate(station_id, bearer_token(request))
+        source = self.sessions.get(request.match_info["session"])
+        if source is None or source.station != station_id:
+            raise errors.NotFound("no such session")
+        await self.sources.stop(source.source_id, "station ended the session")
+        return web.Response(status=200, headers=CORS_HEADERS)

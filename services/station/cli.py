@@ -1,0 +1,113 @@
+"""`baycast station`: publish a test card or a media file to ingest over WHIP."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+from collections.abc import Callable
+from urllib.parse import urlparse
+
+from aiortc.contrib.media import MediaPlayer
+from aiortc.mediastreams import MediaStreamTrack
+
+from services.common.telemetry import configure_logging
+from services.ingest import ice
+from services.station.publisher import PublishRefused, WhipPublisher
+from services.station.testcard import TestCard
+from services.station.tracks import (
+    CardVideoTrack,
+    PacketLoopTrack,
+    ToneAudioTrack,
+    encode_loop,
+)
+
+DEFAULT_FPS = 25
+DEFAULT_SIZE = "1280x720"
+
+
+def station_id_from_url(url: str) -> str:
+    return urlparse(url).path.rstrip("/").rpartition("/")[2]
+
+
+def track_factory(args: argparse.Namespace) -> tuple[Callable[[], list[MediaStreamTrack]], bool]:
+    """A function making fresh tracks for each (re)connection, and whether H.264 is required."""
+    if args.source != "testcard":
+        if not os.path.exists(args.source):
+            raise SystemExit(f"error: no such file {args.source!r}")
+
+        def from_file() -> list[MediaStreamTrack]:
+            player = MediaPlayer(args.source, loop=True)
+            return [t for t in (player.video, player.audio) if t is not None]
+
+        return from_file, False
+    width, _, height = args.size.partition("x")
+    station = args.station or station_id_from_url(args.whip)
+    card = TestCard(station, args.name or station, int(width), int(height))
+    if args.mode == "packets":
+        units = encode_loop(card, args.fps)
+        return lambda: [PacketLoopTrack(units, args.fps), ToneAudioTrack(card)], True
+    frames = [0]
+
+    def live() -> list[MediaStreamTrack]:
+        video = CardVideoTrack(card, args.fps, first_frame=frames[0])
+        frames[0] += 1_000_000  # a reconnection is visible in the counter's leading digit
+        return [video, ToneAudioTrack(card)]
+
+    return live, False
+
+
+async def _publish(args: argparse.Namespace) -> int:
+    ice.configure(tuple(args.ice_host))
+    token = args.token or os.environ.get("BAYCAST_STATION_TOKEN", "")
+    if not token:
+        print("error: give --token or set BAYCAST_STATION_TOKEN", file=sys.stderr)
+        return 2
+    make_tracks, h264_only = track_factory(args)
+    publisher = WhipPublisher(args.whip, token, make_tracks, h264_only=h264_only)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await publisher.run(stop)
+    except PublishRefused as exc:
+        print(f"error: ingest refused the station: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("station", help="publish a test card or a file to ingest over WHIP")
+    p.add_argument("--whip", required=True, help="WHIP URL, e.g. http://127.0.0.1:8101/whip/gz")
+    p.add_argument("--token", default="", help="bearer token (else BAYCAST_STATION_TOKEN)")
+    p.add_argument("--source", default="testcard", help="testcard, or a media file to loop")
+    p.add_argument("--name", default="", help="name on the card, e.g. 广州台")
+    p.add_argument("--station", default="", help="station id for the card (default: from URL)")
+    p.add_argument("--size", default=DEFAULT_SIZE, help="card size WxH (default 1280x720)")
+    p.add_argument("--fps", type=int, default=DEFAULT_FPS)
+    p.add_argument(
+        "--mode",
+        choices=("live", "packets"),
+        default="live",
+        help="live: render and encode every frame; packets: encode a 2 s loop once, replay it",
+    )
+    p.add_argument(
+        "--ice-host",
+        action="append",
+        default=[],
+        help="local address for ICE (repeatable; default 127.0.0.1)",
+    )
+    p.set_defaults(run=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    if not args.ice_host:
+        args.ice_host = ["127.0.0.1"]
+    configure_logging(os.environ.get("BAYCAST_LOG_FORMAT", "auto"), "info")
+    with contextlib.suppress(KeyboardInterrupt):
+        return asyncio.run(_publish(args))
+    return 0

@@ -1,0 +1,174 @@
+"""The station client: live-encoded card, reconnection after a drop, and `baycast station`."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import av
+import pytest
+
+from services.cli import build_parser
+from services.common.gen.baycast.v1 import media_pb2
+from services.station.cli import track_factory
+from services.station.publisher import WhipPublisher
+from services.station.testcard import TestCard, tone_hz
+from tests.integration.ingest.test_whip_publish import assert_card, dominant_hz
+from tests.support.nats import NatsServer
+from tests.support.station import (
+    add_station,
+    collect,
+    publishing,
+    running_ingest,
+    wait_online,
+    whip_url,
+)
+
+pytestmark = pytest.mark.timeout(90)
+
+
+def start_logged(log_path: Path, argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    with open(log_path, "wb") as log:
+        return subprocess.Popen(
+            argv, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT
+        )
+
+
+async def test_live_card_reconnects_after_the_session_drops(nats_server: NatsServer) -> None:
+    async with running_ingest(nats_server.url) as ingest:
+        token = await add_station(ingest, "zh", "珠海台")
+        async with publishing(ingest, "zh", token, mode="live", size=(480, 270), fps=15) as pub:
+            await wait_online(ingest, "zh")
+            got = await collect(ingest, "source/zh", media_pb2.Rendition(no_audio=True), video=3)
+            assert (got.video[-1].width, got.video[-1].height) == (480, 270)
+            assert_card(got.video[-1], pub.card)
+            assert ingest.sources.live["zh"].source.video_codec == "VP8"
+
+            # Ingest drops the session; the station notices and publishes again.
+            await ingest.sources.stop("zh", "dropped by test")
+            for _ in range(200):
+                if pub.publisher.sessions >= 2 and "zh" in ingest.sources.live:
+                    break
+                await asyncio.sleep(0.1)
+            assert pub.publisher.sessions == 2
+            await wait_online(ingest, "zh")
+            got = await collect(
+                ingest,
+                "source/zh",
+                media_pb2.Rendition(width=240, height=136, no_audio=True),
+                video=3,
+            )
+            assert_card(got.video[-1], pub.card)
+
+
+async def test_baycast_station_command_publishes_until_signalled(
+    nats_server: NatsServer, tmp_path: Path
+) -> None:
+    async with running_ingest(nats_server.url) as ingest:
+        token = await add_station(ingest, "fs", "佛山台")
+        proc = start_logged(
+            tmp_path / "station.log",
+            [
+                sys.executable,
+                "-m",
+                "services.cli",
+                "station",
+                "--whip",
+                whip_url(ingest, "fs"),
+                "--name",
+                "佛山台",
+                "--size",
+                "320x180",
+                "--mode",
+                "packets",
+            ],
+            {"BAYCAST_STATION_TOKEN": token, "BAYCAST_LOG_FORMAT": "json"},
+        )
+        try:
+            await wait_online(ingest, "fs", timeout=30)
+            got = await collect(ingest, "source/fs", media_pb2.Rendition(no_audio=True), video=3)
+            assert_card(got.video[-1], TestCard("fs", "佛山台", 320, 180))
+            proc.send_signal(signal.SIGTERM)
+            assert await asyncio.to_thread(proc.wait, 15) == 0
+            for _ in range(100):
+                if "fs" not in ingest.sources.live:
+                    break
+                await asyncio.sleep(0.1)
+            assert "fs" not in ingest.sources.live  # the client DELETEd its session
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        assert token not in (tmp_path / "station.log").read_text()
+
+
+async def test_ffmpeg_whip_muxer_publishes(nats_server: NatsServer, tmp_path: Path) -> None:
+    """A non-aiortc peer: FFmpeg's WHIP muxer (H.264 + Opus), in its own process."""
+    async with running_ingest(nats_server.url) as ingest:
+        token = await add_station(ingest, "ffm", "FFmpeg台")
+        proc = start_logged(
+            tmp_path / "push.log",
+            [sys.executable, "-m", "tests.support.whip_push", whip_url(ingest, "ffm"), "8"],
+            {"BAYCAST_STATION_TOKEN": token},
+        )
+        try:
+            await wait_online(ingest, "ffm", timeout=30)
+            got = await collect(
+                ingest,
+                "source/ffm",
+                media_pb2.Rendition(audio_channels=1),
+                video=3,
+                audio=50,
+            )
+            assert ingest.sources.live["ffm"].source.video_codec == "H264"
+            assert_card(got.video[-1], TestCard("ffm", "ffm", 320, 180))
+            assert abs(dominant_hz(got.audio[-40:]) - tone_hz("ffm")) < 15
+        finally:
+            proc.kill()
+            proc.wait()
+
+
+def write_card_file(path: Path, card: TestCard, seconds: int = 2, fps: int = 25) -> None:
+    with av.open(str(path), "w") as out:
+        video = out.add_stream("libx264", rate=fps)
+        video.width, video.height, video.pix_fmt = card.width, card.height, "yuv420p"
+        audio = out.add_stream("aac", rate=48_000, layout="mono")
+        for n in range(seconds * fps):
+            frame = card.video_frame(n, 1000.0 + n / fps)
+            frame.pts = n
+            out.mux(video.encode(frame))
+            samples = card.tone(n * 1920, 1920).reshape(1, -1)
+            sound = av.AudioFrame.from_ndarray(samples, format="s16", layout="mono")
+            sound.sample_rate, sound.pts = 48_000, n * 1920
+            out.mux(audio.encode(sound))
+        out.mux(video.encode(None))
+        out.mux(audio.encode(None))
+
+
+async def test_station_publishes_a_media_file(nats_server: NatsServer, tmp_path: Path) -> None:
+    card = TestCard("zq", "肇庆台", 320, 180)
+    path = tmp_path / "card.mp4"
+    await asyncio.to_thread(write_card_file, path, card)
+    async with running_ingest(nats_server.url) as ingest:
+        token = await add_station(ingest, "zq", "肇庆台")
+        args = build_parser().parse_args(
+            ["station", "--whip", whip_url(ingest, "zq"), "--source", str(path)]
+        )
+        make_tracks, h264_only = track_factory(args)
+        publisher = WhipPublisher(args.whip, token, make_tracks, h264_only=h264_only)
+        stop = asyncio.Event()
+        task = asyncio.create_task(publisher.run(stop))
+        try:
+            await wait_online(ingest, "zq")
+            got = await collect(
+                ingest, "source/zq", media_pb2.Rendition(audio_channels=1), video=3, audio=50
+            )
+            assert_card(got.video[-1], card)
+            assert abs(dominant_hz(got.audio[-40:]) - tone_hz("zq")) < 15
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 10)

@@ -1,0 +1,56 @@
+from __future__ import annotations
+
+import time
+
+import av
+import numpy as np
+import pytest
+
+from services.ingest import measurements
+from services.ingest.measurements import Measurements
+
+
+def video(luma: int, seed: int = 0) -> av.VideoFrame:
+    image = np.full((270, 320), 128, dtype=np.uint8)
+    image[:180] = luma
+    if seed:
+        image[:180] = np.random.default_rng(seed).integers(16, 235, (180, 320), dtype=np.uint8)
+    return av.VideoFrame.from_ndarray(image, format="yuv420p")
+
+
+def audio(amplitude: float) -> av.AudioFrame:
+    samples = (np.sin(np.arange(960) / 5) * amplitude * 32767).astype(np.int16)
+    frame = av.AudioFrame.from_ndarray(samples.reshape(1, -1), format="s16", layout="mono")
+    frame.sample_rate = 48000
+    return frame
+
+
+def test_black_picture_and_level(monkeypatch: pytest.MonkeyPatch) -> None:
+    m = Measurements()
+    m.on_video(video(16))
+    m.on_audio(audio(0.5))
+    snap = m.snapshot()
+    assert snap.black and (snap.width, snap.height) == (320, 180)
+    assert -6.5 < snap.audio_level_dbfs < -5.5
+    assert not snap.silent
+    m.on_video(video(120))
+    assert not m.snapshot().black
+
+
+def test_frozen_and_silent_after_two_seconds(monkeypatch: pytest.MonkeyPatch) -> None:
+    now = [1000.0]
+    monkeypatch.setattr(time, "monotonic", lambda: now[0])
+    m = Measurements()
+    for i in range(3):
+        m.on_video(video(0, seed=i + 1))  # changing picture
+        m.on_audio(audio(0.5))
+    assert not m.snapshot().frozen
+    for _ in range(60):
+        now[0] += 0.04
+        m.on_video(video(0, seed=7))  # the same picture again and again
+        m.on_audio(audio(0.0001))  # -80 dBFS
+    snap = m.snapshot()
+    assert snap.frozen and snap.silent
+    assert snap.audio_level_dbfs < measurements.SILENT_DBFS
+    m.on_video(video(0, seed=8))
+    assert not m.snapshot().frozen

@@ -1,0 +1,82 @@
+"""The hub's fan-out with real PyAV frames: one scaler per rendition, bounded queues."""
+
+from __future__ import annotations
+
+import asyncio
+from fractions import Fraction
+
+import av
+import numpy as np
+
+from services.common.gen.baycast.v1 import media_pb2
+from services.common.media import proto_to_i420, proto_to_pcm
+from services.ingest.source_hub import SourceHub
+
+
+def frame(n: int) -> av.VideoFrame:
+    image = np.full((360 * 3 // 2, 640), 128, dtype=np.uint8)
+    image[:360] = 60 + n % 100
+    f = av.VideoFrame.from_ndarray(image, format="yuv420p")
+    f.pts, f.time_base = n * 3600, Fraction(1, 90000)
+    return f
+
+
+def tone(n: int) -> av.AudioFrame:
+    samples = np.full((1, 960 * 2), 1000, dtype=np.int16)
+    f = av.AudioFrame.from_ndarray(samples, format="s16", layout="stereo")
+    f.sample_rate, f.pts, f.time_base = 48000, n * 960, Fraction(1, 48000)
+    return f
+
+
+async def drain(sub, count: int) -> list[media_pb2.MediaFrame]:  # type: ignore[no-untyped-def]
+    out = []
+    while len(out) < count:
+        item = await sub.queue.get(timeout=5)
+        assert item is not None
+        out.append(item)
+    return out
+
+
+async def test_renditions_are_shared_and_scaled() -> None:
+    hub = SourceHub("t", queue_size=100)
+    hub.start()
+    small_a = hub.subscribe(media_pb2.Rendition(width=160, height=90, no_audio=True))
+    small_b = hub.subscribe(media_pb2.Rendition(width=160, height=90, no_audio=True))
+    native = hub.subscribe(media_pb2.Rendition(no_audio=True))
+    mono = hub.subscribe(
+        media_pb2.Rendition(no_video=True, audio_sample_rate=16000, audio_channels=1)
+    )
+    assert hub.video_renditions == 2 and hub.audio_renditions == 1
+    for n in range(5):
+        hub.offer_video(frame(n))
+        hub.offer_audio(tone(n))
+        await asyncio.sleep(0.02)
+    a, b, c = await drain(small_a, 5), await drain(small_b, 5), await drain(native, 5)
+    assert [x.video.sequence for x in a] == [1, 2, 3, 4, 5]
+    assert a[2] is b[2]  # the same encoded frame object: scaled once for both
+    assert (a[0].video.width, a[0].video.height) == (160, 90)
+    assert (c[0].video.width, c[0].video.height) == (640, 360)
+    assert int(proto_to_i420(a[3].video)[45, 80]) == 63
+    assert c[1].video.pts_us == 40_000 and c[1].video.capture_time_us > 0
+    audio = await drain(mono, 3)
+    assert {(x.audio.sample_rate, x.audio.channels) for x in audio} == {(16000, 1)}
+    assert abs(int(np.median(proto_to_pcm(audio[-1].audio))) - 1000) < 5
+    hub.unsubscribe(small_a)
+    hub.unsubscribe(small_b)
+    assert hub.video_renditions == 1
+    await hub.close()
+    assert native.queue.closed and await native.queue.get(timeout=0.1) is None
+
+
+async def test_fps_cap_and_drop_oldest() -> None:
+    drops: list[int] = []
+    hub = SourceHub("t", queue_size=3, on_drop=drops.append)
+    hub.start()
+    capped = hub.subscribe(media_pb2.Rendition(width=64, height=36, fps=5, no_audio=True))
+    for n in range(25):  # one second at 25 fps
+        hub.offer_video(frame(n))
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.2)
+    assert len(capped.queue) == 3  # 5 frames passed the cap, the queue holds 3
+    assert capped.dropped == 2 and sum(drops) == 2
+    await hub.close()
