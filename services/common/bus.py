@@ -133,6 +133,7 @@ class Bus:
         self.nc: Client = Client()
         self.connected = False
         self.disconnects = 0
+        self.closing = False
         self._on_connection_change = on_connection_change
         self._replies: OrderedDict[str, tuple[bytes, dict[str, str]]] = OrderedDict()
 
@@ -178,7 +179,7 @@ class Bus:
         log.warning("nats_error", error=str(exc) or type(exc).__name__)
 
     async def _on_disconnected(self) -> None:
-        if self.connected:
+        if self.connected and not self.closing:
             self.disconnects += 1
             log.warning("nats_disconnected")
         self._set_connected(False)
@@ -197,6 +198,7 @@ class Bus:
         """Finish what the subscriptions hold, take nothing new, flush, close."""
         if self.nc.is_closed:
             return
+        self.closing = True
         with contextlib.suppress(Exception):
             await self.nc.drain()
         with contextlib.suppress(Exception):
