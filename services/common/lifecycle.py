@@ -120,6 +120,8 @@ class BaseService(Generic[S]):
             control_pb2.StatusRequest,
             self._status,
         )
+        # Every subscription has reached the server before anyone is told we are ready.
+        await self.bus.nc.flush()
         self.spawn(self._heartbeat_loop(), "heartbeat")
         self.spawn(self._loop_lag_loop(), "loop-lag")
         await self.set_ready(True)

@@ -1,0 +1,1 @@
+"""Distribution: encode a production's program once, deliver it to every output."""

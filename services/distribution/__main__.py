@@ -1,0 +1,3 @@
+from services.distribution.service import main
+
+main()

@@ -1,0 +1,328 @@
+"""Productions and their outputs: commands, durable specs, state events.
+
+A production gets an encoder when its first output appears and loses it with its last one. Every
+output's spec (secrets included) lives in the key-value bucket `dist_outputs` under
+`<prod>.<id>`, so a restarted service brings back every output as it was, started or stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import shutil
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import structlog
+
+from services.common import errors
+from services.common.bus import PREFIX, Bus, KvBucket, subject
+from services.common.gen.baycast.v1 import distribution_pb2 as dist
+from services.common.gen.baycast.v1 import media_pb2
+from services.distribution import metrics
+from services.distribution.encoder import ProgramEncoder, Templates
+from services.distribution.outputs import Output, SinkFactory
+from services.distribution.packet_queue import EncodedPacket
+from services.distribution.settings import DistributionSettings
+from services.distribution.sinks import make_sink
+
+BUCKET = "dist_outputs"
+ID_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+SAMPLE_INTERVAL_S = 1.0
+MAX_LADDER = 4
+MIN_RUNG_HEIGHT = 144
+MAX_RUNG_HEIGHT = 2160
+STOP_JOIN_S = 5.0
+SCHEMES = {
+    dist.OUTPUT_KIND_RTMP: ("rtmp",),
+    dist.OUTPUT_KIND_RTMPS: ("rtmps",),
+    dist.OUTPUT_KIND_SRT: ("srt",),
+}
+
+log = structlog.get_logger("distribution")
+
+ProgramFrames = Callable[[str, media_pb2.Rendition], AsyncIterator[media_pb2.MediaFrame]]
+
+
+def validate_spec(spec: dist.OutputSpec, existing: dict[str, Output]) -> None:
+    """Refuse a spec that cannot work, naming the field; changes nothing."""
+    if not ID_PATTERN.match(spec.id):
+        raise errors.InvalidArgument(
+            "id must be 1-63 of a-z, 0-9, '-', '_' (starting with a letter or digit)",
+            field="add.output.id",
+        )
+    if spec.kind not in dist.OutputKind.values() or spec.kind == dist.OUTPUT_KIND_UNSPECIFIED:
+        raise errors.InvalidArgument("kind is required", field="add.output.kind")
+    if spec.kind in SCHEMES:
+        parts = urlsplit(spec.url)
+        if parts.scheme not in SCHEMES[spec.kind] or not parts.hostname:
+            raise errors.InvalidArgument(
+                f"url must be {SCHEMES[spec.kind][0]}://host[:port]/...", field="add.output.url"
+            )
+        if spec.kind == dist.OUTPUT_KIND_SRT:
+            if parts.port is None:
+                raise errors.InvalidArgument("an SRT url needs a port", field="add.output.url")
+            if "passphrase" in parts.query:
+                raise errors.InvalidArgument(
+                    "put the passphrase in the passphrase field, not the url",
+                    field="add.output.url",
+                )
+            if spec.passphrase and not 10 <= len(spec.passphrase) <= 79:
+                raise errors.InvalidArgument(
+                    "an SRT passphrase has 10 to 79 characters", field="add.output.passphrase"
+                )
+        elif not parts.path.strip("/"):
+            raise errors.InvalidArgument(
+                "an RTMP url names the application: rtmp://host/app", field="add.output.url"
+            )
+    elif spec.url:
+        raise errors.InvalidArgument(
+            "HLS and recording outputs take no url", field="add.output.url"
+        )
+    if spec.ladder and spec.kind != dist.OUTPUT_KIND_HLS:
+        raise errors.InvalidArgument("only HLS outputs have a ladder", field="add.output.ladder")
+    if len(spec.ladder) > MAX_LADDER or any(
+        h % 2 or not MIN_RUNG_HEIGHT <= h <= MAX_RUNG_HEIGHT for h in spec.ladder
+    ):
+        raise errors.InvalidArgument(
+            f"a ladder has up to {MAX_LADDER} even heights from {MIN_RUNG_HEIGHT} to "
+            f"{MAX_RUNG_HEIGHT}",
+            field="add.output.ladder",
+        )
+    if spec.kind == dist.OUTPUT_KIND_HLS and any(
+        o.spec.kind == dist.OUTPUT_KIND_HLS for o in existing.values()
+    ):
+        raise errors.AlreadyExists(
+            "this production already has an HLS output", field="add.output.kind"
+        )
+    if spec.id in existing:
+        raise errors.AlreadyExists(f"output {spec.id} already exists", field="add.output.id")
+
+
+class Production:
+    """One production's outputs, and its encoder while any output runs."""
+
+    def __init__(self, name: str, make_encoder: Callable[[Production], ProgramEncoder]) -> None:
+        self.name = name
+        self.outputs: dict[str, Output] = {}
+        self.encoder: ProgramEncoder | None = None
+        self._make_encoder = make_encoder
+        self._task: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()
+
+    def fan_out(self, packet: EncodedPacket) -> None:
+        for output in list(self.outputs.values()):
+            output.queue.put(packet)
+
+    def templates(self) -> Templates | None:
+        encoder = self.encoder
+        return encoder.templates() if encoder is not None else None
+
+    def ladder(self) -> frozenset[int]:
+        """The HLS ladder renditions some running output takes (read by the encoder thread)."""
+        heights: set[int] = set()
+        for output in list(self.outputs.values()):
+            if output.running:
+                heights |= output.ladder
+        return frozenset(heights)
+
+    async def reconcile(self) -> None:
+        """Encode while some output runs; stop encoding (and subscribing) when none does."""
+        async with self._lock:
+            wanted = any(output.running for output in self.outputs.values())
+            if wanted and self._task is None:
+                self.encoder = self._make_encoder(self)
+                self._task = asyncio.create_task(self.encoder.run(), name=f"encoder-{self.name}")
+            elif not wanted and self._task is not None:
+                task, self._task, self.encoder = self._task, None, None
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    async def stop(self) -> None:
+        for output in self.outputs.values():
+            output.request_stop()
+        await asyncio.gather(
+            *(asyncio.to_thread(o.join, STOP_JOIN_S) for o in self.outputs.values())
+        )
+        await self.reconcile()
+
+
+class Distributor:
+    """Serves `prod.<prod>.dist.cmd`, keeps specs in the key-value store, runs productions."""
+
+    def __init__(
+        self,
+        settings: DistributionSettings,
+        bus: Bus,
+        program_frames: ProgramFrames,
+        sink_factory: SinkFactory = make_sink,
+    ) -> None:
+        self.settings = settings
+        self.bus = bus
+        self.productions: dict[str, Production] = {}
+        self._program_frames = program_frames
+        self._sink_factory = sink_factory
+        self._specs: KvBucket[dist.OutputSpec] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._sampler: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._specs = await self.bus.kv(BUCKET, dist.OutputSpec)
+        restored = await self._specs.items()
+        for spec in restored.values():
+            output = self._create(spec)
+            if spec.enabled:
+                output.start()
+        for production in self.productions.values():
+            await production.reconcile()
+        if restored:
+            log.info("outputs_restored", count=len(restored))
+        self._sampler = asyncio.create_task(self._sample_loop(), name="output-sampler")
+
+    async def stop(self) -> None:
+        if self._sampler is not None:
+            self._sampler.cancel()
+        for production in list(self.productions.values()):
+            await production.stop()
+        self.productions.clear()
+
+    # -- commands -------------------------------------------------------------------------------
+
+    async def handle(self, command: dist.DistCommand, subj: str) -> dist.DistReply:
+        """A command received on `baycast.v1.prod.<prod>.dist.cmd`."""
+        prod = subj.removeprefix(PREFIX).split(".")[1]
+        if command.production and command.production != prod:
+            raise errors.InvalidArgument(
+                f"production {command.production!r} sent on the subject of {prod!r}",
+                field="production",
+            )
+        if not ID_PATTERN.match(prod):
+            raise errors.InvalidArgument(
+                "a production id is 1-63 of a-z, 0-9, '-', '_'", field="production"
+            )
+        which = command.WhichOneof("command")
+        if which == "add":
+            return await self._add(prod, command.add.output)
+        if which == "list":
+            return self.list(prod)
+        if which is None:
+            raise errors.InvalidArgument("no command given", field="command")
+        ref: dist.OutputRef = getattr(command, which)
+        output = self._find(prod, ref.id, which)
+        if which == "remove":
+            await self._remove(output)
+        elif which == "start":
+            await self._set_enabled(output, True)
+            output.start()
+            await self.productions[prod].reconcile()
+        elif which == "stop":
+            await self._set_enabled(output, False)
+            await self._stop_output(output)
+            await self.productions[prod].reconcile()
+        return dist.DistReply(outputs=[output.state()])
+
+    def list(self, prod: str) -> dist.DistReply:
+        production = self.productions.get(prod)
+        outputs = sorted(production.outputs.values(), key=lambda o: o.spec.id) if production else []
+        return dist.DistReply(outputs=[o.state() for o in outputs])
+
+    def _find(self, prod: str, output_id: str, which: str) -> Output:
+        production = self.productions.get(prod)
+        output = production.outputs.get(output_id) if production else None
+        if output is None:
+            raise errors.NotFound(f"no output {output_id!r} in {prod}", field=f"{which}.id")
+        return output
+
+    async def _add(self, prod: str, requested: dist.OutputSpec) -> dist.DistReply:
+        assert self._specs is not None
+        spec = dist.OutputSpec()
+        spec.CopyFrom(requested)
+        spec.production = prod
+        production = self.productions.get(prod)
+        validate_spec(spec, production.outputs if production else {})
+        await self._specs.create(f"{prod}.{spec.id}", spec)
+        output = self._create(spec)
+        if spec.enabled:
+            output.start()
+        await self.productions[prod].reconcile()
+        log.info(
+            "output_added", production=prod, output=spec.id, kind=dist.OutputKind.Name(spec.kind)
+        )
+        return dist.DistReply(outputs=[output.state()])
+
+    async def _remove(self, output: Output) -> None:
+        assert self._specs is not None
+        await self._specs.delete(output.key)
+        await self._stop_output(output)
+        production = self.productions[output.spec.production]
+        del production.outputs[output.spec.id]
+        metrics.forget_output(output.spec.production, output.spec.id)
+        if output.spec.kind == dist.OUTPUT_KIND_HLS:
+            # Viewers must not keep watching a frozen playlist of a removed output.
+            folder = Path(self.settings.data_dir) / "hls" / production.name
+            await asyncio.to_thread(shutil.rmtree, folder, True)
+        await production.reconcile()
+        if not production.outputs:
+            del self.productions[production.name]
+
+    async def _set_enabled(self, output: Output, enabled: bool) -> None:
+        assert self._specs is not None
+        output.spec.enabled = enabled
+        await self._specs.put(output.key, output.spec)
+
+    # -- productions and outputs ------------------------------------------------------------------
+
+    def _create(self, spec: dist.OutputSpec) -> Output:
+        production = self.productions.get(spec.production)
+        if production is None:
+            production = Production(spec.production, self._make_encoder)
+            self.productions[spec.production] = production
+        output = Output(
+            spec, self.settings, production.templates, self._changed, self._sink_factory
+        )
+        production.outputs[spec.id] = output
+        return output
+
+    def _make_encoder(self, production: Production) -> ProgramEncoder:
+        return ProgramEncoder(
+            production.name,
+            self.settings,
+            lambda rendition: self._program_frames(production.name, rendition),
+            production.fan_out,
+            production.ladder,
+        )
+
+    async def _stop_output(self, output: Output) -> None:
+        output.request_stop()
+        await asyncio.to_thread(output.join, STOP_JOIN_S)
+
+    # -- state events -------------------------------------------------------------------------
+
+    def _changed(self, output: Output) -> None:
+        """Called from an output's thread: publish its state from the event loop."""
+        if self._loop is None or self._loop.is_closed():
+            return
+        state = output.state()
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+            self._loop.call_soon_threadsafe(self._publish_soon, state)
+
+    def _publish_soon(self, state: dist.OutputState) -> None:
+        subj = subject("prod", state.production, "dist", "output", state.id, "state")
+        task = asyncio.ensure_future(self._publish(subj, state))
+        task.add_done_callback(lambda t: t.exception() if not t.cancelled() else None)
+
+    async def _publish(self, subj: str, state: dist.OutputState) -> None:
+        if self.bus.connected:
+            await self.bus.publish(subj, state)
+
+    async def _sample_loop(self) -> None:
+        while True:
+            await asyncio.sleep(SAMPLE_INTERVAL_S)
+            for production in list(self.productions.values()):
+                for output in production.outputs.values():
+                    output.sample()
+                await production.reconcile()  # an output that failed may have been the last

@@ -1,0 +1,59 @@
+"""The distribution service: wiring only (see distributor.py, encoder.py, outputs.py)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from services.common.bus import PREFIX
+from services.common.gen.baycast.v1 import distribution_pb2 as dist
+from services.common.gen.baycast.v1 import media_pb2
+from services.common.handles import HandleDirectory
+from services.common.lifecycle import BaseService, run
+from services.common.settings import load_settings
+from services.common.telemetry import configure_logging
+from services.distribution.audience import Audience, HlsServer
+from services.distribution.distributor import Distributor
+from services.distribution.settings import DistributionSettings
+
+# Commands for every production: the production is named in the command and the subject.
+COMMAND_SUBJECT = PREFIX + "prod.*.dist.cmd"
+AUDIENCE_INTERVAL_S = 5.0
+
+
+class DistributionService(BaseService[DistributionSettings]):
+    name = "distribution"
+
+    async def setup(self) -> None:
+        self.directory = HandleDirectory(self.bus)
+        self.distributor = Distributor(self.settings, self.bus, self._program_frames)
+        self.audience = Audience(self.settings.viewer_window_s)
+        HlsServer(Path(self.settings.data_dir) / "hls", self.audience).add_routes(self.http.app)
+        await self.distributor.start()
+        await self.bus.serve_each(COMMAND_SUBJECT, dist.DistCommand, self.distributor.handle)
+        self.spawn(self._audience_loop(), "audience")
+
+    async def teardown(self) -> None:
+        await self.distributor.stop()
+
+    def _program_frames(
+        self, production: str, rendition: media_pb2.Rendition
+    ) -> AsyncIterator[media_pb2.MediaFrame]:
+        return self.directory.frames(
+            self.channels,
+            f"prod/{production}/program",
+            rendition,
+            subscriber=f"distribution-{self.settings.instance}/{production}",
+        )
+
+    async def _audience_loop(self) -> None:
+        while True:
+            await asyncio.sleep(AUDIENCE_INTERVAL_S)
+            self.audience.refresh_metrics()
+
+
+def main() -> None:
+    settings = load_settings(DistributionSettings, "distribution")
+    configure_logging(settings.log_format, settings.log_level)
+    run(DistributionService(settings))

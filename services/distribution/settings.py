@@ -1,0 +1,89 @@
+"""Distribution settings (`BAYCAST_DISTRIBUTION_<FIELD>`, then `BAYCAST_<FIELD>`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from services.common.settings import ServiceSettings, SettingsError
+
+DEFAULT_DATA_DIR = ".baycast/data"
+# 0 x 0: the program's own size (the first frame decides; the slate uses the fallback before it).
+DEFAULT_WIDTH = 0
+DEFAULT_HEIGHT = 0
+FALLBACK_WIDTH = 1280
+FALLBACK_HEIGHT = 720
+DEFAULT_FPS = 25
+DEFAULT_VIDEO_BITRATE_KBPS = 3000
+DEFAULT_X264_PRESET = "veryfast"
+DEFAULT_X264_TUNE = "zerolatency"
+DEFAULT_KEYFRAME_INTERVAL_S = 2.0
+DEFAULT_AUDIO_BITRATE_KBPS = 128
+# The program has sent nothing for this long: the slate replaces it (outputs stay connected).
+DEFAULT_SLATE_AFTER_S = 1.0
+DEFAULT_SLATE_TEXT = "节目即将恢复 / PROGRAM WILL RESUME"
+# Each output's own queue: past either bound it drops to the next keyframe.
+DEFAULT_OUTPUT_QUEUE_PACKETS = 500
+DEFAULT_OUTPUT_QUEUE_BYTES = 4 * 1024 * 1024
+# The kernel send buffer of a push's socket: past it, a slow receiver backs up into our queue.
+DEFAULT_SEND_BUFFER_BYTES = 256 * 1024
+DEFAULT_RETRY_MAX_S = 30.0
+# An output retrying for longer than this gives up (failed); 0 retries forever.
+DEFAULT_FAIL_AFTER_S = 600.0
+DEFAULT_CONNECT_TIMEOUT_S = 5.0
+# A write that blocks longer than this breaks the connection (a hung receiver).
+DEFAULT_WRITE_TIMEOUT_S = 10.0
+DEFAULT_HLS_SEGMENT_S = 2.0
+DEFAULT_HLS_LIST_SIZE = 6
+DEFAULT_RECORDING_SEGMENT_S = 600.0
+DEFAULT_VIEWER_WINDOW_S = 30.0
+DEFAULT_FFMPEG = "ffmpeg"
+# RTMPS: verify the platform's certificate against these authorities.
+DEFAULT_TLS_CA_FILE = "/etc/ssl/certs/ca-certificates.crt"
+
+
+@dataclass(frozen=True)
+class DistributionSettings(ServiceSettings):
+    data_dir: str = DEFAULT_DATA_DIR
+    width: int = DEFAULT_WIDTH
+    height: int = DEFAULT_HEIGHT
+    fps: int = DEFAULT_FPS
+    video_bitrate_kbps: int = DEFAULT_VIDEO_BITRATE_KBPS
+    x264_preset: str = DEFAULT_X264_PRESET
+    x264_tune: str = DEFAULT_X264_TUNE
+    keyframe_interval_s: float = DEFAULT_KEYFRAME_INTERVAL_S
+    audio_bitrate_kbps: int = DEFAULT_AUDIO_BITRATE_KBPS
+    slate_after_s: float = DEFAULT_SLATE_AFTER_S
+    slate_text: str = DEFAULT_SLATE_TEXT
+    output_queue_packets: int = DEFAULT_OUTPUT_QUEUE_PACKETS
+    output_queue_bytes: int = DEFAULT_OUTPUT_QUEUE_BYTES
+    send_buffer_bytes: int = DEFAULT_SEND_BUFFER_BYTES
+    retry_max_s: float = DEFAULT_RETRY_MAX_S
+    fail_after_s: float = DEFAULT_FAIL_AFTER_S
+    connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S
+    write_timeout_s: float = DEFAULT_WRITE_TIMEOUT_S
+    hls_segment_s: float = DEFAULT_HLS_SEGMENT_S
+    hls_list_size: int = DEFAULT_HLS_LIST_SIZE
+    recording_segment_s: float = DEFAULT_RECORDING_SEGMENT_S
+    viewer_window_s: float = DEFAULT_VIEWER_WINDOW_S
+    ffmpeg: str = DEFAULT_FFMPEG
+    tls_verify: bool = True
+    tls_ca_file: str = DEFAULT_TLS_CA_FILE
+
+    def validate(self) -> None:
+        super().validate()
+        if self.width % 2 or self.height % 2 or self.width < 0 or self.height < 0:
+            raise SettingsError("BAYCAST_DISTRIBUTION_WIDTH/HEIGHT must be even and not negative")
+        if (self.width == 0) != (self.height == 0):
+            raise SettingsError("set both BAYCAST_DISTRIBUTION_WIDTH and HEIGHT, or neither")
+        if not 1 <= self.fps <= 60 or 48_000 % self.fps:
+            raise SettingsError("BAYCAST_DISTRIBUTION_FPS must divide 48000 (e.g. 25, 30, 50)")
+        if self.video_bitrate_kbps <= 0 or self.audio_bitrate_kbps <= 0:
+            raise SettingsError("BAYCAST_DISTRIBUTION_*_BITRATE_KBPS must be positive")
+        if self.keyframe_interval_s <= 0 or self.hls_segment_s <= 0:
+            raise SettingsError("keyframe interval and HLS segment length must be positive")
+        if self.output_queue_packets < 10 or self.output_queue_bytes < 64 * 1024:
+            raise SettingsError("output queues need at least 10 packets and 64 KiB")
+
+    @property
+    def keyframe_interval_frames(self) -> int:
+        return max(1, round(self.keyframe_interval_s * self.fps))

@@ -1,0 +1,486 @@
+"""Where an output's packets go: one small interface, one class per kind, a factory.
+
+A sink is opened per connection attempt, fed packets in the encoder's timing, and closed. It
+rebases timestamps so each connection starts at zero on a keyframe (the files of one recording
+connection continue its timeline, so they play back to back).
+`SinkError` is a failure worth retrying (refused, reset, timed out); `SinkRejected` is one that
+will not get better by retrying (the server refused the application or key, the URL is wrong).
+
+All blocking I/O happens in the output's own thread.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+import tempfile
+import threading
+import time
+from abc import ABC, abstractmethod
+from fractions import Fraction
+from pathlib import Path
+from typing import IO, Any
+from urllib.parse import urlencode, urlsplit
+
+import av
+from av.container import OutputContainer
+
+from services.common.gen.baycast.v1 import distribution_pb2 as dist
+from services.distribution.encoder import Templates
+from services.distribution.packet_queue import EncodedPacket
+from services.distribution.settings import DistributionSettings
+
+# What ffmpeg says when trying again later may work, and when it will not (checked in order).
+TRANSIENT_WORDS = (
+    "connection refused",
+    "connection reset",
+    "broken pipe",
+    "timed out",
+    "timeout",
+    "network is unreachable",
+    "no route to host",
+    "end of file",
+)
+RTMP_REJECTED_WORDS = (
+    "input/output error",  # nginx-rtmp and most platforms: application or stream key refused
+    "server error",
+    "unauthorized",
+    "forbidden",
+    "not found",
+    "failed to resolve",
+    "invalid argument",
+    "certificate",
+)
+# libsrt says "Input/output error" for a listener that is not there as well: not a refusal.
+SRT_REJECTED_WORDS = ("reject", "passphrase", "failed to resolve", "invalid argument")
+CLOSE_GRACE_S = 3.0
+SRT_LATENCY_US = 120_000
+SRT_PAYLOAD = 1316  # 7 TS packets: what fits a UDP datagram on any path
+HLS_PLAYLIST = "index.m3u8"
+LADDER_PLAYLIST = "stream_%v.m3u8"  # one media playlist per rendition, under the master
+
+
+class SinkError(Exception):
+    """A failure worth retrying."""
+
+
+class SinkRejected(SinkError):
+    """A failure retrying will not fix (rejected URL, application, key or passphrase)."""
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+class Sink(ABC):
+    """Packets in, bytes out somewhere; one instance per connection attempt."""
+
+    @abstractmethod
+    def open(self, templates: Templates) -> None: ...
+
+    @abstractmethod
+    def write(self, packet: EncodedPacket) -> int:
+        """Mux one packet; return the bytes it carried (0 if it was skipped)."""
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    media_seconds: float = 0.0  # media time muxed since open()
+
+    @property
+    def connected(self) -> bool:
+        """Whether the receiver has accepted us (a local file: at once)."""
+        return True
+
+    def poll(self) -> None:  # noqa: B027 (most sinks have nothing to check)
+        """Raise SinkError if the sink broke while no packet was written."""
+
+
+class ContainerSink(Sink):
+    """Muxes into one PyAV output container; subclasses say which and where."""
+
+    def __init__(self) -> None:
+        self.container: OutputContainer | None = None
+        # rendition (0: the main encode, else a ladder height) -> its (video, audio) streams
+        self._streams: dict[int, tuple[Any, Any]] = {}
+        self._renditions: list[int] = [0]
+        self._origin: Fraction | None = None
+        self._first: Fraction | None = None
+        self.media_seconds = 0.0
+        self._templates: Templates | None = None
+
+    @abstractmethod
+    def _open_container(self) -> OutputContainer: ...
+
+    def _choose_renditions(self, templates: Templates) -> list[int]:
+        return [0]
+
+    def open(self, templates: Templates) -> None:
+        self._templates = templates
+        self._renditions = self._choose_renditions(templates)
+        self._origin = None
+        self._start_container()
+
+    def _start_container(self) -> None:
+        templates = self._templates
+        assert templates is not None
+        self.container = self._open_container()
+        self._streams = {}
+        for rung in self._renditions:
+            video = templates.video if rung == 0 else templates.rungs[rung]
+            self._streams[rung] = (
+                self.container.add_stream_from_template(video),
+                self.container.add_stream_from_template(templates.audio),
+            )
+        try:
+            self.container.start_encoding()  # writes the header
+        except OSError as exc:
+            raise SinkError(_describe(exc)) from exc
+
+    def _mux(self, packet: EncodedPacket) -> int:
+        assert self.container is not None
+        if packet.video and packet.rung not in self._streams:
+            return 0
+        at = packet.pts * packet.time_base
+        if self._origin is None:
+            self._origin = at
+        if self._first is None:
+            self._first = at
+        self.media_seconds = max(self.media_seconds, float(at - self._first))
+        offset = int(self._origin / packet.time_base)
+        pts = packet.pts - offset
+        if pts < 0:
+            return 0  # audio from just before the first keyframe
+        if packet.video:
+            targets = [self._streams[packet.rung][0]]
+        else:  # each rendition of a ladder carries the same sound
+            targets = [audio for _, audio in self._streams.values()]
+        for stream in targets:
+            out = av.Packet(packet.data)
+            out.pts = pts
+            out.dts = packet.dts - offset
+            out.time_base = packet.time_base
+            out.is_keyframe = packet.keyframe
+            out.stream = stream
+            try:
+                self.container.mux(out)
+            except OSError as exc:
+                raise SinkError(_describe(exc)) from exc
+        return len(packet.data) * len(targets)
+
+    def write(self, packet: EncodedPacket) -> int:
+        return self._mux(packet)
+
+    def close(self) -> None:
+        container, self.container = self.container, None
+        if container is not None:
+            with contextlib.suppress(Exception):
+                container.close()
+
+
+class RelaySink(ContainerSink):
+    """A network push (RTMP, RTMPS, SRT) through a child Debian `ffmpeg -c copy`.
+
+    We mux into its stdin; it owns the socket. Why a process and not PyAV's own rtmp output:
+    PyAV connects and writes the header holding the GIL (an unreachable host would freeze the
+    whole service for the TCP timeout) and sets no I/O timeout on outputs (a hung receiver would
+    hang the write forever). The child times out by itself (`-rw_timeout`), can be killed, and
+    its network stack lives outside the encoder's process. PyAV has no SRT at all.
+
+    `connected` turns true when ffmpeg reports progress, i.e. after the receiver accepted the
+    connection and the header went out.
+    """
+
+    def __init__(
+        self,
+        target: str,
+        muxer: str,
+        ffmpeg: str,
+        rw_timeout_s: float,
+        rejected_words: tuple[str, ...],
+        protocol_options: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__()
+        self.target = target
+        self.rejected_words = rejected_words
+        self.protocol_options = protocol_options or {}
+        self.muxer = muxer
+        self.ffmpeg = ffmpeg
+        self.rw_timeout_s = rw_timeout_s
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._stderr: IO[bytes] | None = None
+        self._connected = threading.Event()
+        self._progress: threading.Thread | None = None
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    def _open_container(self) -> OutputContainer:
+        self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 (closed in close())
+        argv = [
+            self.ffmpeg,
+            "-hide_banner",
+            "-nostdin",
+            "-loglevel",
+            "error",
+            "-progress",
+            "pipe:1",
+            "-stats_period",
+            "0.2",
+            "-probesize",
+            "65536",
+            "-analyzeduration",
+            "300000",
+            "-f",
+            self.muxer,
+            "-i",
+            "pipe:0",
+            "-map",
+            "0",
+            "-c",
+            "copy",
+            "-f",
+            self.muxer,
+            "-rw_timeout",
+            str(int(self.rw_timeout_s * 1_000_000)),
+            *(arg for name, value in self.protocol_options.items() for arg in (f"-{name}", value)),
+            self.target,
+        ]
+        try:
+            self.proc = subprocess.Popen(
+                argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr
+            )
+        except OSError as exc:
+            raise SinkRejected(f"cannot run {self.ffmpeg}: {exc}") from exc
+        self._progress = threading.Thread(
+            target=self._read_progress, args=(self.proc,), name="relay-progress", daemon=True
+        )
+        self._progress.start()
+        assert self.proc.stdin is not None
+        return av.open(self.proc.stdin, "w", format=self.muxer)
+
+    def _read_progress(self, proc: subprocess.Popen[bytes]) -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if line.startswith(b"progress="):
+                self._connected.set()
+
+    def ffmpeg_error(self) -> str:
+        """What ffmpeg said before it exited (last lines, for the output's reason)."""
+        if self._stderr is None:
+            return ""
+        self._stderr.seek(0)
+        text = self._stderr.read().decode(errors="replace").replace(self.target, "<url>")
+        lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+        return " | ".join(lines[-3:])
+
+    def failure(self, fallback: str) -> SinkError:
+        """Why the relay stopped, classified: a refusal before connecting is final."""
+        if self.proc is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(timeout=2)
+        reason = self.ffmpeg_error() or fallback
+        lowered = reason.lower()
+        if self.connected or any(word in lowered for word in TRANSIENT_WORDS):
+            return SinkError(reason)
+        if any(word in lowered for word in self.rejected_words):
+            return SinkRejected(reason)
+        return SinkError(reason)
+
+    def poll(self) -> None:
+        """Raise if ffmpeg has exited (called while waiting for packets or the connection)."""
+        if self.proc is not None and self.proc.poll() is not None:
+            raise self.failure(f"ffmpeg exited with {self.proc.returncode}")
+
+    def write(self, packet: EncodedPacket) -> int:
+        self.poll()
+        try:
+            return self._mux(packet)
+        except SinkError as exc:
+            raise self.failure(str(exc)) from exc
+        except Exception as exc:  # the pipe broke inside PyAV's write callback
+            raise self.failure(_describe(exc)) from exc
+
+    def close(self) -> None:
+        proc, self.proc = self.proc, None
+        if proc is not None:
+            # The trailer goes down the pipe; a stuck child must not hold us past a few seconds.
+            watchdog = threading.Timer(CLOSE_GRACE_S, proc.kill)
+            watchdog.start()
+            try:
+                super().close()
+                with contextlib.suppress(OSError):
+                    if proc.stdin is not None:
+                        proc.stdin.close()
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(timeout=CLOSE_GRACE_S)
+            finally:
+                watchdog.cancel()
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            if proc.stdout is not None:
+                proc.stdout.close()
+        else:
+            super().close()
+        if self._progress is not None:
+            self._progress.join(timeout=1)
+        if self._stderr is not None:
+            self._stderr.close()
+            self._stderr = None
+
+
+def srt_target(url: str, passphrase: str, connect_timeout_s: float) -> str:
+    parts = urlsplit(url)
+    query: dict[str, str | int] = {
+        "mode": "caller",
+        "latency": SRT_LATENCY_US,
+        "pkt_size": SRT_PAYLOAD,
+        "connect_timeout": int(connect_timeout_s * 1000),
+    }
+    if passphrase:
+        query["passphrase"] = passphrase
+        query["pbkeylen"] = 16
+    return f"srt://{parts.netloc}?{urlencode(query)}"
+
+
+class HlsSink(ContainerSink):
+    """A sliding HLS playlist with segments cut on the encoder's keyframes; with a ladder,
+    `index.m3u8` is the master playlist over one media playlist per rendition."""
+
+    def __init__(
+        self, folder: Path, segment_s: float, list_size: int, ladder: tuple[int, ...] = ()
+    ) -> None:
+        super().__init__()
+        self.folder = folder
+        self.segment_s = segment_s
+        self.list_size = list_size
+        self.ladder = ladder
+
+    def _choose_renditions(self, templates: Templates) -> list[int]:
+        return [0, *sorted((h for h in set(self.ladder) if h in templates.rungs), reverse=True)]
+
+    def _open_container(self) -> OutputContainer:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        laddered = len(self._renditions) > 1
+        playlist = self.folder / (LADDER_PLAYLIST if laddered else HLS_PLAYLIST)
+        # temp_file makes each segment and playlist appear whole; append_list continues an
+        # existing playlist's sequence after a reconnect or restart, marked as a discontinuity.
+        flags = "delete_segments+omit_endlist+independent_segments+temp_file"
+        if (self.folder / HLS_PLAYLIST).exists():
+            flags += "+append_list"
+        options = {
+            "hls_time": f"{self.segment_s:g}",
+            "hls_list_size": str(self.list_size),
+            "hls_flags": flags,
+            "hls_segment_filename": str(
+                self.folder / ("seg_%v_%06d.ts" if laddered else "seg_%06d.ts")
+            ),
+        }
+        if laddered:
+            options["master_pl_name"] = HLS_PLAYLIST
+            options["var_stream_map"] = " ".join(
+                f"v:{i},a:{i}" for i in range(len(self._renditions))
+            )
+        try:
+            return av.open(str(playlist), "w", format="hls", options=options)
+        except OSError as exc:
+            raise SinkError(_describe(exc)) from exc
+
+
+class RecordingSink(ContainerSink):
+    """Files split by duration at keyframes; MPEG-TS or fragmented MP4, both readable after a
+    crash (no index written at the end). Timestamps run on across files, so the files of one
+    connection play back to back as one."""
+
+    def __init__(
+        self, folder: Path, stem: str, fmt: dist.RecordingFormat.ValueType, segment_s: float
+    ) -> None:
+        super().__init__()
+        self.folder = folder
+        self.stem = stem
+        self.fmp4 = fmt == dist.RECORDING_FORMAT_FMP4
+        self.segment_s = segment_s
+        self.files: list[Path] = []
+        self._file_origin: float | None = None
+
+    def _open_container(self) -> OutputContainer:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        path = (
+            self.folder
+            / f"{self.stem}-{stamp}-{len(self.files):04d}.{'mp4' if self.fmp4 else 'ts'}"
+        )
+        self.files.append(path)
+        # flush_packets: every packet (every fragment for MP4) reaches the file at once, so a
+        # crash loses nothing that was muxed.
+        try:
+            if self.fmp4:
+                return av.open(
+                    str(path),
+                    "w",
+                    format="mp4",
+                    options={
+                        "movflags": "frag_keyframe+empty_moov+default_base_moof",
+                        "flush_packets": "1",
+                    },
+                )
+            return av.open(str(path), "w", format="mpegts", options={"flush_packets": "1"})
+        except OSError as exc:
+            raise SinkError(_describe(exc)) from exc
+
+    def write(self, packet: EncodedPacket) -> int:
+        if self._file_origin is None:
+            self._file_origin = packet.seconds
+        elif packet.starts_picture and packet.seconds - self._file_origin >= self.segment_s:
+            self.close()
+            self._start_container()
+            self._file_origin = packet.seconds
+        return self._mux(packet)
+
+
+def push_url(spec: dist.OutputSpec) -> str:
+    """The URL an RTMP(S) output pushes to: the application URL plus the stream key."""
+    if not spec.stream_key:
+        return spec.url
+    return spec.url.rstrip("/") + "/" + spec.stream_key
+
+
+def make_sink(spec: dist.OutputSpec, settings: DistributionSettings) -> Sink:
+    """The sink for `spec`; refuses a kind it does not know."""
+    data = Path(settings.data_dir)
+    if spec.kind in (dist.OUTPUT_KIND_RTMP, dist.OUTPUT_KIND_RTMPS):
+        # A small socket buffer: a slow receiver backs up into our queue (which drops to
+        # keyframes) instead of into megabytes of kernel buffer that only add delay.
+        options = {"send_buffer_size": str(settings.send_buffer_bytes)}
+        if spec.kind == dist.OUTPUT_KIND_RTMPS and settings.tls_verify:
+            options |= {"tls_verify": "1", "ca_file": settings.tls_ca_file}
+        return RelaySink(
+            push_url(spec),
+            "flv",
+            settings.ffmpeg,
+            settings.write_timeout_s,
+            RTMP_REJECTED_WORDS,
+            options,
+        )
+    if spec.kind == dist.OUTPUT_KIND_SRT:
+        target = srt_target(spec.url, spec.passphrase, settings.connect_timeout_s)
+        return RelaySink(
+            target, "mpegts", settings.ffmpeg, settings.write_timeout_s, SRT_REJECTED_WORDS
+        )
+    if spec.kind == dist.OUTPUT_KIND_HLS:
+        return HlsSink(
+            data / "hls" / spec.production,
+            settings.hls_segment_s,
+            settings.hls_list_size,
+            tuple(spec.ladder),
+        )
+    if spec.kind == dist.OUTPUT_KIND_RECORDING:
+        return RecordingSink(
+            data / "recordings" / spec.production / spec.id,
+            f"{spec.production}-{spec.id}",
+            spec.recording_format,
+            spec.segment_seconds or settings.recording_segment_s,
+        )
+    raise ValueError(f"unknown output kind {spec.kind}")

@@ -1,0 +1,79 @@
+from __future__ import annotations
+
+import numpy as np
+
+from services.common.gen.baycast.v1 import media_pb2
+from services.common.media import i420_to_proto, pcm_to_proto
+from services.distribution.encoder import (
+    AUDIO_MAX_TICKS,
+    AUDIO_PRIME_TICKS,
+    AUDIO_TARGET_TICKS,
+    ProgramFeed,
+)
+
+TICK = 1920  # 48 kHz at 25 fps
+
+
+def audio(
+    value: int, samples: int = TICK, rate: int = 48_000, channels: int = 2
+) -> media_pb2.MediaFrame:
+    pcm = np.full((samples, channels), value, dtype=np.int16)
+    return media_pb2.MediaFrame(audio=pcm_to_proto(pcm, rate, pts_us=0))
+
+
+def test_audio_waits_for_a_few_ticks_then_plays_in_order() -> None:
+    feed = ProgramFeed(TICK)
+    for n in range(1, AUDIO_PRIME_TICKS):
+        feed.push(audio(n), 0.0)
+        out, silent = feed.take_audio()
+        assert silent == TICK and not out.any()  # priming: not enough yet
+    feed.push(audio(AUDIO_PRIME_TICKS), 0.0)
+    out, silent = feed.take_audio()
+    assert silent == 0 and (out == 1).all()
+    out, silent = feed.take_audio()
+    assert silent == 0 and (out == 2).all()
+    out, silent = feed.take_audio()
+    assert silent == 0 and (out == 3).all()
+
+
+def test_a_short_tick_is_padded_with_silence_and_counted() -> None:
+    feed = ProgramFeed(TICK)
+    feed.push(audio(5, samples=TICK * AUDIO_PRIME_TICKS + 100), 0.0)
+    for _ in range(AUDIO_PRIME_TICKS):
+        feed.take_audio()
+    out, silent = feed.take_audio()
+    assert silent == TICK - 100
+    assert (out[:100] == 5).all() and not out[100:].any()
+
+
+def test_piled_up_audio_is_trimmed_to_the_target_latency() -> None:
+    feed = ProgramFeed(TICK)
+    for n in range(AUDIO_MAX_TICKS + 1):
+        feed.push(audio(n), 0.0)
+    ticks = []
+    while True:
+        out, silent = feed.take_audio()
+        if silent:
+            break
+        ticks.append(int(out[0, 0]))
+    assert len(ticks) == AUDIO_TARGET_TICKS
+    assert ticks == list(range(AUDIO_MAX_TICKS + 1 - AUDIO_TARGET_TICKS, AUDIO_MAX_TICKS + 1))
+
+
+def test_audio_in_another_format_is_ignored() -> None:
+    feed = ProgramFeed(TICK)
+    feed.push(audio(3, rate=44_100), 0.0)
+    feed.push(audio(3, channels=1), 0.0)
+    assert not feed.present(0.0, 1.0)
+
+
+def test_presence_follows_the_last_frame() -> None:
+    feed = ProgramFeed(TICK)
+    assert not feed.present(0.0, 1.0)
+    image = np.zeros((12, 8), dtype=np.uint8)
+    feed.push(media_pb2.MediaFrame(video=i420_to_proto(image, pts_us=0)), 10.0)
+    assert feed.video is not None and feed.first_picture.is_set()
+    assert feed.present(10.9, 1.0)
+    assert not feed.present(11.1, 1.0)
+    feed.clear()
+    assert feed.video is None
