@@ -1,0 +1,1 @@
+"""The monitoring service: platform health, confidence monitoring of programs, alerts."""

@@ -1,0 +1,3 @@
+from services.monitoring.service import main
+
+main()

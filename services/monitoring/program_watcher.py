@@ -1,0 +1,226 @@
+"""Watches each production's program on the media plane at a low rendition.
+
+`ProgramWatchers` follows the handle directory: every announced `prod/<p>/program` gets a
+`ProgramWatcher`, and a withdrawn one (the production ended) is dropped with its alerts.
+
+A reader task takes frames off the gRPC stream as fast as they come and stamps their arrival; the
+analysis loop measures them. A bounded drop-oldest queue sits between the two, so a slow moment
+in analysis never holds the producer's stream (what is dropped is counted).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import structlog
+
+from services.common.gen.baycast.v1 import media_pb2
+from services.common.handles import HandleDirectory
+from services.common.media import DropOldestQueue, proto_to_pcm
+from services.common.rpc import ChannelCache
+from services.monitoring.alerts import AlertBook
+from services.monitoring.confidence import Change, ConfidenceMonitor, Thresholds
+
+QUEUE_FRAMES = 64
+TICK_S = 0.1
+READ_RETRY_S = 0.5
+
+log = structlog.get_logger("monitoring.program")
+
+
+def program_handle(production: str) -> str:
+    return f"prod/{production}/program"
+
+
+def production_of(handle: str) -> str | None:
+    """`prod/<p>/program` -> `<p>`; anything else -> None."""
+    parts = handle.split("/")
+    if len(parts) == 3 and parts[0] == "prod" and parts[2] == "program" and parts[1]:
+        return parts[1]
+    return None
+
+
+def luma_plane(frame: media_pb2.VideoFrame) -> np.ndarray:
+    """The Y plane of an I420 frame as a (height, width) view."""
+    plane = frame.planes[0]
+    rows = np.frombuffer(plane.data, dtype=np.uint8)[: plane.stride * frame.height]
+    return rows.reshape(frame.height, plane.stride)[:, : frame.width]
+
+
+@dataclass
+class Arrival:
+    at: float
+    frame: media_pb2.MediaFrame
+
+
+class ProgramWatcher:
+    def __init__(
+        self,
+        production: str,
+        directory: HandleDirectory,
+        channels: ChannelCache,
+        alerts: AlertBook,
+        rendition: media_pb2.Rendition,
+        thresholds: Thresholds,
+        *,
+        subscriber: str = "monitoring",
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.production = production
+        self.handle = program_handle(production)
+        self.directory = directory
+        self.channels = channels
+        self.alerts = alerts
+        self.rendition = rendition
+        self.subscriber = subscriber
+        self.clock = clock
+        self.monitor = ConfidenceMonitor(
+            thresholds,
+            sample_rate=rendition.audio_sample_rate or 48_000,
+            channels=rendition.audio_channels or 2,
+        )
+        self.queue: DropOldestQueue[Arrival] = DropOldestQueue(QUEUE_FRAMES)
+        self.upstream_dropped = 0
+        self.malformed = 0
+
+    async def run(self) -> None:
+        reader = asyncio.create_task(self._read(), name=f"read-{self.handle}")
+        try:
+            await self._analyse()
+        finally:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
+
+    async def _read(self) -> None:
+        # `frames` resubscribes by itself when the stream breaks; anything else that escapes it
+        # is a bug to log, not a reason to stop watching the program.
+        while True:
+            frames = self.directory.frames(
+                self.channels, self.handle, self.rendition, subscriber=self.subscriber
+            )
+            try:
+                async for frame in frames:
+                    self.queue.put(Arrival(self.clock(), frame))
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("program_read_failed", production=self.production)
+            await asyncio.sleep(READ_RETRY_S)
+
+    async def _analyse(self) -> None:
+        while True:
+            arrival = await self.queue.get(timeout=TICK_S)
+            if arrival is not None:
+                try:
+                    changes = self._measure(arrival)
+                except ValueError as exc:  # a malformed frame: skip it, keep watching
+                    self.malformed += 1
+                    log.warning("frame_malformed", production=self.production, error=str(exc))
+                    changes = []
+                self._apply(changes)
+            self._apply(self.monitor.tick(self.clock()))
+
+    def _measure(self, arrival: Arrival) -> list[Change]:
+        body = arrival.frame.WhichOneof("body")
+        if body == "video":
+            video = arrival.frame.video
+            if video.pixel_format in (media_pb2.PIXEL_FORMAT_I420, 0) and video.planes:
+                return self.monitor.video(luma_plane(video), arrival.at)
+        elif body == "audio":
+            audio = arrival.frame.audio
+            return self.monitor.audio(proto_to_pcm(audio), arrival.at, audio.sample_rate)
+        elif body == "keepalive":
+            self.upstream_dropped = int(arrival.frame.keepalive.dropped)
+        return []
+
+    def _apply(self, changes: list[Change]) -> None:
+        for change in changes:
+            condition = f"program_{change.condition}"
+            message = f"{self.production}: {change.message}"
+            self.alerts.set(condition, self.production, change.raised, message, change.value)
+            log.info(
+                "program_condition",
+                production=self.production,
+                condition=condition,
+                raised=change.raised,
+            )
+
+    def withdraw(self) -> None:
+        """The program handle is gone (the production ended): its alerts end with it."""
+        self._apply(self.monitor.clear_all())
+
+
+class ProgramWatchers:
+    """One watcher per production whose program handle is announced, and only those."""
+
+    def __init__(
+        self,
+        directory: HandleDirectory,
+        channels: ChannelCache,
+        alerts: AlertBook,
+        rendition: media_pb2.Rendition,
+        thresholds: Thresholds,
+        *,
+        interval_s: float,
+        subscriber: str,
+        spawn: Callable[[Coroutine[Any, Any, None], str], asyncio.Task[None]],
+    ) -> None:
+        self.directory = directory
+        self.channels = channels
+        self.alerts = alerts
+        self.rendition = rendition
+        self.thresholds = thresholds
+        self.interval_s = interval_s
+        self.subscriber = subscriber
+        self.spawn = spawn
+        self.watchers: dict[str, ProgramWatcher] = {}
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+
+    async def run(self) -> None:
+        while True:
+            try:
+                keys = await (await self.directory.bucket()).keys()
+            except Exception as exc:  # the bus is down: keep what we watch, look again later
+                log.debug("discovery_failed", error=str(exc) or type(exc).__name__)
+            else:
+                announced = {p for p in map(production_of, keys) if p is not None}
+                for production in sorted(announced - set(self.watchers)):
+                    self._start(production)
+                for production in sorted(set(self.watchers) - announced):
+                    await self._stop(production)
+            await asyncio.sleep(self.interval_s)
+
+    def _start(self, production: str) -> None:
+        watcher = ProgramWatcher(
+            production,
+            self.directory,
+            self.channels,
+            self.alerts,
+            self.rendition,
+            self.thresholds,
+            subscriber=self.subscriber,
+        )
+        self.watchers[production] = watcher
+        self._tasks[production] = self.spawn(watcher.run(), f"watch-{production}")
+        log.info("watching_program", production=production, handle=watcher.handle)
+
+    async def _stop(self, production: str) -> None:
+        task = self._tasks.pop(production)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        self.watchers.pop(production).withdraw()
+        log.info("program_withdrawn", production=production)
+
+    async def close(self) -> None:
+        for task in self._tasks.values():
+            task.cancel()
+        await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+        self._tasks.clear()
