@@ -1,0 +1,94 @@
+{{/* The five services, in start order. */}}
+{{- define "baycast.serviceNames" -}}
+ingest mixer graphics distribution monitoring
+{{- end }}
+
+{{/* Release-wide name prefix: the release name, or <release>-baycast when it lacks "baycast". */}}
+{{- define "baycast.fullname" -}}
+{{- if contains .Chart.Name .Release.Name -}}
+{{- .Release.Name | trunc 40 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 40 | trimSuffix "-" -}}
+{{- end -}}
+{{- end }}
+
+{{/* Selector labels of one component: (dict "root" $ "component" "ingest"). */}}
+{{- define "baycast.selectorLabels" -}}
+app.kubernetes.io/name: {{ .root.Chart.Name }}
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+
+{{- define "baycast.labels" -}}
+{{ include "baycast.selectorLabels" . }}
+app.kubernetes.io/part-of: baycast
+app.kubernetes.io/version: {{ .root.Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .root.Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .root.Chart.Name .root.Chart.Version }}
+{{- end }}
+
+{{- define "baycast.image" -}}
+{{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}
+{{- end }}
+
+{{- define "baycast.natsURL" -}}
+{{- if .Values.nats.enabled -}}
+nats://{{ include "baycast.fullname" . }}-nats:4222
+{{- else -}}
+{{- required "nats.url is required when nats.enabled is false" .Values.nats.url -}}
+{{- end -}}
+{{- end }}
+
+{{/* Whether a service runs more than one pod (then it gets a PDB). */}}
+{{- define "baycast.multiReplica" -}}
+{{- $svc := index .root.Values.services .name -}}
+{{- if or (gt (int $svc.replicas) 1) (and $svc.autoscaling $svc.autoscaling.enabled) -}}true{{- end -}}
+{{- end }}
+
+{{/* The non-secret settings of one service (its ConfigMap data): (dict "root" $ "name" "ingest"). */}}
+{{- define "baycast.config" -}}
+{{- $root := .root -}}
+{{- $name := .name -}}
+{{- $svc := index $root.Values.services $name -}}
+{{- $S := upper $name -}}
+{{- $c := $root.Values.common -}}
+BAYCAST_NATS_URL: {{ include "baycast.natsURL" $root | quote }}
+BAYCAST_LOG_FORMAT: {{ $c.logFormat | quote }}
+BAYCAST_LOG_LEVEL: {{ $c.logLevel | quote }}
+BAYCAST_DRAIN_SECONDS: {{ $c.drainSeconds | quote }}
+BAYCAST_UNREADY_SECONDS: {{ $c.unreadySeconds | quote }}
+BAYCAST_{{ $S }}_HTTP_ADDR: {{ printf "0.0.0.0:%d" (int $svc.httpPort) | quote }}
+BAYCAST_{{ $S }}_GRPC_ADDR: {{ printf "0.0.0.0:%d" (int $svc.grpcPort) | quote }}
+{{- if eq $name "ingest" }}
+BAYCAST_INGEST_RTMP_ADDR: {{ printf "0.0.0.0:%d" (int $svc.rtmpPort) | quote }}
+BAYCAST_INGEST_SRT_ADDR: {{ printf "0.0.0.0:%d" (int $svc.srtPort) | quote }}
+BAYCAST_INGEST_RTC_PORT_MIN: {{ $svc.webrtc.portMin | quote }}
+BAYCAST_INGEST_RTC_PORT_MAX: {{ $svc.webrtc.portMax | quote }}
+{{- /* One UDP port per WebRTC session (bundled): the range bounds the sessions of a pod. */}}
+BAYCAST_INGEST_MAX_SESSIONS: {{ add1 (sub (int $svc.webrtc.portMax) (int $svc.webrtc.portMin)) | quote }}
+{{- with $svc.publicURL }}
+BAYCAST_INGEST_PUBLIC_URL: {{ . | quote }}
+{{- end }}
+{{- with $svc.webrtc.publicIP }}
+BAYCAST_INGEST_PUBLIC_IP: {{ . | quote }}
+{{- end }}
+{{- end }}
+{{- if eq $name "distribution" }}
+BAYCAST_DISTRIBUTION_DATA_DIR: "/var/lib/baycast/data"
+{{- end }}
+{{- range $k, $v := $svc.env }}
+{{ $k }}: {{ $v | toString | quote }}
+{{- end }}
+{{- end }}
+
+{{/* A NetworkPolicy peer: the pods of one component. */}}
+{{- define "baycast.peer" -}}
+podSelector:
+  matchLabels:
+    {{- include "baycast.selectorLabels" . | nindent 4 }}
+{{- end }}
+
+{{/* A file name as a DNS label: "Platform_Overview.json" -> "platform-overview". */}}
+{{- define "baycast.fileStem" -}}
+{{- base . | trimSuffix ".json" | trimSuffix ".yaml" | trimSuffix ".yml" | lower | replace "_" "-" | replace "." "-" | replace " " "-" -}}
+{{- end }}
