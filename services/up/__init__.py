@@ -1,16 +1,113 @@
-"""`baycast up`: the whole platform on one machine (and the demo show 启航·大湾区)."""
+"""`baycast up`: the whole platform on one machine, and the demo show 启航·大湾区."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import contextlib
+import json
 import signal
 from pathlib import Path
 
-from services.up.launcher import Console, Launcher
+import aiohttp
+
+from services.common.bus import Bus
+from services.common.handles import HandleDirectory
+from services.up import demo
+from services.up.launcher import Console, Launcher, pick_port
+from services.up.web import ShowPage
 
 DEFAULT_STATE_DIR = ".baycast"
+WATCH_INTERVAL_S = 5.0
+STATION_SIZE = (640, 360)
+
+
+def service_env(args: argparse.Namespace, data_dir: str) -> dict[str, dict[str, str]]:
+    ingest = {
+        # Loopback candidates only, unless the platform is opened to a network.
+        "BAYCAST_INGEST_ICE_HOSTS": args.listen if args.listen != "0.0.0.0" else "",
+    }
+    if args.listen == "127.0.0.1":
+        ingest["BAYCAST_INGEST_ICE_HOSTS"] = "127.0.0.1"
+    if args.public_ip:
+        ingest["BAYCAST_INGEST_PUBLIC_IP"] = args.public_ip
+    return {
+        "ingest": ingest,
+        "distribution": {"BAYCAST_DISTRIBUTION_DATA_DIR": data_dir},
+    }
+
+
+async def _watch(
+    launcher: Launcher, console: Console, mixer_http: str, stop: asyncio.Event
+) -> None:
+    """Say so when the box cannot keep up (the mixer skipped program frames) or a child died."""
+    last = None
+    async with aiohttp.ClientSession() as http:
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), WATCH_INTERVAL_S)
+            crashed = launcher.crashed()
+            if crashed:
+                console.say(f"{', '.join(crashed)} exited: stopping")
+                stop.set()
+                return
+            with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+                async with http.get(f"{mixer_http}/metrics") as resp:
+                    skipped = demo.skipped_ticks(await resp.text())
+                if last is not None and skipped > last:
+                    console.say(
+                        f"WARNING: this machine cannot keep up: the program skipped "
+                        f"{skipped - last:.0f} frames in the last {WATCH_INTERVAL_S:.0f} s "
+                        "(try --format 720p or fewer --stations)"
+                    )
+                last = skipped
+
+
+async def _demo(
+    args: argparse.Namespace, launcher: Launcher, console: Console, bus: Bus
+) -> ShowPage:
+    services = launcher.endpoints()["services"]
+    assert isinstance(services, dict)
+    plan = demo.stations(args.stations)
+    console.say(f"registering {len(plan)} stations…")
+    creds = await demo.register_stations(bus, plan, services["ingest"]["http"])
+    station_plan = {"stations": creds, "size": list(STATION_SIZE), "fps": 25}
+    await launcher.start_module(
+        "stations", "services.up.stations", json.dumps(station_plan).encode()
+    )
+    console.say(f"creating the production {demo.TITLE} ({args.format})…")
+    await demo.create_production(bus, demo.production(plan, args.format))
+    console.say("adding outputs: HLS and a recording…")
+    await demo.add_outputs(bus)
+    console.say("keying graphics and starting the rundown…")
+    await demo.show_standing_graphics(bus)
+    await demo.start_rundown(bus, plan)
+    page = ShowPage(
+        HandleDirectory(bus),
+        demo.PRODUCTION,
+        demo.TITLE,
+        {name: s["http"] for name, s in services.items()},
+    )
+    port = pick_port(args.listen, args.web_port)
+    await page.start(args.listen, port)
+    web = f"http://{args.listen}:{port}"
+    dist = services["distribution"]["http"]
+    console.say("")
+    console.say(f"  show page      {web}")
+    console.say(f"  HLS            {dist}/hls/{demo.PRODUCTION}/index.m3u8")
+    console.say(f"  status         {services['monitoring']['http']}/status")
+    console.say(f"  reporter page  {services['ingest']['http']}/contribute/<station>#token=<token>")
+    console.say(f"  recordings     {Path(args.state_dir, 'data', 'recordings', demo.PRODUCTION)}")
+    console.say("")
+    console.say("  try, in another terminal:")
+    console.say(f"    baycast ctl rundown status {demo.PRODUCTION}")
+    console.say(f"    baycast ctl cut {demo.PRODUCTION} sz")
+    console.say(f"    baycast ctl layout {demo.PRODUCTION} wall")
+    console.say(f"    baycast ctl snapshot {demo.PRODUCTION} multiview -o multiview.png")
+    console.say("    baycast ctl alerts")
+    console.say("  Ctrl-C stops everything.")
+    launcher.write_endpoints({"web": web})
+    return page
 
 
 async def _up(args: argparse.Namespace) -> int:
@@ -22,24 +119,35 @@ async def _up(args: argparse.Namespace) -> int:
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     code = 0
+    bus: Bus | None = None
+    page: ShowPage | None = None
     try:
         await launcher.start_nats(args.nats)
         data_dir = str((state_dir / "data").resolve())
-        await launcher.start_services({"distribution": {"BAYCAST_DISTRIBUTION_DATA_DIR": data_dir}})
+        await launcher.start_services(service_env(args, data_dir))
         path = launcher.write_endpoints({})
         console.say(f"platform ready; endpoints in {path}")
-        console.say("try: baycast ctl status")
+        bus = Bus(launcher.nats_url, "baycast-up")
+        await bus.connect()
+        if not args.no_demo:
+            page = await _demo(args, launcher, console, bus)
+        mixer_http = launcher.endpoints()["services"]["mixer"]["http"]  # type: ignore[index]
+        watcher = asyncio.create_task(_watch(launcher, console, mixer_http, stop))
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=args.duration or None)
-        crashed = launcher.crashed()
-        if crashed:
-            console.say(f"stopped early: {', '.join(crashed)} exited")
+        stop.set()
+        await watcher
+        if launcher.crashed():
             code = 1
     except RuntimeError as exc:
         console.say(f"error: {exc}")
         code = 1
     finally:
         console.say("stopping…")
+        if page is not None:
+            await page.stop()
+        if bus is not None:
+            await bus.drain()
         await launcher.stop()
         console.say("stopped")
     return code
@@ -49,9 +157,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("up", help="run the platform and the demo show on this machine")
     p.add_argument("--nats", help="use this NATS server instead of starting one")
     p.add_argument(
-        "--listen", default="127.0.0.1", help="address the services bind (default loopback)"
+        "--listen", default="127.0.0.1", help="address everything binds (default loopback)"
     )
+    p.add_argument("--public-ip", default="", help="address announced to WebRTC peers on a network")
+    p.add_argument(
+        "--stations", type=int, default=10, help="city stations, 1-10 (plus two reporters)"
+    )
+    p.add_argument("--format", choices=sorted(demo.FORMATS), default="720p", help="program format")
     p.add_argument("--duration", type=float, default=0, help="stop after this many seconds")
+    p.add_argument("--web-port", type=int, default=8080, help="show page port (default 8080)")
+    p.add_argument("--no-demo", action="store_true", help="only the platform, no demo show")
     p.add_argument(
         "--state-dir", default=DEFAULT_STATE_DIR, help="NATS store, media output, endpoints"
     )

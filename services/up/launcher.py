@@ -32,6 +32,7 @@ COLOURS = {
     "graphics": "\033[33m",
     "distribution": "\033[32m",
     "monitoring": "\033[34m",
+    "stations": "\033[37m",
 }
 RESET = "\033[0m"
 READY_TIMEOUT_S = 60.0
@@ -105,16 +106,27 @@ class Launcher:
         self.children: list[Child] = []
         self.nats_url = ""
 
-    async def _spawn(self, child: Child) -> None:
+    async def _spawn(self, child: Child, stdin_data: bytes | None = None) -> None:
         child.proc = await asyncio.create_subprocess_exec(
             *child.argv,
             env=child.env,
+            stdin=asyncio.subprocess.PIPE if stdin_data is not None else asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
             start_new_session=True,  # Ctrl-C reaches the launcher only; it stops children in order
         )
+        if stdin_data is not None:
+            assert child.proc.stdin is not None
+            child.proc.stdin.write(stdin_data)
+            await child.proc.stdin.drain()
+            child.proc.stdin.close()
         child.pump = asyncio.create_task(self._pump(child))
         self.children.append(child)
+
+    async def start_module(self, name: str, module: str, stdin_data: bytes) -> None:
+        """A helper process (`python -m module`) whose input is `stdin_data` (kept off argv)."""
+        env = {**os.environ, "BAYCAST_LOG_FORMAT": "console", "PYTHONUNBUFFERED": "1"}
+        await self._spawn(Child(name, [sys.executable, "-m", module], env), stdin_data)
 
     async def _pump(self, child: Child) -> None:
         assert child.proc is not None and child.proc.stdout is not None
