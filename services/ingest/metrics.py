@@ -12,6 +12,13 @@ WHIP_REQUESTS = Counter(
     "WHIP HTTP requests by method and response status",
     ["method", "status"],
 )
+WHIP_RATE_LIMITED = Counter(
+    "baycast_ingest_whip_rate_limited_total",
+    "WHIP offers refused with 429 because their client address sent too many",
+)
+ASYNCIO_TASKS = Gauge(
+    "baycast_ingest_asyncio_tasks", "asyncio tasks alive in the ingest process's event loop"
+)
 SESSIONS = Gauge("baycast_ingest_sessions", "Live contribution sessions", ["protocol"])
 STATION_COMMANDS = Counter(
     "baycast_ingest_station_commands_total", "Station commands handled, by verb", ["verb"]

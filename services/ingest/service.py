@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from urllib.parse import urlsplit
 
 from services.common.bus import subject
@@ -10,8 +11,9 @@ from services.common.handles import HandleDirectory
 from services.common.lifecycle import BaseService, run
 from services.common.settings import load_settings, split_addr
 from services.common.telemetry import configure_logging
-from services.ingest import ice
+from services.ingest import ice, metrics
 from services.ingest.media_server import SourceMedia
+from services.ingest.rate_limiter import RateLimiter
 from services.ingest.reporter import ReporterPage
 from services.ingest.rtmp import RtmpServer
 from services.ingest.settings import IngestSettings
@@ -29,6 +31,8 @@ class IngestService(BaseService[IngestSettings]):
 
     async def setup(self) -> None:
         s = self.settings
+        loop = asyncio.get_running_loop()
+        metrics.ASYNCIO_TASKS.set_function(lambda: len(asyncio.all_tasks(loop)))
         ice_policy = ice.configure(s.ice_hosts, s.rtc_port_min, s.rtc_port_max)
         self.stations = StationRegistry(
             await self.bus.kv(STATIONS_BUCKET, ingest_pb2.Station),
@@ -49,6 +53,7 @@ class IngestService(BaseService[IngestSettings]):
             max_sdp_bytes=s.max_sdp_bytes,
             public_ip=s.public_ip,
             ice_policy=ice_policy,
+            rate_limiter=RateLimiter(s.whip_rate_per_s, s.whip_rate_burst),
         )
         self.whip.add_routes(self.http.app)
         ReporterPage(self.stations).add_routes(self.http.app)

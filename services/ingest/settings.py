@@ -14,6 +14,8 @@ DEFAULT_STATS_INTERVAL_S = 1.0
 DEFAULT_RTMP_ADDR = "127.0.0.1:1935"
 DEFAULT_SRT_ADDR = "127.0.0.1:9000"
 DEFAULT_SRT_PORTS = 0
+DEFAULT_WHIP_RATE_PER_S = 5.0
+DEFAULT_WHIP_RATE_BURST = 20
 
 
 @dataclass(frozen=True)
@@ -28,6 +30,9 @@ class IngestSettings(ServiceSettings):
     rtc_port_max: int = 0
     max_sessions: int = DEFAULT_MAX_SESSIONS
     max_sdp_bytes: int = DEFAULT_MAX_SDP_BYTES
+    # WHIP offers each client address may POST: a token bucket refilled at this rate, this deep.
+    whip_rate_per_s: float = DEFAULT_WHIP_RATE_PER_S
+    whip_rate_burst: int = DEFAULT_WHIP_RATE_BURST
     # The base URL stations use to reach WHIP (printed by `station add`); default: http_addr.
     public_url: str = ""
     subscriber_queue: int = DEFAULT_SUBSCRIBER_QUEUE
@@ -61,6 +66,10 @@ class IngestSettings(ServiceSettings):
             )
         if self.subscriber_queue < 1:
             raise SettingsError("BAYCAST_INGEST_SUBSCRIBER_QUEUE must be at least 1")
+        if self.whip_rate_per_s <= 0 or self.whip_rate_burst < 1:
+            raise SettingsError(
+                "BAYCAST_INGEST_WHIP_RATE_PER_S must be positive and WHIP_RATE_BURST at least 1"
+            )
         split_addr(self.rtmp_addr)
         _, srt_port = split_addr(self.srt_addr)
         if self.srt_ports < 0 or (self.srt_ports and srt_port + self.srt_ports > 65536):

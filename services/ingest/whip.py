@@ -8,9 +8,11 @@
     OPTIONS either path                CORS preflight, so browsers can publish
 
 Refusals change nothing and never allocate a peer connection before the token is checked:
-404 unknown station, 401 missing/wrong token, 413 offer over `max_sdp_bytes`, 400 not SDP (with
-the reason), 503 over `max_sessions`, 409 the station is already live (the live session keeps
-going; the station DELETEs it or waits for it to time out, then publishes again).
+429 more offers from one client address than its token bucket allows (checked first, so a
+flood costs no token check), 404 unknown station, 401 missing/wrong token (PATCH and DELETE
+too), 413 offer over `max_sdp_bytes`, 400 not SDP (with the reason), 503 over `max_sessions`,
+409 the station is already live (the live session keeps going; the station DELETEs it or
+waits for it to time out, then publishes again).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from aiohttp import web
 
 from services.common import errors
 from services.ingest import ice, metrics
+from services.ingest.rate_limiter import RateLimiter
 from services.ingest.sources import SourceRegistry
 from services.ingest.stations import StationRegistry
 from services.ingest.webrtc_source import SdpError, WhipSource, check_offer
@@ -68,6 +71,7 @@ class WhipEndpoint:
         max_sdp_bytes: int,
         public_ip: str = "",
         ice_policy: ice.IcePolicy | None = None,
+        rate_limiter: RateLimiter | None = None,
     ) -> None:
         self.stations = stations
         self.sources = sources
@@ -75,6 +79,7 @@ class WhipEndpoint:
         self.max_sdp_bytes = max_sdp_bytes
         self.public_ip = public_ip
         self.ice_policy = ice_policy or ice.policy()
+        self.rate_limiter = rate_limiter if rate_limiter is not None else RateLimiter()
         self.sessions: dict[str, WhipSource] = {}  # session id -> source
         self._pending: set[str] = set()  # stations between offer and answer
         self.accepting = True
@@ -101,7 +106,8 @@ class WhipEndpoint:
     async def options(self, _request: web.Request) -> web.Response:
         return web.Response(status=204, headers={**CORS_HEADERS, "Accept-Post": SDP_TYPE})
 
-    async def patch(self, _request: web.Request) -> web.Response:
+    async def patch(self, request: web.Request) -> web.Response:
+        await self.stations.authenticate(request.match_info["station"], bearer_token(request))
         return web.Response(
             status=405,
             text="trickle ICE and ICE restart are not supported: publish again instead\n",
@@ -109,6 +115,12 @@ class WhipEndpoint:
         )
 
     async def post(self, request: web.Request) -> web.Response:
+        wait_s = self.rate_limiter.take(request.remote or "")
+        if wait_s > 0:
+            metrics.WHIP_RATE_LIMITED.inc()
+            response = _error(errors.ResourceExhausted("too many offers: slow down"), status=429)
+            response.headers["Retry-After"] = str(max(1, round(wait_s)))
+            return response
         station_id = request.match_info["station"]
         station = await self.stations.authenticate(station_id, bearer_token(request))
         if not self.accepting:

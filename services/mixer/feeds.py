@@ -60,6 +60,9 @@ class FeedSet:
         idle_seconds: float,
         on_audio: Callable[[str, np.ndarray], None],
         clock: Callable[[], float] = time.monotonic,
+        *,
+        hold_s: float = 0.5,
+        clear_s: float = 3.0,
     ) -> None:
         self.directory = directory
         self.channels = channels
@@ -68,9 +71,13 @@ class FeedSet:
         self.idle_seconds = idle_seconds
         self.on_audio = on_audio
         self.clock = clock
+        self.hold_s = hold_s
+        self.clear_s = clear_s
         self.video: dict[tuple[str, int, int], VideoFeed] = {}
         self.last_seen: dict[str, float] = {}
         self.first_wanted: dict[str, float] = {}
+        # Sources back after a loss, with the time since which they have delivered without a gap.
+        self.returned: dict[str, float] = {}
         self._audio_tasks: dict[str, asyncio.Task[None]] = {}
 
     def get(self, source: str, width: int, height: int) -> VideoFeed:
@@ -83,6 +90,7 @@ class FeedSet:
                 # Nothing of this source is subscribed: its liveness starts over from now, so a
                 # source not shown for a while is not taken for dead while it reconnects.
                 self.last_seen.pop(source, None)
+                self.returned.pop(source, None)
                 self.first_wanted[source] = now
             feed = VideoFeed(source, width, height, created=now, last_used=now)
             feed.task = asyncio.create_task(self._run_video(feed), name=f"feed-{source}")
@@ -97,6 +105,29 @@ class FeedSet:
         if seen is None:
             return now - self.first_wanted.get(source, now)
         return now - seen
+
+    def clearing(self, source: str) -> bool:
+        """True while `source`, back after a loss, has not yet delivered for `clear_s` unbroken.
+
+        A gap longer than the hold time restarts the count, so a feed flapping on and off is kept
+        off program (slate or backup) until it has been steady for the whole clear time.
+        """
+        since = self.returned.get(source)
+        if since is None:
+            return False
+        now = self.clock()
+        if now - self.last_seen.get(source, since) > self.hold_s:
+            return True  # lost again; the next frame restarts the count
+        if now - since >= self.clear_s:
+            del self.returned[source]
+            return False
+        return True
+
+    def _seen(self, source: str, now: float) -> None:
+        previous = self.last_seen.get(source)
+        if previous is not None and now - previous > self.hold_s:
+            self.returned[source] = now  # back after a loss: the clear time starts over
+        self.last_seen[source] = now
 
     def any_frame(self, source: str) -> Held | None:
         """The newest frame of `source` at any size (for a box whose own size is on its way)."""
@@ -157,7 +188,7 @@ class FeedSet:
             now = self.clock()
             feed.latest = Held(picture, now, frame.capture_time_us)
             feed.frames += 1
-            self.last_seen[feed.source] = now
+            self._seen(feed.source, now)
 
     async def _run_audio(self, source: str) -> None:
         rendition = media_pb2.Rendition(audio_sample_rate=48_000, audio_channels=2, no_video=True)

@@ -40,6 +40,7 @@ from services.mixer.pictures import (
     fill_rect,
     hex_to_yuv,
 )
+from services.mixer.productions import DEFAULT_CLEAR_MS
 from services.mixer.switcher import Change, Switcher
 from services.mixer.transitions import Mixer
 
@@ -118,6 +119,7 @@ class ProductionRunner:
         self.interval = 1 / p.fps
         self.hold_s = p.hold_ms / 1000
         self.backup_after_s = p.backup_after_ms / 1000
+        self.clear_s = (p.clear_ms or DEFAULT_CLEAR_MS) / 1000
         self.names = {s.id: s.name for s in p.sources}
         self.backups = {s.id: s.backup for s in p.sources if s.backup}
         self.switcher = Switcher(p, state)
@@ -130,6 +132,8 @@ class ProductionRunner:
             f"mixer-{instance}/{p.id}",
             feed_idle_seconds,
             self.audio.push,
+            hold_s=self.hold_s,
+            clear_s=self.clear_s,
         )
         w, h = self.width, self.height
         self.clean = Picture(w, h)
@@ -496,16 +500,24 @@ class ProductionRunner:
         return Rendered(sources, capture, showing)
 
     def _picture_for(
-        self, source: str, width: int, height: int, now: float
+        self, source: str, width: int, height: int, now: float, *, on_air: bool = True
     ) -> tuple[Held | None, str]:
-        """The newest good frame for a box of `source` (or its backup), and what it is."""
+        """The newest good frame for a box of `source` (or its backup), and what it is.
+
+        On air, a source back after a loss stays replaced (backup, else slate) until it has
+        delivered for the clear time; monitors (`on_air=False`) show it as soon as it is back.
+        """
         shown, status = source, "live"
         backup = self.backups.get(source)
         age = self.feeds.age(source)
-        if backup and age > self.hold_s:
+        clearing = on_air and self.feeds.clearing(source)
+        if backup and (age > self.hold_s or clearing):
             self.feeds.get(backup, width, height)  # roll the backup before it is needed
-            if age > self.backup_after_s and self.feeds.age(backup) < self.hold_s:
+            if (age > self.backup_after_s or clearing) and self.feeds.age(backup) < self.hold_s:
                 shown, status = backup, f"backup:{backup}"
+        if clearing and shown == source:
+            self.feeds.get(source, width, height)  # stay subscribed while it clears
+            return None, "slate"
         held = self.feeds.get(shown, width, height).latest
         if held is None or now - held.received > self.hold_s:
             other = self.feeds.any_frame(shown)
@@ -556,7 +568,7 @@ class ProductionRunner:
         for i, source in enumerate(sources):
             x = (i % cols) * cell_w + 4
             y = half_h + (i // cols) * cell_h + 4
-            held, _status = self._picture_for(source, tile_w, tile_h, now)
+            held, _status = self._picture_for(source, tile_w, tile_h, now, on_air=False)
             pic = held.picture if held else slates.slate(self.names[source], tile_w, tile_h)
             blit(mv, pic, x, y, tile_w, tile_h)
             if source in program:

@@ -15,6 +15,7 @@ SAMPLE_RATE = 48_000
 CHANNELS = 2
 DEFAULT_HOLD_MS = 500
 DEFAULT_BACKUP_AFTER_MS = 1000
+DEFAULT_CLEAR_MS = 3000
 LAYOUT_KINDS = ("full", "side_by_side", "pip", "quad", "grid3x3", "city_wall", "custom")
 TRANSITION_TYPES = ("cut", "mix", "wipe", "dip")
 MAX_TRANSITION_MS = 10_000
@@ -124,12 +125,15 @@ def normalize(production: mixer_pb2.Production) -> mixer_pb2.Production:
         raise errors.InvalidArgument("channels must be 2", field="channels")
     p.hold_ms = p.hold_ms or DEFAULT_HOLD_MS
     p.backup_after_ms = p.backup_after_ms or DEFAULT_BACKUP_AFTER_MS
+    p.clear_ms = p.clear_ms or DEFAULT_CLEAR_MS
     if not 40 <= p.hold_ms <= 10_000:
         raise errors.InvalidArgument("hold_ms must be between 40 and 10000", field="hold_ms")
     if not 40 <= p.backup_after_ms <= 60_000:
         raise errors.InvalidArgument(
             "backup_after_ms must be between 40 and 60000", field="backup_after_ms"
         )
+    if not 40 <= p.clear_ms <= 60_000:
+        raise errors.InvalidArgument("clear_ms must be between 40 and 60000", field="clear_ms")
     if len(p.sources) > MAX_SOURCES:
         raise errors.InvalidArgument(f"at most {MAX_SOURCES} sources", field="sources")
     ids: set[str] = set()

@@ -123,7 +123,7 @@ class MixerService(BaseService[MixerSettings]):
                 running.lease_revision = revision
         productions = await self.productions.all()
         for prod_id in list(self.running):
-            if prod_id not in productions:
+            if prod_id not in productions and not await self._still_exists(prod_id):
                 await self._stop_production(prod_id, release=True)
         for prod_id, production in sorted(productions.items()):
             if prod_id in self.running or len(self.running) >= self.settings.max_productions:
@@ -136,6 +136,16 @@ class MixerService(BaseService[MixerSettings]):
                     self.log.exception("production_start_failed", production=prod_id)
                     await self.leases.release(prod_id, revision)
         metrics.PRODUCTIONS.set(len(self.running))
+
+    async def _still_exists(self, prod_id: str) -> bool:
+        """Ask for the key itself: a key listing of a busy server can come back short, and a
+        running show must not stop for that (seen under load: stopped and restarted 0.3 s later).
+        """
+        try:
+            await self.productions.get(prod_id)
+        except errors.NotFound:
+            return False
+        return True
 
     async def _start_production(self, production: mixer_pb2.Production, revision: int) -> None:
         stored = await self.states.get(production.id)

@@ -47,7 +47,7 @@ async def test_gain_halves_amplitude_and_mixminus_removes_the_source(
     await announce()
     await create_production(production(prod_id, [a, b]))
     sa = a.name.removeprefix("source/")
-    endpoint = mixer.endpoint
+    endpoint = mixer.grpc_endpoint
     program = f"prod/{prod_id}/program"
 
     before = await collect(endpoint, program, 1.5, AUDIO)

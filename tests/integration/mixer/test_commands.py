@@ -177,14 +177,14 @@ async def test_state_events_ftb_preview_and_multiview(
 
         # Preview shows the preview bus; multiview shows both plus every source with tally.
         _, preview = await next_video(
-            mixer.endpoint,
+            mixer.grpc_endpoint,
             f"prod/{prod_id}/preview",
             SMALL,
             accept=lambda im: close_to(yuv_at(im, 160, 90), a.yuv),
         )
         assert close_to(yuv_at(preview, 5, 5), a.yuv)
         _, mv = await next_video(
-            mixer.endpoint,
+            mixer.grpc_endpoint,
             f"prod/{prod_id}/multiview",
             accept=lambda im: (
                 close_to(yuv_at(im, 160, 90), a.yuv) and close_to(yuv_at(im, 960, 90), b.yuv)
@@ -200,7 +200,7 @@ async def test_state_events_ftb_preview_and_multiview(
         state = await command(bus, prod_id, Cmd(ftb=Cmd.Ftb(on=True, duration_ms=200)))
         assert state.switcher.ftb
         _, black = await next_video(
-            mixer.endpoint,
+            mixer.grpc_endpoint,
             f"prod/{prod_id}/program",
             SMALL,
             accept=lambda im: close_to(yuv_at(im, 160, 90), (16, 128, 128), 1),
@@ -208,7 +208,7 @@ async def test_state_events_ftb_preview_and_multiview(
         assert close_to(yuv_at(black, 5, 5), (16, 128, 128), 1)
         await command(bus, prod_id, Cmd(ftb=Cmd.Ftb(on=False, duration_ms=200)))
         await next_video(
-            mixer.endpoint,
+            mixer.grpc_endpoint,
             f"prod/{prod_id}/program",
             SMALL,
             accept=lambda im: close_to(yuv_at(im, 160, 90), b.yuv),

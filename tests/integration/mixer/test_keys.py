@@ -87,7 +87,7 @@ async def test_graphics_layer_is_keyed_over_program_by_dirty_rectangles(
         )
         handle = f"prod/{prod_id}/program"
         _, image = await next_video(
-            mixer.endpoint, handle, accept=lambda im: close_to(yuv_at(im, 200, 150), red, 2)
+            mixer.grpc_endpoint, handle, accept=lambda im: close_to(yuv_at(im, 200, 150), red, 2)
         )
         for x, y in ((100, 100), (298, 198), (200, 150)):
             assert close_to(yuv_at(image, x, y), red, 2), (x, y)
@@ -99,7 +99,7 @@ async def test_graphics_layer_is_keyed_over_program_by_dirty_rectangles(
         want_uv = tuple(c * 127 / 255 + 128 * 128 / 255 for c in a.yuv[1:])
         assert close_to(yuv_at(image, 650, 425), (round(want_y), *map(round, want_uv)), 2)
         # The clean feed has no graphics.
-        _, clean = await next_video(mixer.endpoint, f"prod/{prod_id}/clean")
+        _, clean = await next_video(mixer.grpc_endpoint, f"prod/{prod_id}/clean")
         assert close_to(yuv_at(clean, 200, 150), a.yuv, 0)
         # The mixer asked for the layer at the production's own size and rate.
         r = producer.requests[0].rendition
@@ -112,7 +112,7 @@ async def test_graphics_layer_is_keyed_over_program_by_dirty_rectangles(
             )
         )
         _, image = await next_video(
-            mixer.endpoint, handle, accept=lambda im: close_to(yuv_at(im, 150, 150), a.yuv, 0)
+            mixer.grpc_endpoint, handle, accept=lambda im: close_to(yuv_at(im, 150, 150), a.yuv, 0)
         )
         assert close_to(yuv_at(image, 250, 150), red, 2)
         assert close_to(yuv_at(image, 650, 425), (round(want_y), *map(round, want_uv)), 2)

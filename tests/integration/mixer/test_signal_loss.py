@@ -41,10 +41,10 @@ async def test_lost_program_source_is_held_then_slated_then_backed_up(
     await create_production(prod)
     handle = f"prod/{prod_id}/program"
     await next_video(
-        mixer.endpoint, handle, SMALL, accept=lambda im: close_to(yuv_at(im, 9, 9), a.yuv)
+        mixer.grpc_endpoint, handle, SMALL, accept=lambda im: close_to(yuv_at(im, 9, 9), a.yuv)
     )
 
-    recording = asyncio.create_task(collect(mixer.endpoint, handle, 2.6, SMALL))
+    recording = asyncio.create_task(collect(mixer.grpc_endpoint, handle, 2.6, SMALL))
     await asyncio.sleep(0.5)
     paused_at = now_us()
     a.paused = True
@@ -86,5 +86,5 @@ async def test_lost_program_source_is_held_then_slated_then_backed_up(
     # The source comes back: the program shows it live again.
     a.paused = False
     await next_video(
-        mixer.endpoint, handle, SMALL, accept=lambda im: close_to(yuv_at(im, 9, 9), a.yuv)
+        mixer.grpc_endpoint, handle, SMALL, accept=lambda im: close_to(yuv_at(im, 9, 9), a.yuv)
     )

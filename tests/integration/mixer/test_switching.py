@@ -36,7 +36,7 @@ async def test_take_puts_the_preview_source_on_program(
     sa, sb = (c.name.removeprefix("source/") for c in (a, b))
     state = await command(bus, prod_id, Cmd(get=Cmd.Get()))
     assert (state.switcher.program, state.switcher.preview) == (sa, sb)
-    endpoint = mixer.endpoint
+    endpoint = mixer.grpc_endpoint
     handle = f"prod/{prod_id}/program"
     directory = HandleDirectory(bus)
     for name in ("program", "clean", "preview", "multiview", f"mixminus/{sa}"):

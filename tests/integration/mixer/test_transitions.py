@@ -40,10 +40,10 @@ async def test_halfway_through_a_one_second_dissolve_is_the_mean(
     await create_production(production(prod_id, [a, b]))
     handle = f"prod/{prod_id}/program"
     await next_video(
-        mixer.endpoint, handle, SMALL, accept=lambda im: close_to(yuv_at(im, 9, 9), a.yuv)
+        mixer.grpc_endpoint, handle, SMALL, accept=lambda im: close_to(yuv_at(im, 9, 9), a.yuv)
     )
 
-    recording = asyncio.create_task(collect(mixer.endpoint, handle, 2.5, SMALL))
+    recording = asyncio.create_task(collect(mixer.grpc_endpoint, handle, 2.5, SMALL))
     await asyncio.sleep(0.3)
     auto = Cmd.Auto(transition=mixer_pb2.Transition(type="mix", duration_ms=1000))
     state = await command(bus, prod_id, Cmd(auto=auto))
@@ -92,7 +92,7 @@ async def test_city_wall_shows_each_station_in_its_box(
     def all_in_place(image) -> bool:
         return all(close_to(yuv_at(image, *centre(i)), c.yuv) for i, c in enumerate(ten))
 
-    _, image = await next_video(mixer.endpoint, f"prod/{prod_id}/program", accept=all_in_place)
+    _, image = await next_video(mixer.grpc_endpoint, f"prod/{prod_id}/program", accept=all_in_place)
     for i, card in enumerate(ten):
         box = boxes[i]
         for x, y in ((box.x + 3, box.y + 3), (box.x + box.width - 4, box.y + box.height - 4)):
@@ -121,9 +121,9 @@ async def test_layout_change_can_be_transitioned_with_a_wipe(
     sb = b.name.removeprefix("source/")
     handle = f"prod/{prod_id}/program"
     await next_video(
-        mixer.endpoint, handle, SMALL, accept=lambda im: close_to(yuv_at(im, 9, 9), a.yuv)
+        mixer.grpc_endpoint, handle, SMALL, accept=lambda im: close_to(yuv_at(im, 9, 9), a.yuv)
     )
-    recording = asyncio.create_task(collect(mixer.endpoint, handle, 2.0, SMALL))
+    recording = asyncio.create_task(collect(mixer.grpc_endpoint, handle, 2.0, SMALL))
     await asyncio.sleep(0.3)
     two_up = mixer_pb2.Layout(name="two", kind="side_by_side", sources=["", sb])
     wipe = mixer_pb2.Transition(type="wipe", duration_ms=800)

@@ -1,0 +1,28 @@
+"""Fixtures of the reliability suite: a client on the bus, a real gRPC card producer."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+from services.common.bus import Bus
+from tests.support.media_source import FakeMediaServer
+from tests.support.nats import NatsServer
+
+
+@pytest.fixture
+async def bus(nats_server: NatsServer) -> AsyncIterator[Bus]:
+    b = Bus(nats_server.url, "reliability-test")
+    await b.connect()
+    yield b
+    await b.drain()
+
+
+@pytest.fixture
+async def media() -> AsyncIterator[FakeMediaServer]:
+    server = await FakeMediaServer().start()
+    yield server
+    for card in server.cards.values():
+        card.ended = True
+    await server.stop()
