@@ -358,6 +358,21 @@ class HlsSink(ContainerSink):
         self.list_size = list_size
         self.ladder = ladder
 
+    def open(self, templates: Templates) -> None:
+        # The muxer dates segments (EXT-X-PROGRAM-DATE-TIME) from the wall clock when it starts:
+        # start it with the first keyframe, so the dates are those of the pictures.
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self._templates = templates
+        self._renditions = self._choose_renditions(templates)
+        self._origin = None
+
+    def write(self, packet: EncodedPacket) -> int:
+        if self.container is None:
+            if not (packet.video and packet.keyframe):
+                return 0
+            self._start_container()
+        return self._mux(packet)
+
     def _choose_renditions(self, templates: Templates) -> list[int]:
         return [0, *sorted((h for h in set(self.ladder) if h in templates.rungs), reverse=True)]
 
@@ -367,7 +382,8 @@ class HlsSink(ContainerSink):
         playlist = self.folder / (LADDER_PLAYLIST if laddered else HLS_PLAYLIST)
         # temp_file makes each segment and playlist appear whole; append_list continues an
         # existing playlist's sequence after a reconnect or restart, marked as a discontinuity.
-        flags = "delete_segments+omit_endlist+independent_segments+temp_file"
+        # program_date_time: players (and monitoring) can map each segment to the wall clock.
+        flags = "delete_segments+omit_endlist+independent_segments+temp_file+program_date_time"
         if (self.folder / HLS_PLAYLIST).exists():
             flags += "+append_list"
         options = {

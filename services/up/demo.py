@@ -60,6 +60,10 @@ REPORTERS = (
     Station("rp1", "大湾区记者", "大湾区", "Bay Area"),
 )
 FORMATS = {"720p": (1280, 720), "1080p": (1920, 1080)}
+SOURCE_GAIN_DB = -17.0
+DEMO_HOLD_MS = 1000
+DEMO_BACKUP_AFTER_MS = 1500
+DEMO_CLEAR_MS = 1500
 TICKER = [
     "粤港澳大湾区十城联动直播 Ten Greater Bay Area cities live together",
     "央视新闻矩阵号、新华社花城+同步播出 Live on CCTV News and Xinhua 花城+",
@@ -123,10 +127,17 @@ def production(plan: list[Station], fmt: str) -> mixer_pb2.Production:
         fps=25,
         sample_rate=48_000,
         channels=2,
+        # Twelve stations, the platform and the encoder share one laptop: a feed may stall for
+        # half a second when the machine is busy. Hold it a little longer before slating it.
+        hold_ms=DEMO_HOLD_MS,
+        backup_after_ms=DEMO_BACKUP_AFTER_MS,
+        clear_ms=DEMO_CLEAR_MS,
     )
     for st in plan:
         # The field reporter falls back to the Beijing desk if her feed is lost on air.
         p.sources.add(id=st.id, name=st.name, backup="bj" if st.id == "rp1" else "")
+        # Sound follows picture; one station's tone reads about -23 LUFS on its own.
+        p.audio.add(source=st.id, gain_db=SOURCE_GAIN_DB, afv=True)
     p.layouts.add(name="wall", kind="city_wall", sources=cities)
     p.layouts.add(name="studio", kind="full")
     p.layouts.add(
@@ -238,6 +249,11 @@ def rundown(plan: list[Station]) -> rundown_pb2.Rundown:
     first = plan[0].id
     seg = rundown_pb2.RundownSegment
     transition = mixer_pb2.Transition
+
+    def master(gain_db: float) -> mixer_pb2.MixerCommand.Audio:
+        """Master gain for a segment: many boxes on air add up their sound."""
+        return mixer_pb2.MixerCommand.Audio(source="", gain_db=gain_db)
+
     return rundown_pb2.Rundown(
         name="启航·大湾区 demo",
         loop=True,
@@ -248,6 +264,7 @@ def rundown(plan: list[Station]) -> rundown_pb2.Rundown:
                 layout=mixer_pb2.MixerCommand.SetLayout(
                     name="wall", transition=transition(type="mix", duration_ms=500)
                 ),
+                audio=[master(-10)],
                 graphics=labels,
             ),
             seg(
@@ -256,6 +273,7 @@ def rundown(plan: list[Station]) -> rundown_pb2.Rundown:
                 layout=mixer_pb2.MixerCommand.SetLayout(name="studio"),
                 program=first,
                 transition=transition(type="mix", duration_ms=500),
+                audio=[master(0)],
                 graphics=[
                     *(_hide(c.show.instance) for c in labels),
                     _show(
@@ -298,6 +316,7 @@ def rundown(plan: list[Station]) -> rundown_pb2.Rundown:
                 layout=mixer_pb2.MixerCommand.SetLayout(
                     name="quad", transition=transition(type="mix", duration_ms=500)
                 ),
+                audio=[master(-6)],
                 graphics=[_hide("lt-bj")],
             ),
         ],
