@@ -20,6 +20,10 @@ CHANNEL_OPTIONS = [
     ("grpc.keepalive_timeout_ms", 3000),
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.http2.max_pings_without_data", 0),
+    # A producer that restarts (a mixer pod) is found again within a second, not after gRPC's
+    # default backoff of up to two minutes.
+    ("grpc.initial_reconnect_backoff_ms", 200),
+    ("grpc.max_reconnect_backoff_ms", 1000),
 ]
 SERVER_OPTIONS = [
     *CHANNEL_OPTIONS,

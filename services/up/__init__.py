@@ -127,7 +127,7 @@ async def _up(args: argparse.Namespace) -> int:
         await launcher.start_services(service_env(args, data_dir))
         path = launcher.write_endpoints({})
         console.say(f"platform ready; endpoints in {path}")
-        bus = Bus(launcher.nats_url, "baycast-up")
+        bus = Bus(launcher.nats_url_for("operator"), "baycast-up")
         await bus.connect()
         if not args.no_demo:
             page = await _demo(args, launcher, console, bus)

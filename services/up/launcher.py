@@ -22,6 +22,8 @@ from pathlib import Path
 
 import aiohttp
 
+from services.common.bus import redact_url
+from services.common.nats_accounts import generate_passwords, server_config, user_url
 from services.common.settings import DEFAULT_PORTS
 
 SERVICES = ("ingest", "graphics", "mixer", "distribution", "monitoring")
@@ -105,6 +107,14 @@ class Launcher:
         self.console = console
         self.children: list[Child] = []
         self.nats_url = ""
+        # Per-service NATS users when the launcher runs its own server (none for --nats URL).
+        self.passwords: dict[str, str] = {}
+
+    def nats_url_for(self, user: str) -> str:
+        """The bus URL `user` connects with: its own credentials on our own server."""
+        if user not in self.passwords:
+            return self.nats_url
+        return user_url(self.nats_url, user, self.passwords[user])
 
     async def _spawn(self, child: Child, stdin_data: bytes | None = None) -> None:
         child.proc = await asyncio.create_subprocess_exec(
@@ -136,11 +146,16 @@ class Launcher:
     async def start_nats(self, url: str | None) -> str:
         if url:
             self.nats_url = url
-            self.console.say(f"using NATS at {url}")
+            self.console.say(f"using NATS at {redact_url(url)}")
             return url
         port = pick_port("127.0.0.1", 4333)
         store = self.state_dir / "nats"
         store.mkdir(parents=True, exist_ok=True)
+        # Every service gets a user of its own with only the subjects it needs (new each run).
+        self.passwords = generate_passwords()
+        config = self.state_dir / "nats.conf"
+        config.touch(mode=0o600)
+        config.write_text(server_config(self.passwords))
         started = time.monotonic()
         self.console.say("starting nats-server (JetStream)…")
         await self._spawn(
@@ -148,6 +163,8 @@ class Launcher:
                 "nats",
                 [
                     nats_server_binary(),
+                    "-c",
+                    str(config),
                     "-a",
                     "127.0.0.1",
                     "-p",
@@ -181,7 +198,7 @@ class Launcher:
         prefix = f"BAYCAST_{name.upper()}_"
         env = {
             **os.environ,
-            "BAYCAST_NATS_URL": self.nats_url,
+            "BAYCAST_NATS_URL": self.nats_url_for(name),
             "BAYCAST_LOG_FORMAT": "console",
             "BAYCAST_INSTANCE": f"{name}-local",
             prefix + "HTTP_ADDR": f"{self.listen}:{http_port}",
@@ -231,10 +248,12 @@ class Launcher:
             for c in self.children
             if c.name in SERVICES
         }
-        return {"nats": self.nats_url, "services": services}
+        return {"nats": self.nats_url_for("operator"), "services": services}
 
     def write_endpoints(self, extra: dict[str, object]) -> Path:
+        """What `baycast ctl` reads; it holds the operator's NATS password, so only we read it."""
         path = self.state_dir / "endpoints.json"
+        path.touch(mode=0o600)
         path.write_text(json.dumps({**self.endpoints(), **extra}, indent=2, ensure_ascii=False))
         return path
 

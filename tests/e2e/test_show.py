@@ -184,6 +184,8 @@ def test_the_demo_show_end_to_end(tmp_path: Path) -> None:
         print(f"stopped in {time.monotonic() - stop_started:.1f} s")
         assert time.monotonic() - stop_started < 15
         assert [pid for pid in children if alive(pid)] == []
+        # Each service ran as its own NATS user: nothing it did was beyond its grants.
+        assert "Permissions Violation" not in log_path.read_text()
     finally:
         if proc.poll() is None:
             proc.kill()
