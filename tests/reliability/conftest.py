@@ -7,6 +7,9 @@ from collections.abc import AsyncIterator
 import pytest
 
 from services.common.bus import Bus
+
+# The distribution show (a program producer, distribution, its output events) and an RTMP server.
+from tests.integration.distribution.conftest import rtmp, show  # noqa: F401
 from tests.support.media_source import FakeMediaServer
 from tests.support.nats import NatsServer
 

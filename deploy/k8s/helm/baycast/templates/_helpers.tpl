@@ -39,6 +39,27 @@ nats://{{ include "baycast.fullname" . }}-nats:4222
 {{- end -}}
 {{- end }}
 
+{{/* Whether services connect as their own NATS user: always with the in-chart NATS; with an
+external one when nats.auth.existingSecret names the Secret of its users' passwords. */}}
+{{- define "baycast.natsUsersOn" -}}
+{{- if or .Values.nats.enabled .Values.nats.auth.existingSecret -}}true{{- end -}}
+{{- end }}
+
+{{/* BAYCAST_NATS_URL of one service's user: (dict "root" $ "name" "mixer"). */}}
+{{- define "baycast.natsUserURL" -}}
+{{- if .root.Values.nats.enabled -}}
+nats://{{ .name }}:$(NATS_PASSWORD)@{{ include "baycast.fullname" .root }}-nats:4222
+{{- else -}}
+{{- $url := urlParse (include "baycast.natsURL" .root) -}}
+{{ $url.scheme }}://{{ .name }}:$(NATS_PASSWORD)@{{ $url.host }}
+{{- end -}}
+{{- end }}
+
+{{/* The Secret with one NATS password per user (key = user name). */}}
+{{- define "baycast.natsSecret" -}}
+{{- .Values.nats.auth.existingSecret | default (printf "%s-nats-users" (include "baycast.fullname" .)) -}}
+{{- end }}
+
 {{/* Whether a service runs more than one pod (then it gets a PDB). */}}
 {{- define "baycast.multiReplica" -}}
 {{- $svc := index .root.Values.services .name -}}
@@ -52,7 +73,9 @@ nats://{{ include "baycast.fullname" . }}-nats:4222
 {{- $svc := index $root.Values.services $name -}}
 {{- $S := upper $name -}}
 {{- $c := $root.Values.common -}}
+{{- if not (include "baycast.natsUsersOn" $root) }}
 BAYCAST_NATS_URL: {{ include "baycast.natsURL" $root | quote }}
+{{- end }}
 BAYCAST_LOG_FORMAT: {{ $c.logFormat | quote }}
 BAYCAST_LOG_LEVEL: {{ $c.logLevel | quote }}
 BAYCAST_DRAIN_SECONDS: {{ $c.drainSeconds | quote }}
