@@ -260,6 +260,28 @@ class DropOldestQueue(Generic[T]):
         return self._items.popleft()
 
 
+KEEPALIVE_INTERVAL_S = 1.0
+
+
+async def queue_stream(
+    queue: DropOldestQueue[media_pb2.MediaFrame], keepalive_s: float = KEEPALIVE_INTERVAL_S
+) -> AsyncIterator[media_pb2.MediaFrame]:
+    """A subscriber's queue as a Subscribe response stream, ending when the queue is closed.
+
+    When nothing comes for `keepalive_s`, a Keepalive (with the subscriber's drop count) tells
+    the consumer the stream is quiet, not dead.
+    """
+    while True:
+        message = await queue.get(timeout=keepalive_s)
+        if message is None:
+            if queue.closed:
+                return
+            message = media_pb2.MediaFrame(
+                keepalive=media_pb2.Keepalive(time_us=now_us(), dropped=queue.dropped)
+            )
+        yield message
+
+
 async def subscribe(
     channels: ChannelCache,
     locate: Callable[[], Awaitable[str | None]],

@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 import grpc
 
 from services.common.gen.baycast.v1 import media_pb2, media_pb2_grpc
-from services.common.media import RGBA, now_us
+from services.common.media import RGBA, queue_stream
 from services.graphics.desk import check_production
 from services.graphics.layer_stream import KEEPALIVE_S, LayerStream
 from services.graphics.renderer import Renderer
@@ -88,15 +88,7 @@ class Layers(media_pb2_grpc.MediaServicer):
         stream = self.stream(production, width, height, fps)
         sub = stream.subscribe()
         try:
-            while True:
-                frame = await sub.queue.get(timeout=KEEPALIVE_S)
-                if frame is None:
-                    if sub.queue.closed:
-                        return
-                    yield media_pb2.MediaFrame(
-                        keepalive=media_pb2.Keepalive(time_us=now_us(), dropped=sub.queue.dropped)
-                    )
-                    continue
+            async for frame in queue_stream(sub.queue, KEEPALIVE_S):
                 yield frame
         finally:
             stream.unsubscribe(sub)

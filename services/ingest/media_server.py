@@ -7,11 +7,10 @@ from collections.abc import AsyncIterator
 import grpc
 
 from services.common.gen.baycast.v1 import media_pb2, media_pb2_grpc
-from services.common.media import now_us
+from services.common.media import queue_stream
 from services.ingest import metrics
 from services.ingest.sources import SourceRegistry
 
-KEEPALIVE_S = 1.0
 MAX_WIDTH, MAX_HEIGHT = 3840, 2160
 
 
@@ -52,14 +51,7 @@ class SourceMedia(media_pb2_grpc.MediaServicer):
         gauge = metrics.SUBSCRIBERS.labels(source_id)
         gauge.inc()
         try:
-            while True:
-                frame = await sub.queue.get(timeout=KEEPALIVE_S)
-                if frame is None:
-                    if sub.queue.closed:
-                        return
-                    frame = media_pb2.MediaFrame(
-                        keepalive=media_pb2.Keepalive(time_us=now_us(), dropped=sub.dropped)
-                    )
+            async for frame in queue_stream(sub.queue):
                 yield frame
         finally:
             gauge.dec()

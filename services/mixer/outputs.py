@@ -14,11 +14,10 @@ import grpc
 import numpy as np
 
 from services.common.gen.baycast.v1 import media_pb2, media_pb2_grpc
-from services.common.media import DropOldestQueue, i420_message, now_us, pcm_message
+from services.common.media import DropOldestQueue, i420_message, now_us, pcm_message, queue_stream
 from services.mixer import metrics
 from services.mixer.pictures import Picture
 
-KEEPALIVE_S = 1.0
 RenditionKey = tuple[int, int, int, bool, bool, int]
 
 
@@ -162,14 +161,7 @@ class MixerMedia(media_pb2_grpc.MediaServicer):
             return
         sub = output.add(r)
         try:
-            while True:
-                message = await sub.queue.get(timeout=KEEPALIVE_S)
-                if message is None:
-                    if sub.queue.closed:
-                        return
-                    message = media_pb2.MediaFrame(
-                        keepalive=media_pb2.Keepalive(time_us=now_us(), dropped=sub.queue.dropped)
-                    )
+            async for message in queue_stream(sub.queue):
                 yield message
         finally:
             output.remove(sub)

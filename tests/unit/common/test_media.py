@@ -17,6 +17,7 @@ from services.common.media import (
     proto_to_av_audio,
     proto_to_i420,
     proto_to_pcm,
+    queue_stream,
 )
 
 
@@ -77,3 +78,17 @@ async def test_drop_oldest_queue_bounds_memory_and_counts() -> None:
     assert await waiter == 42
     q.close()
     assert await q.get() is None
+
+
+async def test_queue_stream_sends_keepalives_when_quiet_and_ends_when_closed() -> None:
+    q: DropOldestQueue[media_pb2.MediaFrame] = DropOldestQueue(4)
+    stream = queue_stream(q, keepalive_s=0.05)
+    quiet = await anext(stream)
+    assert quiet.WhichOneof("body") == "keepalive" and quiet.keepalive.dropped == 0
+    for seq in range(6):
+        q.put(media_pb2.MediaFrame(audio=media_pb2.AudioFrame(sequence=seq)))
+    got = [(await anext(stream)).audio.sequence for _ in range(4)]
+    assert got == [2, 3, 4, 5]
+    assert (await anext(stream)).keepalive.dropped == 2
+    q.close()
+    assert [m async for m in stream] == []
