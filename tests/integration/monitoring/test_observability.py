@@ -194,7 +194,7 @@ async def populated_monitoring(nats_server: NatsServer, program_feed: ProgramFee
                 and f"src{p}" in svc.health.sources
                 and f"{p}/rtmp-1" in svc.health.outputs
             ),
-            10,
+            30,  # 90 audio frames take 2 s; a loaded machine takes longer
             "monitoring populated",
         )
         yield svc

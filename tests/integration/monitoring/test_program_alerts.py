@@ -115,7 +115,8 @@ async def test_a_stalled_program_is_lost_and_a_withdrawn_one_ends_its_alerts(
         began = time.monotonic()
         card.paused = True
         raised_at, lost = await alerts.wait_for("program_lost", p, RAISED, 5)
-        assert 2.0 - 0.1 <= raised_at - began <= 3.5  # lost after 2 s without frames
+        # Lost after 2 s without frames (plus the time a loaded machine takes to notice).
+        assert 2.0 - 0.1 <= raised_at - began <= 4.5
         assert lost.severity == "critical"
         card.paused = False
         await alerts.wait_for("program_lost", p, CLEARED, 3)
