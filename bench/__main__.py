@@ -8,16 +8,25 @@ from __future__ import annotations
 
 import datetime
 import importlib
+import os
+import signal
 import sys
 from pathlib import Path
 
 from bench.harness import RUNS, Result, machine
 
-BENCHMARKS = ("media_transport",)
+BENCHMARKS = (
+    "mixer_cost",
+    "whole_path",
+    "latency",
+    "capacity",
+    "fanout",
+    "media_transport",
+)
 REPORT = Path("BENCHMARKS.md")
 
 
-def render(results: list[Result]) -> str:
+def render(results: list[Result], load: list[tuple[str, tuple[float, float, float]]]) -> str:
     lines = [
         "# Benchmarks",
         "",
@@ -25,7 +34,11 @@ def render(results: list[Result]) -> str:
         f"{RUNS} runs with min and max; the reference is measured in the same run.",
         "",
         f"Machine: {machine()}  ",
-        f"Date: {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC",
+        f"Date: {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC  ",
+        "Load average (1, 5, 15 min) before each benchmark: "
+        + "; ".join(f"{name} {a:.1f} {b:.1f} {c:.1f}" for name, (a, b, c) in load)
+        + f". Above ~{os.cpu_count() or 2} other work was running on the shared machine and "
+        "the absolute figures carry its interference; ratios are measured in the same run.",
         "",
         "| benchmark | target | measured | reference | ratio | met |",
         "|---|---|---|---|---|---|",
@@ -51,13 +64,18 @@ def main(names: list[str]) -> int:
         )
         return 2
     results: list[Result] = []
+    load: list[tuple[str, tuple[float, float, float]]] = []
     for name in names or BENCHMARKS:
-        print(f"running {name}…", flush=True)
+        load.append((name, os.getloadavg()))
+        print(f"running {name}… (load average {load[-1][1][0]:.1f})", flush=True)
         results += importlib.import_module(f"bench.{name}").run(RUNS)
-    REPORT.write_text(render(results))
-    print(render(results))
+    report = render(results, load)
+    REPORT.write_text(report)
+    print(report)
     return 0
 
 
 if __name__ == "__main__":
+    # Terminated (e.g. by `timeout`): unwind, so every benchmark stops the processes it started.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     sys.exit(main(sys.argv[1:]))
