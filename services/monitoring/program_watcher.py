@@ -194,8 +194,17 @@ class ProgramWatchers:
                 for production in sorted(announced - set(self.watchers)):
                     self._start(production)
                 for production in sorted(set(self.watchers) - announced):
-                    await self._stop(production)
+                    if not await self._still_announced(production):
+                        await self._stop(production)
             await asyncio.sleep(self.interval_s)
+
+    async def _still_announced(self, production: str) -> bool:
+        """A key listing of a busy bucket can come back short: ask for the key itself."""
+        try:
+            bucket = await self.directory.bucket()
+            return await bucket.get(program_handle(production)) is not None
+        except Exception:  # cannot tell now: keep watching, look again next round
+            return True
 
     def _start(self, production: str) -> None:
         watcher = ProgramWatcher(
