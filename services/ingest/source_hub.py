@@ -32,6 +32,7 @@ DEFAULT_CHANNELS = 2
 # 1.6 ms (-> 1536x864) where the default bilinear costs 1.27 and 3.2 ms (`make bench`, whole
 # path), and a downscale by averaging aliases less.
 SCALE_INTERPOLATION = "AREA"
+PTS_JUMP_US = 1_000_000
 PIXEL_FORMATS = {
     media_pb2.PIXEL_FORMAT_UNSPECIFIED: "yuv420p",
     media_pb2.PIXEL_FORMAT_I420: "yuv420p",
@@ -265,6 +266,10 @@ class SourceHub:
             )
             due: list[tuple[_VideoRendition, int]] = []
             for rendition in list(self._video.values()):
+                if rendition.next_due_us - pts_us > PTS_JUMP_US:
+                    # The source's clock jumped (a reconnect, a wrap, a damaged timestamp): start
+                    # counting again from this frame instead of starving the rendition.
+                    rendition.next_due_us = 0
                 if rendition.key.fps and pts_us < rendition.next_due_us:
                     continue
                 if rendition.key.fps:

@@ -80,3 +80,18 @@ async def test_fps_cap_and_drop_oldest() -> None:
     assert len(capped.queue) == 3  # 5 frames passed the cap, the queue holds 3
     assert capped.dropped == 2 and sum(drops) == 2
     await hub.close()
+
+
+async def test_a_jump_in_the_source_clock_does_not_starve_a_capped_rendition() -> None:
+    hub = SourceHub("t", queue_size=100)
+    hub.start()
+    capped = hub.subscribe(media_pb2.Rendition(width=64, height=36, fps=25, no_audio=True))
+    jumped = frame(10)
+    jumped.pts = 10 * 3600 + 90000 * 600  # one damaged timestamp, ten minutes ahead
+    for f in [frame(n) for n in range(10)] + [jumped] + [frame(n) for n in range(11, 31)]:
+        hub.offer_video(f)
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.2)
+    # Every frame passes a 25 fps cap on a 25 fps source, the jumped one included.
+    assert len(capped.queue) == 31
+    await hub.close()
