@@ -20,7 +20,7 @@ import av
 import structlog
 
 from services.common.gen.baycast.v1 import media_pb2
-from services.common.media import DropOldestQueue, av_audio_to_proto, av_to_proto, now_us
+from services.common.media import DropOldestQueue, av_audio_to_proto, av_video_message, now_us
 from services.ingest.capture_clock import CaptureClock
 from services.ingest.measurements import Measurements
 
@@ -116,9 +116,7 @@ def render_video(
             format=key.pixel_format,
             interpolation=SCALE_INTERPOLATION,
         )
-    return media_pb2.MediaFrame(
-        video=av_to_proto(frame, pts_us=pts_us, capture_time_us=capture_us, sequence=sequence)
-    )
+    return av_video_message(frame, pts_us=pts_us, capture_time_us=capture_us, sequence=sequence)
 
 
 def render_all(
