@@ -23,6 +23,7 @@ from services.common.bus import Bus, subject
 from services.common.gen.baycast.v1 import control_pb2
 from services.common.rpc import ChannelCache, GrpcServer
 from services.common.settings import ServiceSettings
+from services.common.tasks import cancel_and_wait
 from services.common.telemetry import HttpServer, configure_logging
 
 VERSION = "0.1.0"
@@ -140,18 +141,24 @@ class BaseService(Generic[S]):
         self.log.info("draining")
         await self.set_ready(False)
         await asyncio.sleep(self.settings.unready_seconds)
-        with contextlib.suppress(Exception):
-            await self.before_drain()
+        await self._stop_step("before_drain", self.before_drain(), self.settings.drain_seconds)
         await self.bus.drain()
-        with contextlib.suppress(Exception):
-            await self.teardown()
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._stop_step("teardown", self.teardown(), 2 * self.settings.drain_seconds)
+        await cancel_and_wait(list(self._tasks), timeout=self.settings.drain_seconds)
         await self.grpc.stop(grace=min(2.0, self.settings.drain_seconds / 2))
         await self.channels.close()
         await self.http.stop()
         self.log.info("stopped")
+
+    async def _stop_step(self, step: str, work: Coroutine[Any, Any, None], limit_s: float) -> None:
+        """One step of a stop: its failure or overrun is logged, and the stop goes on."""
+        try:
+            async with asyncio.timeout(limit_s):
+                await work
+        except TimeoutError:
+            self.log.error("stop_step_timed_out", step=step, seconds=limit_s)
+        except Exception:
+            self.log.exception("stop_step_failed", step=step)
 
     # -- heartbeat and status ------------------------------------------------------------------
 

@@ -186,8 +186,7 @@ class Distributor:
     async def stop(self) -> None:
         if self._sampler is not None:
             self._sampler.cancel()
-        for production in list(self.productions.values()):
-            await production.stop()
+        await asyncio.gather(*(p.stop() for p in self.productions.values()))
         self.productions.clear()
 
     # -- commands -------------------------------------------------------------------------------

@@ -11,7 +11,6 @@ in analysis never holds the producer's stream (what is dropped is counted).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from services.common.gen.baycast.v1 import media_pb2
 from services.common.handles import HandleDirectory
 from services.common.media import DropOldestQueue, proto_to_pcm
 from services.common.rpc import ChannelCache
+from services.common.tasks import cancel_and_wait
 from services.monitoring.alerts import AlertBook
 from services.monitoring.confidence import Change, ConfidenceMonitor, Thresholds
 
@@ -94,9 +94,7 @@ class ProgramWatcher:
         try:
             await self._analyse()
         finally:
-            reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await reader
+            await cancel_and_wait([reader])
 
     async def _read(self) -> None:
         # `frames` resubscribes by itself when the stream breaks; anything else that escapes it
@@ -221,15 +219,10 @@ class ProgramWatchers:
         log.info("watching_program", production=production, handle=watcher.handle)
 
     async def _stop(self, production: str) -> None:
-        task = self._tasks.pop(production)
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await cancel_and_wait([self._tasks.pop(production)])
         self.watchers.pop(production).withdraw()
         log.info("program_withdrawn", production=production)
 
     async def close(self) -> None:
-        for task in self._tasks.values():
-            task.cancel()
-        await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+        await cancel_and_wait(list(self._tasks.values()))
         self._tasks.clear()

@@ -97,9 +97,9 @@ class MonitoringService(BaseService[MonitoringSettings]):
         self.spawn(self._evaluate_loop(), "evaluate")
 
     async def teardown(self) -> None:
-        await self.programs.close()
         with contextlib.suppress(KeyError):
             REGISTRY.unregister(self.collector)
+        await self.programs.close()
 
     async def _seed_sources(self) -> None:
         """Start from the sources ingest holds now, so a restart does not forget who is live."""
