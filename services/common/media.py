@@ -254,7 +254,9 @@ class DropOldestQueue(Generic[T]):
                 return None
             self._event.clear()
             try:
-                await asyncio.wait_for(self._event.wait(), timeout)
+                # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancellation.
+                async with asyncio.timeout(timeout):
+                    await self._event.wait()
             except TimeoutError:
                 return None
         return self._items.popleft()
