@@ -2,7 +2,8 @@
 
 aiortc decodes in its own threads (one per track) and hands `av.VideoFrame`/`av.AudioFrame` to
 the track; this source reads them as they come and offers them to the hub, so aiortc's unbounded
-track queues stay empty.
+track queues stay empty. Payloads those threads fail to decode are counted per source through
+`decode_errors` (aiortc itself only logs them).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from aiortc.exceptions import InvalidAccessError, OperationError
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.sdp import SessionDescription
 
+from services.ingest import decode_errors
 from services.ingest.ice import announce_public_ip, probe_rtt_ms
 from services.ingest.source import FrameSink, Source, TransportStats
 
@@ -74,7 +76,8 @@ class WhipSource(Source):
         self._end_reason = "ended"
         self._rtt_ms = 0.0
         self._reading = 0
-        self.pc.on("track", self._tracks.append)
+        self._decode_errors = decode_errors.DecodeErrorCounter()
+        self.pc.on("track", self._on_track)
         self.pc.on("connectionstatechange", self._on_state)
 
     async def answer(self, offer: str) -> str:
@@ -103,6 +106,10 @@ class WhipSource(Source):
                 elif media.kind == "audio":
                     self.audio_codec = codec
         return announce_public_ip(local, self.public_ip)
+
+    def _on_track(self, track: MediaStreamTrack) -> None:
+        decode_errors.watch(track, self._decode_errors)
+        self._tracks.append(track)
 
     async def _on_state(self) -> None:
         state = self.pc.connectionState
@@ -153,7 +160,7 @@ class WhipSource(Source):
         return self._rtt_ms if rtt is None else rtt
 
     async def transport_stats(self) -> TransportStats:
-        stats = TransportStats(rtt_ms=self._rtt_ms)
+        stats = TransportStats(rtt_ms=self._rtt_ms, decode_errors=self._decode_errors.count)
         report = await self.pc.getStats()
         for item in report.values():
             if item.type == "inbound-rtp":
