@@ -19,6 +19,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 import structlog
 from prometheus_client import Gauge, Info
 
+from services.common import shared_memory
 from services.common.bus import Bus, subject
 from services.common.gen.baycast.v1 import control_pb2
 from services.common.rpc import ChannelCache, GrpcServer
@@ -63,6 +64,7 @@ class BaseService(Generic[S]):
     def __init__(self, settings: S) -> None:
         self.settings = settings
         self.log = structlog.get_logger(self.name).bind(instance=settings.instance)
+        shared_memory.configure(settings.shared_memory)
         self.bus = Bus(settings.nats_url, f"{self.name}-{settings.instance}")
         self.http = HttpServer(settings.http_addr)
         self.grpc = GrpcServer(settings.grpc_addr)

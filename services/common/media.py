@@ -17,8 +17,10 @@ import grpc
 import numpy as np
 import structlog
 
+from services.common import shared_memory
 from services.common.gen.baycast.v1 import media_pb2
 from services.common.rpc import ChannelCache
+from services.common.shared_memory import READER, RingHolder
 
 T = TypeVar("T")
 I420 = media_pb2.PIXEL_FORMAT_I420
@@ -89,34 +91,99 @@ def av_to_proto(
     return message.video
 
 
-def _plane(plane: media_pb2.Plane, width: int, height: int) -> np.ndarray:
-    rows = np.frombuffer(plane.data, dtype=np.uint8)[: plane.stride * height]
-    return rows.reshape(height, plane.stride)[:, :width]
+def shared_video_message(
+    holder: RingHolder,
+    planes: list[tuple[np.ndarray, int]],
+    *,
+    width: int,
+    height: int,
+    pixel_format: media_pb2.PixelFormat.ValueType,
+    pts_us: int,
+    capture_time_us: int = 0,
+    sequence: int = 0,
+) -> media_pb2.MediaFrame:
+    """A frame whose planes (flat uint8 arrays with their strides) go into a shared ring slot."""
+    message = media_pb2.MediaFrame()
+    video = message.video
+    video.width, video.height, video.pixel_format = width, height, pixel_format
+    video.pts_us, video.capture_time_us, video.sequence = pts_us, capture_time_us, sequence
+    for _data, stride in planes:
+        video.planes.add(stride=stride)
+    holder.write([data for data, _stride in planes], video.shared)
+    return message
+
+
+def av_planes(frame: av.VideoFrame) -> list[tuple[np.ndarray, int]]:
+    """A PyAV frame's planes as flat uint8 views with their strides (row padding kept)."""
+    return [(np.frombuffer(memoryview(p), dtype=np.uint8), p.line_size) for p in frame.planes]
+
+
+def i420_planes_flat(image: np.ndarray) -> list[tuple[np.ndarray, int]]:
+    """A packed (h*3/2, w) I420 image's planes as flat views with their strides."""
+    width = image.shape[1]
+    strides = (width, width // 2, width // 2)
+    return [(p.reshape(-1), s) for p, s in zip(i420_planes(image), strides, strict=True)]
+
+
+def video_planes(frame: media_pb2.VideoFrame) -> list[np.ndarray]:
+    """A VideoFrame's planes as flat uint8 arrays, inline or from shared memory.
+
+    Raises `FrameGone` when the frame's shared slot was reused before it was read (the frame is
+    lost, as if dropped), ValueError when the frame is malformed.
+    """
+    if frame.HasField("shared"):
+        if len(frame.shared.lengths) != len(frame.planes):
+            raise ValueError("shared frame: one length per plane")
+        return READER.read(frame.shared)
+    return [np.frombuffer(p.data, dtype=np.uint8) for p in frame.planes]
+
+
+def inline_video(frame: media_pb2.VideoFrame) -> media_pb2.VideoFrame:
+    """`frame` with its planes' bytes inline: for a consumer that keeps frames for later.
+
+    A shared frame must be read before its producer reuses the slot (a few frames later); this
+    reads it now (FrameGone if that is already too late).
+    """
+    if not frame.HasField("shared"):
+        return frame
+    out = media_pb2.VideoFrame()
+    out.CopyFrom(frame)
+    out.ClearField("shared")
+    for plane, data in zip(out.planes, video_planes(frame), strict=True):
+        plane.data = data.tobytes()
+    return out
+
+
+def plane_rows(data: np.ndarray, stride: int, width: int, height: int) -> np.ndarray:
+    """Rows of a flat plane as a (height, width) view; ValueError when it is too short."""
+    if stride < width or data.size < stride * height:
+        raise ValueError(f"a plane of {data.size} bytes cannot hold {height} rows of {stride}")
+    return data[: stride * height].reshape(height, stride)[:, :width]
 
 
 def proto_to_i420(frame: media_pb2.VideoFrame) -> np.ndarray:
-    """A VideoFrame's I420 planes as one packed (h*3/2, w) array (a view when unpadded)."""
+    """A VideoFrame's I420 planes as one packed (h*3/2, w) array."""
     w, h = frame.width, frame.height
-    if all(p.stride == (w if i == 0 else w // 2) for i, p in enumerate(frame.planes)):
-        data = b"".join(
-            p.data[: (w if i == 0 else w // 2) * (h if i == 0 else h // 2)]
-            for i, p in enumerate(frame.planes)
-        )
-        return np.frombuffer(data, dtype=np.uint8).reshape(h * 3 // 2, w)
+    y, u, v = video_planes(frame)
+    strides = [p.stride for p in frame.planes]
+    if strides == [w, w // 2, w // 2]:
+        c = (w // 2) * (h // 2)
+        if y.size >= w * h and u.size >= c and v.size >= c:
+            return np.concatenate((y[: w * h], u[:c], v[:c])).reshape(h * 3 // 2, w)
     out = np.empty((h * 3 // 2, w), dtype=np.uint8)
-    out[:h] = _plane(frame.planes[0], w, h)
+    out[:h] = plane_rows(y, strides[0], w, h)
     flat = out.reshape(-1)
     c = (w // 2) * (h // 2)
-    flat[w * h : w * h + c] = _plane(frame.planes[1], w // 2, h // 2).reshape(-1)
-    flat[w * h + c :] = _plane(frame.planes[2], w // 2, h // 2).reshape(-1)
+    flat[w * h : w * h + c] = plane_rows(u, strides[1], w // 2, h // 2).reshape(-1)
+    flat[w * h + c :] = plane_rows(v, strides[2], w // 2, h // 2).reshape(-1)
     return out
 
 
 def proto_to_av(frame: media_pb2.VideoFrame) -> av.VideoFrame:
     if frame.pixel_format == RGBA:
-        rgba = _plane(frame.planes[0], frame.width * 4, frame.height).reshape(
-            frame.height, frame.width, 4
-        )
+        rgba = plane_rows(
+            video_planes(frame)[0], frame.planes[0].stride, frame.width * 4, frame.height
+        ).reshape(frame.height, frame.width, 4)
         out = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgba), format="rgba")
     else:
         out = av.VideoFrame.from_ndarray(proto_to_i420(frame), format="yuv420p")
@@ -299,7 +366,12 @@ async def subscribe(
     before every attempt. The consumer decides what a gap means (hold, slate, fall back); this
     only keeps trying.
     """
-    request = media_pb2.SubscribeRequest(handle=handle, rendition=rendition, subscriber=subscriber)
+    request = media_pb2.SubscribeRequest(
+        handle=handle,
+        rendition=rendition,
+        subscriber=subscriber,
+        shared_memory_host=shared_memory.host_id(),
+    )
     while True:
         endpoint = await locate()
         if endpoint is None:
@@ -308,6 +380,17 @@ async def subscribe(
         try:
             call = channels.media(endpoint).Subscribe(request)
             async for frame in call:
+                if request.shared_memory_host and frame.video.HasField("shared"):
+                    try:
+                        READER.open(frame.video.shared.segment)
+                    except FileNotFoundError:
+                        pass  # the rendition ended under us: this frame is gone, not the path
+                    except OSError as exc:
+                        # Same host but not readable (another user, a private /dev/shm): inline.
+                        log.warning("shared_memory_unreadable", handle=handle, error=str(exc))
+                        request.shared_memory_host = ""
+                        call.cancel()
+                        break
                 yield frame
         except grpc.aio.AioRpcError as exc:
             if exc.code() == grpc.StatusCode.NOT_FOUND:

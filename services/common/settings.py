@@ -52,6 +52,8 @@ class ServiceSettings:
     unready_seconds: float = DEFAULT_UNREADY_SECONDS
     log_format: str = "auto"  # auto (console on a TTY, else JSON), json, console
     log_level: str = "info"
+    # Video planes by shared memory with media-plane peers on the same host (media.proto).
+    shared_memory: bool = True
 
     @property
     def grpc_endpoint(self) -> str:

@@ -71,7 +71,7 @@ class ProgramFeed:
 
     def __init__(self, samples_per_tick: int) -> None:
         self.samples_per_tick = samples_per_tick
-        self.video: media_pb2.VideoFrame | None = None
+        self.video: np.ndarray | None = None  # packed I420, (h*3/2, w)
         self.first_picture = asyncio.Event()
         self.last_frame_at = -1e9
         self._audio: deque[np.ndarray] = deque()
@@ -81,7 +81,11 @@ class ProgramFeed:
     def push(self, frame: media_pb2.MediaFrame, now: float) -> None:
         body = frame.WhichOneof("body")
         if body == "video":
-            self.video = frame.video
+            try:
+                # Read now: a shared-memory frame's slot is reused a few frames later.
+                self.video = proto_to_i420(frame.video)
+            except ValueError:  # malformed, or lost to a reused slot: the last picture holds
+                return
             self.first_picture.set()
             self.last_frame_at = now
         elif body == "audio":
@@ -162,7 +166,7 @@ class Rung:
 @dataclass(slots=True)
 class Tick:
     index: int
-    picture: media_pb2.VideoFrame | None  # None: the slate
+    picture: np.ndarray | None  # packed I420; None: the slate
     audio: np.ndarray
     encode_video: bool = True
 
@@ -251,7 +255,7 @@ class ProgramEncoder:
         if self.width and self.height:
             return
         if self.feed.video is not None:
-            self.width, self.height = self.feed.video.width, self.feed.video.height
+            self.width, self.height = self.feed.video.shape[1], self.feed.video.shape[0] * 2 // 3
         else:
             self.width, self.height = FALLBACK_WIDTH, FALLBACK_HEIGHT
 
@@ -371,7 +375,7 @@ class ProgramEncoder:
             self.slate_frames += 1
             metrics.SLATE_FRAMES.labels(*self._labels).inc()
         else:
-            image = proto_to_i420(tick.picture)
+            image = tick.picture
         frame = av.VideoFrame.from_ndarray(image, format="yuv420p")
         if frame.width != self.width or frame.height != self.height:
             frame = frame.reformat(width=self.width, height=self.height)

@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 
 import grpc
 
+from services.common import shared_memory
 from services.common.gen.baycast.v1 import media_pb2, media_pb2_grpc
 from services.common.media import queue_stream
 from services.ingest import metrics
@@ -47,7 +48,9 @@ class SourceMedia(media_pb2_grpc.MediaServicer):
         if problem:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
             return
-        sub = hub.subscribe(request.rendition, request.subscriber)
+        sub = hub.subscribe(
+            request.rendition, request.subscriber, shared=shared_memory.accepts(request)
+        )
         gauge = metrics.SUBSCRIBERS.labels(source_id)
         gauge.inc()
         try:

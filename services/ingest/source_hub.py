@@ -20,7 +20,15 @@ import av
 import structlog
 
 from services.common.gen.baycast.v1 import media_pb2
-from services.common.media import DropOldestQueue, av_audio_to_proto, av_video_message, now_us
+from services.common.media import (
+    DropOldestQueue,
+    av_audio_to_proto,
+    av_planes,
+    av_video_message,
+    now_us,
+    shared_video_message,
+)
+from services.common.shared_memory import RING_SPARE_SLOTS, FrameGone, RingHolder
 from services.ingest.capture_clock import CaptureClock
 from services.ingest.measurements import Measurements
 
@@ -33,6 +41,11 @@ DEFAULT_CHANNELS = 2
 # path), and a downscale by averaging aliases less.
 SCALE_INTERPOLATION = "AREA"
 PTS_JUMP_US = 1_000_000
+PIXEL_FORMAT_CODES = {
+    "yuv420p": media_pb2.PIXEL_FORMAT_I420,
+    "rgba": media_pb2.PIXEL_FORMAT_RGBA,
+    "rgb24": media_pb2.PIXEL_FORMAT_RGB24,
+}
 PIXEL_FORMATS = {
     media_pb2.PIXEL_FORMAT_UNSPECIFIED: "yuv420p",
     media_pb2.PIXEL_FORMAT_I420: "yuv420p",
@@ -65,6 +78,7 @@ class Subscription:
     video: VideoKey | None
     audio: AudioKey | None
     queue: DropOldestQueue[media_pb2.MediaFrame]
+    shared: bool = False  # on this host: video planes through the rendition's shared ring
 
     @property
     def dropped(self) -> int:
@@ -74,9 +88,16 @@ class Subscription:
 @dataclass(eq=False)
 class _VideoRendition:
     key: VideoKey
+    ring: RingHolder
     subscribers: list[Subscription] = field(default_factory=list)
     next_due_us: int = 0
     sequence: int = 0
+
+    @property
+    def wants(self) -> tuple[bool, bool]:
+        """(inline, shared): which kinds of message its subscribers take."""
+        shared = [s.shared for s in self.subscribers]
+        return (not all(shared), any(shared))
 
 
 @dataclass(eq=False)
@@ -104,9 +125,18 @@ def audio_key(rendition: media_pb2.Rendition) -> AudioKey:
 
 
 def render_video(
-    frame: av.VideoFrame, key: VideoKey, pts_us: int, capture_us: int, sequence: int
-) -> media_pb2.MediaFrame:
-    """Scale/convert `frame` to `key` and encode it for the wire (runs in a worker thread)."""
+    frame: av.VideoFrame,
+    rendition: _VideoRendition,
+    wants: tuple[bool, bool],
+    pts_us: int,
+    capture_us: int,
+    sequence: int,
+) -> tuple[media_pb2.MediaFrame | None, media_pb2.MediaFrame | None]:
+    """Scale/convert `frame` to the rendition and make its (inline, shared) messages.
+
+    Runs in a worker thread; the shared one is written into the rendition's ring.
+    """
+    key = rendition.key
     width = key.width or frame.width
     height = key.height or frame.height
     if (width, height, key.pixel_format) != (frame.width, frame.height, frame.format.name):
@@ -116,13 +146,33 @@ def render_video(
             format=key.pixel_format,
             interpolation=SCALE_INTERPOLATION,
         )
-    return av_video_message(frame, pts_us=pts_us, capture_time_us=capture_us, sequence=sequence)
+    inline = shared = None
+    if wants[0]:
+        inline = av_video_message(
+            frame, pts_us=pts_us, capture_time_us=capture_us, sequence=sequence
+        )
+    if wants[1]:
+        with contextlib.suppress(FrameGone):  # its ring closed under us: nobody to take it
+            shared = shared_video_message(
+                rendition.ring,
+                av_planes(frame),
+                width=frame.width,
+                height=frame.height,
+                pixel_format=PIXEL_FORMAT_CODES[frame.format.name],
+                pts_us=pts_us,
+                capture_time_us=capture_us,
+                sequence=sequence,
+            )
+    return inline, shared
 
 
 def render_all(
-    frame: av.VideoFrame, due: list[tuple[_VideoRendition, int]], pts_us: int, capture_us: int
-) -> list[media_pb2.MediaFrame]:
-    return [render_video(frame, r.key, pts_us, capture_us, seq) for r, seq in due]
+    frame: av.VideoFrame,
+    due: list[tuple[_VideoRendition, tuple[bool, bool], int]],
+    pts_us: int,
+    capture_us: int,
+) -> list[tuple[media_pb2.MediaFrame | None, media_pb2.MediaFrame | None]]:
+    return [render_video(frame, r, wants, pts_us, capture_us, seq) for r, wants, seq in due]
 
 
 class SourceHub:
@@ -185,23 +235,34 @@ class SourceHub:
                 await task
         for sub in self.subscriptions():
             sub.queue.close()
+        for rendition in self._video.values():
+            rendition.ring.close()
         self._video.clear()
         self._audio.clear()
 
     # -- the subscriber side -------------------------------------------------------------------
 
-    def subscribe(self, rendition: media_pb2.Rendition, subscriber: str = "") -> Subscription:
+    def subscribe(
+        self, rendition: media_pb2.Rendition, subscriber: str = "", *, shared: bool = False
+    ) -> Subscription:
         sub = Subscription(
             subscriber=subscriber,
             video=None if rendition.no_video else video_key(rendition),
             audio=None if rendition.no_audio else audio_key(rendition),
             queue=DropOldestQueue(self.queue_size),
+            shared=shared,
         )
         if self.closed:
             sub.queue.close()
             return sub
         if sub.video is not None:
-            self._video.setdefault(sub.video, _VideoRendition(sub.video)).subscribers.append(sub)
+            video = self._video.get(sub.video)
+            if video is None:
+                video = _VideoRendition(sub.video, RingHolder(self.queue_size + RING_SPARE_SLOTS))
+                self._video[sub.video] = video
+            elif shared and video.ring.closed:  # its last same-host subscriber had left
+                video.ring = RingHolder(self.queue_size + RING_SPARE_SLOTS)
+            video.subscribers.append(sub)
         if sub.audio is not None:
             if sub.audio not in self._audio:
                 layout = "stereo" if sub.audio.channels == 2 else "mono"
@@ -220,6 +281,8 @@ class SourceHub:
                 video.subscribers.remove(sub)
             if not video.subscribers:
                 del self._video[sub.video]
+            if not video.wants[1]:
+                video.ring.close()  # a worker thread writing now finishes first (its lock)
         if sub.audio is not None and sub.audio in self._audio:
             audio = self._audio[sub.audio]
             with contextlib.suppress(ValueError):
@@ -262,7 +325,7 @@ class SourceHub:
                 if frame.pts is not None and frame.time_base is not None
                 else now_us()
             )
-            due: list[tuple[_VideoRendition, int]] = []
+            due: list[tuple[_VideoRendition, tuple[bool, bool], int]] = []
             for rendition in list(self._video.values()):
                 if rendition.next_due_us - pts_us > PTS_JUMP_US:
                     # The source's clock jumped (a reconnect, a wrap, a damaged timestamp): start
@@ -277,12 +340,15 @@ class SourceHub:
                         rendition.next_due_us + interval, pts_us + interval * 9 // 10
                     )
                 rendition.sequence += 1
-                due.append((rendition, rendition.sequence))
+                due.append((rendition, rendition.wants, rendition.sequence))
             if not due:
                 continue
             outputs = await asyncio.to_thread(render_all, frame, due, pts_us, capture)
-            for (rendition, _), out in zip(due, outputs, strict=True):
-                self._deliver(rendition.subscribers, out)
+            for (rendition, _, _), (inline, shared) in zip(due, outputs, strict=True):
+                for sub in rendition.subscribers:
+                    message = shared if sub.shared else inline
+                    if message is not None:
+                        self._deliver([sub], message)
 
     async def _audio_loop(self) -> None:
         while True:

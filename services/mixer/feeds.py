@@ -18,8 +18,9 @@ import structlog
 
 from services.common.gen.baycast.v1 import media_pb2
 from services.common.handles import HandleDirectory
-from services.common.media import I420, proto_to_pcm
+from services.common.media import I420, plane_rows, proto_to_pcm, video_planes
 from services.common.rpc import ChannelCache
+from services.common.shared_memory import FrameGone
 from services.mixer.pictures import Picture
 
 log = structlog.get_logger("mixer.feeds")
@@ -45,6 +46,7 @@ class VideoFeed:
     last_used: float
     latest: Held | None = None
     frames: int = 0
+    lost: int = 0  # frames whose shared-memory slot was reused before they were read
     task: asyncio.Task[None] | None = field(default=None, repr=False)
 
 
@@ -176,15 +178,13 @@ class FeedSet:
             frame = message.video
             if frame.pixel_format not in (I420, media_pb2.PIXEL_FORMAT_UNSPECIFIED):
                 continue
-            if frame.width % 2 or frame.height % 2 or not frame.width or not frame.height:
+            try:
+                picture = _picture(frame)
+            except FrameGone:
+                feed.lost += 1  # its shared slot was reused: a newer frame is on its way
                 continue
-            if len(frame.planes) != 3 or any(
-                len(p.data) < p.stride * (frame.height // (1 if i == 0 else 2))
-                or p.stride < frame.width // (1 if i == 0 else 2)
-                for i, p in enumerate(frame.planes)
-            ):
+            except ValueError:
                 continue  # malformed: never let a bad frame reach the compositor
-            picture = _picture(frame)
             now = self.clock()
             feed.latest = Held(picture, now, frame.capture_time_us)
             feed.frames += 1
@@ -204,18 +204,20 @@ class FeedSet:
             self.on_audio(source, proto_to_pcm(audio))
 
 
-def _plane(plane: media_pb2.Plane, width: int, height: int) -> np.ndarray:
-    rows = np.frombuffer(plane.data, dtype=np.uint8)[: plane.stride * height]
-    return rows.reshape(height, plane.stride)[:, :width]
-
-
 def _picture(frame: media_pb2.VideoFrame) -> Picture:
-    """A received I420 frame as a read-only picture over its planes' bytes (no copy)."""
+    """A received I420 frame as a read-only picture over its planes' bytes (no copy).
+
+    ValueError when the frame is malformed (odd or zero size, missing or short planes).
+    """
     w, h = frame.width, frame.height
+    if w % 2 or h % 2 or not w or not h or len(frame.planes) != 3:
+        raise ValueError(f"not an I420 frame: {w}x{h}, {len(frame.planes)} planes")
+    y, u, v = video_planes(frame)
+    strides = [p.stride for p in frame.planes]
     return Picture.from_planes(
         w,
         h,
-        _plane(frame.planes[0], w, h),
-        _plane(frame.planes[1], w // 2, h // 2),
-        _plane(frame.planes[2], w // 2, h // 2),
+        plane_rows(y, strides[0], w, h),
+        plane_rows(u, strides[1], w // 2, h // 2),
+        plane_rows(v, strides[2], w // 2, h // 2),
     )

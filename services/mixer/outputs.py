@@ -13,8 +13,18 @@ import av
 import grpc
 import numpy as np
 
+from services.common import shared_memory
 from services.common.gen.baycast.v1 import media_pb2, media_pb2_grpc
-from services.common.media import DropOldestQueue, i420_message, now_us, pcm_message, queue_stream
+from services.common.media import (
+    DropOldestQueue,
+    i420_message,
+    i420_planes_flat,
+    now_us,
+    pcm_message,
+    queue_stream,
+    shared_video_message,
+)
+from services.common.shared_memory import RING_SPARE_SLOTS, RingHolder
 from services.mixer import metrics
 from services.mixer.pictures import Picture
 
@@ -34,6 +44,7 @@ def rendition_key(r: media_pb2.Rendition, width: int, height: int) -> RenditionK
 class Subscriber:
     key: RenditionKey
     queue: DropOldestQueue[media_pb2.MediaFrame]
+    shared: bool = False  # on this host: video planes through a shared-memory ring
     sequence: int = 0
 
 
@@ -50,10 +61,14 @@ class Output:
     subscribers: list[Subscriber] = field(default_factory=list)
     video_sequence: int = 0
     audio_sequence: int = 0
+    # One shared-memory ring per picture size that same-host subscribers take.
+    rings: dict[tuple[int, int], RingHolder] = field(default_factory=dict)
 
-    def add(self, rendition: media_pb2.Rendition) -> Subscriber:
+    def add(self, rendition: media_pb2.Rendition, shared: bool = False) -> Subscriber:
         sub = Subscriber(
-            rendition_key(rendition, self.width, self.height), DropOldestQueue(self.queue_size)
+            rendition_key(rendition, self.width, self.height),
+            DropOldestQueue(self.queue_size),
+            shared=shared,
         )
         self.subscribers.append(sub)
         metrics.SUBSCRIBERS.labels(self.production).inc()
@@ -64,6 +79,14 @@ class Output:
             self.subscribers.remove(sub)
             metrics.SUBSCRIBERS.labels(self.production).dec()
             sub.queue.close()
+        in_use = {s.key[:2] for s in self.subscribers if s.shared}
+        for size in set(self.rings) - in_use:
+            self.rings.pop(size).close()
+
+    def close(self) -> None:
+        """End every subscription and release the rings."""
+        for sub in list(self.subscribers):
+            self.remove(sub)
 
     @property
     def wants_video(self) -> bool:
@@ -73,25 +96,44 @@ class Output:
         self, picture: Picture, frame_index: int, pts_us: int, capture_time_us: int
     ) -> None:
         self.video_sequence += 1
-        shared: dict[tuple[int, int], media_pb2.MediaFrame] = {}
+        made: dict[tuple[int, int, bool], media_pb2.MediaFrame] = {}
+        images: dict[tuple[int, int], np.ndarray] = {}
         for sub in self.subscribers:
             w, h, fps, no_video, _no_audio, _ch = sub.key
             if no_video or (fps and fps < self.fps and not _decimate(frame_index, self.fps, fps)):
                 continue
-            message = shared.get((w, h))
+            message = made.get((w, h, sub.shared))
             if message is None:
-                image = (
-                    picture.data
-                    if (w, h) == (picture.width, picture.height)
-                    else _scale(picture, w, h)
-                )
-                message = i420_message(
-                    image,
-                    pts_us=pts_us,
-                    capture_time_us=capture_time_us,
-                    sequence=self.video_sequence,
-                )
-                shared[(w, h)] = message
+                image = images.get((w, h))
+                if image is None:
+                    image = (
+                        picture.data
+                        if (w, h) == (picture.width, picture.height)
+                        else _scale(picture, w, h)
+                    )
+                    images[(w, h)] = image
+                if sub.shared:
+                    ring = self.rings.setdefault(
+                        (w, h), RingHolder(self.queue_size + RING_SPARE_SLOTS)
+                    )
+                    message = shared_video_message(
+                        ring,
+                        i420_planes_flat(image),
+                        width=w,
+                        height=h,
+                        pixel_format=media_pb2.PIXEL_FORMAT_I420,
+                        pts_us=pts_us,
+                        capture_time_us=capture_time_us,
+                        sequence=self.video_sequence,
+                    )
+                else:
+                    message = i420_message(
+                        image,
+                        pts_us=pts_us,
+                        capture_time_us=capture_time_us,
+                        sequence=self.video_sequence,
+                    )
+                made[(w, h, sub.shared)] = message
             _put(sub, message, self.production)
 
     def publish_audio(self, samples: np.ndarray, sample_rate: int, pts_us: int) -> None:
@@ -159,7 +201,7 @@ class MixerMedia(media_pb2_grpc.MediaServicer):
         if r.width > 4096 or r.height > 4096 or r.width % 2 or r.height % 2:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "width/height: even, <= 4096")
             return
-        sub = output.add(r)
+        sub = output.add(r, shared=shared_memory.accepts(request))
         try:
             async for message in queue_stream(sub.queue):
                 yield message

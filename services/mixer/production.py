@@ -187,8 +187,7 @@ class ProductionRunner:
         self._tasks.clear()
         await self.feeds.close()
         for output in self.outputs.values():
-            for sub in list(output.subscribers):
-                output.remove(sub)
+            output.close()
             with contextlib.suppress(Exception):
                 await self.directory.withdraw(output.name, self.endpoint)
         log.info("production_stopped", production=self.id)

@@ -21,8 +21,9 @@ import structlog
 
 from services.common.gen.baycast.v1 import media_pb2
 from services.common.handles import HandleDirectory
-from services.common.media import DropOldestQueue, proto_to_pcm
+from services.common.media import DropOldestQueue, plane_rows, proto_to_pcm, video_planes
 from services.common.rpc import ChannelCache
+from services.common.shared_memory import FrameGone
 from services.common.tasks import cancel_and_wait
 from services.monitoring.alerts import AlertBook
 from services.monitoring.confidence import Change, ConfidenceMonitor, Thresholds
@@ -48,9 +49,7 @@ def production_of(handle: str) -> str | None:
 
 def luma_plane(frame: media_pb2.VideoFrame) -> np.ndarray:
     """The Y plane of an I420 frame as a (height, width) view."""
-    plane = frame.planes[0]
-    rows = np.frombuffer(plane.data, dtype=np.uint8)[: plane.stride * frame.height]
-    return rows.reshape(frame.height, plane.stride)[:, : frame.width]
+    return plane_rows(video_planes(frame)[0], frame.planes[0].stride, frame.width, frame.height)
 
 
 @dataclass
@@ -88,6 +87,7 @@ class ProgramWatcher:
         self.queue: DropOldestQueue[Arrival] = DropOldestQueue(QUEUE_FRAMES)
         self.upstream_dropped = 0
         self.malformed = 0
+        self.lost = 0
 
     async def run(self) -> None:
         reader = asyncio.create_task(self._read(), name=f"read-{self.handle}")
@@ -118,6 +118,9 @@ class ProgramWatcher:
             if arrival is not None:
                 try:
                     changes = self._measure(arrival)
+                except FrameGone:  # its shared slot was reused: as if the queue had dropped it
+                    self.lost += 1
+                    changes = []
                 except ValueError as exc:  # a malformed frame: skip it, keep watching
                     self.malformed += 1
                     log.warning("frame_malformed", production=self.production, error=str(exc))

@@ -92,7 +92,8 @@ class ShowPage:
             self.channels, name, rendition, subscriber="show-page"
         ):
             if frame.HasField("video"):
-                self.latest_jpeg = await asyncio.to_thread(_jpeg, frame.video)
+                with contextlib.suppress(ValueError):  # malformed, or its shared slot reused
+                    self.latest_jpeg = await asyncio.to_thread(_jpeg, frame.video)
 
     async def start(self, host: str, port: int) -> None:
         self._session = aiohttp.ClientSession()

@@ -10,6 +10,7 @@ import numpy as np
 
 from services.common.gen.baycast.v1 import media_pb2
 from services.common.media import proto_to_i420, proto_to_pcm
+from services.common.shared_memory import SHM_DIR
 from services.ingest.source_hub import SourceHub
 
 
@@ -95,3 +96,30 @@ async def test_a_jump_in_the_source_clock_does_not_starve_a_capped_rendition() -
     # Every frame passes a 25 fps cap on a 25 fps source, the jumped one included.
     assert len(capped.queue) == 31
     await hub.close()
+
+
+async def test_a_same_host_subscriber_gets_the_rendition_by_shared_memory() -> None:
+    hub = SourceHub("t", queue_size=4)
+    hub.start()
+    r = media_pb2.Rendition(width=160, height=90, no_audio=True)
+    inline = hub.subscribe(r)
+    shared = hub.subscribe(r, shared=True)
+    assert hub.video_renditions == 1
+    for n in range(3):
+        hub.offer_video(frame(n))
+        await asyncio.sleep(0.02)
+    a, b = await drain(inline, 3), await drain(shared, 3)
+    assert [x.video.sequence for x in b] == [1, 2, 3]
+    assert not any(x.video.HasField("shared") for x in a)
+    assert all(x.video.HasField("shared") and not x.video.planes[0].data for x in b)
+    np.testing.assert_array_equal(proto_to_i420(a[2].video), proto_to_i420(b[2].video))
+    segment = SHM_DIR / b[0].video.shared.segment
+    assert segment.exists()
+    hub.unsubscribe(shared)  # the last same-host subscriber: the ring goes, the rendition stays
+    assert not segment.exists() and hub.video_renditions == 1
+    again = hub.subscribe(r, shared=True)
+    hub.offer_video(frame(3))
+    (c,) = await drain(again, 1)
+    assert c.video.HasField("shared") and int(proto_to_i420(c.video)[45, 80]) == 63
+    await hub.close()
+    assert not (SHM_DIR / c.video.shared.segment).exists()

@@ -1,0 +1,241 @@
+"""Video planes by reference between processes on one host: the media plane's fast path.
+
+Raw frames through gRPC cost about 2 CPU-ms per MB between two processes (`make bench`, media
+transport); a city wall moves ~80 MB/s each way. When the consumer of a `Subscribe` runs on the
+same host (same kernel, same /dev/shm: `host_id()`), the producer writes each frame of the
+rendition into the next slot of a ring in a /dev/shm segment, once for all such subscribers, and
+sends only a `SharedPlanes` reference; the consumer copies the planes out and checks the slot's
+stamp before and after (`SharedMemoryReader`). A frame whose slot was reused before it was read
+is lost like a frame dropped by a slow subscriber's queue (`FrameGone`), never mixed up.
+
+Segments are files `baycast-<pid>-<random>` of mode 0600 under /dev/shm. The producer unlinks a
+ring's file when the rendition ends; mappings go when the last reference does (a worker thread
+may still be writing when a rendition ends, so nothing is unmapped by hand). Files of producers
+that died are removed by the next producer on the host.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import mmap
+import os
+import secrets
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import structlog
+
+from services.common.gen.baycast.v1 import media_pb2
+
+log = structlog.get_logger("media.shared")
+
+SHM_DIR = Path("/dev/shm")
+PREFIX = "baycast-"
+HEADER = 64  # bytes before a slot's planes; the first 8 are the stamp
+PAGE = 4096
+READER_MAPS = 64  # segments a consumer process keeps mapped
+# Ring slots beyond a subscriber's queue: a frame queued or in flight to its consumer does not
+# have its slot reused under it unless the consumer falls this many frames further behind.
+RING_SPARE_SLOTS = 8
+
+
+class FrameGone(ValueError):
+    """The shared slot holding a frame was reused for a newer one before the frame was read."""
+
+
+_enabled = True
+
+
+def configure(enabled: bool) -> None:
+    """Turn the shared-memory path on or off for this process (BAYCAST_SHARED_MEMORY)."""
+    global _enabled
+    _enabled = enabled
+
+
+@functools.cache
+def _host_id() -> str:
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        st = os.stat(SHM_DIR)
+    except OSError:
+        return ""
+    if not os.access(SHM_DIR, os.W_OK | os.X_OK):
+        return ""
+    return f"{boot}:{st.st_dev}:{st.st_ino}"
+
+
+def host_id() -> str:
+    """This process's shared-memory host: the kernel's boot id and /dev/shm's identity.
+
+    Two processes with the same id see the same /dev/shm files. Empty when the path is off or
+    /dev/shm is not usable here.
+    """
+    return _host_id() if _enabled else ""
+
+
+def accepts(request: media_pb2.SubscribeRequest) -> bool:
+    """True when the subscriber of `request` can read planes from this process's segments."""
+    mine = host_id()
+    return bool(mine) and request.shared_memory_host == mine
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@functools.cache
+def _remove_stale_segments() -> None:
+    """Unlink segments left by producers of this host that are no longer running."""
+    with contextlib.suppress(OSError):
+        for path in SHM_DIR.glob(PREFIX + "*"):
+            pid = path.name.removeprefix(PREFIX).split("-", 1)[0]
+            if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+                with contextlib.suppress(OSError):
+                    path.unlink()
+                    log.info("stale_segment_removed", segment=path.name)
+
+
+class FrameRing:
+    """A producer's ring of `slots` frame slots of up to `frame_bytes` each, in one segment."""
+
+    def __init__(self, frame_bytes: int, slots: int) -> None:
+        _remove_stale_segments()
+        self.frame_bytes = frame_bytes
+        self.slots = slots
+        self.slot_size = -(-(HEADER + frame_bytes) // PAGE) * PAGE
+        self.name = f"{PREFIX}{os.getpid()}-{secrets.token_hex(6)}"
+        self.path = SHM_DIR / self.name
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.ftruncate(fd, self.slot_size * slots)
+            self._map = mmap.mmap(fd, self.slot_size * slots)
+        except BaseException:
+            self.close()
+            raise
+        finally:
+            os.close(fd)
+        self._bytes = np.frombuffer(self._map, dtype=np.uint8)
+        self._stamps = np.ndarray(
+            (slots,), dtype="<u8", buffer=self._map, strides=(self.slot_size,)
+        )
+        self._next = 0
+        self._stamp = 0
+
+    def write(self, planes: Sequence[np.ndarray], shared: media_pb2.SharedPlanes) -> None:
+        """Copy `planes` (flat uint8 arrays) into the next slot and describe it in `shared`."""
+        total = sum(p.size for p in planes)
+        if total > self.frame_bytes:
+            raise ValueError(f"a {total}-byte frame does not fit {self.frame_bytes}-byte slots")
+        slot = self._next
+        self._next = (slot + 1) % self.slots
+        offset = slot * self.slot_size
+        self._stamps[slot] = 0  # being written
+        pos = offset + HEADER
+        for plane in planes:
+            self._bytes[pos : pos + plane.size] = plane
+            pos += plane.size
+        self._stamp += 1
+        self._stamps[slot] = self._stamp
+        shared.segment, shared.offset, shared.stamp = self.name, offset, self._stamp
+        shared.lengths[:] = [p.size for p in planes]
+
+    def close(self) -> None:
+        """Unlink the segment: no new reader can open it; mappings end with their last user."""
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+
+
+class RingHolder:
+    """The ring of one producer rendition, made on the first frame and remade when frames grow.
+
+    Written from a worker thread and closed from the event loop: a lock orders the two, and a
+    closed holder makes no new ring (a frame written after the close is refused with FrameGone).
+    """
+
+    def __init__(self, slots: int) -> None:
+        self.slots = slots
+        self.ring: FrameRing | None = None
+        self.closed = False
+        self._lock = threading.Lock()
+
+    def write(self, planes: Sequence[np.ndarray], shared: media_pb2.SharedPlanes) -> None:
+        total = sum(p.size for p in planes)
+        with self._lock:
+            if self.closed:
+                raise FrameGone("the rendition has ended")
+            if self.ring is None or total > self.ring.frame_bytes:
+                if self.ring is not None:
+                    self.ring.close()
+                self.ring = FrameRing(total, self.slots)
+                log.debug("ring_created", segment=self.ring.name, bytes=total, slots=self.slots)
+            self.ring.write(planes, shared)
+
+    def close(self) -> None:
+        with self._lock:
+            self.closed = True
+            if self.ring is not None:
+                self.ring.close()
+                self.ring = None
+
+
+class SharedMemoryReader:
+    """A consumer's mappings of producers' segments (the most recently used `READER_MAPS`)."""
+
+    def __init__(self, capacity: int = READER_MAPS) -> None:
+        self.capacity = capacity
+        self._maps: OrderedDict[str, np.ndarray] = OrderedDict()
+
+    def open(self, segment: str) -> np.ndarray:
+        """The bytes of `segment`, mapped read-only. OSError when it cannot be opened."""
+        data = self._maps.get(segment)
+        if data is not None:
+            self._maps.move_to_end(segment)
+            return data
+        if "/" in segment or not segment.startswith(PREFIX):
+            raise FileNotFoundError(f"not a media segment: {segment!r}")
+        fd = os.open(SHM_DIR / segment, os.O_RDONLY)
+        try:
+            size = os.fstat(fd).st_size
+            mapping = mmap.mmap(fd, size, prot=mmap.PROT_READ)
+        finally:
+            os.close(fd)
+        data = np.frombuffer(mapping, dtype=np.uint8)
+        self._maps[segment] = data
+        while len(self._maps) > self.capacity:
+            self._maps.popitem(last=False)
+        return data
+
+    def read(self, shared: media_pb2.SharedPlanes) -> list[np.ndarray]:
+        """A private copy of each plane. FrameGone if the slot was reused or the segment ended."""
+        try:
+            data = self.open(shared.segment)
+        except FileNotFoundError:
+            raise FrameGone(f"segment {shared.segment} has ended") from None
+        total = sum(shared.lengths)
+        start = shared.offset + HEADER
+        if shared.offset % PAGE or start + total > data.size:
+            raise ValueError("shared planes lie outside their segment")
+        stamp = data[shared.offset : shared.offset + 8].view("<u8")
+        if int(stamp[0]) != shared.stamp:
+            raise FrameGone("the slot was reused before the frame was read")
+        copy = data[start : start + total].copy()
+        if int(stamp[0]) != shared.stamp:
+            raise FrameGone("the slot was reused while the frame was read")
+        planes, pos = [], 0
+        for length in shared.lengths:
+            planes.append(copy[pos : pos + length])
+            pos += length
+        return planes
+
+
+READER = SharedMemoryReader()

@@ -1,0 +1,153 @@
+"""Shared-memory frame rings: planes by reference, reused slots detected, segments cleaned up."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from services.common import shared_memory
+from services.common.gen.baycast.v1 import media_pb2
+from services.common.media import (
+    i420_planes_flat,
+    proto_to_i420,
+    shared_video_message,
+    video_planes,
+)
+from services.common.shared_memory import (
+    SHM_DIR,
+    FrameGone,
+    FrameRing,
+    RingHolder,
+    SharedMemoryReader,
+)
+
+
+def _image(width: int, height: int, value: int) -> np.ndarray:
+    image = np.full((height * 3 // 2, width), value, dtype=np.uint8)
+    image[0, :4] = [1, 2, 3, 4]
+    return image
+
+
+def _message(holder: RingHolder, image: np.ndarray, sequence: int) -> media_pb2.MediaFrame:
+    return shared_video_message(
+        holder,
+        i420_planes_flat(image),
+        width=image.shape[1],
+        height=image.shape[0] * 2 // 3,
+        pixel_format=media_pb2.PIXEL_FORMAT_I420,
+        pts_us=sequence * 40_000,
+        sequence=sequence,
+    )
+
+
+def test_a_frame_travels_by_reference_and_reads_back_equal() -> None:
+    holder = RingHolder(slots=4)
+    try:
+        image = _image(64, 36, 77)
+        message = _message(holder, image, 1)
+        video = message.video
+        assert video.HasField("shared") and all(not p.data for p in video.planes)
+        assert [p.stride for p in video.planes] == [64, 32, 32]
+        assert list(video.shared.lengths) == [64 * 36, 32 * 18, 32 * 18]
+        assert video.shared.offset % shared_memory.PAGE == 0 and video.shared.stamp == 1
+        # The whole message is a few dozen bytes on the wire instead of the 3456 of the planes.
+        assert message.ByteSize() < 100
+        again = media_pb2.MediaFrame.FromString(message.SerializeToString())
+        np.testing.assert_array_equal(proto_to_i420(again.video), image)
+        mode = os.stat(SHM_DIR / video.shared.segment).st_mode & 0o777
+        assert mode == 0o600
+    finally:
+        holder.close()
+
+
+def test_a_reused_slot_is_a_lost_frame_not_a_wrong_one() -> None:
+    holder = RingHolder(slots=2)
+    try:
+        first = _message(holder, _image(32, 18, 10), 1)
+        _message(holder, _image(32, 18, 20), 2)
+        third = _message(holder, _image(32, 18, 30), 3)  # the first one's slot
+        assert third.video.shared.offset == first.video.shared.offset
+        with pytest.raises(FrameGone):
+            video_planes(first.video)
+        assert int(video_planes(third.video)[0][5]) == 30
+    finally:
+        holder.close()
+
+
+def test_a_bigger_frame_gets_a_new_ring_and_the_old_segment_goes() -> None:
+    holder = RingHolder(slots=2)
+    try:
+        small = _message(holder, _image(32, 18, 1), 1)
+        big = _message(holder, _image(64, 36, 2), 2)
+        assert big.video.shared.segment != small.video.shared.segment
+        assert not (SHM_DIR / small.video.shared.segment).exists()
+        reader = SharedMemoryReader()
+        with pytest.raises(FrameGone):
+            reader.read(small.video.shared)
+        assert int(reader.read(big.video.shared)[0][5]) == 2
+    finally:
+        holder.close()
+    assert holder.ring is None
+
+
+def test_references_outside_a_segment_or_to_other_files_are_refused() -> None:
+    ring = FrameRing(1024, 2)
+    try:
+        reader = SharedMemoryReader()
+        bad = media_pb2.SharedPlanes(segment=ring.name, offset=0, stamp=1, lengths=[10**9])
+        with pytest.raises(ValueError, match="outside"):
+            reader.read(bad)
+        with pytest.raises(FrameGone):
+            reader.read(media_pb2.SharedPlanes(segment="../etc/passwd", stamp=1, lengths=[1]))
+    finally:
+        ring.close()
+
+
+def test_the_reader_keeps_a_bounded_number_of_mappings() -> None:
+    rings = [FrameRing(100, 1) for _ in range(5)]
+    try:
+        reader = SharedMemoryReader(capacity=3)
+        for ring in rings:
+            reader.open(ring.name)
+        assert len(reader._maps) == 3
+    finally:
+        for ring in rings:
+            ring.close()
+
+
+def test_host_id_is_empty_when_turned_off() -> None:
+    assert shared_memory.host_id()
+    request = media_pb2.SubscribeRequest(shared_memory_host=shared_memory.host_id())
+    assert shared_memory.accepts(request)
+    shared_memory.configure(False)
+    try:
+        assert shared_memory.host_id() == "" and not shared_memory.accepts(request)
+    finally:
+        shared_memory.configure(True)
+    assert not shared_memory.accepts(media_pb2.SubscribeRequest(shared_memory_host="elsewhere"))
+
+
+def test_segments_of_a_dead_producer_are_removed_by_the_next_one() -> None:
+    child = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import os\n"
+            "from services.common.shared_memory import FrameRing\n"
+            "print(FrameRing(100, 1).name)\n"
+            "os._exit(0)\n",  # dies without unlinking, as a killed producer would
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    left = SHM_DIR / child.stdout.strip()
+    assert left.exists()
+    shared_memory._remove_stale_segments.cache_clear()
+    ring = FrameRing(100, 1)
+    ring.close()
+    assert not left.exists()

@@ -1,0 +1,39 @@
+"""A mixer output's fan-out: inline and shared-memory subscribers of one handle."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from services.common.gen.baycast.v1 import media_pb2
+from services.common.media import proto_to_i420
+from services.common.shared_memory import SHM_DIR
+from services.mixer.outputs import Output
+from services.mixer.pictures import Picture
+
+
+def _picture(luma: int) -> Picture:
+    image = np.full((72 * 3 // 2, 128), 128, dtype=np.uint8)
+    image[:72] = luma
+    return Picture(128, 72, image)
+
+
+def test_shared_and_inline_subscribers_see_the_same_pictures() -> None:
+    out = Output("prod/p/program", 128, 72, 25, 4, "p")
+    inline = out.add(media_pb2.Rendition(no_audio=True))
+    shared = out.add(media_pb2.Rendition(no_audio=True), shared=True)
+    small = out.add(media_pb2.Rendition(width=64, height=36, no_audio=True), shared=True)
+    for n in range(3):
+        out.publish_video(_picture(50 + n), n, n * 40_000, 0)
+    a = [inline.queue._items[i] for i in range(3)]
+    b = [shared.queue._items[i] for i in range(3)]
+    c = [small.queue._items[i] for i in range(3)]
+    assert not a[0].video.HasField("shared") and b[0].video.HasField("shared")
+    assert b[0].video.shared.segment != c[0].video.shared.segment  # one ring per size
+    for n in range(3):
+        np.testing.assert_array_equal(proto_to_i420(a[n].video), proto_to_i420(b[n].video))
+        assert int(proto_to_i420(c[n].video)[10, 10]) == 50 + n
+    rings = [SHM_DIR / b[0].video.shared.segment, SHM_DIR / c[0].video.shared.segment]
+    out.remove(small)
+    assert rings[0].exists() and not rings[1].exists()
+    out.close()
+    assert not rings[0].exists() and not out.subscribers
