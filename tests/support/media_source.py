@@ -15,10 +15,18 @@ from dataclasses import dataclass
 import grpc
 import numpy as np
 
+from services.common import shared_memory
 from services.common.gen.baycast.v1 import media_pb2, media_pb2_grpc
 from services.common.handles import HandleDirectory
-from services.common.media import i420_message, now_us, pcm_message
+from services.common.media import (
+    i420_message,
+    i420_planes_flat,
+    now_us,
+    pcm_message,
+    shared_video_message,
+)
 from services.common.rpc import SERVER_OPTIONS
+from services.common.shared_memory import RingHolder
 
 SAMPLE_RATE = 48_000
 
@@ -88,10 +96,27 @@ class FakeMediaServer(media_pb2_grpc.MediaServicer):
         r = request.rendition
         width, height = r.width or 1280, r.height or 720
         channels = r.audio_channels or 2
+        image = card.image(width, height)
+        # A same-host subscriber gets the pictures through a shared-memory ring, as from ingest.
+        ring = RingHolder(16) if shared_memory.accepts(request) else None
+        try:
+            async for message in self._frames(card, r, image, channels, ring):
+                yield message
+        finally:
+            if ring is not None:
+                ring.close()
+
+    async def _frames(
+        self,
+        card: Card,
+        r: media_pb2.Rendition,
+        image: np.ndarray,
+        channels: int,
+        ring: RingHolder | None,
+    ) -> AsyncIterator[media_pb2.MediaFrame]:
+        start = time.monotonic()
         interval = 1 / card.fps
         samples_per_frame = SAMPLE_RATE // card.fps
-        image = card.image(width, height)
-        start = time.monotonic()
         seq = 0
         sample = 0
         while not card.ended:
@@ -102,7 +127,18 @@ class FakeMediaServer(media_pb2_grpc.MediaServicer):
                 sample += samples_per_frame
                 continue
             pts = seq * 1_000_000 // card.fps
-            if not r.no_video:
+            if not r.no_video and ring is not None:
+                yield shared_video_message(
+                    ring,
+                    i420_planes_flat(image),
+                    width=image.shape[1],
+                    height=image.shape[0] * 2 // 3,
+                    pixel_format=media_pb2.PIXEL_FORMAT_I420,
+                    pts_us=pts,
+                    capture_time_us=now_us(),
+                    sequence=seq,
+                )
+            elif not r.no_video:
                 yield i420_message(image, pts_us=pts, capture_time_us=now_us(), sequence=seq)
             if not r.no_audio:
                 pcm = card.audio(sample, samples_per_frame, channels)
