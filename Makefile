@@ -8,8 +8,12 @@ PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 PY_STAMP := $(VENV)/.installed
 # Debian packages the tests and the demo use: an RTMP receiver, ffmpeg with SRT, a CJK font,
-# a browser for WebRTC tests, and promtool for the alert rules.
-APT_PACKAGES := nginx libnginx-mod-rtmp ffmpeg fonts-wqy-microhei chromium prometheus iproute2
+# a browser for WebRTC tests, promtool for the alert rules, and GStreamer's webrtcbin with VP8,
+# H.264 and Opus encoders plus the system Python's GObject bindings (a WHIP publisher in tests).
+APT_PACKAGES := nginx libnginx-mod-rtmp ffmpeg fonts-wqy-microhei chromium prometheus iproute2 \
+	gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad \
+	gstreamer1.0-plugins-ugly gstreamer1.0-nice python3-gi gir1.2-gst-plugins-base-1.0 \
+	gir1.2-gst-plugins-bad-1.0
 PROTOS := $(wildcard proto/baycast/v1/*.proto)
 GEN_DIR := services/common/gen
 GEN_STAMP := $(GEN_DIR)/.stamp

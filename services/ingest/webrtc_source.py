@@ -13,10 +13,12 @@ import contextlib
 import uuid
 
 import structlog
-from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc import RTCCertificate, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.exceptions import InvalidAccessError, OperationError
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from aiortc.rtcdtlstransport import SRTPProtectionProfile
 from aiortc.sdp import SessionDescription
+from OpenSSL import SSL
 
 from services.ingest import decode_errors
 from services.ingest.ice import announce_public_ip, probe_rtt_ms
@@ -25,6 +27,19 @@ from services.ingest.source import FrameSink, Source, TransportStats
 VIDEO_CLOCK_RATE = 90_000
 AUDIO_CLOCK_RATE = 48_000
 RTT_PROBE_TIMEOUT_S = 1.0
+# The DTLS cipher suites ingest offers: aiortc's ECDHE-ECDSA ones, then their ECDHE-RSA twins.
+DTLS_CIPHERS = b":".join(
+    [
+        b"ECDHE-ECDSA-AES128-GCM-SHA256",
+        b"ECDHE-RSA-AES128-GCM-SHA256",
+        b"ECDHE-ECDSA-CHACHA20-POLY1305",
+        b"ECDHE-RSA-CHACHA20-POLY1305",
+        b"ECDHE-ECDSA-AES128-SHA",
+        b"ECDHE-RSA-AES128-SHA",
+        b"ECDHE-ECDSA-AES256-SHA",
+        b"ECDHE-RSA-AES256-SHA",
+    ]
+)
 
 log = structlog.get_logger("ingest.whip")
 
@@ -56,6 +71,35 @@ def check_offer(text: str) -> SessionDescription:
     return parsed
 
 
+class WhipCertificate(RTCCertificate):
+    """aiortc's certificate (ECDSA P-256) whose DTLS also works with RSA-certificate publishers.
+
+    A WHIP offer says `a=setup:actpass` and aiortc answers `active`: ingest is the DTLS client
+    and the publisher's certificate decides the family of cipher suite. aiortc 1.16 offers
+    ECDHE-ECDSA suites only, so a publisher with an RSA certificate (GStreamer's webrtcbin
+    makes an RSA-2048 one, hence gst-plugins-rs `whipsink` and `whipclientsink` too) failed the
+    handshake with "no shared cipher" right after ICE connected. Offering the ECDHE-RSA twins
+    as well, as browsers do, fixes that; as the DTLS server nothing changes (the certificate
+    stays ECDSA, so only ECDSA suites can be chosen).
+    """
+
+    def _create_ssl_context(self, srtp_profiles: list[SRTPProtectionProfile]) -> SSL.Context:
+        context = super()._create_ssl_context(srtp_profiles)
+        context.set_cipher_list(DTLS_CIPHERS)
+        return context
+
+
+def use_whip_certificate(pc: RTCPeerConnection) -> WhipCertificate:
+    """Give `pc` a `WhipCertificate`, before any offer or answer (aiortc has no option for it:
+    its peer connection makes its certificate in `__init__` and keeps it in a private list)."""
+    certificate = WhipCertificate.generateCertificate()
+    attribute = "_RTCPeerConnection__certificates"
+    if not isinstance(getattr(pc, attribute, None), list):
+        raise RuntimeError(f"aiortc changed: RTCPeerConnection has no {attribute} list")
+    setattr(pc, attribute, [certificate])
+    return certificate
+
+
 class NoCandidates(RuntimeError):
     """No local address/port could be bound for ICE."""
 
@@ -71,6 +115,7 @@ class WhipSource(Source):
         self.public_ip = public_ip
         # No STUN/TURN servers: aiortc's default would send packets to a public STUN server.
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        use_whip_certificate(self.pc)
         self._tracks: list[MediaStreamTrack] = []
         self._ended = asyncio.Event()
         self._end_reason = "ended"
