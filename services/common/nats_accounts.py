@@ -133,7 +133,13 @@ def server_config(passwords: Mapping[str, str]) -> str:
 
 
 def generate_passwords(users: Iterable[str] = USERS) -> dict[str, str]:
-    return {user: secrets.token_urlsafe(24) for user in users}
+    """A random password per user: a letter, then 48 hex digits.
+
+    In Kubernetes, auth.conf reads each password from an environment variable, and nats-server
+    parses a variable's value as a config value: one starting with a digit is taken for a number
+    (`8h...` fails the whole config) and only a leading letter makes it a string for certain.
+    """
+    return {user: "p" + secrets.token_hex(24) for user in users}
 
 
 def user_url(url: str, user: str, password: str) -> str:

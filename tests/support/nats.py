@@ -77,7 +77,13 @@ class NatsServer:
             args += ["-c", self.config]
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
-        wait_for_port(self.port)
+        try:
+            wait_for_port(self.port)
+        except TimeoutError as exc:
+            with open(self.log_path, "rb") as log:
+                tail = log.read()[-2000:].decode(errors="replace")
+            state = "running" if self.proc.poll() is None else f"exited {self.proc.returncode}"
+            raise TimeoutError(f"{exc}; nats-server {state}, its log ends:\n{tail}") from None
         return self
 
     def stop(self, sig: int = signal.SIGTERM) -> None:

@@ -231,3 +231,13 @@ async def test_the_rendered_config_runs_with_a_user_per_service(
             await mixer.close()
     finally:
         server.stop()
+
+
+def test_generated_passwords_start_with_a_letter() -> None:
+    # nats-server reads them from the environment and takes a value starting with a digit for a
+    # number: the whole configuration then fails to parse.
+    for _ in range(50):
+        for password in nats_accounts.generate_passwords().values():
+            assert re.fullmatch(r"[a-z][0-9a-f]{48}", password)
+    template = Path("deploy/k8s/helm/baycast/templates/nats-secret.yaml").read_text()
+    assert 'printf "p%s" (randAlphaNum 31)' in template
