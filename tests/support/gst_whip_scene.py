@@ -183,8 +183,7 @@ async def one_codec(ingest: IngestService, codec: str, out: dict[str, Any]) -> N
         frames.video, frames.audio = frames.video[:VIDEO_FRAMES], frames.audio[:AUDIO_FRAMES]
         seen["video_sizes"] = sorted({(f.width, f.height) for f in frames.video})
         seen["video_frames"] = len(frames.video)
-        seen["bars_last"] = bar_yuv(frames.video[-1])
-        seen["bars_first"] = bar_yuv(frames.video[0])
+        seen["bars"] = [bar_yuv(f) for f in frames.video]
         seen["ball_x"] = [ball_x(f) for f in frames.video]
         pts = [f.pts_us for f in frames.video]
         seen["pts_step_us"] = float(np.median(np.diff(pts)))
