@@ -255,25 +255,6 @@ def proto_to_pcm(frame: media_pb2.AudioFrame) -> np.ndarray:
     return np.frombuffer(frame.pcm, dtype="<i2").reshape(-1, max(frame.channels, 1))
 
 
-def av_audio_to_proto(
-    frame: av.AudioFrame, *, pts_us: int, capture_time_us: int = 0, sequence: int = 0
-) -> media_pb2.AudioFrame:
-    """A PyAV packed s16 frame as an AudioFrame."""
-    if frame.format.name != "s16":
-        raise ValueError(f"expected s16 audio, got {frame.format.name}")
-    channels = len(frame.layout.channels)
-    data = bytes(frame.planes[0])[: frame.samples * channels * 2]
-    return media_pb2.AudioFrame(
-        pcm=data,
-        sample_rate=frame.sample_rate,
-        channels=channels,
-        samples=frame.samples,
-        pts_us=pts_us,
-        capture_time_us=capture_time_us,
-        sequence=sequence,
-    )
-
-
 def proto_to_av_audio(frame: media_pb2.AudioFrame) -> av.AudioFrame:
     layout = "stereo" if frame.channels == 2 else "mono"
     pcm = proto_to_pcm(frame).reshape(1, -1)

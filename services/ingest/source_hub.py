@@ -17,15 +17,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import av
+import numpy as np
 import structlog
 
 from services.common.gen.baycast.v1 import media_pb2
 from services.common.media import (
     DropOldestQueue,
-    av_audio_to_proto,
     av_planes,
     av_video_message,
     now_us,
+    pcm_message,
     shared_video_message,
 )
 from services.common.shared_memory import RING_SPARE_SLOTS, FrameGone, RingHolder
@@ -41,6 +42,9 @@ DEFAULT_CHANNELS = 2
 # path), and a downscale by averaging aliases less.
 SCALE_INTERPOLATION = "AREA"
 PTS_JUMP_US = 1_000_000
+# Audio goes out in messages of at least 40 ms (two 20 ms Opus frames): every media-plane
+# message costs the event loop its gRPC write whatever its size, and audio was half of them.
+AUDIO_MESSAGE_MS = 40
 PIXEL_FORMAT_CODES = {
     "yuv420p": media_pb2.PIXEL_FORMAT_I420,
     "rgba": media_pb2.PIXEL_FORMAT_RGBA,
@@ -106,6 +110,11 @@ class _AudioRendition:
     resampler: av.AudioResampler
     subscribers: list[Subscription] = field(default_factory=list)
     sequence: int = 0
+    # Resampled samples not sent yet, gathered into messages of AUDIO_MESSAGE_MS.
+    pending: list[np.ndarray] = field(default_factory=list)
+    pending_samples: int = 0
+    pending_pts_us: int = 0
+    pending_capture_us: int = 0
 
 
 def video_key(rendition: media_pb2.Rendition) -> VideoKey:
@@ -359,20 +368,31 @@ class SourceHub:
             self.measurements.on_audio(frame)
             for rendition in list(self._audio.values()):
                 for out in rendition.resampler.resample(frame):
-                    rendition.sequence += 1
-                    pts_us = (
-                        int(out.pts * out.time_base * 1_000_000)
-                        if out.pts is not None and out.time_base is not None
-                        else capture
-                    )
-                    self._deliver(
-                        rendition.subscribers,
-                        media_pb2.MediaFrame(
-                            audio=av_audio_to_proto(
-                                out,
-                                pts_us=pts_us,
-                                capture_time_us=capture,
-                                sequence=rendition.sequence,
-                            )
-                        ),
-                    )
+                    pcm = out.to_ndarray().reshape(-1, rendition.key.channels)
+                    if not rendition.pending:
+                        rendition.pending_pts_us = (
+                            int(out.pts * out.time_base * 1_000_000)
+                            if out.pts is not None and out.time_base is not None
+                            else capture
+                        )
+                        rendition.pending_capture_us = capture
+                    rendition.pending.append(pcm)
+                    rendition.pending_samples += pcm.shape[0]
+                if rendition.pending_samples * 1000 >= AUDIO_MESSAGE_MS * rendition.key.sample_rate:
+                    self._send_audio(rendition)
+
+    def _send_audio(self, rendition: _AudioRendition) -> None:
+        rendition.sequence += 1
+        samples = np.concatenate(rendition.pending)
+        rendition.pending.clear()
+        rendition.pending_samples = 0
+        self._deliver(
+            rendition.subscribers,
+            pcm_message(
+                samples,
+                rendition.key.sample_rate,
+                pts_us=rendition.pending_pts_us,
+                capture_time_us=rendition.pending_capture_us,
+                sequence=rendition.sequence,
+            ),
+        )

@@ -131,6 +131,16 @@ class FeedSet:
             self.returned[source] = now  # back after a loss: the clear time starts over
         self.last_seen[source] = now
 
+    def subscribed_elsewhere(self, source: str, width: int, height: int) -> bool:
+        """True when `source` has a feed at a size other than `width`x`height` in use now."""
+        now = self.clock()
+        return any(
+            f.source == source
+            and (f.width, f.height) != (width, height)
+            and now - f.last_used <= self.hold_s
+            for f in self.video.values()
+        )
+
     def any_frame(self, source: str) -> Held | None:
         """The newest frame of `source` at any size (for a box whose own size is on its way)."""
         best: Held | None = None

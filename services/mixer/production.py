@@ -527,6 +527,20 @@ class ProductionRunner:
             status = "held"
         return held, status
 
+    def _monitor_picture(self, source: str, width: int, height: int, now: float) -> Held | None:
+        """A multiview tile of `source`: a thumbnail of a frame it already sends at another size
+        (a program box), else a feed of its own at tile size.
+
+        One subscription per source on air instead of two halves what ingest scales and sends;
+        the thumbnail's nearest-neighbour scaling costs the mixer well under a millisecond.
+        """
+        if self.feeds.subscribed_elsewhere(source, width, height):
+            held = self.feeds.any_frame(source)
+            if held is not None and now - held.received <= self.hold_s:
+                return held
+        held, _status = self._picture_for(source, width, height, now, on_air=False)
+        return held
+
     def _label(self, out: Picture, text: str, x: int, bottom: int, box_height: int) -> None:
         height = max(16, min(40, box_height // 10)) // 2 * 2
         pic = slates.label(text, height)
@@ -567,7 +581,7 @@ class ProductionRunner:
         for i, source in enumerate(sources):
             x = (i % cols) * cell_w + 4
             y = half_h + (i // cols) * cell_h + 4
-            held, _status = self._picture_for(source, tile_w, tile_h, now, on_air=False)
+            held = self._monitor_picture(source, tile_w, tile_h, now)
             pic = held.picture if held else slates.slate(self.names[source], tile_w, tile_h)
             blit(mv, pic, x, y, tile_w, tile_h)
             if source in program:

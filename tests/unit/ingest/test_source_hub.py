@@ -59,8 +59,10 @@ async def test_renditions_are_shared_and_scaled() -> None:
     assert (c[0].video.width, c[0].video.height) == (640, 360)
     assert int(proto_to_i420(a[3].video)[45, 80]) == 63
     assert c[1].video.pts_us == 40_000 and c[1].video.capture_time_us > 0
-    audio = await drain(mono, 3)
+    audio = await drain(mono, 2)  # 100 ms offered: two messages of 40 ms, 20 ms pending
     assert {(x.audio.sample_rate, x.audio.channels) for x in audio} == {(16000, 1)}
+    assert all(x.audio.samples >= 640 for x in audio)  # at least 40 ms at 16 kHz each
+    assert [x.audio.sequence for x in audio] == [1, 2]
     assert abs(int(np.median(proto_to_pcm(audio[-1].audio))) - 1000) < 5
     hub.unsubscribe(small_a)
     hub.unsubscribe(small_b)
