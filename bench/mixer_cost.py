@@ -121,12 +121,12 @@ def run(runs: int) -> list[Result]:
                 f"{MEASURE_S:.0f} s per run after {WARMUP_S:.0f} s warm-up; the program "
                 f"subscriber here received {received} frames; the mixer skipped "
                 f"{skipped:.0f} ticks. The mixer also serves the monitoring service's program "
-                "subscription (320x180, 10 fps). What limits the figure is the media plane, "
-                "not the picture work (the reference): the ten tiles arrive as ~3.1 MB of raw "
-                "I420 per frame (one 1536x864 and nine 384x216) and the 1080p program leaves as "
-                "3.1 MB per frame, ~78 MB/s each way; at benchmark 6's gRPC cost (~1 CPU-ms/MB "
-                "per side) that is ~0.15 core of the total. A shared-memory hand-off between "
-                "processes on one host (benchmark 6: ~25x less CPU) is the way under the target.",
+                "subscription (320x180, 10 fps). The ten tiles (~3.1 MB of raw I420 a frame: "
+                "one 1536x864 and nine 384x216) and the 1080p program (3.1 MB a frame) move "
+                "through shared-memory rings between the processes, gRPC carrying only slot "
+                "references (ADR 0010). What remains above the reference is the event loop's "
+                "work per message (ten tile streams in, the program and monitoring's stream "
+                "out, graphics' layer patches), the copies out of the rings and the keyer.",
             ],
         )
     ]

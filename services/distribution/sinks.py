@@ -420,6 +420,7 @@ class RecordingSink(ContainerSink):
         self.segment_s = segment_s
         self.files: list[Path] = []
         self._file_origin: float | None = None
+        self._file_pictures = 0  # video packets in the current file
 
     def _open_container(self) -> OutputContainer:
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -453,7 +454,23 @@ class RecordingSink(ContainerSink):
             self.close()
             self._start_container()
             self._file_origin = packet.seconds
-        return self._mux(packet)
+        sent = self._mux(packet)
+        if sent and packet.video:
+            self._file_pictures += 1
+        return sent
+
+    def _start_container(self) -> None:
+        self._file_pictures = 0
+        super()._start_container()
+
+    def close(self) -> None:
+        """Close the current file; one that holds no picture (stopped before any) is removed."""
+        had_container = self.container is not None
+        super().close()
+        if had_container and self._file_pictures == 0 and self.files:
+            empty = self.files.pop()
+            with contextlib.suppress(FileNotFoundError):
+                empty.unlink()
 
 
 def push_url(spec: dist.OutputSpec) -> str:

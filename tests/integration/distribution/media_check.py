@@ -14,6 +14,11 @@ def video_times(paths: Sequence[Path]) -> list[float]:
     times: list[float] = []
     for path in paths:
         with av.open(str(path)) as container:
+            if not container.streams.video:
+                kinds = [s.type for s in container.streams]
+                raise AssertionError(
+                    f"{path.name} ({path.stat().st_size} bytes) has no video stream: {kinds}"
+                )
             stream = container.streams.video[0]
             for frame in container.decode(stream):
                 if frame.pts is not None:
