@@ -150,7 +150,9 @@ def _decode(path: Path, box: PlacedBox, out: queue.Queue[media_pb2.MediaFrame | 
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         for n, frame in enumerate(container.decode(stream)):
-            out.put(render_video(frame, key, n * 40_000, 0, n))
+            message, _ = render_video(frame, key, n * 40_000, 0, n)
+            assert message is not None  # inline, as asked
+            out.put(message)
     out.put(None)
 
 

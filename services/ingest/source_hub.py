@@ -135,17 +135,16 @@ def audio_key(rendition: media_pb2.Rendition) -> AudioKey:
 
 def render_video(
     frame: av.VideoFrame,
-    rendition: _VideoRendition,
-    wants: tuple[bool, bool],
+    key: VideoKey,
     pts_us: int,
     capture_us: int,
     sequence: int,
+    *,
+    inline: bool = True,
+    ring: RingHolder | None = None,
 ) -> tuple[media_pb2.MediaFrame | None, media_pb2.MediaFrame | None]:
-    """Scale/convert `frame` to the rendition and make its (inline, shared) messages.
-
-    Runs in a worker thread; the shared one is written into the rendition's ring.
-    """
-    key = rendition.key
+    """Scale/convert `frame` to `key` and make its (inline, shared) messages: the inline one if
+    asked, the shared one when given a ring to write it into. Runs in a worker thread."""
     width = key.width or frame.width
     height = key.height or frame.height
     if (width, height, key.pixel_format) != (frame.width, frame.height, frame.format.name):
@@ -155,15 +154,15 @@ def render_video(
             format=key.pixel_format,
             interpolation=SCALE_INTERPOLATION,
         )
-    inline = shared = None
-    if wants[0]:
-        inline = av_video_message(
+    inline_message = shared = None
+    if inline:
+        inline_message = av_video_message(
             frame, pts_us=pts_us, capture_time_us=capture_us, sequence=sequence
         )
-    if wants[1]:
+    if ring is not None:
         with contextlib.suppress(FrameGone):  # its ring closed under us: nobody to take it
             shared = shared_video_message(
-                rendition.ring,
+                ring,
                 av_planes(frame),
                 width=frame.width,
                 height=frame.height,
@@ -172,7 +171,7 @@ def render_video(
                 capture_time_us=capture_us,
                 sequence=sequence,
             )
-    return inline, shared
+    return inline_message, shared
 
 
 def render_all(
@@ -181,7 +180,18 @@ def render_all(
     pts_us: int,
     capture_us: int,
 ) -> list[tuple[media_pb2.MediaFrame | None, media_pb2.MediaFrame | None]]:
-    return [render_video(frame, r, wants, pts_us, capture_us, seq) for r, wants, seq in due]
+    return [
+        render_video(
+            frame,
+            r.key,
+            pts_us,
+            capture_us,
+            seq,
+            inline=wants[0],
+            ring=r.ring if wants[1] else None,
+        )
+        for r, wants, seq in due
+    ]
 
 
 class SourceHub:

@@ -3,21 +3,17 @@ over WHIP, in VP8 and in H.264, and a gRPC subscriber sees its test pattern and 
 
 from __future__ import annotations
 
-import asyncio
-import json
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.integration.ingest.test_reporter import unshare_works
 from tests.support.gst_whip_scene import SYSTEM_PYTHON, TONE_HZ
+from tests.support.loopback_scene import run_scene, unshare_works
 
 pytestmark = pytest.mark.timeout(240)
-REPO = Path(__file__).resolve().parents[3]
 TOLERANCE = 14  # codec error on flat areas, in 8-bit code values
 # videotestsrc pattern=smpte100 in BT.601 studio range, left to right: (Y, U, V) from the RGB
 # primaries (Y = 16 + 65.481 R + 128.553 G + 24.966 B ...), the bars GStreamer paints.
@@ -119,23 +115,7 @@ async def test_gstreamer_webrtcbin_publishes_vp8_and_h264(tmp_path: Path) -> Non
     problem = gstreamer_ready()
     assert not problem, f"GStreamer webrtcbin not usable ({problem}): run `make setup`"
     out = tmp_path / "gst_whip.json"
-    done = await asyncio.to_thread(
-        subprocess.run,
-        [
-            "unshare",
-            "-n",
-            "sh",
-            "-c",
-            'ip link set lo up && exec "$0" -m tests.support.gst_whip_scene "$1"',
-            sys.executable,
-            str(out),
-        ],
-        cwd=REPO,
-        capture_output=True,
-        timeout=200,
-    )
-    assert out.exists(), done.stderr.decode(errors="replace")[-3000:]
-    seen = json.loads(out.read_text())
+    done, seen = await run_scene("tests.support.gst_whip_scene", out, timeout=200)
     assert done.returncode == 0 and "error" not in seen, (
         seen.get("error"),
         {codec: seen.get(codec, {}).get("client_stderr") for codec in ("vp8", "h264")},

@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 import aiohttp
 import pytest
 
 from services.common.gen.baycast.v1 import ingest_pb2
+from tests.support.loopback_scene import run_scene, unshare_works
 from tests.support.nats import NatsServer
 from tests.support.station import add_station, running_ingest, station_command
 
 pytestmark = pytest.mark.timeout(180)
-REPO = Path(__file__).resolve().parents[3]
 
 
 async def test_page_and_assets_are_served_for_live_stations_only(nats_server: NatsServer) -> None:
@@ -57,16 +53,6 @@ async def test_page_and_assets_are_served_for_live_stations_only(nats_server: Na
                 assert resp.status == 404
 
 
-def unshare_works() -> bool:
-    try:
-        done = subprocess.run(
-            ["unshare", "-n", "sh", "-c", "ip link set lo up"], capture_output=True, timeout=10
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    return done.returncode == 0
-
-
 async def test_headless_chromium_goes_live_from_the_reporter_page(tmp_path: Path) -> None:
     """Chromium (fake camera and microphone) opens the page, goes live over WHIP, stops.
 
@@ -80,23 +66,7 @@ async def test_headless_chromium_goes_live_from_the_reporter_page(tmp_path: Path
     if not unshare_works():
         pytest.skip("needs `unshare -n` (root or user namespaces) for a loopback-only browser")
     out = tmp_path / "reporter.json"
-    done = await asyncio.to_thread(
-        subprocess.run,
-        [
-            "unshare",
-            "-n",
-            "sh",
-            "-c",
-            'ip link set lo up && exec "$0" -m tests.support.reporter_browser "$1"',
-            sys.executable,
-            str(out),
-        ],
-        cwd=REPO,
-        capture_output=True,
-        timeout=150,
-    )
-    assert out.exists(), done.stderr.decode(errors="replace")[-3000:]
-    seen = json.loads(out.read_text())
+    done, seen = await run_scene("tests.support.reporter_browser", out, timeout=150)
     assert done.returncode == 0 and "error" not in seen, (
         seen.get("error"),
         done.stderr.decode(errors="replace")[-3000:],
