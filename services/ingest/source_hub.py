@@ -4,9 +4,11 @@ A source offers decoded frames without waiting (`offer_video`/`offer_audio` put 
 drop-oldest inputs, so a slow hub never backs up into aiortc's unbounded track queue). A worker
 per kind takes them, measures them, scales each frame once per distinct video rendition (in a
 worker thread: PyAV releases the GIL) and resamples audio once per distinct audio format, and
-hands the same encoded `MediaFrame` to every subscriber of that rendition. Each subscriber reads
-through its own `DropOldestQueue`: one that stops reading loses its oldest frames (counted), and
-neither the hub nor the other subscribers wait for it.
+hands the same encoded `MediaFrame` to every subscriber of that rendition: planes inline, or
+for subscribers on this host a reference into the rendition's shared-memory ring (ADR 0010).
+Audio goes out in messages of `AUDIO_MESSAGE_MS`. Each subscriber reads through its own
+`DropOldestQueue`: one that stops reading loses its oldest frames (counted), and neither the hub
+nor the other subscribers wait for it.
 """
 
 from __future__ import annotations
