@@ -38,10 +38,18 @@ def service_env(args: argparse.Namespace, data_dir: str) -> dict[str, dict[str, 
 
 
 async def _watch(
-    launcher: Launcher, console: Console, mixer_http: str, stop: asyncio.Event
+    launcher: Launcher, console: Console, services: dict[str, dict[str, str]], stop: asyncio.Event
 ) -> None:
-    """Say so when the box cannot keep up (the mixer skipped program frames) or a child died."""
-    last = None
+    """Say so when the box cannot keep up or a child died.
+
+    Two signs: the mixer skipped program frames, or ingest dropped contribution frames on their
+    way to the mixer (the boxes on air then hold, and fall to the slate past the hold time).
+    """
+    checks = (
+        ("mixer", demo.skipped_ticks, "the program skipped {n:.0f} frames"),
+        ("ingest", demo.contribution_drops, "ingest dropped {n:.0f} contribution frames"),
+    )
+    last: dict[str, float] = {}
     async with aiohttp.ClientSession() as http:
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
@@ -51,16 +59,17 @@ async def _watch(
                 console.say(f"{', '.join(crashed)} exited: stopping")
                 stop.set()
                 return
-            with contextlib.suppress(aiohttp.ClientError, TimeoutError):
-                async with http.get(f"{mixer_http}/metrics") as resp:
-                    skipped = demo.skipped_ticks(await resp.text())
-                if last is not None and skipped > last:
-                    console.say(
-                        f"WARNING: this machine cannot keep up: the program skipped "
-                        f"{skipped - last:.0f} frames in the last {WATCH_INTERVAL_S:.0f} s "
-                        "(try --format 720p or fewer --stations)"
-                    )
-                last = skipped
+            for name, read, what in checks:
+                with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+                    async with http.get(f"{services[name]['http']}/metrics") as resp:
+                        count = read(await resp.text())
+                    if name in last and count > last[name]:
+                        console.say(
+                            f"WARNING: this machine cannot keep up: "
+                            f"{what.format(n=count - last[name])} in the last "
+                            f"{WATCH_INTERVAL_S:.0f} s (try --format 720p or fewer --stations)"
+                        )
+                    last[name] = count
 
 
 async def _demo(
@@ -131,8 +140,9 @@ async def _up(args: argparse.Namespace) -> int:
         await bus.connect()
         if not args.no_demo:
             page = await _demo(args, launcher, console, bus)
-        mixer_http = launcher.endpoints()["services"]["mixer"]["http"]  # type: ignore[index]
-        watcher = asyncio.create_task(_watch(launcher, console, mixer_http, stop))
+        services = launcher.endpoints()["services"]
+        assert isinstance(services, dict)
+        watcher = asyncio.create_task(_watch(launcher, console, services, stop))
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=args.duration or None)
         stop.set()

@@ -333,9 +333,21 @@ async def start_rundown(bus: Bus, plan: list[Station]) -> None:
 # -- keeping an eye on the box -------------------------------------------------------------------
 
 
+def contribution_drops(metrics_text: str) -> float:
+    """Contribution frames ingest dropped on their way to a subscriber that read too slowly."""
+    for family in text_string_to_metric_families(metrics_text):
+        if family.name == "baycast_ingest_subscriber_frames_dropped":
+            return sum(s.value for s in family.samples if s.name.endswith("_total"))
+    return 0.0
+
+
 def skipped_ticks(metrics_text: str) -> float:
     """Program frames the mixer's clock had to skip (the box could not keep up)."""
     for family in text_string_to_metric_families(metrics_text):
         if family.name == "baycast_mixer_ticks_skipped":
-            return sum(s.value for s in family.samples if s.labels.get("production") == PRODUCTION)
+            return sum(
+                s.value
+                for s in family.samples
+                if s.name.endswith("_total") and s.labels.get("production") == PRODUCTION
+            )
     return 0.0
