@@ -16,7 +16,6 @@ import contextlib
 import json
 import os
 import signal
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ from services.common.bus import subject
 from services.common.gen.baycast.v1 import control_pb2, media_pb2
 from services.common.media import proto_to_i420, proto_to_pcm
 from services.ingest.service import IngestService
+from tests.support.loopback_scene import scene_main
 from tests.support.nats import NatsServer
 from tests.support.station import add_station, collect, running_ingest, wait_online, whip_url
 
@@ -242,17 +242,5 @@ async def drive(out: dict[str, Any]) -> None:
         nats.cleanup()
 
 
-def main() -> None:
-    result_path = Path(sys.argv[1])
-    out: dict[str, Any] = {}
-    try:
-        asyncio.run(asyncio.wait_for(drive(out), 150))
-    except BaseException as exc:
-        out["error"] = f"{type(exc).__name__}: {exc}"
-        raise
-    finally:
-        result_path.write_text(json.dumps(out, ensure_ascii=False))
-
-
 if __name__ == "__main__":
-    main()
+    scene_main(lambda out, _path: drive(out), 150)

@@ -13,6 +13,7 @@ import asyncio
 import json
 import subprocess
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -53,3 +54,21 @@ async def run_scene(
 ) -> tuple[subprocess.CompletedProcess[bytes], dict[str, Any]]:
     """Run `module` in its own loopback-only namespace; its exit and what it wrote to `out`."""
     return await asyncio.to_thread(_run, module, out, timeout)
+
+
+def scene_main(drive: Callable[[dict[str, Any], Path], Awaitable[None]], timeout: float) -> None:
+    """A scene's entry point: run `drive(out, result_path)` within `timeout` seconds and write
+    `out` to the result file given as the first argument, with the error if there was one."""
+    result_path = Path(sys.argv[1])
+    out: dict[str, Any] = {}
+
+    async def bounded() -> None:
+        await asyncio.wait_for(drive(out, result_path), timeout)
+
+    try:
+        asyncio.run(bounded())
+    except BaseException as exc:
+        out["error"] = f"{type(exc).__name__}: {exc}"
+        raise
+    finally:
+        result_path.write_text(json.dumps(out, ensure_ascii=False))

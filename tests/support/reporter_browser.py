@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from playwright.async_api import Page, async_playwright
 from services.common.bus import subject
 from services.common.gen.baycast.v1 import control_pb2, media_pb2
 from services.common.media import proto_to_i420, proto_to_pcm
+from tests.support.loopback_scene import scene_main
 from tests.support.nats import NatsServer
 from tests.support.station import add_station, collect, running_ingest, wait_online
 
@@ -143,17 +143,5 @@ async def drive(out: dict[str, Any], shot: Path) -> None:
         nats.cleanup()
 
 
-def main() -> None:
-    result_path = Path(sys.argv[1])
-    out: dict[str, Any] = {}
-    try:
-        asyncio.run(asyncio.wait_for(drive(out, result_path.with_suffix(".png")), 100))
-    except BaseException as exc:
-        out["error"] = f"{type(exc).__name__}: {exc}"
-        raise
-    finally:
-        result_path.write_text(json.dumps(out, ensure_ascii=False))
-
-
 if __name__ == "__main__":
-    main()
+    scene_main(lambda out, path: drive(out, path.with_suffix(".png")), 100)
