@@ -27,14 +27,14 @@ from PIL import Image
 
 from bench.harness import Result, Stat
 from services.common.gen.baycast.v1 import media_pb2, mixer_pb2
-from services.common.media import proto_to_i420
+from services.common.media import Scaler, proto_to_i420
 from services.distribution.settings import (
     DEFAULT_KEYFRAME_INTERVAL_S,
     DEFAULT_VIDEO_BITRATE_KBPS,
     DEFAULT_X264_PRESET,
     DEFAULT_X264_TUNE,
 )
-from services.ingest.source_hub import VideoKey, render_video
+from services.ingest.source_hub import SCALE_INTERPOLATION, VideoKey, render_video
 from services.mixer.keyer import Keyer
 from services.mixer.layouts import PlacedBox, place
 from services.mixer.pictures import Picture, blit
@@ -146,11 +146,12 @@ def ffmpeg_fps(inputs: list[Path], logo: Path) -> float:
 
 def _decode(path: Path, box: PlacedBox, out: queue.Queue[media_pb2.MediaFrame | None]) -> None:
     key = VideoKey(box.width, box.height, "yuv420p", 0)
+    scaler = Scaler(SCALE_INTERPOLATION)
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         for n, frame in enumerate(container.decode(stream)):
-            message, _ = render_video(frame, key, n * 40_000, 0, n)
+            message, _ = render_video(frame, key, scaler, n * 40_000, 0, n)
             assert message is not None  # inline, as asked
             out.put(message)
     out.put(None)

@@ -21,7 +21,7 @@ import queue
 import threading
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 
 import av
@@ -31,7 +31,7 @@ from av.audio.stream import AudioStream
 from av.video.stream import VideoStream
 
 from services.common.gen.baycast.v1 import media_pb2
-from services.common.media import proto_to_i420, proto_to_pcm
+from services.common.media import Scaler, proto_to_i420, proto_to_pcm
 from services.distribution import metrics
 from services.distribution.packet_queue import EncodedPacket
 from services.distribution.settings import FALLBACK_HEIGHT, FALLBACK_WIDTH, DistributionSettings
@@ -161,6 +161,7 @@ class Rung:
     width: int
     container: av.container.OutputContainer
     stream: VideoStream
+    scaler: Scaler = field(default_factory=Scaler)
 
 
 @dataclass(slots=True)
@@ -193,6 +194,7 @@ class ProgramEncoder:
         self.rungs: dict[int, Rung] = {}
         self.width = settings.width
         self.height = settings.height
+        self._scaler = Scaler()  # pictures of another size (the encoder thread's only)
         self.video_stream: VideoStream | None = None
         self.audio_stream: AudioStream | None = None
         self.ready = threading.Event()  # set once the template streams exist
@@ -378,7 +380,7 @@ class ProgramEncoder:
             image = tick.picture
         frame = av.VideoFrame.from_ndarray(image, format="yuv420p")
         if frame.width != self.width or frame.height != self.height:
-            frame = frame.reformat(width=self.width, height=self.height)
+            frame = self._scaler(frame, self.width, self.height)
         frame.pts = tick.index
         frame.time_base = Fraction(1, self.fps)
         return frame
@@ -398,7 +400,7 @@ class ProgramEncoder:
                     for packet in video.encode(picture):
                         self._emit(packet, True)
                     for rung in self.rungs.values():
-                        scaled = picture.reformat(width=rung.width, height=rung.height)
+                        scaled = rung.scaler(picture, rung.width, rung.height)
                         scaled.pts, scaled.time_base = picture.pts, picture.time_base
                         for packet in rung.stream.encode(scaled):
                             self._emit(packet, True, rung.height)

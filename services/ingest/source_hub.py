@@ -25,6 +25,7 @@ import structlog
 from services.common.gen.baycast.v1 import media_pb2
 from services.common.media import (
     DropOldestQueue,
+    Scaler,
     av_planes,
     av_video_message,
     now_us,
@@ -95,6 +96,7 @@ class Subscription:
 class _VideoRendition:
     key: VideoKey
     ring: RingHolder
+    scaler: Scaler = field(default_factory=lambda: Scaler(SCALE_INTERPOLATION))
     subscribers: list[Subscription] = field(default_factory=list)
     next_due_us: int = 0
     sequence: int = 0
@@ -138,6 +140,7 @@ def audio_key(rendition: media_pb2.Rendition) -> AudioKey:
 def render_video(
     frame: av.VideoFrame,
     key: VideoKey,
+    scaler: Scaler,
     pts_us: int,
     capture_us: int,
     sequence: int,
@@ -145,17 +148,10 @@ def render_video(
     inline: bool = True,
     ring: RingHolder | None = None,
 ) -> tuple[media_pb2.MediaFrame | None, media_pb2.MediaFrame | None]:
-    """Scale/convert `frame` to `key` and make its (inline, shared) messages: the inline one if
-    asked, the shared one when given a ring to write it into. Runs in a worker thread."""
-    width = key.width or frame.width
-    height = key.height or frame.height
-    if (width, height, key.pixel_format) != (frame.width, frame.height, frame.format.name):
-        frame = frame.reformat(
-            width=width,
-            height=height,
-            format=key.pixel_format,
-            interpolation=SCALE_INTERPOLATION,
-        )
+    """Scale/convert `frame` to `key` with the rendition's `scaler` and make its (inline,
+    shared) messages: the inline one if asked, the shared one when given a ring to write it
+    into. Runs in a worker thread."""
+    frame = scaler(frame, key.width or frame.width, key.height or frame.height, key.pixel_format)
     inline_message = shared = None
     if inline:
         inline_message = av_video_message(
@@ -186,6 +182,7 @@ def render_all(
         render_video(
             frame,
             r.key,
+            r.scaler,
             pts_us,
             capture_us,
             seq,
@@ -204,12 +201,12 @@ class SourceHub:
         source_id: str,
         *,
         queue_size: int,
-        on_drop: Callable[[int], None] | None = None,
+        on_drop: Callable[[str, int], None] | None = None,
     ) -> None:
         self.source_id = source_id
         self.queue_size = queue_size
         self.measurements = Measurements()
-        self._on_drop = on_drop or (lambda _n: None)
+        self._on_drop = on_drop or (lambda _subscriber, _n: None)
         self._video_in: DropOldestQueue[tuple[av.VideoFrame, int]] = DropOldestQueue(
             VIDEO_INPUT_FRAMES
         )
@@ -329,7 +326,7 @@ class SourceHub:
             before = sub.queue.dropped
             sub.queue.put(frame)
             if sub.queue.dropped != before:
-                self._on_drop(sub.queue.dropped - before)
+                self._on_drop(sub.subscriber, sub.queue.dropped - before)
 
     # -- workers -------------------------------------------------------------------------------
 

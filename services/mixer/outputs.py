@@ -17,6 +17,7 @@ from services.common import shared_memory
 from services.common.gen.baycast.v1 import media_pb2, media_pb2_grpc
 from services.common.media import (
     DropOldestQueue,
+    Scaler,
     i420_message,
     i420_planes_flat,
     now_us,
@@ -63,6 +64,7 @@ class Output:
     audio_sequence: int = 0
     # One shared-memory ring per picture size that same-host subscribers take.
     rings: dict[tuple[int, int], RingHolder] = field(default_factory=dict)
+    scalers: dict[tuple[int, int], Scaler] = field(default_factory=dict)
 
     def add(self, rendition: media_pb2.Rendition, shared: bool = False) -> Subscriber:
         sub = Subscriber(
@@ -82,15 +84,30 @@ class Output:
         in_use = {s.key[:2] for s in self.subscribers if s.shared}
         for size in set(self.rings) - in_use:
             self.rings.pop(size).close()
+        sizes = {s.key[:2] for s in self.subscribers}
+        for size in set(self.scalers) - sizes:
+            del self.scalers[size]
 
     def close(self) -> None:
         """End every subscription and release the rings."""
         for sub in list(self.subscribers):
             self.remove(sub)
 
-    @property
-    def wants_video(self) -> bool:
-        return any(not s.key[3] for s in self.subscribers)
+    def _scale(self, picture: Picture, width: int, height: int) -> np.ndarray:
+        scaler = self.scalers.get((width, height))
+        if scaler is None:
+            scaler = self.scalers[(width, height)] = Scaler()
+        frame = av.VideoFrame.from_ndarray(picture.data, format="yuv420p")
+        image: np.ndarray = scaler(frame, width, height).to_ndarray()
+        return image
+
+    def wants_frame(self, frame_index: int) -> bool:
+        """True when a subscriber takes this frame's picture (after its frame-rate cap), so a
+        picture only a 1 fps subscriber watches is drawn once a second, not every frame."""
+        return any(
+            not no_video and (not fps or fps >= self.fps or _decimate(frame_index, self.fps, fps))
+            for _w, _h, fps, no_video, _no_audio, _ch in (s.key for s in self.subscribers)
+        )
 
     def publish_video(
         self, picture: Picture, frame_index: int, pts_us: int, capture_time_us: int
@@ -109,7 +126,7 @@ class Output:
                     image = (
                         picture.data
                         if (w, h) == (picture.width, picture.height)
-                        else _scale(picture, w, h)
+                        else self._scale(picture, w, h)
                     )
                     images[(w, h)] = image
                 if sub.shared:
@@ -169,11 +186,6 @@ def _put(sub: Subscriber, message: media_pb2.MediaFrame, production: str) -> Non
     sub.queue.put(message)
     if sub.queue.dropped != before:
         metrics.SUBSCRIBER_DROPS.labels(production).inc()
-
-
-def _scale(picture: Picture, width: int, height: int) -> np.ndarray:
-    frame = av.VideoFrame.from_ndarray(picture.data, format="yuv420p")
-    return frame.reformat(width=width, height=height, interpolation="BILINEAR").to_ndarray()
 
 
 class MixerMedia(media_pb2_grpc.MediaServicer):
