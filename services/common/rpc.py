@@ -1,12 +1,21 @@
 """The media plane's gRPC plumbing: a server with the standard health service, and channels.
 
 Message limits are raised on both ends: a 1080p RGBA frame is 8.3 MB, well over grpcio's 4 MiB
-default.
+default. `drain_completion_wakeups` keeps grpc.aio's completion poller from stalling under load
+(ADR 0011).
 """
 
 from __future__ import annotations
 
+import asyncio
+import fcntl
+import functools
+import struct
+import termios
+from typing import Any
+
 import grpc
+import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from services.common.gen.baycast.v1 import media_pb2_grpc
@@ -30,6 +39,51 @@ SERVER_OPTIONS = [
     ("grpc.http2.min_ping_interval_without_data_ms", 4000),
     ("grpc.so_reuseport", 0),
 ]
+
+
+log = structlog.get_logger("rpc")
+
+
+def drain_completion_wakeups() -> bool:
+    """Make grpc.aio's wake-up socket drain as fast as its poller thread fills it (ADR 0011).
+
+    grpc.aio's poller thread takes every completion (a message written, a message read) from
+    gRPC's core, queues it, and writes one byte to a socket pair; the event loop's reader for
+    that socket takes one byte per wake-up and runs every queued completion. When completions
+    come faster than the loop goes round (six hundred a second into a loop busy with a dozen
+    WebRTC peers), the bytes pile up until the socket's buffer is full; the poller thread then
+    blocks in `write()` and every gRPC stream of the process stops, for seconds at a time. This
+    wraps that reader so each wake-up first reads all but one of the waiting bytes (the one is
+    left for grpc's own read, which blocks on an empty socket), then runs grpc's handler.
+    Idempotent; returns True when the reader is (now) wrapped, False when there is none yet.
+    """
+    loop = asyncio.get_running_loop()
+    selector = getattr(loop, "_selector", None)
+    if selector is None:  # not a selector loop: nothing known to wrap
+        return False
+    for key in list(selector.get_map().values()):
+        handle = key.data[0] if key.data else None
+        callback: Any = getattr(handle, "_callback", None)
+        if getattr(callback, "baycast_drains", False):
+            return True
+        target = getattr(callback, "func", None)
+        owner = type(getattr(target, "__self__", None)).__name__
+        if owner != "PollerCompletionQueue" or not hasattr(key.fileobj, "recv"):
+            continue
+        wrapped = functools.partial(_drain_then_handle, key.fileobj, callback)
+        wrapped.baycast_drains = True  # type: ignore[attr-defined]
+        loop.remove_reader(key.fd)
+        loop.add_reader(key.fd, wrapped)
+        log.debug("grpc_wakeups_drained", fd=key.fd)
+        return True
+    return False
+
+
+def _drain_then_handle(sock: Any, handle_events: Any) -> None:
+    waiting = struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0\0\0\0"))[0]
+    if waiting > 1:
+        sock.recv(waiting - 1)
+    handle_events()
 
 
 class GrpcServer:
@@ -56,6 +110,7 @@ class GrpcServer:
         if self.port == 0:
             raise OSError(f"cannot bind gRPC to {self.addr}")
         await self.server.start()
+        drain_completion_wakeups()
 
     async def set_serving(self, serving: bool) -> None:
         if self.health is None:
@@ -84,6 +139,7 @@ class ChannelCache:
         if ch is None:
             ch = grpc.aio.insecure_channel(endpoint, options=CHANNEL_OPTIONS)
             self._channels[endpoint] = ch
+            drain_completion_wakeups()
         return ch
 
     def media(self, endpoint: str) -> media_pb2_grpc.MediaStub:
