@@ -22,7 +22,9 @@ from services.station.tracks import (
     CardVideoTrack,
     PacketLoopTrack,
     ToneAudioTrack,
+    ToneLoopTrack,
     encode_loop,
+    encode_tone_loop,
 )
 
 DEFAULT_FPS = 25
@@ -48,8 +50,8 @@ def track_factory(args: argparse.Namespace) -> tuple[Callable[[], list[MediaStre
     station = args.station or station_id_from_url(args.whip)
     card = TestCard(station, args.name or station, int(width), int(height))
     if args.mode == "packets":
-        units = encode_loop(card, args.fps)
-        return lambda: [PacketLoopTrack(units, args.fps), ToneAudioTrack(card)], True
+        units, tone = encode_loop(card, args.fps), encode_tone_loop(card)
+        return lambda: [PacketLoopTrack(units, args.fps), ToneLoopTrack(tone)], True
     frames = [0]
 
     def live() -> list[MediaStreamTrack]:

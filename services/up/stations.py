@@ -1,8 +1,9 @@
 """The demo's synthetic stations, all in one process: `python -m services.up.stations < plan.json`.
 
 Each station publishes its test card over WHIP like a real encoder would. The card is encoded once
-as a 2 s H.264 loop and replayed as packets (a few % of a core per station) instead of being
-encoded live twelve times, which would not fit on a 2-core machine next to the platform. The plan
+as a 2 s H.264 loop and its tone as a 2 s Opus loop, both replayed as packets (a few % of a core
+per station) instead of being encoded live twelve times, which would not fit on a 2-core machine
+next to the platform. The plan
 (WHIP URLs and tokens) arrives on standard input so that tokens never show in a process list.
 """
 
@@ -21,7 +22,7 @@ from services.common.telemetry import configure_logging
 from services.ingest import ice
 from services.station.publisher import PublishRefused, WhipPublisher
 from services.station.testcard import TestCard
-from services.station.tracks import PacketLoopTrack, ToneAudioTrack, encode_loop
+from services.station.tracks import PacketLoopTrack, ToneLoopTrack, encode_loop, encode_tone_loop
 
 log = structlog.get_logger("stations")
 
@@ -38,9 +39,10 @@ async def publish_all(plan: dict[str, Any]) -> int:
     for station in plan["stations"]:
         card = TestCard(station["id"], station["name"], width, height)
         units = await asyncio.to_thread(encode_loop, card, fps)
+        tone = await asyncio.to_thread(encode_tone_loop, card)
 
-        def tracks(units: list[bytes] = units, card: TestCard = card) -> list[Any]:
-            return [PacketLoopTrack(units, fps), ToneAudioTrack(card)]
+        def tracks(units: list[bytes] = units, tone: list[bytes] = tone) -> list[Any]:
+            return [PacketLoopTrack(units, fps), ToneLoopTrack(tone)]
 
         publishers.append(WhipPublisher(station["whip"], station["token"], tracks, h264_only=True))
         log.info("station_ready", station=station["id"], name=station["name"])
