@@ -315,7 +315,8 @@ class ProductionRunner:
         self.keyer.apply(self.program)
         self._fade(index)
         preview_scene = Scene(self.switcher.state.layout, self.switcher.state.preview)
-        want_preview = self.outputs["preview"].wants_video or self.outputs["multiview"].wants_video
+        want_multiview = self.outputs["multiview"].wants_frame(index)
+        want_preview = self.outputs["preview"].wants_frame(index) or want_multiview
         if want_preview:
             preview = self._render_scene(preview_scene, self.preview, now)
         else:
@@ -331,13 +332,13 @@ class ProductionRunner:
         capture = program.capture_time_us
         for name in ("program", "clean"):
             pic = self.program if name == "program" else self.clean
-            if self.outputs[name].wants_video:
+            if self.outputs[name].wants_frame(index):
                 self.outputs[name].publish_video(pic, index, pts_us, capture)
         if want_preview:
             self.outputs["preview"].publish_video(
                 self.preview, index, pts_us, preview.capture_time_us
             )
-        if self.outputs["multiview"].wants_video:
+        if want_multiview:
             self._render_multiview(program.sources, preview.sources, now)
             self.outputs["multiview"].publish_video(self.multiview, index, pts_us, capture)
         minus_wanted = {
@@ -347,7 +348,7 @@ class ProductionRunner:
         }
         for name in minus_wanted:
             out = self.outputs[f"mixminus/{name}"]
-            if out.wants_video:
+            if out.wants_frame(index):
                 out.publish_video(self.program, index, pts_us, capture)
 
         mix = self.audio.mix(program.sources, minus_wanted)

@@ -37,3 +37,17 @@ def test_shared_and_inline_subscribers_see_the_same_pictures() -> None:
     assert rings[0].exists() and not rings[1].exists()
     out.close()
     assert not rings[0].exists() and not out.subscribers
+
+
+def test_a_picture_is_wanted_only_on_the_frames_its_subscribers_take() -> None:
+    out = Output("prod/p/multiview", 128, 72, 25, 4, "p")
+    assert not any(out.wants_frame(n) for n in range(50))  # nobody watching
+    listener = out.add(media_pb2.Rendition(no_video=True))
+    assert not any(out.wants_frame(n) for n in range(50))  # audio only
+    once_a_second = out.add(media_pb2.Rendition(fps=1, no_audio=True))
+    assert sum(out.wants_frame(n) for n in range(1, 51)) == 2  # two seconds, two pictures
+    out.add(media_pb2.Rendition(fps=25, no_audio=True))
+    assert all(out.wants_frame(n) for n in range(50))
+    out.remove(listener)
+    out.remove(once_a_second)
+    out.close()
