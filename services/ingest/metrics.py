@@ -46,7 +46,7 @@ SOURCE_FLAG = Gauge(
 FRAMES_DROPPED = Counter(
     "baycast_ingest_subscriber_frames_dropped_total",
     "Frames dropped because a media subscriber read too slowly",
-    ["source"],
+    ["source", "subscriber"],
 )
 SUBSCRIBERS = Gauge("baycast_ingest_subscribers", "Media plane subscribers", ["source"])
 

@@ -92,11 +92,12 @@ class SourceRegistry:
         """Begin serving `source`; the caller made sure its id is free."""
         if source.source_id in self.live:
             raise RuntimeError(f"source {source.source_id} is already live")
-        hub = SourceHub(
-            source.source_id,
-            queue_size=self.queue_size,
-            on_drop=metrics.FRAMES_DROPPED.labels(source.source_id).inc,
-        )
+        source_id = source.source_id
+
+        def dropped(subscriber: str, frames: int) -> None:
+            metrics.FRAMES_DROPPED.labels(source_id, subscriber or "unnamed").inc(frames)
+
+        hub = SourceHub(source_id, queue_size=self.queue_size, on_drop=dropped)
         state = control_pb2.SourceState(
             source=source.source_id,
             station=source.station,

@@ -203,7 +203,7 @@ class FeedSet:
     async def _run_audio(self, source: str) -> None:
         rendition = media_pb2.Rendition(audio_sample_rate=48_000, audio_channels=2, no_video=True)
         frames = self.directory.frames(
-            self.channels, source_handle(source), rendition, subscriber=self.subscriber
+            self.channels, source_handle(source), rendition, subscriber=f"{self.subscriber}/audio"
         )
         async for message in frames:
             if message.WhichOneof("body") != "audio":

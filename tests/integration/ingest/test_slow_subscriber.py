@@ -71,7 +71,7 @@ async def test_stalled_subscriber_is_bounded_and_others_keep_their_rate(
             assert produced >= 100  # the source kept going (25 fps nominal, loaded box)
             # The stalled one lost most of what was produced; its drops are counted.
             assert stalled_sub.dropped >= produced // 2
-            metric = metrics.FRAMES_DROPPED.labels("slow")._value.get()
+            metric = metrics.FRAMES_DROPPED.labels("slow", "stalled")._value.get()
             assert metric >= stalled_sub.dropped
             # The steady one kept (nearly) every frame the source produced.
             assert reader_frames >= produced * 0.8

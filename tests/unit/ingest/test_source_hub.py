@@ -72,16 +72,18 @@ async def test_renditions_are_shared_and_scaled() -> None:
 
 
 async def test_fps_cap_and_drop_oldest() -> None:
-    drops: list[int] = []
-    hub = SourceHub("t", queue_size=3, on_drop=drops.append)
+    drops: list[tuple[str, int]] = []
+    hub = SourceHub("t", queue_size=3, on_drop=lambda who, n: drops.append((who, n)))
     hub.start()
-    capped = hub.subscribe(media_pb2.Rendition(width=64, height=36, fps=5, no_audio=True))
+    capped = hub.subscribe(
+        media_pb2.Rendition(width=64, height=36, fps=5, no_audio=True), "mixer/show"
+    )
     for n in range(25):  # one second at 25 fps
         hub.offer_video(frame(n))
         await asyncio.sleep(0.01)
     await asyncio.sleep(0.2)
     assert len(capped.queue) == 3  # 5 frames passed the cap, the queue holds 3
-    assert capped.dropped == 2 and sum(drops) == 2
+    assert capped.dropped == 2 and drops == [("mixer/show", 1), ("mixer/show", 1)]
     await hub.close()
 
 

@@ -7,19 +7,20 @@ from prometheus_client import CollectorRegistry, Counter, generate_latest
 from services.up import demo
 
 
-def test_contribution_drops_sum_every_source() -> None:
+def test_contribution_drops_sum_every_source_and_subscriber() -> None:
     registry = CollectorRegistry()
     dropped = Counter(
         "baycast_ingest_subscriber_frames_dropped_total",
         "Frames dropped because a media subscriber read too slowly",
-        ["source"],
+        ["source", "subscriber"],
         registry=registry,
     )
     text = generate_latest(registry).decode()
     assert demo.contribution_drops(text) == 0.0
-    dropped.labels("gz").inc(12)
-    dropped.labels("sz").inc(30)
-    assert demo.contribution_drops(generate_latest(registry).decode()) == 42.0
+    dropped.labels("gz", "mixer/qihang").inc(12)
+    dropped.labels("gz", "monitoring-0").inc(5)
+    dropped.labels("sz", "mixer/qihang").inc(30)
+    assert demo.contribution_drops(generate_latest(registry).decode()) == 47.0
 
 
 def test_skipped_ticks_count_only_the_show() -> None:
