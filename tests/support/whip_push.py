@@ -27,7 +27,8 @@ SAMPLES = 48_000 // FPS
 
 
 def ecdsa_certificate(folder: str) -> tuple[str, str]:
-    """A self-signed P-256 certificate: aiortc's DTLS offers only ECDHE-ECDSA cipher suites."""
+    """A self-signed P-256 certificate, given to the muxer: with the one FFmpeg 8.1 makes for
+    itself, the DTLS handshake with ingest's aiortc times out (see the README)."""
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "baycast-whip-push")])
     now = datetime.datetime.now(datetime.UTC)
