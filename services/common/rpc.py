@@ -80,9 +80,13 @@ def drain_completion_wakeups() -> bool:
 
 
 def _drain_then_handle(sock: Any, handle_events: Any) -> None:
-    waiting = struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0\0\0\0"))[0]
-    if waiting > 1:
-        sock.recv(waiting - 1)
+    try:
+        count = fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0\0\0\0")
+        waiting = struct.unpack("i", count)[0]
+        if waiting > 1:
+            sock.recv(waiting - 1)
+    except OSError:  # the socket closed under us (grpc shutting down): its handler decides
+        pass
     handle_events()
 
 
