@@ -18,14 +18,7 @@ from services.common.telemetry import configure_logging
 from services.ingest import ice
 from services.station.publisher import PublishRefused, WhipPublisher
 from services.station.testcard import TestCard
-from services.station.tracks import (
-    CardVideoTrack,
-    PacketLoopTrack,
-    ToneAudioTrack,
-    ToneLoopTrack,
-    encode_loop,
-    encode_tone_loop,
-)
+from services.station.tracks import CardLoop, CardVideoTrack, ToneAudioTrack
 
 DEFAULT_FPS = 25
 DEFAULT_SIZE = "1280x720"
@@ -50,8 +43,7 @@ def track_factory(args: argparse.Namespace) -> tuple[Callable[[], list[MediaStre
     station = args.station or station_id_from_url(args.whip)
     card = TestCard(station, args.name or station, int(width), int(height))
     if args.mode == "packets":
-        units, tone = encode_loop(card, args.fps), encode_tone_loop(card)
-        return lambda: [PacketLoopTrack(units, args.fps), ToneLoopTrack(tone)], True
+        return CardLoop.encode(card, args.fps).tracks, True
     frames = [0]
 
     def live() -> list[MediaStreamTrack]:

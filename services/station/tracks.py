@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import fractions
 import time
+from dataclasses import dataclass
 
 import av
 import numpy as np
@@ -166,3 +167,19 @@ class PacketLoopTrack(_Paced):
         packet.pts = n * 90_000 // self.fps
         packet.time_base = VIDEO_TIME_BASE
         return packet
+
+
+@dataclass(frozen=True)
+class CardLoop:
+    """A card's picture and tone encoded once; `tracks()` makes a fresh pair replaying them."""
+
+    units: list[bytes]
+    tone: list[bytes]
+    fps: int
+
+    @classmethod
+    def encode(cls, card: TestCard, fps: int) -> CardLoop:
+        return cls(encode_loop(card, fps), encode_tone_loop(card), fps)
+
+    def tracks(self) -> list[MediaStreamTrack]:
+        return [PacketLoopTrack(self.units, self.fps), ToneLoopTrack(self.tone)]

@@ -3,8 +3,8 @@
 Each station publishes its test card over WHIP like a real encoder would. The card is encoded once
 as a 2 s H.264 loop and its tone as a 2 s Opus loop, both replayed as packets (a few % of a core
 per station) instead of being encoded live twelve times, which would not fit on a 2-core machine
-next to the platform. The plan
-(WHIP URLs and tokens) arrives on standard input so that tokens never show in a process list.
+next to the platform. The plan (WHIP URLs and tokens) arrives on standard input so that tokens
+never show in a process list.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from services.common.telemetry import configure_logging
 from services.ingest import ice
 from services.station.publisher import PublishRefused, WhipPublisher
 from services.station.testcard import TestCard
-from services.station.tracks import PacketLoopTrack, ToneLoopTrack, encode_loop, encode_tone_loop
+from services.station.tracks import CardLoop
 
 log = structlog.get_logger("stations")
 
@@ -38,13 +38,10 @@ async def publish_all(plan: dict[str, Any]) -> int:
     publishers = []
     for station in plan["stations"]:
         card = TestCard(station["id"], station["name"], width, height)
-        units = await asyncio.to_thread(encode_loop, card, fps)
-        tone = await asyncio.to_thread(encode_tone_loop, card)
-
-        def tracks(units: list[bytes] = units, tone: list[bytes] = tone) -> list[Any]:
-            return [PacketLoopTrack(units, fps), ToneLoopTrack(tone)]
-
-        publishers.append(WhipPublisher(station["whip"], station["token"], tracks, h264_only=True))
+        card_loop = await asyncio.to_thread(CardLoop.encode, card, fps)
+        publishers.append(
+            WhipPublisher(station["whip"], station["token"], card_loop.tracks, h264_only=True)
+        )
         log.info("station_ready", station=station["id"], name=station["name"])
     results = await asyncio.gather(*(p.run(stop) for p in publishers), return_exceptions=True)
     refused = [r for r in results if isinstance(r, PublishRefused)]

@@ -24,18 +24,11 @@ from services.ingest.service import IngestService
 from services.ingest.settings import IngestSettings
 from services.station.publisher import WhipPublisher
 from services.station.testcard import TestCard
-from services.station.tracks import (
-    CardVideoTrack,
-    PacketLoopTrack,
-    ToneAudioTrack,
-    ToneLoopTrack,
-    encode_loop,
-    encode_tone_loop,
-)
+from services.station.tracks import CardLoop, CardVideoTrack, ToneAudioTrack
 from tests.support.services import running_service
 
 STATION_COMMANDS = subject("ingest", "station", "cmd")
-_LOOPS: dict[tuple[str, str, int, int, int], tuple[list[bytes], list[bytes]]] = {}
+_LOOPS: dict[tuple[str, str, int, int, int], CardLoop] = {}
 
 
 @contextlib.asynccontextmanager
@@ -75,9 +68,8 @@ def card_tracks(
     if mode == "packets":
         key = (card.station_id, card.name, card.width, card.height, fps)
         if key not in _LOOPS:
-            _LOOPS[key] = (encode_loop(card, fps), encode_tone_loop(card))
-        units, tone = _LOOPS[key]
-        return [PacketLoopTrack(units, fps), ToneLoopTrack(tone)], True
+            _LOOPS[key] = CardLoop.encode(card, fps)
+        return _LOOPS[key].tracks(), True
     return [CardVideoTrack(card, fps), ToneAudioTrack(card)], False
 
 
