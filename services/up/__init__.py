@@ -42,8 +42,9 @@ async def _watch(
 ) -> None:
     """Say so when the box cannot keep up or a child died.
 
-    Two signs: the mixer skipped program frames, or ingest dropped contribution frames on their
-    way to the mixer (the boxes on air then hold, and fall to the slate past the hold time).
+    Two signs: the mixer skipped program frames, or ingest dropped contribution frames because a
+    service read them too slowly (when it is the mixer, the boxes on air hold, and fall to the
+    slate past the hold time).
     """
     checks = (
         ("mixer", demo.skipped_ticks, "the program skipped {n:.0f} frames"),
