@@ -159,8 +159,19 @@ class WhipSource(Source):
     async def _on_state(self) -> None:
         state = self.pc.connectionState
         if state in ("failed", "closed"):
-            self._end_reason = f"connection {state}"
+            self._end_reason = self._dtls_failure() or f"connection {state}"
             self._ended.set()
+
+    def _dtls_failure(self) -> str:
+        """The end reason when ICE connected but the DTLS handshake did not, else ''."""
+        for transceiver in self.pc.getTransceivers():
+            dtls = transceiver.receiver.transport
+            if dtls.state == "failed" and dtls.transport.state == "completed":
+                return (
+                    "DTLS handshake failed (the publisher's certificate or cipher suites were "
+                    "refused: an ECDSA certificate must be on P-256, P-384 or P-521)"
+                )
+        return ""
 
     async def run(self, sink: FrameSink) -> str:
         # The session ends when the connection does, or when every media track has ended.

@@ -1,8 +1,9 @@
 """Publish the test card with FFmpeg's own WHIP muxer (PyAV's FFmpeg 8.1), as a non-aiortc peer.
 
-Run as a process (`python -m tests.support.whip_push URL SECONDS`, token in
+Run as a process (`python -m tests.support.whip_push URL SECONDS [--own-certificate]`, token in
 BAYCAST_STATION_TOKEN): PyAV holds the GIL while the muxer does its HTTP exchange, so it cannot
-share a process with the server it talks to.
+share a process with the server it talks to. `--own-certificate` leaves the DTLS certificate to
+the muxer (FFmpeg 8.1 with GnuTLS makes it on P-224, which ingest refuses).
 """
 
 from __future__ import annotations
@@ -27,8 +28,8 @@ SAMPLES = 48_000 // FPS
 
 
 def ecdsa_certificate(folder: str) -> tuple[str, str]:
-    """A self-signed P-256 certificate, given to the muxer: with the one FFmpeg 8.1 makes for
-    itself, the DTLS handshake with ingest's aiortc times out (see the README)."""
+    """A self-signed P-256 certificate, given to the muxer: the one FFmpeg 8.1 with GnuTLS makes
+    for itself is on P-224, which ingest's OpenSSL refuses (see the README)."""
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "baycast-whip-push")])
     now = datetime.datetime.now(datetime.UTC)
@@ -56,16 +57,21 @@ def ecdsa_certificate(folder: str) -> tuple[str, str]:
     return cert_path, key_path
 
 
-def push(url: str, token: str, seconds: float, station: str, size: tuple[int, int]) -> None:
+def push(
+    url: str,
+    token: str,
+    seconds: float,
+    station: str,
+    size: tuple[int, int],
+    own_certificate: bool = False,
+) -> None:
     card = TestCard(station, station, *size)
     with tempfile.TemporaryDirectory() as folder:
-        cert, key = ecdsa_certificate(folder)
-        out = av.open(
-            url,
-            mode="w",
-            format="whip",
-            options={"authorization": token, "cert_file": cert, "key_file": key},
-        )
+        options = {"authorization": token}
+        if not own_certificate:
+            cert, key = ecdsa_certificate(folder)
+            options |= {"cert_file": cert, "key_file": key}
+        out = av.open(url, mode="w", format="whip", options=options)
         _stream(out, card, seconds, size)
 
 
@@ -105,4 +111,5 @@ if __name__ == "__main__":
         duration,
         target.rstrip("/").rpartition("/")[2],
         (320, 180),
+        own_certificate="--own-certificate" in sys.argv[3:],
     )

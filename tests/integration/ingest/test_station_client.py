@@ -13,7 +13,7 @@ import av
 import pytest
 
 from services.cli import build_parser
-from services.common.gen.baycast.v1 import media_pb2
+from services.common.gen.baycast.v1 import control_pb2, media_pb2
 from services.station.cli import track_factory
 from services.station.publisher import WhipPublisher
 from services.station.testcard import TestCard, tone_hz
@@ -130,6 +130,40 @@ async def test_ffmpeg_whip_muxer_publishes(nats_server: NatsServer, tmp_path: Pa
         finally:
             proc.kill()
             proc.wait()
+
+
+async def test_ffmpeg_whip_muxer_own_p224_certificate_ends_with_the_dtls_reason(
+    nats_server: NatsServer, tmp_path: Path
+) -> None:
+    """FFmpeg 8.1 with GnuTLS (PyAV's) makes its certificate on P-224, which no group ingest's
+    OpenSSL offers covers: the handshake fails, the source ends with a reason that says so, and
+    the session's slot is given back."""
+    async with running_ingest(nats_server.url) as ingest:
+        token = await add_station(ingest, "ffc", "FFmpeg台")
+        states: list[control_pb2.SourceState] = []
+
+        async def on_state(state: control_pb2.SourceState, _subject: str) -> None:
+            states.append(state)
+
+        await ingest.bus.subscribe("baycast.v1.source.ffc.state", control_pb2.SourceState, on_state)
+        argv = [sys.executable, "-m", "tests.support.whip_push", whip_url(ingest, "ffc"), "8"]
+        proc = start_logged(
+            tmp_path / "push.log", [*argv, "--own-certificate"], {"BAYCAST_STATION_TOKEN": token}
+        )
+        try:
+            assert await asyncio.to_thread(proc.wait, 60) != 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        for _ in range(100):
+            if states:
+                break
+            await asyncio.sleep(0.1)
+        assert [(s.online, s.reason.split(" (")[0]) for s in states] == [
+            (False, "DTLS handshake failed")
+        ]
+        assert "ffc" not in ingest.sources.live and ingest.whip.sessions == {}
 
 
 def write_card_file(path: Path, card: TestCard, seconds: int = 2, fps: int = 25) -> None:
