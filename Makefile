@@ -14,6 +14,13 @@ APT_PACKAGES := nginx libnginx-mod-rtmp ffmpeg fonts-wqy-microhei chromium prome
 	gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad \
 	gstreamer1.0-plugins-ugly gstreamer1.0-nice python3-gi gir1.2-gst-plugins-base-1.0 \
 	gir1.2-gst-plugins-bad-1.0
+# OBS Studio's WebRTC stack, libdatachannel, as a WHIP publisher in tests: its Python binding
+# needs Python >= 3.12, so it gets a venv of its own on the newest such Python found here.
+PYENV_ROOT ?= $(HOME)/.pyenv
+OBS_PYTHON ?= $(lastword $(wildcard /usr/bin/python3.1[2-9] $(PYENV_ROOT)/versions/3.1[2-9]*/bin/python3))
+OBS_VENV := build/obs-venv
+OBS_STAMP := $(OBS_VENV)/.installed
+OBS_PACKAGES := libdatachannel-py==2026.1.0 av==18.1.0 numpy==2.4.6
 PROTOS := $(wildcard proto/baycast/v1/*.proto)
 GEN_DIR := services/common/gen
 GEN_STAMP := $(GEN_DIR)/.stamp
@@ -25,7 +32,7 @@ help: ## list the targets
 
 HLS_JS := build/web/node_modules/hls.js/dist/hls.min.js
 
-setup: apt $(PY_STAMP) $(GEN_STAMP) $(HLS_JS) ## install everything (idempotent): Debian packages, .venv, generated code, hls.js
+setup: apt $(PY_STAMP) $(GEN_STAMP) $(HLS_JS) $(OBS_STAMP) ## install everything (idempotent): Debian packages, .venv, generated code, hls.js, the OBS-style publisher's venv
 
 apt:
 	@missing=""; for p in $(APT_PACKAGES); do \
@@ -40,6 +47,12 @@ apt:
 $(HLS_JS):
 	mkdir -p build/web
 	npm install --silent --no-audit --no-fund --prefix build/web hls.js@1.7.4
+
+$(OBS_STAMP): Makefile
+	@test -n "$(OBS_PYTHON)" || { echo "no Python >= 3.12 found for $(OBS_VENV) (set OBS_PYTHON=...)"; exit 1; }
+	$(OBS_PYTHON) -m venv --clear $(OBS_VENV)
+	$(OBS_VENV)/bin/python -m pip install -q $(OBS_PACKAGES)
+	touch $@
 
 $(PY_STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)

@@ -25,16 +25,10 @@ exits 1.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import json
-import os
 import signal
 import sys
 import threading
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
 from collections.abc import Callable
 from typing import Any
 
@@ -44,8 +38,8 @@ gi.require_version("Gst", "1.0")
 gi.require_version("GstSdp", "1.0")
 gi.require_version("GstWebRTC", "1.0")
 from gi.repository import Gst, GstSdp, GstWebRTC  # noqa: E402
+from whip_http import Failed, Resource, arguments, main, say  # noqa: E402
 
-SDP = "application/sdp"
 VIDEO = {
     # Constrained baseline, packetization-mode 1: what aiortc (and browsers) decode. The
     # payloader derives profile-level-id from the stream's SPS.
@@ -77,14 +71,6 @@ ELEMENTS = {
     "rtph264pay": "gstreamer1.0-plugins-good",
 }
 TIMEOUT_S = 15.0
-
-
-class Failed(RuntimeError):
-    """A step failed; the message says which and why."""
-
-
-def say(event: str, **fields: Any) -> None:
-    print(json.dumps({"event": event, **fields}), flush=True)
 
 
 def pipeline_text(codec: str, width: int, height: int, fps: int, tone_hz: float) -> str:
@@ -135,24 +121,10 @@ def wait_for(predicate: Callable[[], bool], what: str, timeout_s: float = TIMEOU
         time.sleep(0.02)
 
 
-def http(method: str, url: str, token: str, body: bytes | None = None) -> tuple[int, Any, bytes]:
-    headers = {"Authorization": f"Bearer {token}"}
-    if body is not None:
-        headers["Content-Type"] = SDP
-    request = urllib.request.Request(url, data=body, method=method, headers=headers)
-    try:
-        with urllib.request.urlopen(request, timeout=TIMEOUT_S) as response:
-            return response.status, response.headers, response.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.headers, exc.read()
-    except urllib.error.URLError as exc:
-        raise Failed(f"{method} {url}: {exc.reason}") from None
-
-
 class Publisher:
-    def __init__(self, args: argparse.Namespace, token: str) -> None:
+    def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
-        self.token = token
+        self.resource = Resource(args.url, args.token)
         width, height = (int(v) for v in args.size.split("x"))
         self.pipeline = Gst.parse_launch(
             pipeline_text(args.codec, width, height, args.fps, args.tone_hz)
@@ -169,7 +141,6 @@ class Publisher:
                 raise Failed(f"webrtcbin refused the ICE address {host}")
         for transceiver in self.transceivers():
             transceiver.set_property("direction", GstWebRTC.WebRTCRTPTransceiverDirection.SENDONLY)
-        self.location = ""
 
     def transceivers(self) -> list[GstWebRTC.WebRTCRTPTransceiver]:
         found = []
@@ -214,20 +185,6 @@ class Publisher:
         else:
             self.webrtc.emit(signal_name, arg, promise)
         return promise
-
-    def post(self, offer: str) -> str:
-        status, headers, body = http("POST", self.args.url, self.token, offer.encode())
-        text = body.decode(errors="replace")
-        if status != 201:
-            raise Failed(f"POST {self.args.url}: {status} {text.strip()}")
-        if headers.get_content_type() != SDP:
-            raise Failed(f"the answer's Content-Type is {headers.get('Content-Type')}, not {SDP}")
-        location = headers.get("Location")
-        if not location:
-            raise Failed("201 without a Location header")
-        self.location = urllib.parse.urljoin(self.args.url, location)
-        say("answered", status=status, location=location, answer=text)
-        return text
 
     def apply(self, answer: str) -> None:
         result, message = GstSdp.SDPMessage.new_from_text(answer)
@@ -278,72 +235,44 @@ class Publisher:
         end = "-----END CERTIFICATE-----"
         return pem[: pem.index(end) + len(end)] if end in pem else ""
 
-    def delete(self) -> None:
-        if not self.location:
-            return
-        location, self.location = self.location, ""
-        status, _headers, body = http("DELETE", location, self.token)
-        say("deleted", status=status)
-        if status != 200:
-            raise Failed(f"DELETE {location}: {status} {body.decode(errors='replace').strip()}")
-
     def stop(self) -> None:
         self.pipeline.set_state(Gst.State.NULL)
 
 
-def publish(args: argparse.Namespace, token: str) -> None:
+def publish(args: argparse.Namespace) -> None:
     Gst.init(None)
     check_elements(args.codec)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    publisher = Publisher(args, token)
+    publisher = Publisher(args)
     try:
-        offer = publisher.offer()
-        say("offered", offer=offer)
-        publisher.apply(publisher.post(offer))
-        started = time.monotonic()
-        wait_for(publisher.connected, "not connected (ICE or DTLS)")
-        say(
-            "connected",
-            after_s=round(time.monotonic() - started, 3),
-            certificate=publisher.certificate(),
-        )
-        deadline = started + args.seconds
-        while not stop.is_set() and (args.seconds <= 0 or time.monotonic() < deadline):
-            stop.wait(0.2)
-            publisher.connected()
-        say("sent", streams=publisher.stats())
-    except BaseException:
-        with contextlib.suppress(Exception):  # the first failure is the one to report
-            publisher.delete()
-        raise
-    else:
-        publisher.delete()
+        with publisher.resource.deleted_after():
+            offer = publisher.offer()
+            say("offered", offer=offer)
+            publisher.apply(publisher.resource.post(offer))
+            started = time.monotonic()
+            wait_for(publisher.connected, "not connected (ICE or DTLS)")
+            say(
+                "connected",
+                after_s=round(time.monotonic() - started, 3),
+                certificate=publisher.certificate(),
+            )
+            deadline = started + args.seconds
+            while not stop.is_set() and (args.seconds <= 0 or time.monotonic() < deadline):
+                stop.wait(0.2)
+                publisher.connected()
+            say("sent", streams=publisher.stats())
     finally:
         publisher.stop()
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("url", help="the WHIP URL, e.g. http://127.0.0.1:8101/whip/gz")
-    parser.add_argument("--token", default=os.environ.get("BAYCAST_STATION_TOKEN", ""))
-    parser.add_argument("--codec", choices=sorted(VIDEO), default="vp8")
-    parser.add_argument("--seconds", type=float, default=10.0, help="0: until SIGTERM/Ctrl-C")
-    parser.add_argument("--size", default="320x180")
-    parser.add_argument("--fps", type=int, default=25)
-    parser.add_argument("--tone-hz", type=float, default=660.0)
-    parser.add_argument("--ice-host", action="append", default=[], help="gather here only")
-    args = parser.parse_args()
-    if not args.token:
-        parser.error("no token: pass --token or set BAYCAST_STATION_TOKEN")
-    try:
-        publish(args, args.token)
-    except Failed as exc:
-        print(f"gst_whip: {exc}", file=sys.stderr, flush=True)
-        return 1
-    return 0
+def parser() -> argparse.ArgumentParser:
+    options = arguments(__doc__.split("\n")[0], tone_hz=660.0)
+    options.prog = "gst_whip"
+    options.add_argument("--codec", choices=sorted(VIDEO), default="vp8")
+    return options
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(parser(), publish))
