@@ -320,12 +320,14 @@ class RelaySink(ContainerSink):
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
-            if proc.stdout is not None:
+            # ffmpeg is gone, so its progress pipe ends: the reader stops at that end, and only
+            # then is the pipe closed (closing it under a read in progress fails that read).
+            if self._progress is not None:
+                self._progress.join(timeout=2)
+            if proc.stdout is not None and not (self._progress and self._progress.is_alive()):
                 proc.stdout.close()
         else:
             super().close()
-        if self._progress is not None:
-            self._progress.join(timeout=1)
         if self._stderr is not None:
             self._stderr.close()
             self._stderr = None
