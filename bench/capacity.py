@@ -177,9 +177,9 @@ def run(runs: int) -> list[Result]:
         "the same two cores as the platform; on a real show it is elsewhere. What saturates: "
         "the two cores as a whole (the sum above), led by ingest (one 720p H.264 decode per "
         "contribution, ~2.4 ms each here, plus scaling to every box size) and distribution "
-        "(x264 1080p). Distribution's skipped frames come in bursts (its encoder clock found "
-        "itself > 0.5 s late, or 12 ticks of backlog) when the saturated box stalls it; in "
-        "earlier runs on another machine they also appeared at 4 and 8 stations. Memory: since "
+        "(x264 1080p). x264 falls behind in bursts on a busy box; distribution rides out up to "
+        "1 s of encoder backlog (the outputs' latency grows meanwhile) and skips pictures only "
+        "beyond that, or when its clock wakes > 0.5 s late. Memory: since "
         "ADR 0010 a reader's mapped ring pages count in its RSS as well as the writer's, so "
         "ingest's and the mixer's RSS both include the same shared frames.",
     ]

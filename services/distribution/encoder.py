@@ -45,8 +45,13 @@ AUDIO_TARGET_TICKS = 3
 # Program audio arrives with jitter: hold this much before playing it (again after running dry),
 # so a late chunk does not punch a hole of silence into the tone.
 AUDIO_PRIME_TICKS = 3
-# The encoder is this many ticks behind: later ticks encode audio only (video frames skipped).
-MAX_ENCODER_BACKLOG_TICKS = 12
+# The encoder thread is this far behind the clock: later ticks encode audio only (pictures
+# skipped, counted). On a busy machine x264 falls behind in bursts (a cut to busier pictures, a
+# moment without the CPU) and catches up within a second: a second of backlog rides those out,
+# the outputs' latency grows for that while, and the pictures stay whole.
+MAX_ENCODER_BACKLOG_S = 1.0
+# The clock itself (the event loop) woke this late: its tick encodes audio only.
+MAX_CLOCK_LATE_S = 0.5
 # ... and past this many (10 s at 25 fps) it is stuck: ticks are not even queued.
 MAX_QUEUED_TICKS = 250
 MIN_RUNG_KBPS = 200
@@ -267,6 +272,8 @@ class ProgramEncoder:
         interval = 1 / self.fps
         present_gauge = metrics.PROGRAM_PRESENT.labels(*self._labels)
         was_present: bool | None = None
+        skipping = False
+        max_backlog = round(MAX_ENCODER_BACKLOG_S * self.fps)
         while True:
             due = start + self.ticks * interval
             delay = due - loop.time()
@@ -294,10 +301,22 @@ class ProgramEncoder:
             tick = Tick(self.ticks, picture, audio)
             self.ticks += 1
             backlog = self._jobs.qsize()
-            if backlog > MAX_ENCODER_BACKLOG_TICKS or now - due > 0.5:
+            late = now - due
+            if backlog > max_backlog or late > MAX_CLOCK_LATE_S:
                 # Behind the clock: keep the sound whole, let pictures go (counted).
                 tick.encode_video = False
                 metrics.SKIPPED_FRAMES.labels(*self._labels).inc()
+                if not skipping:
+                    log.warning(
+                        "encoder_behind_skipping_pictures",
+                        production=self.production,
+                        backlog_ticks=backlog,
+                        clock_late_ms=round(late * 1000),
+                    )
+                skipping = True
+            elif skipping:
+                log.info("encoder_caught_up", production=self.production)
+                skipping = False
             if backlog > MAX_QUEUED_TICKS:
                 continue  # the encoder is stuck: memory stays bounded, the gap is its own
             self._jobs.put(tick)
