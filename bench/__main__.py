@@ -13,7 +13,7 @@ import signal
 import sys
 from pathlib import Path
 
-from bench.harness import RUNS, Result, machine
+from bench.harness import RUNS, Result, cpu_probe_ms, machine
 
 BENCHMARKS = (
     "mixer_cost",
@@ -26,7 +26,11 @@ BENCHMARKS = (
 REPORT = Path("BENCHMARKS.md")
 
 
-def render(results: list[Result], load: list[tuple[str, tuple[float, float, float]]]) -> str:
+def render(
+    results: list[Result],
+    load: list[tuple[str, tuple[float, float, float]]],
+    probe: list[tuple[str, float]],
+) -> str:
     lines = [
         "# Benchmarks",
         "",
@@ -39,6 +43,10 @@ def render(results: list[Result], load: list[tuple[str, tuple[float, float, floa
         + "; ".join(f"{name} {a:.1f} {b:.1f} {c:.1f}" for name, (a, b, c) in load)
         + f". Above ~{os.cpu_count() or 2} other work was running on the shared machine and "
         "the absolute figures carry its interference; ratios are measured in the same run.",
+        "CPU probe before each benchmark (ms of CPU for a fixed Python loop, best of three; "
+        "lower is a faster host, and it moves with the host's other tenants): "
+        + "; ".join(f"{name} {ms:.0f}" for name, ms in probe)
+        + ".",
         "",
         "| benchmark | target | measured | reference | ratio | met |",
         "|---|---|---|---|---|---|",
@@ -65,11 +73,16 @@ def main(names: list[str]) -> int:
         return 2
     results: list[Result] = []
     load: list[tuple[str, tuple[float, float, float]]] = []
+    probe: list[tuple[str, float]] = []
     for name in names or BENCHMARKS:
         load.append((name, os.getloadavg()))
-        print(f"running {name}… (load average {load[-1][1][0]:.1f})", flush=True)
+        probe.append((name, cpu_probe_ms()))
+        print(
+            f"running {name}… (load average {load[-1][1][0]:.1f}, CPU probe {probe[-1][1]:.0f} ms)",
+            flush=True,
+        )
         results += importlib.import_module(f"bench.{name}").run(RUNS)
-    report = render(results, load)
+    report = render(results, load, probe)
     REPORT.write_text(report)
     print(report)
     return 0

@@ -31,6 +31,22 @@ def machine() -> str:
     )
 
 
+def cpu_probe_ms() -> float:
+    """CPU milliseconds a fixed pure-Python loop takes (best of three): the host's speed now.
+
+    On a shared host it moves with the neighbours' load even when this machine is idle (by more
+    than half between two minutes here), which the load average does not show.
+    """
+    best = float("inf")
+    for _ in range(3):
+        start = time.process_time()
+        total = 0
+        for i in range(2_000_000):
+            total += i
+        best = min(best, time.process_time() - start)
+    return best * 1000
+
+
 def self_cpu_s() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime

@@ -6,7 +6,8 @@
 Run with the system Python and its GObject bindings (Debian: python3-gi,
 gir1.2-gst-plugins-base-1.0, gir1.2-gst-plugins-bad-1.0, and the elements of
 gstreamer1.0-plugins-{base,good,bad,ugly} and gstreamer1.0-nice), not the project's venv: it
-imports nothing of baycast. It does what gst-plugins-rs's `whipsink` does, on the same webrtcbin:
+imports nothing of baycast, only its sibling whip_http.py. It does what gst-plugins-rs's
+`whipsink` does, on the same webrtcbin:
 
     videotestsrc pattern=smpte100 ┐ (bars above,
     videotestsrc pattern=ball ────┴→ compositor  a moving ball below) → vp8enc | x264enc

@@ -10,8 +10,8 @@ RTCP sender reporter and a NACK responder; libdatachannel's own ECDSA certificat
 POSTed as soon as the local description is set, without waiting for ICE gathering; the answer
 applied; DELETE of the Location on stop. This script does the same with libdatachannel's Python
 binding (libdatachannel-py, Python ≥ 3.12, hence its own venv that `make setup` builds), encoding
-with PyAV's libx264 (constrained baseline, no B-frames, as OBS's x264 preset for WebRTC) and
-libopus (stereo, 20 ms). It imports nothing of baycast.
+with PyAV's libx264 (baseline profile, no B-frames, what WebRTC receivers decode) and libopus
+(stereo, 20 ms). It imports nothing of baycast, only its sibling whip_http.py.
 
 The picture is the one tests/support/gst_whip.py sends, drawn here in BT.601 studio range: SMPTE
 100 % bars over the top five sixths, a white ball moving over black in the strip below; the tone
