@@ -32,7 +32,10 @@ help: ## list the targets
 
 HLS_JS := build/web/node_modules/hls.js/dist/hls.min.js
 
-setup: apt $(PY_STAMP) $(GEN_STAMP) $(HLS_JS) $(OBS_STAMP) ## install everything (idempotent): Debian packages, .venv, generated code, hls.js, the OBS-style publisher's venv
+# What the demo needs; the tests need the OBS-style publisher's venv as well.
+RUN_DEPS := apt $(PY_STAMP) $(GEN_STAMP) $(HLS_JS)
+
+setup: $(RUN_DEPS) $(OBS_STAMP) ## install everything (idempotent): Debian packages, .venv, generated code, hls.js, the OBS-style publisher's venv
 
 apt:
 	@missing=""; for p in $(APT_PACKAGES); do \
@@ -72,7 +75,7 @@ proto: $(PY_STAMP) ## regenerate Python code from proto/ (never committed)
 $(GEN_STAMP): $(PROTOS) $(PY_STAMP)
 	$(MAKE) --no-print-directory proto
 
-run: setup ## run the demo show 启航·大湾区 on this machine (Ctrl-C stops it)
+run: $(RUN_DEPS) ## run the demo show 启航·大湾区 on this machine (Ctrl-C stops it)
 	$(BIN)/baycast up
 
 lint: setup ## format check and lint

@@ -50,10 +50,10 @@ AUDIO_PRIME_TICKS = 3
 # moment without the CPU) and catches up within a second: a second of backlog rides those out,
 # the outputs' latency grows for that while, and the pictures stay whole.
 MAX_ENCODER_BACKLOG_S = 1.0
+# ... and past this many ticks (10 s at 25 fps) it is stuck: ticks are not even queued.
+MAX_QUEUED_TICKS = 250
 # The clock itself (the event loop) woke this late: its tick encodes audio only.
 MAX_CLOCK_LATE_S = 0.5
-# ... and past this many (10 s at 25 fps) it is stuck: ticks are not even queued.
-MAX_QUEUED_TICKS = 250
 MIN_RUNG_KBPS = 200
 
 log = structlog.get_logger("distribution.encoder")
