@@ -135,9 +135,9 @@ async def test_ffmpeg_whip_muxer_publishes(nats_server: NatsServer, tmp_path: Pa
 async def test_ffmpeg_whip_muxer_own_p224_certificate_ends_with_the_dtls_reason(
     nats_server: NatsServer, tmp_path: Path
 ) -> None:
-    """FFmpeg 8.1 with GnuTLS (PyAV's) makes its certificate on P-224, which no group ingest's
-    OpenSSL offers covers: the handshake fails, the source ends with a reason that says so, and
-    the session's slot is given back."""
+    """FFmpeg 8.1 with GnuTLS (PyAV's) makes its certificate on P-224, a curve ingest's OpenSSL
+    does not offer: the handshake fails, the source ends with a reason that says so, and the
+    session's slot is given back."""
     async with running_ingest(nats_server.url) as ingest:
         token = await add_station(ingest, "ffc", "FFmpeg台")
         states: list[control_pb2.SourceState] = []
