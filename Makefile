@@ -15,7 +15,8 @@ APT_PACKAGES := nginx libnginx-mod-rtmp ffmpeg fonts-wqy-microhei chromium prome
 	gstreamer1.0-plugins-ugly gstreamer1.0-nice python3-gi gir1.2-gst-plugins-base-1.0 \
 	gir1.2-gst-plugins-bad-1.0
 # OBS Studio's WebRTC stack, libdatachannel, as a WHIP publisher in tests: its Python binding
-# needs Python >= 3.12, so it gets a venv of its own on the newest such Python found here.
+# needs Python >= 3.12, so it gets a venv of its own: on pyenv's newest 3.12+ if there is one,
+# else on the system's.
 PYENV_ROOT ?= $(HOME)/.pyenv
 OBS_PYTHON ?= $(lastword $(wildcard /usr/bin/python3.1[2-9] $(PYENV_ROOT)/versions/3.1[2-9]*/bin/python3))
 OBS_VENV := build/obs-venv

@@ -26,7 +26,6 @@ exits 1.
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 import threading
 import time
@@ -39,7 +38,7 @@ gi.require_version("Gst", "1.0")
 gi.require_version("GstSdp", "1.0")
 gi.require_version("GstWebRTC", "1.0")
 from gi.repository import Gst, GstSdp, GstWebRTC  # noqa: E402
-from whip_http import Failed, Resource, arguments, main, say  # noqa: E402
+from whip_http import Failed, Resource, arguments, main, say, stop_event  # noqa: E402
 
 VIDEO = {
     # Constrained baseline, packetization-mode 1: what aiortc (and browsers) decode. The
@@ -243,9 +242,7 @@ class Publisher:
 def publish(args: argparse.Namespace) -> None:
     Gst.init(None)
     check_elements(args.codec)
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+    stop = stop_event()
     publisher = Publisher(args)
     try:
         with publisher.resource.deleted_after():

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import secrets
-import signal
 import string
 import sys
 import threading
@@ -34,7 +33,7 @@ from typing import Any
 import av
 import libdatachannel as rtc
 import numpy as np
-from whip_http import Failed, Resource, arguments, main, say
+from whip_http import Failed, Resource, arguments, main, say, stop_event
 
 AUDIO_MID, AUDIO_PT = "0", 111
 VIDEO_MID, VIDEO_PT = "1", 96
@@ -196,9 +195,7 @@ def encoders(
 
 def publish(args: argparse.Namespace) -> None:
     width, height = (int(v) for v in args.size.split("x"))
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+    stop = stop_event()
     picture = Picture(width, height)
     video_encoder, audio_encoder = encoders(width, height, args.fps)
     publisher = Publisher(args)

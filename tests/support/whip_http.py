@@ -10,7 +10,9 @@ import argparse
 import contextlib
 import json
 import os
+import signal
 import sys
+import threading
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -85,6 +87,14 @@ class Resource:
                 self.delete()
             raise
         self.delete()
+
+
+def stop_event() -> threading.Event:
+    """An event that SIGTERM or SIGINT sets: the publisher stops, DELETEs, exits 0."""
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    return stop
 
 
 def arguments(description: str, tone_hz: float) -> argparse.ArgumentParser:
