@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from bench.harness import RUNS, Result, cpu_probe_ms, machine
+from services.common.telemetry import configure_logging
 
 BENCHMARKS = (
     "mixer_cost",
@@ -71,6 +72,7 @@ def main(names: list[str]) -> int:
             file=sys.stderr,
         )
         return 2
+    configure_logging(level="info")  # the services' code run in this process logs as they do
     results: list[Result] = []
     load: list[tuple[str, tuple[float, float, float]]] = []
     probe: list[tuple[str, float]] = []

@@ -2,13 +2,14 @@
 
 The services run on real-time clocks (the mixer's frame clock, the encoder's tick), so the
 unthrottled run uses their code paths in one process: each input is decoded by PyAV and scaled to
-its box with ingest's own `render_video` (which also packs the frame for the wire) in a worker
-thread per input; the mixer's `blit` places the tiles and its `Keyer` keys the graphic by dirty
-rectangles; an encoder thread encodes with the distribution service's x264 settings (veryfast,
-zerolatency, fixed GOP, no B-frames, 3 Mbit/s). The media plane between them (gRPC) is left out:
-benchmarks 1 and 6 measure it. The reference is Debian's `/usr/bin/ffmpeg` with `xstack` +
-`overlay` on the same files, the same boxes, the same graphic and encoder settings, run in the
-same benchmark.
+its box by ingest's own `render_video`, which writes it into a shared-memory ring, in a worker
+thread per input; the mixer reads each tile as it does (`received_picture`), `blit`s it and keys
+the graphic with its `Keyer`, then writes the program into a ring of its own; an encoder thread
+reads it as distribution does (`proto_to_i420`) and encodes with distribution's x264 settings
+(veryfast, zerolatency, fixed GOP, no B-frames, 3 Mbit/s). Only the gRPC messages carrying the
+slot references are left out: benchmarks 1 and 6 measure them. The reference is Debian's
+`/usr/bin/ffmpeg` with `xstack` + `overlay` on the same files, the same boxes, the same graphic
+and encoder settings, run in the same benchmark, interleaved with ours.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ from PIL import Image
 
 from bench.harness import Result, Stat
 from services.common.gen.baycast.v1 import media_pb2, mixer_pb2
-from services.common.media import Scaler, proto_to_i420
+from services.common.media import Scaler, i420_planes_flat, proto_to_i420, shared_video_message
+from services.common.shared_memory import RING_SPARE_SLOTS, RingHolder
 from services.distribution.settings import (
     DEFAULT_KEYFRAME_INTERVAL_S,
     DEFAULT_VIDEO_BITRATE_KBPS,
@@ -35,6 +37,7 @@ from services.distribution.settings import (
     DEFAULT_X264_TUNE,
 )
 from services.ingest.source_hub import SCALE_INTERPOLATION, VideoKey, render_video
+from services.mixer.feeds import received_picture
 from services.mixer.keyer import Keyer
 from services.mixer.layouts import PlacedBox, place
 from services.mixer.pictures import Picture, blit
@@ -47,6 +50,8 @@ SECONDS = 8
 GOP = round(DEFAULT_KEYFRAME_INTERVAL_S * FPS)
 LOGO = (60, 40, 480, 140)  # x, y, width, height of the graphic in the program
 TARGET = 1.2
+QUEUE = 8  # frames in flight from each decoder to the compositor, and to the encoder
+MIN_RUNS = 5  # a run takes seconds: more of them steady the median on a shared host
 
 
 def make_inputs(root: Path) -> list[Path]:
@@ -144,20 +149,22 @@ def ffmpeg_fps(inputs: list[Path], logo: Path) -> float:
     return SECONDS * FPS / (time.perf_counter() - start)
 
 
-def _decode(path: Path, box: PlacedBox, out: queue.Queue[media_pb2.MediaFrame | None]) -> None:
+def _decode(
+    path: Path, box: PlacedBox, ring: RingHolder, out: queue.Queue[media_pb2.MediaFrame | None]
+) -> None:
     key = VideoKey(box.width, box.height, "yuv420p", 0)
     scaler = Scaler(SCALE_INTERPOLATION)
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         for n, frame in enumerate(container.decode(stream)):
-            message, _ = render_video(frame, key, scaler, n * 40_000, 0, n)
-            assert message is not None  # inline, as asked
+            _, message = render_video(frame, key, scaler, n * 40_000, 0, n, inline=False, ring=ring)
+            assert message is not None  # the ring is open until the run ends
             out.put(message)
     out.put(None)
 
 
-def _encode(frames: queue.Queue[np.ndarray | None], done: list[int]) -> None:
+def _encode(frames: queue.Queue[media_pb2.MediaFrame | None], done: list[int]) -> None:
     codec = av.CodecContext.create("libx264", "w")
     codec.width, codec.height, codec.pix_fmt = OUT_W, OUT_H, "yuv420p"
     codec.bit_rate = DEFAULT_VIDEO_BITRATE_KBPS * 1000
@@ -173,8 +180,8 @@ def _encode(frames: queue.Queue[np.ndarray | None], done: list[int]) -> None:
         "bf": "0",
     }
     count = 0
-    while (image := frames.get()) is not None:
-        frame = av.VideoFrame.from_ndarray(image, format="yuv420p")
+    while (message := frames.get()) is not None:
+        frame = av.VideoFrame.from_ndarray(proto_to_i420(message.video), format="yuv420p")
         frame.pts = count
         codec.encode(frame)
         count += 1
@@ -189,33 +196,48 @@ def baycast_fps(inputs: list[Path], graphic: np.ndarray) -> float:
     layer = media_pb2.LayerFrame(width=OUT_W, height=OUT_H, full=True)
     layer.patches.add(rect=media_pb2.Rect(x=x, y=y, width=w, height=h), rgba=graphic.tobytes())
     keyer.update(layer)
-    tiles: list[queue.Queue[media_pb2.MediaFrame | None]] = [queue.Queue(maxsize=8) for _ in placed]
-    encoded: queue.Queue[np.ndarray | None] = queue.Queue(maxsize=4)
+    tiles: list[queue.Queue[media_pb2.MediaFrame | None]] = [
+        queue.Queue(maxsize=QUEUE) for _ in placed
+    ]
+    rings = [RingHolder(QUEUE + RING_SPARE_SLOTS) for _ in placed]
+    encoded: queue.Queue[media_pb2.MediaFrame | None] = queue.Queue(maxsize=QUEUE)
+    program_ring = RingHolder(QUEUE + RING_SPARE_SLOTS)
     done: list[int] = []
     start = time.perf_counter()
     threads = [
-        threading.Thread(target=_decode, args=(path, box, q), daemon=True)
-        for path, box, q in zip(inputs, placed, tiles, strict=True)
+        threading.Thread(target=_decode, args=(path, box, ring, q), daemon=True)
+        for path, box, ring, q in zip(inputs, placed, rings, tiles, strict=True)
     ]
     threads.append(threading.Thread(target=_encode, args=(encoded, done), daemon=True))
     for t in threads:
         t.start()
-    clean = Picture(OUT_W, OUT_H)
+    clean, program = Picture(OUT_W, OUT_H), Picture(OUT_W, OUT_H)
     while True:
         messages = [q.get() for q in tiles]
         if any(m is None for m in messages):
             break
         for box, message in zip(placed, messages, strict=True):
             assert message is not None
-            tile = Picture(box.width, box.height, proto_to_i420(message.video))
-            blit(clean, tile, box.x, box.y, box.width, box.height)
-        program = clean.data.copy()  # the encoder owns its frame; the mixer reuses its buffer
-        keyer.apply(Picture(OUT_W, OUT_H, program))
-        encoded.put(program)
+            blit(clean, received_picture(message.video), box.x, box.y, box.width, box.height)
+        np.copyto(program.data, clean.data)
+        keyer.apply(program)
+        encoded.put(
+            shared_video_message(
+                program_ring,
+                i420_planes_flat(program.data),
+                width=OUT_W,
+                height=OUT_H,
+                pixel_format=media_pb2.PIXEL_FORMAT_I420,
+                pts_us=0,
+            )
+        )
     encoded.put(None)
     for t in threads:
         t.join(timeout=60)
-    return done[0] / (time.perf_counter() - start)
+    elapsed = time.perf_counter() - start
+    for ring in [*rings, program_ring]:
+        ring.close()
+    return done[0] / elapsed
 
 
 def run(runs: int) -> list[Result]:
@@ -224,7 +246,7 @@ def run(runs: int) -> list[Result]:
         inputs = make_inputs(root)
         logo, graphic = make_graphic(root)
         ours, theirs = [], []
-        for _ in range(runs):  # interleaved, so both see the same machine
+        for _ in range(max(runs, MIN_RUNS)):  # interleaved, so both see the same machine
             theirs.append(ffmpeg_fps(inputs, logo))
             ours.append(baycast_fps(inputs, graphic))
     mine, ref = Stat.of(ours), Stat.of(theirs)
@@ -240,12 +262,18 @@ def run(runs: int) -> list[Result]:
             met=ratio >= TARGET,
             notes=[
                 f"{SECONDS} s clips ({SECONDS * FPS} frames each), unthrottled, in one process "
-                "(decode + ingest's scale-to-box in a thread per input, the mixer's blit and "
-                "keyer on the main thread, x264 in its own thread; no gRPC between them). "
-                "Both use the two cores to the full (ours ~1.85 cores, ffmpeg ~1.6 when "
-                "measured alone), so the figure is CPU per frame: ten 720p decodes (~2.4 ms "
-                "each here), ten scales to box size (area averaging, ADR 0007: ~1 ms a small "
-                "tile, 1.6 ms the big box) and x264 (~12 ms); the blit and key are ~0.6 ms.",
+                f"(decode + ingest's scale-to-box into a shared ring in a thread per input, the "
+                "mixer's read, blit and keyer on the main thread, x264 in its own thread); "
+                f"{max(runs, MIN_RUNS)} runs of each, interleaved.",
+                "CPU per program frame, measured stage by stage on one thread on this box: ten "
+                "720p decodes ~19 ms (ffmpeg does the same), ten scales to box size written into "
+                "the rings ~4.9 ms (area averaging, ADR 0007; ffmpeg's `scale` is bicubic), the "
+                "mixer's reads, blits and key ~1.5 ms, the program's hand-off to the encoder "
+                "~1-2 ms, x264 ~13 ms (the same as ffmpeg's). The work per frame is about the "
+                "same as ffmpeg's; the margin is parallelism: ours keeps ~1.85 of the two cores "
+                "busy, ffmpeg 5.1 (one filter-graph thread) ~1.6. That margin shrinks when the "
+                "shared host's other tenants take CPU time: the ratio went from 1.16× in a busy "
+                "hour to 1.26-1.35× in a quiet one on the same code (see the CPU probe above).",
             ],
         )
     ]

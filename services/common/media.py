@@ -193,16 +193,20 @@ def plane_rows(data: np.ndarray, stride: int, width: int, height: int) -> np.nda
 def proto_to_i420(frame: media_pb2.VideoFrame) -> np.ndarray:
     """A VideoFrame's I420 planes as one packed (h*3/2, w) array."""
     w, h = frame.width, frame.height
-    y, u, v = video_planes(frame)
     strides = [p.stride for p in frame.planes]
-    if strides == [w, w // 2, w // 2]:
-        c = (w // 2) * (h // 2)
-        if y.size >= w * h and u.size >= c and v.size >= c:
-            return np.concatenate((y[: w * h], u[:c], v[:c])).reshape(h * 3 // 2, w)
+    c = (w // 2) * (h // 2)
+    if (
+        frame.HasField("shared")
+        and strides == [w, w // 2, w // 2]
+        and list(frame.shared.lengths) == [w * h, c, c]
+    ):
+        return READER.read_all(frame.shared).reshape(h * 3 // 2, w)  # one copy, already packed
+    y, u, v = video_planes(frame)
+    if strides == [w, w // 2, w // 2] and y.size >= w * h and u.size >= c and v.size >= c:
+        return np.concatenate((y[: w * h], u[:c], v[:c])).reshape(h * 3 // 2, w)
     out = np.empty((h * 3 // 2, w), dtype=np.uint8)
     out[:h] = plane_rows(y, strides[0], w, h)
     flat = out.reshape(-1)
-    c = (w // 2) * (h // 2)
     flat[w * h : w * h + c] = plane_rows(u, strides[1], w // 2, h // 2).reshape(-1)
     flat[w * h + c :] = plane_rows(v, strides[2], w // 2, h // 2).reshape(-1)
     return out

@@ -217,6 +217,15 @@ class SharedMemoryReader:
 
     def read(self, shared: media_pb2.SharedPlanes) -> list[np.ndarray]:
         """A private copy of each plane. FrameGone if the slot was reused or the segment ended."""
+        copy = self.read_all(shared)
+        planes, pos = [], 0
+        for length in shared.lengths:
+            planes.append(copy[pos : pos + length])
+            pos += length
+        return planes
+
+    def read_all(self, shared: media_pb2.SharedPlanes) -> np.ndarray:
+        """A private copy of the planes one after the other, in one flat array (see `read`)."""
         try:
             data = self.open(shared.segment)
         except FileNotFoundError:
@@ -231,11 +240,7 @@ class SharedMemoryReader:
         copy = data[start : start + total].copy()
         if int(stamp[0]) != shared.stamp:
             raise FrameGone("the slot was reused while the frame was read")
-        planes, pos = [], 0
-        for length in shared.lengths:
-            planes.append(copy[pos : pos + length])
-            pos += length
-        return planes
+        return copy
 
 
 READER = SharedMemoryReader()

@@ -189,7 +189,7 @@ class FeedSet:
             if frame.pixel_format not in (I420, media_pb2.PIXEL_FORMAT_UNSPECIFIED):
                 continue
             try:
-                picture = _picture(frame)
+                picture = received_picture(frame)
             except FrameGone:
                 feed.lost += 1  # its shared slot was reused: a newer frame is on its way
                 continue
@@ -214,7 +214,7 @@ class FeedSet:
             self.on_audio(source, proto_to_pcm(audio))
 
 
-def _picture(frame: media_pb2.VideoFrame) -> Picture:
+def received_picture(frame: media_pb2.VideoFrame) -> Picture:
     """A received I420 frame as a read-only picture over its planes' bytes (no copy).
 
     ValueError when the frame is malformed (odd or zero size, missing or short planes).

@@ -64,6 +64,21 @@ def test_a_frame_travels_by_reference_and_reads_back_equal() -> None:
         holder.close()
 
 
+def test_a_packed_frame_reads_as_one_private_array() -> None:
+    holder = RingHolder(slots=2)
+    try:
+        image = _image(32, 18, 50)
+        first = _message(holder, image, 1)
+        picture = proto_to_i420(first.video)
+        assert picture.shape == (27, 32) and picture.flags.owndata is False
+        assert picture.base is not None and picture.base.flags.owndata  # one copy, not a view
+        _message(holder, _image(32, 18, 60), 2)
+        _message(holder, _image(32, 18, 70), 3)  # the first one's slot, rewritten
+        np.testing.assert_array_equal(picture, image)
+    finally:
+        holder.close()
+
+
 def test_a_reused_slot_is_a_lost_frame_not_a_wrong_one() -> None:
     holder = RingHolder(slots=2)
     try:
