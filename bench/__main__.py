@@ -36,7 +36,8 @@ def render(
         "# Benchmarks",
         "",
         "Written by `make bench`. Each figure is the median of "
-        f"{RUNS} runs with min and max; the reference is measured in the same run.",
+        f"{RUNS} runs (or as many as its notes say) with min and max; the reference is "
+        "measured in the same run.",
         "",
         f"Machine: {machine()}  ",
         f"Date: {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC  ",

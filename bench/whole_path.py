@@ -271,9 +271,10 @@ def run(runs: int) -> list[Result]:
                 "mixer's reads, blits and key ~1.5 ms, the program's hand-off to the encoder "
                 "~1-2 ms, x264 ~13 ms (the same as ffmpeg's). The work per frame is about the "
                 "same as ffmpeg's; the margin is parallelism: ours keeps ~1.85 of the two cores "
-                "busy, ffmpeg 5.1 (one filter-graph thread) ~1.6. That margin shrinks when the "
-                "shared host's other tenants take CPU time: the ratio went from 1.16× in a busy "
-                "hour to 1.26-1.35× in a quiet one on the same code (see the CPU probe above).",
+                "busy, ffmpeg 5.1 (one filter-graph thread) ~1.6. That margin depends on the "
+                "host: on an Intel Xeon host of this kind in a busy hour (CPU probe 75-116 ms) "
+                "an earlier version of this benchmark (frames packed into messages instead of "
+                "rings) measured 1.16×.",
             ],
         )
     ]

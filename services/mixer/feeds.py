@@ -215,9 +215,11 @@ class FeedSet:
 
 
 def received_picture(frame: media_pb2.VideoFrame) -> Picture:
-    """A received I420 frame as a read-only picture over its planes' bytes (no copy).
+    """A received I420 frame as a read-only picture over its planes' bytes: no copy of its own
+    (a shared frame's planes are the reader's one copy out of the ring, `video_planes`).
 
-    ValueError when the frame is malformed (odd or zero size, missing or short planes).
+    FrameGone when a shared frame's slot was reused, ValueError when the frame is malformed
+    (odd or zero size, missing or short planes).
     """
     w, h = frame.width, frame.height
     if w % 2 or h % 2 or not w or not h or len(frame.planes) != 3:
