@@ -1,7 +1,9 @@
-"""Source feeds: each (source, size) a subscription holding the newest good frame.
+"""Source feeds: each (source, size, rate) a subscription holding the newest good frame.
 
 A box asks for its source at the box's size, so ingest scales once and a city travels at tile
-size. A feed nobody has looked at for a while is unsubscribed. Audio comes on one audio-only
+size. Program and preview take the production's frame rate; a monitor (the multiview) may take
+fewer frames a second, so a thumbnail watched once a second does not cost ingest a scaled frame
+every frame. A feed nobody has looked at for a while is unsubscribed. Audio comes on one audio-only
 subscription per source, straight into the audio mixer's buffers.
 """
 
@@ -42,6 +44,7 @@ class VideoFeed:
     source: str
     width: int
     height: int
+    fps: int
     created: float
     last_used: float
     latest: Held | None = None
@@ -75,18 +78,22 @@ class FeedSet:
         self.clock = clock
         self.hold_s = hold_s
         self.clear_s = clear_s
-        self.video: dict[tuple[str, int, int], VideoFeed] = {}
+        self.video: dict[tuple[str, int, int, int], VideoFeed] = {}
         self.last_seen: dict[str, float] = {}
         self.first_wanted: dict[str, float] = {}
         # Sources back after a loss, with the time since which they have delivered without a gap.
         self.returned: dict[str, float] = {}
         self._audio_tasks: dict[str, asyncio.Task[None]] = {}
 
-    def get(self, source: str, width: int, height: int) -> VideoFeed:
-        """The feed of `source` at this size, subscribing on first use."""
-        key = (source, width, height)
+    def get(self, source: str, width: int, height: int, fps: int = 0) -> VideoFeed:
+        """The feed of `source` at this size and at least `fps` frames a second (the
+        production's rate if 0), subscribing on first use. A feed of the same size at the full
+        rate serves any rate."""
+        fps = min(fps, self.fps) if fps else self.fps
         now = self.clock()
-        feed = self.video.get(key)
+        feed = self.video.get((source, width, height, self.fps))
+        if feed is None:
+            feed = self.video.get((source, width, height, fps))
         if feed is None:
             if not any(f.source == source for f in self.video.values()):
                 # Nothing of this source is subscribed: its liveness starts over from now, so a
@@ -94,9 +101,9 @@ class FeedSet:
                 self.last_seen.pop(source, None)
                 self.returned.pop(source, None)
                 self.first_wanted[source] = now
-            feed = VideoFeed(source, width, height, created=now, last_used=now)
+            feed = VideoFeed(source, width, height, fps, created=now, last_used=now)
             feed.task = asyncio.create_task(self._run_video(feed), name=f"feed-{source}")
-            self.video[key] = feed
+            self.video[(source, width, height, fps)] = feed
         feed.last_used = now
         return feed
 
@@ -177,7 +184,7 @@ class FeedSet:
 
     async def _run_video(self, feed: VideoFeed) -> None:
         rendition = media_pb2.Rendition(
-            width=feed.width, height=feed.height, pixel_format=I420, fps=self.fps, no_audio=True
+            width=feed.width, height=feed.height, pixel_format=I420, fps=feed.fps, no_audio=True
         )
         frames = self.directory.frames(
             self.channels, source_handle(feed.source), rendition, subscriber=self.subscriber

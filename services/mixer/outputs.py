@@ -101,6 +101,15 @@ class Output:
         image: np.ndarray = scaler(frame, width, height).to_ndarray()
         return image
 
+    def video_fps(self) -> int:
+        """The highest picture rate its subscribers take (the output's own when uncapped)."""
+        rates = [
+            min(fps, self.fps) if fps else self.fps
+            for _w, _h, fps, no_video, _no_audio, _ch in (s.key for s in self.subscribers)
+            if not no_video
+        ]
+        return max(rates, default=0)
+
     def wants_frame(self, frame_index: int) -> bool:
         """True when a subscriber takes this frame's picture (after its frame-rate cap), so a
         picture only a 1 fps subscriber watches is drawn once a second, not every frame."""

@@ -500,25 +500,33 @@ class ProductionRunner:
         return Rendered(sources, capture, showing)
 
     def _picture_for(
-        self, source: str, width: int, height: int, now: float, *, on_air: bool = True
+        self,
+        source: str,
+        width: int,
+        height: int,
+        now: float,
+        *,
+        on_air: bool = True,
+        fps: int = 0,
     ) -> tuple[Held | None, str]:
         """The newest good frame for a box of `source` (or its backup), and what it is.
 
         On air, a source back after a loss stays replaced (backup, else slate) until it has
-        delivered for the clear time; monitors (`on_air=False`) show it as soon as it is back.
+        delivered for the clear time; monitors (`on_air=False`) show it as soon as it is back,
+        and may take fewer frames a second (`fps`; 0 is the production's rate).
         """
         shown, status = source, "live"
         backup = self.backups.get(source)
         age = self.feeds.age(source)
         clearing = on_air and self.feeds.clearing(source)
         if backup and (age > self.hold_s or clearing):
-            self.feeds.get(backup, width, height)  # roll the backup before it is needed
+            self.feeds.get(backup, width, height, fps)  # roll the backup before it is needed
             if (age > self.backup_after_s or clearing) and self.feeds.age(backup) < self.hold_s:
                 shown, status = backup, f"backup:{backup}"
         if clearing and shown == source:
-            self.feeds.get(source, width, height)  # stay subscribed while it clears
+            self.feeds.get(source, width, height, fps)  # stay subscribed while it clears
             return None, "slate"
-        held = self.feeds.get(shown, width, height).latest
+        held = self.feeds.get(shown, width, height, fps).latest
         if held is None or now - held.received > self.hold_s:
             other = self.feeds.any_frame(shown)
             held = other if other is not None and now - other.received <= self.hold_s else None
@@ -528,9 +536,11 @@ class ProductionRunner:
             status = "held"
         return held, status
 
-    def _monitor_picture(self, source: str, width: int, height: int, now: float) -> Held | None:
+    def _monitor_picture(
+        self, source: str, width: int, height: int, now: float, fps: int
+    ) -> Held | None:
         """A multiview tile of `source`: a thumbnail of a frame it already sends at another size
-        (a program box), else a feed of its own at tile size.
+        (a program box), else a feed of its own at tile size and `fps`.
 
         One subscription per source on air instead of two halves what ingest scales and sends;
         the thumbnail's nearest-neighbour scaling costs the mixer well under a millisecond.
@@ -539,8 +549,14 @@ class ProductionRunner:
             held = self.feeds.any_frame(source)
             if held is not None and now - held.received <= self.hold_s:
                 return held
-        held, _status = self._picture_for(source, width, height, now, on_air=False)
+        held, _status = self._picture_for(source, width, height, now, on_air=False, fps=fps)
         return held
+
+    def _monitor_fps(self) -> int:
+        """Frames a second for the multiview's own tile feeds: as many as its watchers take,
+        and enough that three arrive within the hold time, so a live tile never looks lost."""
+        wanted = self.outputs["multiview"].video_fps()
+        return min(self.fps, max(wanted, math.ceil(3 / self.hold_s)))
 
     def _label(self, out: Picture, text: str, x: int, bottom: int, box_height: int) -> None:
         height = max(16, min(40, box_height // 10)) // 2 * 2
@@ -579,10 +595,11 @@ class ProductionRunner:
         tile_w = (cell_w - 8) // 2 * 2
         tile_h = min(cell_h - label_h - 8, tile_w * 9 // 16) // 2 * 2
         levels = self.audio.last_levels
+        tile_fps = self._monitor_fps()
         for i, source in enumerate(sources):
             x = (i % cols) * cell_w + 4
             y = half_h + (i // cols) * cell_h + 4
-            held = self._monitor_picture(source, tile_w, tile_h, now)
+            held = self._monitor_picture(source, tile_w, tile_h, now, tile_fps)
             pic = held.picture if held else slates.slate(self.names[source], tile_w, tile_h)
             blit(mv, pic, x, y, tile_w, tile_h)
             if source in program:

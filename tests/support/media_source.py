@@ -62,6 +62,7 @@ class FakeMediaServer(media_pb2_grpc.MediaServicer):
         self.cards: dict[str, Card] = {}
         self.server: grpc.aio.Server | None = None
         self.port = 0
+        self.requests: list[media_pb2.SubscribeRequest] = []  # every Subscribe, in order
 
     @property
     def endpoint(self) -> str:
@@ -89,6 +90,7 @@ class FakeMediaServer(media_pb2_grpc.MediaServicer):
     async def Subscribe(
         self, request: media_pb2.SubscribeRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[media_pb2.MediaFrame]:
+        self.requests.append(request)
         card = self.cards.get(request.handle)
         if card is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"no handle {request.handle!r}")
@@ -116,6 +118,8 @@ class FakeMediaServer(media_pb2_grpc.MediaServicer):
     ) -> AsyncIterator[media_pb2.MediaFrame]:
         start = time.monotonic()
         interval = 1 / card.fps
+        # Fewer pictures a second when asked, as ingest sends them (sound stays whole).
+        picture_every = round(card.fps / r.fps) if 0 < r.fps < card.fps else 1
         samples_per_frame = SAMPLE_RATE // card.fps
         seq = 0
         sample = 0
@@ -127,7 +131,8 @@ class FakeMediaServer(media_pb2_grpc.MediaServicer):
                 sample += samples_per_frame
                 continue
             pts = seq * 1_000_000 // card.fps
-            if not r.no_video and ring is not None:
+            picture = not r.no_video and seq % picture_every == 0
+            if picture and ring is not None:
                 yield shared_video_message(
                     ring,
                     i420_planes_flat(image),
@@ -138,7 +143,7 @@ class FakeMediaServer(media_pb2_grpc.MediaServicer):
                     capture_time_us=now_us(),
                     sequence=seq,
                 )
-            elif not r.no_video:
+            elif picture:
                 yield i420_message(image, pts_us=pts, capture_time_us=now_us(), sequence=seq)
             if not r.no_audio:
                 pcm = card.audio(sample, samples_per_frame, channels)

@@ -216,3 +216,38 @@ async def test_state_events_ftb_preview_and_multiview(
     finally:
         for sub in subs:
             await sub.unsubscribe()
+
+
+async def test_multiview_tiles_off_air_take_the_watchers_rate(
+    media: FakeMediaServer,
+    announce,
+    mixer: MixerService,
+    create_production: CreateProduction,
+) -> None:
+    prod_id = unique("mvrate")
+    a, b, c = (media.add(card) for card in cards(prod_id, 3))
+    await announce()
+    await create_production(production(prod_id, [a, b, c]))  # a on program, b on preview
+    # A monitor once a second. c's tile (the third of one row, centred at 83 %, 67 % of the
+    # picture) comes from a feed of c's own at tile size: live, though it is on neither bus.
+    await next_video(
+        mixer.grpc_endpoint,
+        f"prod/{prod_id}/multiview",
+        media_pb2.Rendition(width=640, height=360, fps=1, no_audio=True),
+        accept=lambda im: close_to(yuv_at(im, 532, 240), c.yuv),
+        timeout=15,
+    )
+    pictures = [r.rendition for r in media.requests if r.handle == c.name]
+    pictures = [r for r in pictures if not r.no_video]
+    # Asked at the 418x234 tile size and 6 frames a second (three within the 500 ms hold), not
+    # at the production's 25.
+    assert [(r.width, r.height, r.fps) for r in pictures] == [(418, 234, 6)]
+    # a's and b's tiles are thumbnails of their program and preview feeds: no feed of their own
+    # at tile size.
+    for card in (a, b):
+        sizes = {
+            (r.rendition.width, r.rendition.height)
+            for r in media.requests
+            if r.handle == card.name and not r.rendition.no_video
+        }
+        assert sizes == {(1280, 720)}, sizes

@@ -51,3 +51,19 @@ def test_a_picture_is_wanted_only_on_the_frames_its_subscribers_take() -> None:
     out.remove(listener)
     out.remove(once_a_second)
     out.close()
+
+
+def test_the_video_rate_is_the_fastest_subscribers_capped_at_the_outputs() -> None:
+    out = Output("prod/p/multiview", 128, 72, 25, 4, "p")
+    assert out.video_fps() == 0  # nobody watching
+    out.add(media_pb2.Rendition(no_video=True))
+    assert out.video_fps() == 0  # audio only
+    out.add(media_pb2.Rendition(fps=1, no_audio=True))
+    assert out.video_fps() == 1
+    out.add(media_pb2.Rendition(fps=10, no_audio=True))
+    assert out.video_fps() == 10
+    out.add(media_pb2.Rendition(fps=50, no_audio=True))
+    assert out.video_fps() == 25
+    out.add(media_pb2.Rendition(no_audio=True))  # uncapped: every frame
+    assert out.video_fps() == 25
+    out.close()
