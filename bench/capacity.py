@@ -184,9 +184,11 @@ def run(runs: int) -> list[Result]:
         "22 % memory copies, 21 % numpy, 20 % interpreter, 18 % kernel. No one function "
         "stands out. x264 falls behind in bursts on a busy box; distribution rides out up to "
         "1 s of encoder backlog (the outputs' latency grows meanwhile) and skips pictures only "
-        "beyond that, or when its clock wakes > 0.5 s late. Whether the show holds at 12 "
-        "depends on the host: on an Intel Xeon host of this kind in a busy hour (CPU probe "
-        "104 ms) it used 1.98 cores and distribution skipped 279 pictures in 60 s. Memory: "
+        "beyond that, or when its clock wakes > 0.5 s late. Whether the show holds depends on "
+        "the host and its other tenants: on an AMD EPYC host of this kind in a quiet hour the "
+        "same code held 12 contributions for 60 s and 16 for 30 s with nothing dropped (1.84 "
+        "cores busy at 12); on the same host in a busy hour distribution skipped 238 pictures "
+        "at 12 and 44 at 8, and on an Intel Xeon host in a busy hour 279 at 12. Memory: "
         "since ADR 0010 a reader's mapped ring pages count in its RSS as well as the "
         "writer's, so ingest's and the mixer's RSS both include the same shared frames.",
     ]

@@ -126,7 +126,10 @@ def run(runs: int) -> list[Result]:
                 "through shared-memory rings between the processes, gRPC carrying only slot "
                 "references (ADR 0010). What remains above the reference is the event loop's "
                 "work per message (ten tile streams in, the program and monitoring's stream "
-                "out, graphics' layer patches), the copies out of the rings and the keyer.",
+                "out, graphics' layer patches), the copies out of the rings and the keyer. "
+                "The same code on hosts of this kind measured 0.197 core (AMD EPYC, a quiet "
+                "hour) and 0.252-0.262 core (Intel Xeon and AMD EPYC, busy hours): the host's "
+                "other tenants move this figure by a third, and the numpy reference with it.",
             ],
         )
     ]

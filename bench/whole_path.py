@@ -272,9 +272,10 @@ def run(runs: int) -> list[Result]:
                 "~1-2 ms, x264 ~13 ms (the same as ffmpeg's). The work per frame is about the "
                 "same as ffmpeg's; the margin is parallelism: ours keeps ~1.85 of the two cores "
                 "busy, ffmpeg 5.1 (one filter-graph thread) ~1.6. That margin depends on the "
-                "host: on an Intel Xeon host of this kind in a busy hour (CPU probe 75-116 ms) "
-                "an earlier version of this benchmark (frames packed into messages instead of "
-                "rings) measured 1.16×.",
+                "host's other tenants: the same code measured 1.21× on an AMD EPYC host of this "
+                "kind in a quiet hour and 1.18× on it in a busy one; an earlier version of this "
+                "benchmark (frames packed into messages instead of rings) measured 1.16× on an "
+                "Intel Xeon host in a busy hour.",
             ],
         )
     ]
