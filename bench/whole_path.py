@@ -262,7 +262,7 @@ def run(runs: int) -> list[Result]:
             met=ratio >= TARGET,
             notes=[
                 f"{SECONDS} s clips ({SECONDS * FPS} frames each), unthrottled, in one process "
-                f"(decode + ingest's scale-to-box into a shared ring in a thread per input, the "
+                "(decode + ingest's scale-to-box into a shared ring in a thread per input, the "
                 "mixer's read, blit and keyer on the main thread, x264 in its own thread); "
                 f"{max(runs, MIN_RUNS)} runs of each, interleaved.",
                 "CPU per program frame, measured stage by stage on one thread on this box: ten "
