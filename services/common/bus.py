@@ -44,6 +44,8 @@ PING_INTERVAL_S = 3
 MAX_OUTSTANDING_PINGS = 2
 RECONNECT_WAIT_S = 0.5
 CONNECT_TIMEOUT_S = 2
+# A bucket's keys arrive back to back; this long without the next one, the read has failed.
+KEYS_TIMEOUT_S = 5.0
 DRAIN_TIMEOUT_S = 5
 REPLAY_CACHE_SIZE = 1024
 
@@ -385,10 +387,33 @@ class KvBucket(Generic[M]):
         await self.store.delete(key)
 
     async def keys(self) -> list[str]:
-        try:
-            return list(await self.store.keys())
-        except nats.js.errors.NoKeysError:
+        """The keys that hold a value now.
+
+        Not nats-py's `KeyValue.keys()`: its watcher can signal "no more" before it has handled
+        the entries already received (nats-io/nats.py#842), and then a bucket of thousands of
+        keys reads as empty (seen here: 2 reads in 50 of a 2000-key bucket). This reads the last
+        entry of every key until the server says none is pending, whatever the watcher signals.
+        """
+        if (await self.store.status()).values == 0:
             return []
+        watcher = await self.store.watchall(meta_only=True)
+        keys: list[str] = []
+        try:
+            while True:
+                try:
+                    entry = await watcher.updates(timeout=KEYS_TIMEOUT_S)
+                except nats.errors.TimeoutError:
+                    raise errors.Unavailable(
+                        f"the keys of a bucket stopped arriving after {len(keys)}"
+                    ) from None
+                if entry is None:
+                    continue  # the watcher's "no more" marker: the pending count decides
+                if entry.operation is None:  # a value, not a delete or purge marker
+                    keys.append(entry.key)
+                if entry.delta == 0:
+                    return keys
+        finally:
+            await watcher.stop()
 
     async def items(self) -> dict[str, M]:
         out: dict[str, M] = {}
