@@ -159,14 +159,16 @@ class WhipSource(Source):
     async def _on_state(self) -> None:
         state = self.pc.connectionState
         if state in ("failed", "closed"):
-            self._end_reason = self._dtls_failure() or f"connection {state}"
+            self._end_reason = self.dtls_failure() or f"connection {state}"
             self._ended.set()
 
-    def _dtls_failure(self) -> str:
+    def dtls_failure(self) -> str:
         """The end reason when ICE connected but the DTLS handshake did not, else ''."""
         for transceiver in self.pc.getTransceivers():
             dtls = transceiver.receiver.transport
-            if dtls.state == "failed" and dtls.transport.state == "completed":
+            # ICE had connected (a DTLS transport fails only once started); aiortc may have
+            # closed the ICE transport since, but not failed it.
+            if dtls.state == "failed" and dtls.transport.state != "failed":
                 return (
                     "DTLS handshake failed (the publisher's certificate or cipher suites were "
                     "refused: an ECDSA certificate must be on P-256, P-384 or P-521)"

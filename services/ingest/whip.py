@@ -195,5 +195,8 @@ class WhipEndpoint:
         source = self.sessions.get(request.match_info["session"])
         if source is None or source.station != station_id:
             raise errors.NotFound("no such session")
-        await self.sources.stop(source.source_id, "station ended the session")
+        # A publisher that gives up on a failed handshake DELETEs at once, often before the
+        # connection's state change reaches us: the failure is the reason, not the DELETE.
+        reason = source.dtls_failure() or "station ended the session"
+        await self.sources.stop(source.source_id, reason)
         return web.Response(status=200, headers=CORS_HEADERS)
