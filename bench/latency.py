@@ -37,9 +37,9 @@ from bench.platform import (
     video_frames,
     wait_live,
 )
+from services.common import ice
 from services.common.gen.baycast.v1 import mixer_pb2
 from services.common.media import proto_to_i420
-from services.ingest import ice
 from services.station.publisher import WhipPublisher
 from services.up import demo
 from tests.support.mixer import STATIONS, admin, cards, command

@@ -6,13 +6,16 @@ gRPC and NATS and a human can read the bus (`nats sub 'baycast.v1.>'`).
 Commands are request/reply. A command that does not parse (unknown field, wrong type, oversized)
 gets an `ErrorReply` naming the problem and never reaches its handler. A command may carry a
 `Baycast-Command-Id` header: a retried command with the same id gets the first reply again and is
-applied once, which is what lets `baycast ctl` retry through a NATS outage.
+applied once, which is what lets `baycast ctl` retry through a NATS outage. A command sent on an
+operator's behalf (by the control service) carries `Baycast-Operator: <id>`; its handler reads it
+with `acting_operator()` to write who did what into the as-run log.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import re
 import uuid
 from collections import OrderedDict
@@ -38,6 +41,7 @@ from services.common.gen.baycast.v1 import control_pb2
 PREFIX = "baycast.v1."
 COMMAND_ID_HEADER = "Baycast-Command-Id"
 STATUS_HEADER = "Baycast-Status"
+OPERATOR_HEADER = "Baycast-Operator"
 DEFAULT_MAX_COMMAND_BYTES = 64 * 1024
 # A dead or hung server is noticed after ping_interval * max_outstanding_pings (< 10 s).
 PING_INTERVAL_S = 3
@@ -53,6 +57,13 @@ M = TypeVar("M", bound=Message)
 R = TypeVar("R", bound=Message)
 
 log = structlog.get_logger("bus")
+
+_operator: contextvars.ContextVar[str] = contextvars.ContextVar("operator", default="")
+
+
+def acting_operator() -> str:
+    """The operator on whose behalf the command being handled was sent ("" when none said)."""
+    return _operator.get()
 
 
 def subject(*parts: str) -> str:
@@ -270,7 +281,11 @@ class Bus:
                     f"command is {len(msg.data)} bytes, the limit is {self.max_command_bytes}"
                 )
             request = decode(msg.data, request_type)
-            reply = await handler(request, msg.subject)
+            token = _operator.set((msg.headers or {}).get(OPERATOR_HEADER, "")[:64])
+            try:
+                reply = await handler(request, msg.subject)
+            finally:
+                _operator.reset(token)
             return encode(reply), {STATUS_HEADER: "ok"}
         except errors.BaycastError as exc:
             log.info(
@@ -301,9 +316,12 @@ class Bus:
         *,
         timeout: float = 5.0,
         command_id: str | None = None,
+        operator: str = "",
     ) -> R:
         """Send a command and return its typed reply, or raise the error the service replied."""
         headers = {COMMAND_ID_HEADER: command_id or uuid.uuid4().hex}
+        if operator:
+            headers[OPERATOR_HEADER] = operator
         try:
             msg = await self.nc.request(subj, encode(command), timeout=timeout, headers=headers)
         except nats.errors.NoRespondersError:

@@ -24,6 +24,13 @@ async def _station(ctl: Ctl, args: argparse.Namespace) -> int:
         command = ingest_pb2.StationCommand(add=ingest_pb2.AddStation(id=args.id, name=args.name))
     elif verb == "list":
         command = ingest_pb2.StationCommand(list=ingest_pb2.ListStations())
+    elif verb == "set":
+        change = ingest_pb2.SetStation(id=args.id)
+        if args.name is not None:
+            change.name = args.name
+        if args.tally is not None:
+            change.tally_url = args.tally
+        command = ingest_pb2.StationCommand(set=change)
     else:
         command = ingest_pb2.StationCommand()
         getattr(command, verb).CopyFrom(ingest_pb2.StationRef(id=args.id))
@@ -36,17 +43,20 @@ async def _station(ctl: Ctl, args: argparse.Namespace) -> int:
                 "revoked": "yes" if s.revoked else "",
                 "created": time.strftime("%Y-%m-%d %H:%M", time.gmtime(s.created_at_us / 1e6)),
                 "whip_url": s.whip_url,
+                "tally": s.tally_url,
             }
             for s in reply.stations
         ]
-        print_table(rows, ["id", "name", "revoked", "created", "whip_url"])
+        print_table(rows, ["id", "name", "revoked", "created", "whip_url", "tally"])
         return 0
     station = reply.stations[0]
     if reply.token:
         print(f"station   {station.id} ({station.name})")
         print(f"WHIP URL  {station.whip_url}")
         print(f"token     {reply.token}")
-        print("The token is shown only now; the server keeps only its hash.")
+        print(f"page      {station.page_url}#token={reply.token}")
+        print("The token is shown only now; the server keeps only its hash. The page link")
+        print("carries it after '#', which browsers never send to a server.")
     else:
         print_message(station)
     return 0
@@ -132,6 +142,15 @@ def register(verbs: argparse._SubParsersAction) -> None:
         ("rotate", "a new token (printed once); the old one stops working"),
     ):
         sv.add_parser(verb, help=text).add_argument("id")
+    set_ = sv.add_parser("set", help="change a station's name or tally address")
+    set_.add_argument("id")
+    set_.add_argument("--name", default=None, help="new display name")
+    set_.add_argument(
+        "--tally",
+        default=None,
+        metavar="URL",
+        help="TSL UMD v5 tally: tsl5+udp://host:port or tsl5+tcp://host:port[?index=N]; '' removes",
+    )
     station.set_defaults(run=lambda args: run_verb(args, _station))
 
     source = verbs.add_parser("source", help="live sources (ingest)")

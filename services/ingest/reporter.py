@@ -46,6 +46,7 @@ class ReporterPage:
     def add_routes(self, app: web.Application) -> None:
         app.router.add_get("/contribute/assets/{name}", self.asset)
         app.router.add_get("/contribute/{station}", self.page)
+        app.router.add_get("/station/{station}", self.page)
 
     async def page(self, request: web.Request) -> web.Response:
         station = await self.stations.get(request.match_info["station"])

@@ -26,6 +26,7 @@ from typing import Any
 import structlog
 
 from services.common import errors
+from services.common.credentials import token_matches
 from services.common.gen.baycast.v1 import ingest_pb2
 from services.common.settings import split_addr
 from services.ingest.rtmp_amf import AmfError, decode, encode
@@ -54,7 +55,7 @@ from services.ingest.rtmp_chunks import (
 from services.ingest.rtmp_flv import FlvDecoder, UnsupportedMedia
 from services.ingest.source import FrameSink, Source, TransportStats
 from services.ingest.sources import SourceRegistry
-from services.ingest.stations import StationRegistry, token_matches
+from services.ingest.stations import StationRegistry
 
 LOOKUP_APP = "live"  # rtmp://host/live/<token>: find the station by its token
 HANDSHAKE_TIMEOUT_S = 10.0

@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 from urllib.parse import urlsplit
 
+from services.common import ice
 from services.common.bus import subject
 from services.common.gen.baycast.v1 import ingest_pb2
 from services.common.handles import HandleDirectory
 from services.common.lifecycle import BaseService, run
 from services.common.settings import load_settings, split_addr
 from services.common.telemetry import configure_logging
-from services.ingest import ice, metrics
+from services.ingest import metrics
 from services.ingest.media_server import SourceMedia
 from services.ingest.rate_limiter import RateLimiter
 from services.ingest.reporter import ReporterPage

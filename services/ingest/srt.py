@@ -21,10 +21,7 @@ carry it; it is never logged.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
-import hashlib
-import hmac
 import io
 import secrets
 import subprocess
@@ -39,14 +36,14 @@ import structlog
 from aiohttp import web
 
 from services.common import errors
+from services.common.credentials import srt_passphrase
 from services.common.gen.baycast.v1 import ingest_pb2
+from services.common.web import CORS_HEADERS, bearer_token
 from services.ingest.source import FrameSink, Source, TransportStats
 from services.ingest.sources import SourceRegistry
 from services.ingest.stations import StationRegistry
-from services.ingest.whip import CORS_HEADERS, bearer_token
 
 FFMPEG = "/usr/bin/ffmpeg"
-PASSPHRASE_CHARS = 32
 LATENCY_US = 120_000  # SRT receive latency: retransmissions on a good link fit in it
 REFRESH_S = 2.0  # how often the station list is re-read for new, rotated or revoked stations
 RESTART_BACKOFF_S = 1.0
@@ -55,16 +52,6 @@ TS_PACKET = 188
 STDERR_LINES = 5
 
 log = structlog.get_logger("ingest.srt")
-
-
-def srt_passphrase(secret: str, station: ingest_pb2.Station) -> str:
-    """The station's SRT passphrase ('' for a revoked station: it has no token salt)."""
-    if not station.token_salt or station.revoked:
-        return ""
-    digest = hmac.new(
-        secret.encode(), f"srt:{station.id}:{station.token_salt}".encode(), hashlib.sha256
-    ).digest()
-    return base64.urlsafe_b64encode(digest).decode()[:PASSPHRASE_CHARS]
 
 
 def listener_args(host: str, port: int, passphrase: str, ffmpeg: str = FFMPEG) -> list[str]:

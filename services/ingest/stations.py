@@ -7,48 +7,19 @@ tokens are 256 random bits, so the hash cannot be brute-forced.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import re
-import secrets
 from collections.abc import Callable
 
 from services.common import errors
 from services.common.bus import KvBucket
+from services.common.credentials import PRINCIPAL_ID, token_matches, with_new_token
 from services.common.gen.baycast.v1 import ingest_pb2
 from services.common.media import now_us
+from services.common.tally_url import parse_tally_url
 from services.ingest import metrics
 
 BUCKET = "stations"
-STATION_ID = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,30}[a-z0-9])?$")
+STATION_ID = PRINCIPAL_ID
 MAX_NAME_CHARS = 64
-TOKEN_BYTES = 32
-SALT_BYTES = 16
-
-
-def new_token() -> str:
-    return secrets.token_urlsafe(TOKEN_BYTES)
-
-
-def token_hash(salt: str, token: str) -> str:
-    return hashlib.sha256(bytes.fromhex(salt) + token.encode()).hexdigest()
-
-
-def with_new_token(station: ingest_pb2.Station) -> tuple[ingest_pb2.Station, str]:
-    """A copy of `station` holding the hash of a fresh token, and that token."""
-    token = new_token()
-    salt = secrets.token_hex(SALT_BYTES)
-    out = ingest_pb2.Station()
-    out.CopyFrom(station)
-    out.token_salt = salt
-    out.token_sha256 = token_hash(salt, token)
-    return out, token
-
-
-def token_matches(station: ingest_pb2.Station, token: str) -> bool:
-    if station.revoked or not station.token_salt or not token:
-        return False
-    return hmac.compare_digest(token_hash(station.token_salt, token), station.token_sha256)
 
 
 def check_station_id(station_id: str, field: str = "id") -> str:
@@ -58,6 +29,14 @@ def check_station_id(station_id: str, field: str = "id") -> str:
             field=field,
         )
     return station_id
+
+
+def check_name(name: str, field: str) -> str:
+    if not name or len(name) > MAX_NAME_CHARS or any(c < " " for c in name):
+        raise errors.InvalidArgument(
+            f"a name is 1 to {MAX_NAME_CHARS} printable characters", field=field
+        )
+    return name
 
 
 class StationRegistry:
@@ -77,6 +56,8 @@ class StationRegistry:
             revoked=station.revoked,
             created_at_us=station.created_at_us,
             rotated_at_us=station.rotated_at_us,
+            tally_url=station.tally_url,
+            page_url=f"{self.whip_base_url()}/station/{station.id}",
         )
 
     async def get(self, station_id: str) -> ingest_pb2.Station | None:
@@ -97,7 +78,7 @@ class StationRegistry:
     async def handle(self, command: ingest_pb2.StationCommand) -> ingest_pb2.StationReply:
         verb = command.WhichOneof("command")
         if verb is None:
-            raise errors.InvalidArgument("one of add, list, revoke, rotate, show is required")
+            raise errors.InvalidArgument("one of add, list, revoke, rotate, show, set is required")
         metrics.STATION_COMMANDS.labels(verb).inc()
         if verb == "add":
             return await self.add(command.add)
@@ -106,6 +87,8 @@ class StationRegistry:
             return ingest_pb2.StationReply(
                 stations=[self.info(s) for _, s in sorted(stations.items())]
             )
+        if verb == "set":
+            return await self.set(command.set)
         ref: ingest_pb2.StationRef = getattr(command, verb)
         check_station_id(ref.id, f"{verb}.id")
         if verb == "show":
@@ -119,11 +102,7 @@ class StationRegistry:
 
     async def add(self, add: ingest_pb2.AddStation) -> ingest_pb2.StationReply:
         check_station_id(add.id, "add.id")
-        name = add.name.strip() or add.id
-        if len(name) > MAX_NAME_CHARS or any(c < " " for c in name):
-            raise errors.InvalidArgument(
-                f"a name is at most {MAX_NAME_CHARS} printable characters", field="add.name"
-            )
+        name = check_name(add.name.strip() or add.id, "add.name")
         now = now_us()
         station, token = with_new_token(
             ingest_pb2.Station(id=add.id, name=name, created_at_us=now, rotated_at_us=now)
@@ -133,6 +112,27 @@ class StationRegistry:
         except errors.AlreadyExists:
             raise errors.AlreadyExists(f"station {add.id!r} exists", field="add.id") from None
         return ingest_pb2.StationReply(stations=[self.info(station)], token=token)
+
+    async def set(self, change: ingest_pb2.SetStation) -> ingest_pb2.StationReply:
+        """New settings for a station; the fields left unset keep their values."""
+        check_station_id(change.id, "set.id")
+        name = check_name(change.name.strip(), "set.name") if change.HasField("name") else None
+        if change.HasField("tally_url") and change.tally_url:
+            parse_tally_url(change.tally_url, "set.tally_url")
+
+        def apply(current: ingest_pb2.Station | None) -> ingest_pb2.Station:
+            if current is None:
+                raise errors.NotFound(f"no station {change.id!r}", field="set.id")
+            station = ingest_pb2.Station()
+            station.CopyFrom(current)
+            if name is not None:
+                station.name = name
+            if change.HasField("tally_url"):
+                station.tally_url = change.tally_url
+            return station
+
+        station = await self.bucket.update(change.id, apply)
+        return ingest_pb2.StationReply(stations=[self.info(station)])
 
     async def rotate(self, station_id: str) -> ingest_pb2.StationReply:
         """A new token; the old one stops working at once. Rotating a revoked station revives it."""

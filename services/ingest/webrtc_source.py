@@ -20,8 +20,8 @@ from aiortc.rtcdtlstransport import SRTPProtectionProfile
 from aiortc.sdp import SessionDescription
 from OpenSSL import SSL
 
+from services.common.ice import announce_public_ip, probe_rtt_ms
 from services.ingest import decode_errors
-from services.ingest.ice import announce_public_ip, probe_rtt_ms
 from services.ingest.source import FrameSink, Source, TransportStats
 
 VIDEO_CLOCK_RATE = 90_000

@@ -23,42 +23,19 @@ from collections.abc import Awaitable, Callable
 import structlog
 from aiohttp import web
 
-from services.common import errors
-from services.ingest import ice, metrics
+from services.common import errors, ice
+from services.common.web import CORS_HEADERS, SDP_TYPE, bearer_token, error_response, read_sdp
+from services.ingest import metrics
 from services.ingest.rate_limiter import RateLimiter
 from services.ingest.sources import SourceRegistry
 from services.ingest.stations import StationRegistry
 from services.ingest.webrtc_source import SdpError, WhipSource, check_offer
 
-SDP_TYPE = "application/sdp"
 REVOCATION_CHECK_S = 2.0
-CORS_HEADERS = {
-    "Access-Control-Allow-Origin": "*",
-    "Access-Control-Allow-Methods": "POST, DELETE, PATCH, OPTIONS",
-    "Access-Control-Allow-Headers": "Authorization, Content-Type, If-Match",
-    "Access-Control-Expose-Headers": "Location, Link, ETag, Accept-Post",
-    "Access-Control-Max-Age": "600",
-}
 
 log = structlog.get_logger("ingest.whip")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-def _error(exc: errors.BaycastError, status: int | None = None) -> web.Response:
-    headers = dict(CORS_HEADERS)
-    if isinstance(exc, errors.Unauthenticated):
-        headers["WWW-Authenticate"] = 'Bearer realm="baycast"'
-    return web.Response(
-        status=status or exc.http_status,
-        text=f"{exc.code}: {exc.message}\n",
-        headers=headers,
-    )
-
-
-def bearer_token(request: web.Request) -> str:
-    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    return token.strip() if scheme.lower() == "bearer" else ""
 
 
 class WhipEndpoint:
@@ -97,7 +74,7 @@ class WhipEndpoint:
             try:
                 response = await handler(request)
             except errors.BaycastError as exc:
-                response = _error(exc)
+                response = error_response(exc)
             metrics.WHIP_REQUESTS.labels(request.method, str(response.status)).inc()
             return response
 
@@ -118,27 +95,18 @@ class WhipEndpoint:
         wait_s = self.rate_limiter.take(request.remote or "")
         if wait_s > 0:
             metrics.WHIP_RATE_LIMITED.inc()
-            response = _error(errors.ResourceExhausted("too many offers: slow down"), status=429)
+            response = error_response(
+                errors.ResourceExhausted("too many offers: slow down"), status=429
+            )
             response.headers["Retry-After"] = str(max(1, round(wait_s)))
             return response
         station_id = request.match_info["station"]
         station = await self.stations.authenticate(station_id, bearer_token(request))
         if not self.accepting:
             raise errors.Unavailable("ingest is shutting down")
-        if request.content_length is not None and request.content_length > self.max_sdp_bytes:
-            raise errors.PayloadTooLarge(f"the offer is over {self.max_sdp_bytes} bytes")
-        body = await request.content.read(self.max_sdp_bytes + 1)
-        if len(body) > self.max_sdp_bytes:
-            raise errors.PayloadTooLarge(f"the offer is over {self.max_sdp_bytes} bytes")
-        if request.content_type != SDP_TYPE:
-            raise errors.InvalidArgument(
-                f"Content-Type must be {SDP_TYPE}, not {request.content_type or 'missing'}"
-            )
+        offer = await read_sdp(request, self.max_sdp_bytes)
         try:
-            offer = body.decode()
             check_offer(offer)
-        except UnicodeDecodeError:
-            raise errors.InvalidArgument("the offer is not UTF-8 text") from None
         except SdpError as exc:
             raise errors.InvalidArgument(str(exc)) from None
         if station_id in self.sources.live or station_id in self._pending:

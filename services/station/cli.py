@@ -14,8 +14,8 @@ from urllib.parse import urlparse
 from aiortc.contrib.media import MediaPlayer
 from aiortc.mediastreams import MediaStreamTrack
 
+from services.common import ice
 from services.common.telemetry import configure_logging
-from services.ingest import ice
 from services.station.publisher import PublishRefused, WhipPublisher
 from services.station.testcard import TestCard
 from services.station.tracks import CardLoop, CardVideoTrack, ToneAudioTrack

@@ -18,8 +18,8 @@ from typing import Any
 
 import structlog
 
+from services.common import ice
 from services.common.telemetry import configure_logging
-from services.ingest import ice
 from services.station.publisher import PublishRefused, WhipPublisher
 from services.station.testcard import TestCard
 from services.station.tracks import CardLoop

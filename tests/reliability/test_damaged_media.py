@@ -30,9 +30,9 @@ import av
 import pytest
 from aiortc.mediastreams import MediaStreamTrack
 
+from services.common import ice
 from services.common.bus import Bus, subject
 from services.common.gen.baycast.v1 import control_pb2
-from services.ingest import ice
 from services.station.publisher import WhipPublisher
 from services.station.testcard import TestCard
 from services.station.tracks import PacketLoopTrack, ToneAudioTrack, encode_loop

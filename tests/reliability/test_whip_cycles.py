@@ -16,8 +16,8 @@ import uuid
 import aiohttp
 import pytest
 
+from services.common import ice
 from services.common.bus import Bus
-from services.ingest import ice
 from services.station.publisher import WhipPublisher
 from services.station.testcard import TestCard
 from services.station.tracks import PacketLoopTrack, ToneAudioTrack, encode_loop

@@ -14,12 +14,12 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from services.common import ice
 from services.common.bus import subject
 from services.common.gen.baycast.v1 import control_pb2, ingest_pb2, media_pb2
 from services.common.handles import HandleDirectory
 from services.common.media import inline_video
 from services.common.shared_memory import FrameGone
-from services.ingest import ice
 from services.ingest.service import IngestService
 from services.ingest.settings import IngestSettings
 from services.station.publisher import WhipPublisher

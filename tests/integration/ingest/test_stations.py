@@ -14,10 +14,9 @@ from pathlib import Path
 import nats
 import pytest
 
-from services.common import errors
+from services.common import errors, ice
 from services.common.bus import Bus
 from services.common.gen.baycast.v1 import ingest_pb2
-from services.ingest import ice
 from services.station.publisher import PublishRefused, WhipPublisher
 from services.station.testcard import TestCard
 from services.station.tracks import CardVideoTrack, ToneAudioTrack

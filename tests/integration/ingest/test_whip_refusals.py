@@ -9,8 +9,9 @@ import aiohttp
 import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection
 
+from services.common import ice
 from services.common.gen.baycast.v1 import control_pb2, ingest_pb2, media_pb2
-from services.ingest import ice, sources
+from services.ingest import sources
 from services.ingest.webrtc_source import WhipSource
 from services.station.testcard import TestCard
 from services.station.tracks import CardVideoTrack, ToneAudioTrack

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import aioice.ice
 
-from services.ingest import ice
+from services.common import ice
 from tests.support.nats import free_udp_port
 
 

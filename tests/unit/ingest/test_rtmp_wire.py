@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from services.common.credentials import with_new_token
 from services.common.gen.baycast.v1 import ingest_pb2
 from services.ingest import rtmp_amf
 from services.ingest.rtmp import find_station
@@ -26,7 +27,6 @@ from services.ingest.rtmp_chunks import (
     handshake_reply,
 )
 from services.ingest.rtmp_flv import FlvDecoder, UnsupportedMedia
-from services.ingest.stations import with_new_token
 
 amf_values = st.recursive(
     st.none() | st.booleans() | st.floats(allow_nan=False) | st.text(max_size=40),
@@ -145,7 +145,7 @@ class FakeRegistry:
 
     async def authenticate(self, station_id: str, token: str) -> ingest_pb2.Station:
         from services.common import errors
-        from services.ingest.stations import token_matches
+        from services.common.credentials import token_matches
 
         station = self.bucket.stations.get(station_id)
         if station is None or not token_matches(station, token):

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from services.common.credentials import srt_passphrase, with_new_token
 from services.common.gen.baycast.v1 import ingest_pb2
-from services.ingest.srt import listener_args, srt_passphrase
-from services.ingest.stations import with_new_token
+from services.ingest.srt import listener_args
 
 
 def test_passphrase_follows_the_token_and_needs_the_secret() -> None:

@@ -5,13 +5,9 @@ from __future__ import annotations
 import pytest
 
 from services.common import errors
+from services.common.credentials import token_hash, token_matches, with_new_token
 from services.common.gen.baycast.v1 import ingest_pb2
-from services.ingest.stations import (
-    check_station_id,
-    token_hash,
-    token_matches,
-    with_new_token,
-)
+from services.ingest.stations import check_station_id
 
 
 def test_a_new_token_is_stored_only_as_a_salted_hash() -> None:

@@ -1,0 +1,388 @@
+"""Live encodings for the exchange: each distinct picture and each distinct sound encoded once.
+
+A WHEP viewer or an SRT return asks for a picture (a handle such as `prod/qihang/program` at a
+size) and a sound (`prod/qihang/mixminus/gz`, say). `LiveEncodings` keeps one `VideoEncoding`
+per (handle, size, rate) and one `AudioEncoding` per (handle, codec), each subscribed once on
+the media plane, and each fans its packets out to every receiver: twelve returns of one program
+cost one H.264 encode and twelve Opus encodes. An encoding nobody receives for `linger_s` stops.
+
+Video is H.264 Constrained Baseline (what every WebRTC browser decodes), no B-frames, a keyframe
+every `keyframe_interval_s` and on request (a new viewer, a viewer's PLI/FIR, a viewer that
+overflowed), at most one requested keyframe per `MIN_KEYFRAME_GAP_S`. x264 runs in a thread of
+its own (PyAV releases the GIL); the newest picture wins when it falls behind. Opus and AAC are
+encoded on the event loop: a 20 ms Opus frame costs tens of microseconds.
+
+Timestamps follow the producer's clock, rebased so they only increase: a producer that restarts
+(its clock jumps) continues where the last frame left off.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from fractions import Fraction
+
+import av
+import numpy as np
+import structlog
+
+from services.common.gen.baycast.v1 import media_pb2
+from services.common.media import proto_to_i420, proto_to_pcm
+from services.distribution.packet_fanout import Fanout
+
+VIDEO_TIME_BASE = Fraction(1, 90_000)
+SAMPLE_RATE = 48_000
+CHANNELS = 2
+MIN_KEYFRAME_GAP_S = 0.5
+MAX_PTS_JUMP_US = 2_000_000
+DEFAULT_LINGER_S = 5.0
+OPUS_FRAME_SAMPLES = 960  # 20 ms
+AAC_FRAME_SAMPLES = 1024
+
+log = structlog.get_logger("distribution.live_encoding")
+
+FrameSource = Callable[[str, media_pb2.Rendition], AsyncIterator[media_pb2.MediaFrame]]
+
+
+@dataclass(frozen=True)
+class VideoKey:
+    handle: str  # prod/<prod>/program|clean|multiview, source/<id>
+    width: int
+    height: int
+    fps: int
+
+    def describe(self) -> str:
+        return f"{self.width}x{self.height}@{self.fps} h264"
+
+
+@dataclass(frozen=True)
+class AudioKey:
+    handle: str  # prod/<prod>/program, prod/<prod>/mixminus/<station>, source/<id>
+    codec: str  # "opus" or "aac"
+
+
+class PtsRebaser:
+    """The producer's microsecond timestamps as strictly increasing ticks of `time_base`."""
+
+    def __init__(self, time_base: Fraction, step_us: int) -> None:
+        self.ticks_per_us = 1 / (time_base * 1_000_000)
+        self.step_us = step_us
+        self._offset_us: int | None = None
+        self._last_us = 0
+
+    def __call__(self, pts_us: int) -> int:
+        if self._offset_us is None:
+            self._offset_us = -pts_us  # the first timestamp is 0
+        local = pts_us + self._offset_us
+        if self._last_us and not 0 < local - self._last_us <= MAX_PTS_JUMP_US:
+            # The producer's clock went back or leapt (a restart, another source): carry on
+            # one step after the last timestamp.
+            self._offset_us = self._last_us + self.step_us - pts_us
+            local = self._last_us + self.step_us
+        self._last_us = local
+        return int(local * self.ticks_per_us)
+
+
+class VideoEncoding:
+    """One picture handle at one size, encoded once for every receiver."""
+
+    def __init__(
+        self,
+        key: VideoKey,
+        frames: FrameSource,
+        *,
+        kbps: int,
+        keyframe_interval_s: float,
+        preset: str = "veryfast",
+    ) -> None:
+        self.key = key
+        self.fanout = Fanout()
+        self.kbps = kbps
+        self.keyframe_interval_s = keyframe_interval_s
+        self.preset = preset
+        self.frames_encoded = 0
+        self.keyframes_requested = 0
+        self.idle_since = time.monotonic()
+        self._frames = frames
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._thread: threading.Thread | None = None
+        self._cond = threading.Condition()
+        self._pending: tuple[np.ndarray, int] | None = None  # newest picture, its pts
+        self._stop = False
+        self._want_keyframe = False
+        self._last_keyframe_request = 0.0
+        self._rebase = PtsRebaser(VIDEO_TIME_BASE, 1_000_000 // key.fps)
+
+    def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._thread = threading.Thread(
+            target=self._encode_loop, name=f"live-{self.key.handle}", daemon=True
+        )
+        self._thread.start()
+        self._task = asyncio.create_task(self._subscribe(), name=f"live-{self.key.handle}")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        with self._cond:
+            self._stop = True
+            self._cond.notify()
+        if self._thread is not None:
+            await asyncio.to_thread(self._thread.join, 5.0)
+        self.fanout.close()
+
+    def request_keyframe(self) -> None:
+        """The next picture is a keyframe, unless one was requested very recently."""
+        now = time.monotonic()
+        if now - self._last_keyframe_request < MIN_KEYFRAME_GAP_S:
+            return
+        self._last_keyframe_request = now
+        self.keyframes_requested += 1
+        with self._cond:
+            self._want_keyframe = True
+
+    async def _subscribe(self) -> None:
+        rendition = media_pb2.Rendition(
+            width=self.key.width,
+            height=self.key.height,
+            pixel_format=media_pb2.PIXEL_FORMAT_I420,
+            fps=self.key.fps,
+            no_audio=True,
+        )
+        async for message in self._frames(self.key.handle, rendition):
+            if message.WhichOneof("body") != "video":
+                continue
+            video = message.video
+            if (video.width, video.height) != (self.key.width, self.key.height):
+                continue
+            try:
+                picture = proto_to_i420(video)  # read now: a shared slot is reused soon
+            except ValueError:  # malformed, or its shared slot already reused: skip it
+                continue
+            with self._cond:
+                self._pending = (picture, video.pts_us)
+                self._cond.notify()
+
+    def _open_encoder(self) -> av.VideoCodecContext:
+        gop = max(1, round(self.keyframe_interval_s * self.key.fps))
+        codec = av.CodecContext.create("libx264", "w")
+        assert isinstance(codec, av.VideoCodecContext)
+        codec.width, codec.height = self.key.width, self.key.height
+        codec.pix_fmt = "yuv420p"
+        codec.time_base = VIDEO_TIME_BASE
+        codec.framerate = Fraction(self.key.fps, 1)
+        codec.bit_rate = self.kbps * 1000
+        codec.options = {
+            "preset": self.preset,
+            "tune": "zerolatency",
+            "profile": "baseline",
+            "g": str(gop),
+            "keyint_min": str(gop),
+            "sc_threshold": "0",
+            "bf": "0",
+            "maxrate": f"{self.kbps}k",
+            "bufsize": f"{self.kbps}k",
+            # A requested I picture becomes an IDR, so a new viewer can start on it.
+            "forced-idr": "1",
+        }
+        codec.thread_count = 1
+        codec.open()
+        return codec
+
+    def _encode_loop(self) -> None:
+        codec = self._open_encoder()
+        while True:
+            with self._cond:
+                while self._pending is None and not self._stop:
+                    self._cond.wait()
+                if self._stop:
+                    return
+                assert self._pending is not None
+                picture, pts_us = self._pending
+                self._pending = None
+                keyframe, self._want_keyframe = self._want_keyframe, False
+            frame = av.VideoFrame.from_ndarray(picture, format="yuv420p")
+            frame.pts = self._rebase(pts_us)
+            frame.time_base = VIDEO_TIME_BASE
+            if keyframe:
+                frame.pict_type = av.video.frame.PictureType.I
+            try:
+                packets = codec.encode(frame)
+            except av.FFmpegError:
+                log.exception("live_encode_failed", handle=self.key.handle)
+                continue
+            self.frames_encoded += 1
+            for packet in packets:
+                packet.time_base = VIDEO_TIME_BASE
+                self._hand_over(packet)
+
+    def _hand_over(self, packet: av.Packet) -> None:
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+            loop.call_soon_threadsafe(self.fanout.publish, packet)
+
+
+class AudioEncoding:
+    """One sound handle, encoded once (Opus for WebRTC, AAC for MPEG-TS) for every receiver."""
+
+    def __init__(self, key: AudioKey, frames: FrameSource, *, kbps: int) -> None:
+        self.key = key
+        self.fanout = Fanout()
+        self.kbps = kbps
+        self.idle_since = time.monotonic()
+        self._frames = frames
+        self._task: asyncio.Task[None] | None = None
+        self._samples = 0  # pts of the next encoded frame, in samples
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(
+            self._run(), name=f"live-{self.key.handle}-{self.key.codec}"
+        )
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        self.fanout.close()
+
+    def _open_encoder(self) -> tuple[av.AudioCodecContext, int]:
+        name, samples = (
+            ("libopus", OPUS_FRAME_SAMPLES)
+            if self.key.codec == "opus"
+            else (
+                "aac",
+                AAC_FRAME_SAMPLES,
+            )
+        )
+        codec = av.CodecContext.create(name, "w")
+        assert isinstance(codec, av.AudioCodecContext)
+        codec.sample_rate = SAMPLE_RATE
+        codec.layout = "stereo"
+        codec.format = "s16" if name == "libopus" else "fltp"
+        codec.bit_rate = self.kbps * 1000
+        codec.time_base = Fraction(1, SAMPLE_RATE)
+        if name == "libopus":
+            codec.options = {"application": "lowdelay", "frame_duration": "20"}
+        codec.open()
+        return codec, samples
+
+    async def _run(self) -> None:
+        codec, frame_samples = self._open_encoder()
+        fifo = av.AudioFifo()
+        resampler = (
+            None if codec.format.name == "s16" else av.AudioResampler("fltp", "stereo", SAMPLE_RATE)
+        )
+        rendition = media_pb2.Rendition(
+            no_video=True, audio_sample_rate=SAMPLE_RATE, audio_channels=CHANNELS
+        )
+        async for message in self._frames(self.key.handle, rendition):
+            if message.WhichOneof("body") != "audio":
+                continue
+            audio = message.audio
+            if audio.sample_rate != SAMPLE_RATE or audio.channels != CHANNELS:
+                continue
+            pcm = proto_to_pcm(audio)
+            frame = av.AudioFrame.from_ndarray(pcm.reshape(1, -1), format="s16", layout="stereo")
+            frame.sample_rate = SAMPLE_RATE
+            frame.pts = None
+            fifo.write(frame)
+            while fifo.samples >= frame_samples:
+                chunk = fifo.read(frame_samples)
+                if chunk is None:
+                    break
+                chunk.pts = self._samples
+                chunk.time_base = Fraction(1, SAMPLE_RATE)
+                self._samples += frame_samples
+                inputs = resampler.resample(chunk) if resampler is not None else [chunk]
+                for item in inputs:
+                    for packet in codec.encode(item):
+                        packet.time_base = Fraction(1, SAMPLE_RATE)
+                        self.fanout.publish(packet)
+
+
+class LiveEncodings:
+    """The exchange's encodings, made on first use and stopped `linger_s` after their last
+    receiver left (a viewer that reconnects finds its encoding still warm)."""
+
+    def __init__(
+        self,
+        frames: FrameSource,
+        *,
+        video_kbps: int,
+        audio_kbps: int,
+        keyframe_interval_s: float,
+        preset: str = "veryfast",
+        linger_s: float = DEFAULT_LINGER_S,
+    ) -> None:
+        self._frames = frames
+        self.video_kbps = video_kbps
+        self.audio_kbps = audio_kbps
+        self.keyframe_interval_s = keyframe_interval_s
+        self.preset = preset
+        self.linger_s = linger_s
+        self.videos: dict[VideoKey, VideoEncoding] = {}
+        self.audios: dict[AudioKey, AudioEncoding] = {}
+
+    def video(self, key: VideoKey) -> VideoEncoding:
+        encoding = self.videos.get(key)
+        if encoding is None:
+            encoding = VideoEncoding(
+                key,
+                self._frames,
+                kbps=self.video_kbps,
+                keyframe_interval_s=self.keyframe_interval_s,
+                preset=self.preset,
+            )
+            encoding.start()
+            self.videos[key] = encoding
+            log.info("live_video_encoding_started", handle=key.handle, rendition=key.describe())
+        return encoding
+
+    def audio(self, key: AudioKey) -> AudioEncoding:
+        encoding = self.audios.get(key)
+        if encoding is None:
+            encoding = AudioEncoding(key, self._frames, kbps=self.audio_kbps)
+            encoding.start()
+            self.audios[key] = encoding
+            log.info("live_audio_encoding_started", handle=key.handle, codec=key.codec)
+        return encoding
+
+    async def reap(self) -> None:
+        """Stop the encodings nobody has received for `linger_s`."""
+        now = time.monotonic()
+        idle: list[VideoEncoding | AudioEncoding] = []
+        for video_key, video in list(self.videos.items()):
+            if self._idle(video, now):
+                idle.append(self.videos.pop(video_key))
+        for audio_key, audio in list(self.audios.items()):
+            if self._idle(audio, now):
+                idle.append(self.audios.pop(audio_key))
+        for encoding in idle:
+            await encoding.stop()
+            log.info("live_encoding_stopped", handle=encoding.key.handle)
+
+    def _idle(self, encoding: VideoEncoding | AudioEncoding, now: float) -> bool:
+        if len(encoding.fanout):
+            encoding.idle_since = now
+            return False
+        return now - encoding.idle_since >= self.linger_s
+
+    async def close(self) -> None:
+        encodings: list[VideoEncoding | AudioEncoding] = [
+            *self.videos.values(),
+            *self.audios.values(),
+        ]
+        self.videos.clear()
+        self.audios.clear()
+        for encoding in encodings:
+            await encoding.stop()

@@ -1,0 +1,113 @@
+"""One encoded stream, many receivers: the fan-out between a live encoding and its viewers.
+
+An encoding (a return's picture, a station's mix-minus in Opus) hands each `av.Packet` to
+`Fanout.publish`, which puts the same packet into every receiver's `PacketInbox` and never
+waits. An inbox is bounded: a viewer too slow for its video drops what waits and everything up
+to the next keyframe (and the encoding is asked for one), so it resumes on a decodable picture;
+audio just loses its oldest packets. Everything here runs on the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Callable
+
+import av
+
+DEFAULT_MAX_PACKETS = 120  # ~2 s of 540p video or 2.4 s of 20 ms audio
+
+
+class PacketInbox:
+    """One receiver's queue of packets of one stream."""
+
+    def __init__(
+        self,
+        *,
+        video: bool,
+        max_packets: int = DEFAULT_MAX_PACKETS,
+        on_overflow: Callable[[], None] | None = None,
+    ) -> None:
+        self.video = video
+        self.max_packets = max_packets
+        self.dropped = 0
+        self.closed = False
+        self._items: deque[av.Packet] = deque()
+        self._event = asyncio.Event()
+        self._await_keyframe = video  # a video receiver starts on a keyframe
+        self._on_overflow = on_overflow
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    @property
+    def waiting_for_keyframe(self) -> bool:
+        return self._await_keyframe
+
+    def put(self, packet: av.Packet) -> None:
+        if self.closed:
+            return
+        if self._await_keyframe:
+            if not packet.is_keyframe:
+                return
+            self._await_keyframe = False
+        if len(self._items) >= self.max_packets:
+            if self.video:
+                self.dropped += len(self._items)
+                self._items.clear()
+                if not packet.is_keyframe:
+                    self.dropped += 1
+                    self._await_keyframe = True
+                    if self._on_overflow is not None:
+                        self._on_overflow()
+                    return
+            else:
+                self._items.popleft()
+                self.dropped += 1
+        self._items.append(packet)
+        self._event.set()
+
+    async def get(self) -> av.Packet | None:
+        """The next packet; None once closed."""
+        while not self._items:
+            if self.closed:
+                return None
+            self._event.clear()
+            await self._event.wait()
+        return self._items.popleft()
+
+    def close(self) -> None:
+        self.closed = True
+        self._items.clear()
+        self._event.set()
+
+
+class Fanout:
+    """The receivers of one encoded stream."""
+
+    def __init__(self) -> None:
+        self.inboxes: list[PacketInbox] = []
+        self.packets = 0
+        self.bytes = 0
+
+    def __len__(self) -> int:
+        return len(self.inboxes)
+
+    def add(self, inbox: PacketInbox) -> PacketInbox:
+        self.inboxes.append(inbox)
+        return inbox
+
+    def remove(self, inbox: PacketInbox) -> None:
+        if inbox in self.inboxes:
+            self.inboxes.remove(inbox)
+        inbox.close()
+
+    def publish(self, packet: av.Packet) -> None:
+        self.packets += 1
+        self.bytes += packet.size
+        for inbox in self.inboxes:
+            inbox.put(packet)
+
+    def close(self) -> None:
+        for inbox in list(self.inboxes):
+            self.remove(inbox)
