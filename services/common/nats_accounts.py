@@ -68,9 +68,11 @@ GRANTS: dict[str, Grants] = {
         buckets=("gfx", HANDLES),
     ),
     "distribution": Grants(
-        publishes=("prod.*.dist.output.*.state",),
-        serves=("prod.*.dist.cmd",),
-        buckets=("dist_outputs", HANDLES),
+        publishes=("prod.*.dist.output.*.state", "prod.*.exchange.state", "prod.*.cue"),
+        subscribes=("prod.*.tally", "prod.*.mixer.state"),
+        serves=("prod.*.dist.cmd", "prod.*.exchange.cmd"),
+        sends=("prod.*.mixer.cmd",),  # the current tally and talkback of a production, at start
+        buckets=("dist_outputs", "exchange-cues", HANDLES),
     ),
     "monitoring": Grants(
         publishes=("alert.*",),

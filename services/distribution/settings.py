@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from services.common.settings import ServiceSettings, SettingsError
+from services.common.settings import ServiceSettings, SettingsError, split_addr
 
 DEFAULT_DATA_DIR = ".baycast/data"
 # 0 x 0: the program's own size (the first frame decides; the slate uses the fallback before it).
@@ -39,6 +39,16 @@ DEFAULT_VIEWER_WINDOW_S = 30.0
 DEFAULT_FFMPEG = "ffmpeg"
 # RTMPS: verify the platform's certificate against these authorities.
 DEFAULT_TLS_CA_FILE = "/etc/ssl/certs/ca-certificates.crt"
+# The exchange (docs/adr/0012): WHEP viewers and their encodings.
+DEFAULT_ICE_HOSTS = ("127.0.0.1",)
+DEFAULT_MAX_VIEWERS = 64
+DEFAULT_MAX_SDP_BYTES = 64 * 1024
+DEFAULT_WHEP_RATE_PER_S = 5.0
+DEFAULT_WHEP_RATE_BURST = 20
+DEFAULT_EXCHANGE_HEIGHT = 540
+EXCHANGE_HEIGHTS = (360, 540, 720)
+DEFAULT_EXCHANGE_VIDEO_KBPS = 1500
+DEFAULT_EXCHANGE_AUDIO_KBPS = 64
 
 
 @dataclass(frozen=True)
@@ -68,6 +78,24 @@ class DistributionSettings(ServiceSettings):
     ffmpeg: str = DEFAULT_FFMPEG
     tls_verify: bool = True
     tls_ca_file: str = DEFAULT_TLS_CA_FILE
+    # The exchange. ICE as ingest's (docs/adr/0005): the addresses it binds, the UDP port range,
+    # the address announced in SDP answers.
+    ice_hosts: tuple[str, ...] = DEFAULT_ICE_HOSTS
+    public_ip: str = ""
+    rtc_port_min: int = 0
+    rtc_port_max: int = 0
+    # Where stations and players reach this service's HTTP port (WHEP, station events); default:
+    # http_addr.
+    public_url: str = ""
+    max_viewers: int = DEFAULT_MAX_VIEWERS
+    max_sdp_bytes: int = DEFAULT_MAX_SDP_BYTES
+    whep_rate_per_s: float = DEFAULT_WHEP_RATE_PER_S
+    whep_rate_burst: int = DEFAULT_WHEP_RATE_BURST
+    exchange_height: int = DEFAULT_EXCHANGE_HEIGHT
+    exchange_video_kbps: int = DEFAULT_EXCHANGE_VIDEO_KBPS
+    exchange_audio_kbps: int = DEFAULT_EXCHANGE_AUDIO_KBPS
+    # The platform's SRT secret, shared with ingest: a station's passphrase derives from it.
+    srt_secret: str = ""
 
     def validate(self) -> None:
         super().validate()
@@ -83,6 +111,31 @@ class DistributionSettings(ServiceSettings):
             raise SettingsError("keyframe interval and HLS segment length must be positive")
         if self.output_queue_packets < 10 or self.output_queue_bytes < 64 * 1024:
             raise SettingsError("output queues need at least 10 packets and 64 KiB")
+        if bool(self.rtc_port_min) != bool(self.rtc_port_max) or not (
+            0 <= self.rtc_port_min <= self.rtc_port_max <= 65535
+        ):
+            raise SettingsError(
+                "BAYCAST_DISTRIBUTION_RTC_PORT_MIN/MAX must both be set, with min <= max <= 65535"
+            )
+        if self.max_viewers < 1:
+            raise SettingsError("BAYCAST_DISTRIBUTION_MAX_VIEWERS must be at least 1")
+        if self.exchange_height not in EXCHANGE_HEIGHTS:
+            raise SettingsError(
+                f"BAYCAST_DISTRIBUTION_EXCHANGE_HEIGHT must be one of {EXCHANGE_HEIGHTS}"
+            )
+        if self.whep_rate_per_s <= 0 or self.whep_rate_burst < 1:
+            raise SettingsError(
+                "BAYCAST_DISTRIBUTION_WHEP_RATE_PER_S must be positive and WHEP_RATE_BURST >= 1"
+            )
+
+    def base_url(self, bound_port: int) -> str:
+        """Where stations and players reach this service: `public_url`, else its own address."""
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        host, port = split_addr(self.http_addr)
+        if host in ("0.0.0.0", "::", ""):
+            host = self.advertise_host or "127.0.0.1"
+        return f"http://{host}:{bound_port or port}"
 
     @property
     def keyframe_interval_frames(self) -> int:
