@@ -91,7 +91,7 @@ types: setup ## static types
 	$(BIN)/mypy
 
 test: setup lint types k8s-check ## lint, types, manifests and every test
-	$(BIN)/pytest -q -p no:cacheprovider
+	$(BIN)/pytest -q -rs -p no:cacheprovider
 
 bench: setup ## measure against the targets and rewrite BENCHMARKS.md
 	$(PY) -m bench

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
@@ -31,3 +32,18 @@ def own_nats_server() -> Iterator[NatsServer]:
 @pytest.fixture
 def port() -> int:
     return free_port()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """A skipped test is a failure of the gate: every test here talks to real components that a
+    machine of this kind has (`make setup` installs them), so a skip means one of them is missing.
+    `BAYCAST_ALLOW_SKIPS=1` lets a developer run a part of the suite on a machine without them."""
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    skipped = len(reporter.stats.get("skipped", [])) if reporter is not None else 0
+    if skipped and exitstatus == 0 and os.environ.get("BAYCAST_ALLOW_SKIPS") != "1":
+        if reporter is not None:
+            reporter.write_line(
+                f"{skipped} skipped: a skip fails the gate (BAYCAST_ALLOW_SKIPS=1 allows it)",
+                red=True,
+            )
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
