@@ -11,6 +11,7 @@ in analysis never holds the producer's stream (what is dropped is counted).
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from typing import Any
 import numpy as np
 import structlog
 
-from services.common.gen.baycast.v1 import media_pb2
+from services.common.gen.baycast.v1 import media_pb2, monitoring_pb2
 from services.common.handles import HandleDirectory
 from services.common.media import DropOldestQueue, plane_rows, proto_to_pcm, video_planes
 from services.common.rpc import ChannelCache
@@ -31,6 +32,9 @@ from services.monitoring.confidence import Change, ConfidenceMonitor, Thresholds
 QUEUE_FRAMES = 64
 TICK_S = 0.1
 READ_RETRY_S = 0.5
+# Pages show the program's loudness meters from these events: five a second is smooth enough.
+LOUDNESS_EVENT_S = 0.2
+NOTHING_LUFS = -120.0
 
 log = structlog.get_logger("monitoring.program")
 
@@ -45,6 +49,13 @@ def production_of(handle: str) -> str | None:
     if len(parts) == 3 and parts[0] == "prod" and parts[2] == "program" and parts[1]:
         return parts[1]
     return None
+
+
+LoudnessSink = Callable[[monitoring_pb2.ProgramLoudness], None]
+
+
+def _finite(lufs: float) -> float:
+    return round(lufs, 2) if math.isfinite(lufs) else NOTHING_LUFS
 
 
 def luma_plane(frame: media_pb2.VideoFrame) -> np.ndarray:
@@ -70,8 +81,11 @@ class ProgramWatcher:
         *,
         subscriber: str = "monitoring",
         clock: Callable[[], float] = time.monotonic,
+        on_loudness: LoudnessSink | None = None,
     ) -> None:
         self.production = production
+        self.on_loudness = on_loudness
+        self._next_loudness = 0.0
         self.handle = program_handle(production)
         self.directory = directory
         self.channels = channels
@@ -126,7 +140,23 @@ class ProgramWatcher:
                     log.warning("frame_malformed", production=self.production, error=str(exc))
                     changes = []
                 self._apply(changes)
-            self._apply(self.monitor.tick(self.clock()))
+            now = self.clock()
+            self._apply(self.monitor.tick(now))
+            if self.on_loudness is not None and now >= self._next_loudness:
+                self._next_loudness = now + LOUDNESS_EVENT_S
+                self.on_loudness(self.loudness())
+
+    def loudness(self) -> monitoring_pb2.ProgramLoudness:
+        meter = self.monitor.loudness
+        return monitoring_pb2.ProgramLoudness(
+            production=self.production,
+            momentary_lufs=_finite(meter.momentary),
+            short_term_lufs=_finite(meter.short_term),
+            integrated_lufs=_finite(meter.integrated),
+            range_lu=round(meter.loudness_range, 2),
+            true_peak_dbtp=_finite(meter.true_peak_dbtp),
+            time_us=time.time_ns() // 1000,
+        )
 
     def _measure(self, arrival: Arrival) -> list[Change]:
         body = arrival.frame.WhichOneof("body")
@@ -172,7 +202,9 @@ class ProgramWatchers:
         interval_s: float,
         subscriber: str,
         spawn: Callable[[Coroutine[Any, Any, None], str], asyncio.Task[None]],
+        on_loudness: LoudnessSink | None = None,
     ) -> None:
+        self.on_loudness = on_loudness
         self.directory = directory
         self.channels = channels
         self.alerts = alerts
@@ -216,6 +248,7 @@ class ProgramWatchers:
             self.rendition,
             self.thresholds,
             subscriber=self.subscriber,
+            on_loudness=self.on_loudness,
         )
         self.watchers[production] = watcher
         self._tasks[production] = self.spawn(watcher.run(), f"watch-{production}")

@@ -57,6 +57,7 @@ class MonitoringService(BaseService[MonitoringSettings]):
             interval_s=s.discovery_interval_s,
             subscriber=f"monitoring-{s.instance}",
             spawn=self.spawn,
+            on_loudness=self._publish_loudness,
         )
         self.watchers = self.programs.watchers
         self._seen_disconnects = self.bus.disconnects
@@ -100,6 +101,15 @@ class MonitoringService(BaseService[MonitoringSettings]):
         with contextlib.suppress(KeyError):
             REGISTRY.unregister(self.collector)
         await self.programs.close()
+
+    def _publish_loudness(self, reading: monitoring_pb2.ProgramLoudness) -> None:
+        """The program's loudness for the control room's meters (fire and forget: a reading
+        lost while the bus is away is replaced a fifth of a second later)."""
+        if self.bus.connected:
+            task = asyncio.ensure_future(
+                self.bus.publish(subject("prod", reading.production, "loudness"), reading)
+            )
+            task.add_done_callback(lambda t: t.cancelled() or t.exception())
 
     async def _seed_sources(self) -> None:
         """Start from the sources ingest holds now, so a restart does not forget who is live."""
