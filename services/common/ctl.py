@@ -60,14 +60,19 @@ class Ctl:
     async def __aexit__(self, *_exc: object) -> None:
         await self.bus.drain()
 
-    async def command(self, subj: str, command: Message, reply_type: type[R]) -> R:
-        """Send `command`, retrying through outages for up to 30 s with one command id."""
+    async def command(
+        self, subj: str, command: Message, reply_type: type[R], *, operator: str = ""
+    ) -> R:
+        """Send `command`, retrying through outages for up to 30 s with one command id; on
+        `operator`'s behalf when one is named (the as-run log says who)."""
         command_id = uuid.uuid4().hex
         loop = asyncio.get_running_loop()
         deadline = loop.time() + RETRY_FOR_S
         while True:
             try:
-                return await self.bus.request(subj, command, reply_type, command_id=command_id)
+                return await self.bus.request(
+                    subj, command, reply_type, command_id=command_id, operator=operator
+                )
             except errors.Unavailable:
                 if loop.time() > deadline:
                     raise

@@ -2,13 +2,15 @@
 
     BaycastError                 INTERNAL        500
     ├── InvalidArgument          INVALID_ARGUMENT 400  (names the offending field)
-    │   └── PayloadTooLarge      INVALID_ARGUMENT 413
+    │   ├── PayloadTooLarge      INVALID_ARGUMENT 413
+    │   └── UnsupportedMediaType INVALID_ARGUMENT 415
     ├── Unauthenticated          UNAUTHENTICATED 401
     ├── PermissionDenied         PERMISSION_DENIED 403
     ├── NotFound                 NOT_FOUND       404
     ├── AlreadyExists            ALREADY_EXISTS  409
     ├── Conflict                 CONFLICT        409  (a compare-and-swap lost, a busy resource)
-    ├── ResourceExhausted        RESOURCE_EXHAUSTED 429/503
+    ├── ResourceExhausted        RESOURCE_EXHAUSTED 503  (full: sessions, viewers, talk sources)
+    │   └── TooManyRequests      RESOURCE_EXHAUSTED 429  (one client over its rate)
     └── Unavailable              UNAVAILABLE     503
 
 The same code goes out as a NATS error reply (`ErrorReply.code`), a gRPC status and an HTTP status,
@@ -39,6 +41,10 @@ class InvalidArgument(BaycastError):
 
 class PayloadTooLarge(InvalidArgument):
     http_status = 413
+
+
+class UnsupportedMediaType(InvalidArgument):
+    http_status = 415
 
 
 class Unauthenticated(BaycastError):
@@ -75,6 +81,10 @@ class ResourceExhausted(BaycastError):
     code = "RESOURCE_EXHAUSTED"
     http_status = 503
     grpc_status = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+class TooManyRequests(ResourceExhausted):
+    http_status = 429
 
 
 class Unavailable(BaycastError):

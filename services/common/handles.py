@@ -18,6 +18,14 @@ from services.common.media import subscribe
 from services.common.rpc import ChannelCache
 
 BUCKET = "handles"
+# A director's microphone is an ingest source like a station's, named after the operator; no
+# station id can take this form (station ids have no "_").
+TALK_SOURCE_PREFIX = "talk_"
+
+
+def talk_source_id(operator: str) -> str:
+    """The source a director's microphone is, over WHIP: `talk_<operator>`."""
+    return TALK_SOURCE_PREFIX + operator
 
 
 class HandleDirectory:

@@ -77,6 +77,11 @@ class KvMirror(Generic[M]):
 
     # -- keeping it current ------------------------------------------------------------------
 
+    def note(self, key: str, value: M | None, revision: int) -> None:
+        """A write this process just made (`revision` from the put): readers see it at once,
+        before the watch brings it back (which then changes nothing)."""
+        self._apply(key, value, revision)
+
     def _apply(self, key: str, value: M | None, revision: int) -> None:
         if revision and revision < self._revisions.get(key, 0):
             return  # an older write arriving after a newer one (a resync raced the watch)

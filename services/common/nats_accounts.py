@@ -68,14 +68,19 @@ GRANTS: dict[str, Grants] = {
         buckets=("gfx", HANDLES),
     ),
     "distribution": Grants(
-        publishes=("prod.*.dist.output.*.state", "prod.*.exchange.state", "prod.*.cue"),
+        publishes=(
+            "prod.*.dist.output.*.state",
+            "prod.*.exchange.state",
+            "prod.*.cue",
+            "prod.*.asrun",  # cues and their acknowledgements
+        ),
         subscribes=("prod.*.tally", "prod.*.mixer.state"),
         serves=("prod.*.dist.cmd", "prod.*.exchange.cmd"),
         sends=("prod.*.mixer.cmd",),  # the current tally and talkback of a production, at start
         buckets=("dist_outputs", "exchange-cues", HANDLES),
     ),
     "monitoring": Grants(
-        publishes=("alert.*",),
+        publishes=("alert.*", "prod.*.loudness"),
         subscribes=(
             "svc.*.*.heartbeat",
             "source.*.state",
@@ -86,6 +91,38 @@ GRANTS: dict[str, Grants] = {
         ),
         serves=("monitoring.alerts",),
         buckets=("sources", HANDLES),
+    ),
+    # The control room: it acts for the operators it has logged in (each command names its
+    # operator in a header), keeps the operators, follows every event the pages show, and writes
+    # who did what into the as-run log.
+    "control": Grants(
+        publishes=("prod.*.asrun",),
+        subscribes=(
+            "source.*.state",
+            "source.*.stats",
+            "prod.*.mixer.state",
+            "prod.*.mixer.levels",
+            "prod.*.tally",
+            "prod.*.rundown.state",
+            "prod.*.gfx.state",
+            "prod.*.dist.output.*.state",
+            "prod.*.exchange.state",
+            "prod.*.cue",
+            "prod.*.asrun",
+            "prod.*.loudness",
+            "alert.*",
+        ),
+        serves=("operator.cmd",),
+        sends=(
+            "mixer.production.cmd",
+            "prod.*.mixer.cmd",
+            "prod.*.rundown.cmd",
+            "prod.*.gfx.cmd",
+            "prod.*.dist.cmd",
+            "prod.*.exchange.cmd",
+            "monitoring.alerts",
+        ),
+        buckets=("operators",),
     ),
     # `baycast ctl`, `baycast up`'s demo driver, test harnesses.
     "operator": Grants(everything=True, buckets=("*",)),

@@ -29,6 +29,7 @@ DEFAULT_PORTS: dict[str, tuple[int, int]] = {
     "graphics": (8103, 9103),
     "distribution": (8104, 9104),
     "monitoring": (8105, 9105),
+    "control": (8106, 9106),
 }
 
 
@@ -54,6 +55,10 @@ class ServiceSettings:
     log_level: str = "info"
     # Video planes by shared memory with media-plane peers on the same host (media.proto).
     shared_memory: bool = True
+    # Signs and checks the control room's media grants (services/common/credentials.py): the
+    # control service, ingest and distribution share it (BAYCAST_MEDIA_GRANT_SECRET); empty:
+    # no grants are made or taken.
+    media_grant_secret: str = ""
 
     @property
     def grpc_endpoint(self) -> str:

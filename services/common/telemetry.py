@@ -18,7 +18,16 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, 
 
 from services.common.settings import split_addr
 
-SECRET_KEYS = ("token", "authorization", "stream_key", "passphrase", "password", "secret", "key")
+SECRET_KEYS = (
+    "token",
+    "authorization",
+    "stream_key",
+    "passphrase",
+    "password",
+    "secret",
+    "key",
+    "grant",
+)
 MASK = "***"
 
 ReadinessCheck = Callable[[], tuple[bool, str]]

@@ -40,6 +40,13 @@ def error_response(exc: errors.BaycastError, status: int | None = None) -> web.R
     )
 
 
+def rate_limited(wait_s: float, what: str = "requests") -> web.Response:
+    """429 with `Retry-After`: one client over its rate (`RateLimiter.take` said wait)."""
+    response = error_response(errors.TooManyRequests(f"too many {what}: slow down"))
+    response.headers["Retry-After"] = str(max(1, round(wait_s)))
+    return response
+
+
 async def read_sdp(
     request: web.Request, max_bytes: int, timeout_s: float = SDP_READ_TIMEOUT_S
 ) -> str:

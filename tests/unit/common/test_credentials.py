@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 from services.common import errors
-from services.common.credentials import CredentialBook, Principal, srt_passphrase, with_new_token
+from services.common.credentials import (
+    CredentialBook,
+    Principal,
+    media_grant,
+    srt_passphrase,
+    with_new_token,
+)
 from services.common.gen.baycast.v1 import ingest_pb2, operators_pb2
 from services.common.tally_url import TallyTarget, parse_tally_url
 
@@ -84,3 +90,20 @@ def test_tally_urls_parse_and_bad_ones_name_the_field() -> None:
             assert exc.field == "set.tally_url"
         else:
             raise AssertionError(f"{bad} was accepted")
+
+
+def test_a_media_grant_stands_for_its_operator_until_it_expires_or_the_token_changes() -> None:
+    book, _tokens = _book()
+    book.grant_secret = "s" * 32
+    zhang = book.operators.get("zhang")
+    assert zhang is not None
+    grant = media_grant(book.grant_secret, zhang)
+    assert book.identify(grant) == Principal("operator", "zhang", "张导", zhang.role)
+    assert book.identify(media_grant("other secret", zhang)) is None  # forged
+    assert book.identify(grant[:-1] + ("0" if grant[-1] != "0" else "1")) is None
+    assert book.identify(media_grant(book.grant_secret, zhang, lifetime_s=-1)) is None  # expired
+    rotated, _ = with_new_token(zhang)
+    book.operators._values["zhang"] = rotated  # type: ignore[attr-defined]
+    assert book.identify(grant) is None  # the token was rotated since
+    book.grant_secret = ""
+    assert book.identify(media_grant("s" * 32, rotated)) is None  # grants not taken at all

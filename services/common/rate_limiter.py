@@ -1,6 +1,7 @@
-"""A token bucket per client address, so one client cannot flood WHIP with offers.
+"""A token bucket per client address, so one client cannot flood an unauthenticated route.
 
-Each address holds up to `burst` tokens, refilled at `rate_per_s`; an offer takes one. The table
+WHIP and WHEP offers, and the control room's logins, each take a token before anything else is
+looked at. Each address holds up to `burst` tokens, refilled at `rate_per_s`. The table
 of addresses is bounded: buckets that have refilled completely are forgotten (they hold nothing a
 fresh bucket would not), and past `max_clients` the oldest are dropped.
 """

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from services.ingest.rate_limiter import RateLimiter
+from services.common.rate_limiter import RateLimiter
 
 
 class FakeClock:
