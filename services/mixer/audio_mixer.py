@@ -1,18 +1,29 @@
 """The audio mixer: per-source jitter buffers, gain, mute, audio-follow-video, master, mix-minus,
-and peak/RMS meters. One call per video frame mixes exactly one frame's worth of samples."""
+talkback, and meters (peak, RMS, short-term loudness). One call per video frame mixes exactly one
+frame's worth of samples. Sources are metered before their fader, the program after the master.
+
+Talkback (docs/adr/0012): a talk input (the director's microphone) is buffered like a source but
+never mixed into the program; a station that hears it gets its mix-minus ducked by
+`TALKBACK_DUCK_DB` with the talk input on top. Gains change along a one-frame ramp, so pressing
+and releasing the talk button does not click.
+"""
 
 from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from services.common.gen.baycast.v1 import mixer_pb2
+from services.mixer.loudness import ShortTermLoudness
 
 FULL_SCALE = 32768.0
 SILENCE_DBFS = -120.0
+# How far a station's mix-minus is lowered under the director's voice while it hears talkback.
+TALKBACK_DUCK_DB = 15.0
 
 
 def db_to_gain(db: float) -> float:
@@ -122,7 +133,24 @@ class AudioMixer:
         self._inputs = {s: np.zeros((n, channels), dtype=np.float32) for s in sources}
         self._total = np.zeros((n, channels), dtype=np.float32)
         self.meters = {s: Meter() for s in ["", *sources]}
+        self.loudness = {s: ShortTermLoudness(sample_rate, channels) for s in ["", *sources]}
         self.last_levels: dict[str, float] = {s: SILENCE_DBFS for s in sources}
+        self.talk_buffers: dict[str, AudioBuffer] = {}
+        self._talk_inputs: dict[str, np.ndarray] = {}
+        self._live: dict[str, bool] = {}
+        # Gains as they stand after the last frame, for the ramps: the program part of each
+        # station's mix-minus, and each talk input in each station's mix-minus.
+        self._duck: dict[str, float] = {}
+        self._talk_gain: dict[tuple[str, str], float] = {}
+        self._ramp = (np.arange(1, n + 1, dtype=np.float32) / n)[:, None]
+        self._duck_gain = db_to_gain(-TALKBACK_DUCK_DB)
+
+    def add_talk_input(self, source: str) -> None:
+        """Buffer `source` as a talk input: heard only where talkback sends it."""
+        if source not in self.talk_buffers and source not in self.buffers:
+            n = self.samples_per_frame
+            self.talk_buffers[source] = AudioBuffer(self.channels, 2 * n, self.sample_rate // 4)
+            self._talk_inputs[source] = np.zeros((n, self.channels), dtype=np.float32)
 
     def configure(self, audio: list[mixer_pb2.SourceAudio], master_gain_db: float) -> None:
         for a in audio:
@@ -131,7 +159,7 @@ class AudioMixer:
         self.master_gain_db = master_gain_db
 
     def push(self, source: str, samples: np.ndarray) -> None:
-        buffer = self.buffers.get(source)
+        buffer = self.buffers.get(source) or self.talk_buffers.get(source)
         if buffer is not None:
             buffer.push(samples)
 
@@ -141,37 +169,91 @@ class AudioMixer:
             return 0.0
         return db_to_gain(s.gain_db)
 
-    def mix(self, on_program: set[str], mixminus_for: set[str]) -> MixResult:
-        """Mix one frame of samples; mix-minus signals for the sources in `mixminus_for`."""
+    def mix(
+        self,
+        on_program: set[str],
+        mixminus_for: set[str],
+        talk: Mapping[str, Collection[str]] | None = None,
+    ) -> MixResult:
+        """Mix one frame of samples; mix-minus signals for the sources in `mixminus_for`, each
+        with the talk inputs `talk[source]` over it (ducked) when it hears talkback."""
         n = self.samples_per_frame
+        talk = talk or {}
         self._total.fill(0)
         gains: dict[str, float] = {}
         for source, buffer in self.buffers.items():
             data = self._inputs[source]
-            live = buffer.read(n, data)
+            live = self._live[source] = buffer.read(n, data)
             if live:
                 self.meters[source].add(data)
+            self.loudness[source].add(data, live)
             g = self.gain(source, source in on_program)
             gains[source] = g if live else 0.0
             if gains[source]:
                 self._total += data * g
+        # Talk inputs are read every frame, heard or not, so a press plays the voice of now.
+        for source, buffer in self.talk_buffers.items():
+            self._live[source] = buffer.read(n, self._talk_inputs[source])
         master = db_to_gain(self.master_gain_db)
         program = _to_int16(self._total * master)
-        self.meters[""].add(program.astype(np.float32))
+        metered = program.astype(np.float32)
+        self.meters[""].add(metered)
+        self.loudness[""].add(metered, any(self._live[s] for s in self.buffers))
         result = MixResult(program)
         for source in mixminus_for:
             g = gains.get(source, 0.0)
-            if g:
+            heard = talk.get(source, ())
+            if heard or self._duck.get(source, 1.0) != 1.0:
+                minus = self._total - self._inputs[source] * g if g else self._total.copy()
+                result.mixminus[source] = self._talkback(source, minus, master, heard)
+            elif g:
                 result.mixminus[source] = _to_int16(
                     (self._total - self._inputs[source] * g) * master
                 )
             else:
                 result.mixminus[source] = program
+        for station in set(self._duck) - mixminus_for:
+            del self._duck[station]  # nobody listens: a new listener starts from the target
+        for key in [k for k in self._talk_gain if k[0] not in mixminus_for]:
+            del self._talk_gain[key]
         return result
+
+    def _talkback(
+        self, station: str, minus: np.ndarray, master: float, heard: Collection[str]
+    ) -> np.ndarray:
+        """`minus` (the program without the station) ducked, with the talk inputs added."""
+        target = self._duck_gain if heard else 1.0
+        minus *= self._along(self._duck.get(station, 1.0), target) * master
+        if target == 1.0:
+            self._duck.pop(station, None)
+        else:
+            self._duck[station] = target
+        fading = [s for (st, s) in self._talk_gain if st == station and s not in heard]
+        for source in [*heard, *fading]:
+            key = (station, source)
+            before, after = self._talk_gain.get(key, 0.0), 1.0 if source in heard else 0.0
+            data = self._talk_inputs.get(source)
+            if data is None:
+                data = self._inputs.get(source)
+            if data is not None and self._live.get(source, False):
+                minus += data * self._along(before, after)
+            if after:
+                self._talk_gain[key] = after
+            else:
+                self._talk_gain.pop(key, None)
+        return _to_int16(minus)
+
+    def _along(self, before: float, after: float) -> float | np.ndarray:
+        """A gain going from `before` to `after` over one frame (a column of gains), or the
+        constant gain when it does not change."""
+        if before == after:
+            return after
+        return before + (after - before) * self._ramp
 
     def levels(self) -> list[mixer_pb2.Level]:
         out = [meter.take(source) for source, meter in self.meters.items()]
         for level in out:
+            level.short_term_lufs = round(self.loudness[level.source].lufs, 2)
             if level.source:
                 self.last_levels[level.source] = level.peak_dbfs
         return out

@@ -1,4 +1,5 @@
-"""`baycast ctl` verbs of the mixer: productions, switching, audio, fade, and snapshots."""
+"""`baycast ctl` verbs of the mixer: productions, switching, the T-bar, audio, fade, snapshots,
+talkback."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from services.common.gen.baycast.v1 import media_pb2, mixer_pb2
 from services.common.handles import HandleDirectory
 from services.common.media import proto_to_av
 from services.common.rpc import ChannelCache
-from services.mixer import rundown_ctl
+from services.mixer import rundown_ctl, talk_ctl
 
 Cmd = mixer_pb2.MixerCommand
 PCmd = mixer_pb2.ProductionCommand
@@ -35,11 +36,13 @@ async def _admin(ctl: Ctl, command: mixer_pb2.ProductionCommand) -> mixer_pb2.Pr
 
 async def _mixer(ctl: Ctl, prod: str, command: mixer_pb2.MixerCommand) -> int:
     state = await ctl.command(subject("prod", prod, "mixer", "cmd"), command, mixer_pb2.MixerState)
-    s = state.switcher
+    s, t = state.switcher, state.transition
+    transition = f" transition={t.transition.type}" if t.active else ""
+    if t.manual:
+        transition += f" tbar={t.position:.2f}"
     print(
         f"program={s.program} preview={s.preview} layout={s.layout.name or s.layout.kind} "
-        f"ftb={'on' if s.ftb else 'off'}"
-        + (f" transition={state.transition.transition.type}" if state.transition.active else "")
+        f"ftb={'on' if s.ftb else 'off'}{transition}"
     )
     return 0
 
@@ -122,6 +125,12 @@ async def _auto(ctl: Ctl, args: argparse.Namespace) -> int:
     return await _mixer(ctl, args.prod, Cmd(auto=auto))
 
 
+async def _tbar(ctl: Ctl, args: argparse.Namespace) -> int:
+    transition = mixer_pb2.Transition(type=args.type or "", color=args.color or "")
+    manual = Cmd.Manual(position=args.position, transition=transition)
+    return await _mixer(ctl, args.prod, Cmd(manual=manual))
+
+
 async def _preview(ctl: Ctl, args: argparse.Namespace) -> int:
     return await _mixer(ctl, args.prod, Cmd(preview=Cmd.Preview(source=args.source)))
 
@@ -199,6 +208,7 @@ async def _snapshot(ctl: Ctl, args: argparse.Namespace) -> int:
 
 def register(verbs: argparse._SubParsersAction) -> None:
     rundown_ctl.register(verbs)
+    talk_ctl.register(verbs)
 
     def verb(name: str, help_text: str, fn: Verb) -> argparse.ArgumentParser:
         p: argparse.ArgumentParser = verbs.add_parser(name, help=help_text)
@@ -232,6 +242,16 @@ def register(verbs: argparse._SubParsersAction) -> None:
     p.add_argument("--source")
     p.add_argument("--type", choices=["mix", "wipe", "dip", "cut"])
     p.add_argument("--duration-ms", type=int)
+    p.add_argument("--color", help="dip colour #RRGGBB")
+    p = verb(
+        "tbar",
+        "hold a transition from program to preview at a position, as a T-bar does "
+        "(1 completes it, 0 abandons it)",
+        _tbar,
+    )
+    p.add_argument("prod")
+    p.add_argument("position", type=float, help="0..1")
+    p.add_argument("--type", choices=["mix", "wipe", "dip"], help="default mix")
     p.add_argument("--color", help="dip colour #RRGGBB")
     p = verb("preview", "put a source on preview", _preview)
     p.add_argument("prod")

@@ -1,5 +1,5 @@
 """Every Prometheus metric of the mixer, declared once. Labels: production id (bounded by the
-number of productions an instance runs) and fixed words."""
+number of productions an instance runs), the sources of those productions, and fixed words."""
 
 from __future__ import annotations
 
@@ -38,4 +38,9 @@ TICK_ERRORS = Counter(
     "baycast_mixer_tick_errors_total",
     "Frame-clock ticks that failed (the clock carries on with the next frame)",
     ["production"],
+)
+TALKBACK_ACTIVE = Gauge(
+    "baycast_mixer_talkback_active",
+    "1 while the station hears talkback in its return (its mix-minus), else 0",
+    ["production", "station"],
 )

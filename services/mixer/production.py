@@ -41,7 +41,9 @@ from services.mixer.pictures import (
     hex_to_yuv,
 )
 from services.mixer.productions import DEFAULT_CLEAR_MS
-from services.mixer.switcher import Change, Switcher
+from services.mixer.switcher import Change, Switcher, check_manual
+from services.mixer.talkback import Talkback
+from services.mixer.transition_state import ManualStep, Scene, TransitionState
 from services.mixer.transitions import Mixer
 
 BACKGROUND_YUV = (28, 132, 124)
@@ -55,32 +57,6 @@ LARGE_LAYER_PIXELS = 200_000
 METER_FLOOR_DB = -60.0
 
 log = structlog.get_logger("mixer.production")
-
-
-@dataclass(frozen=True)
-class Scene:
-    layout: mixer_pb2.Layout
-    bus: str  # the program or preview source, shown in boxes that name no source
-
-
-@dataclass
-class ActiveTransition:
-    source: Scene
-    target: Scene
-    transition: mixer_pb2.Transition
-    start_index: int  # the frame at which position would be 0; the first shown frame is +1
-    frames: int
-    start_pts_us: int
-
-    def position(self, index: int) -> float:
-        return min(1.0, (index - self.start_index) / self.frames)
-
-
-@dataclass
-class PendingSwitch:
-    target: Scene
-    transition: mixer_pb2.Transition | None
-    since: float
 
 
 @dataclass
@@ -135,6 +111,7 @@ class ProductionRunner:
             hold_s=self.hold_s,
             clear_s=self.clear_s,
         )
+        self.talkback = Talkback(p, bus, self.audio, self.feeds)
         w, h = self.width, self.height
         self.clean = Picture(w, h)
         self.program = Picture(w, h)
@@ -152,9 +129,7 @@ class ProductionRunner:
             self.outputs[f"mixminus/{s.id}"] = Output(
                 f"prod/{p.id}/mixminus/{s.id}", w, h, p.fps, queue_size, p.id
             )
-        self.scene = Scene(state.layout, state.program)
-        self.transition: ActiveTransition | None = None
-        self.pending: PendingSwitch | None = None
+        self.transitions = TransitionState(Scene(state.layout, state.program), p.fps)
         self.ftb_level = 1.0 if state.ftb else 0.0
         self.ftb_step = 1.0
         self.frame_index = 0
@@ -186,6 +161,7 @@ class ProductionRunner:
                 await task
         self._tasks.clear()
         await self.feeds.close()
+        self.talkback.close()
         for output in self.outputs.values():
             output.close()
             with contextlib.suppress(Exception):
@@ -198,6 +174,37 @@ class ProductionRunner:
     # -- commands ----------------------------------------------------------------------------
 
     async def command(self, command: mixer_pb2.MixerCommand) -> mixer_pb2.MixerState:
+        if command.HasField("talk"):  # not the switcher's: talkback is not durable state
+            if await self.talkback.command(command.talk):
+                await self.publish_state()
+            return self.state()
+        if command.HasField("manual"):
+            return await self._manual(command)
+        return await self._switch(command)
+
+    async def _manual(self, command: mixer_pb2.MixerCommand) -> mixer_pb2.MixerState:
+        """The T-bar: held positions are the picture's; reaching 1 is a switch like any other."""
+        s = self.switcher.state
+        try:
+            step = self.transitions.manual(
+                command.manual.position,
+                check_manual(command.manual),
+                Scene(s.layout, s.preview),
+                self.pts_us + 1_000_000 // self.fps,  # it shows from the next frame
+            )
+        except errors.BaycastError:
+            metrics.COMMANDS.labels(self.id, "refused").inc()
+            raise
+        if step is ManualStep.COMPLETE:
+            state = await self._switch(command)
+            self.transitions.completed()
+            return state
+        metrics.COMMANDS.labels(self.id, "ok").inc()
+        if step is not ManualStep.NONE:
+            await self.publish_state()
+        return self.state()
+
+    async def _switch(self, command: mixer_pb2.MixerCommand) -> mixer_pb2.MixerState:
         before = self.switcher.state
         try:
             change = self.switcher.apply(command)
@@ -212,7 +219,7 @@ class ProductionRunner:
                 metrics.COMMANDS.labels(self.id, "failed").inc()
                 raise errors.Unavailable(f"cannot store the switcher state: {exc}") from None
         self._apply(change)
-        if self.pending is not None:
+        if self.transitions.pending is not None:
             # Reply once the switch is on air, so the reply's tally is what viewers see.
             waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             self._on_air.append(waiter)
@@ -226,28 +233,25 @@ class ProductionRunner:
         s = self.switcher.state
         self.audio.configure(list(s.audio), s.master_gain_db)
         if change.program_changed:
-            target = Scene(s.layout, s.program)
-            if target != self.scene or self.transition is not None:
-                self.pending = PendingSwitch(target, change.transition, time.monotonic())
+            self.transitions.request(
+                Scene(s.layout, s.program), change.transition, time.monotonic()
+            )
+        else:
+            self.transitions.follow_preview(Scene(s.layout, s.preview))
         if change.ftb_duration_ms is not None:
             frames = max(1, round(change.ftb_duration_ms * self.fps / 1000))
             self.ftb_step = 1 / frames
 
     def state(self) -> mixer_pb2.MixerState:
-        t = mixer_pb2.TransitionState()
-        if self.transition is not None:
-            t.transition.CopyFrom(self.transition.transition)
-            t.start_pts_us = self.transition.start_pts_us
-            t.position = self.transition.position(self.frame_index)
-            t.active = True
         return mixer_pb2.MixerState(
             production=self.id,
             switcher=self.switcher.state,
             tally=self.tally,
-            transition=t,
+            transition=self.transitions.to_proto(self.frame_index),
             instance=self.instance,
             time_us=now_us(),
             showing=self.showing,
+            talk=self.talkback.states(),
         )
 
     async def publish_state(self) -> None:
@@ -309,7 +313,8 @@ class ProductionRunner:
     def tick(self, index: int, pts_us: int) -> None:
         """Compose and send one frame. Synchronous: numpy does the work in whole-array steps."""
         now = time.monotonic()
-        self._start_pending(now, index, pts_us)
+        if self.transitions.start_pending(self._ready, now, self.hold_s, index, pts_us):
+            self._events.append(("state", None))
         program = self._render_program(index)
         np.copyto(self.program.data, self.clean.data)
         self.keyer.apply(self.program)
@@ -323,7 +328,7 @@ class ProductionRunner:
             preview = Rendered(self._touch(preview_scene), 0, {})
         self._update_tally(program.sources, preview.sources)
         self._update_showing(program.showing)
-        if self.pending is None and self._on_air:
+        if self.transitions.pending is None and self._on_air:
             for waiter in self._on_air:
                 if not waiter.done():
                     waiter.set_result(None)
@@ -351,7 +356,7 @@ class ProductionRunner:
             if out.wants_frame(index):
                 out.publish_video(self.program, index, pts_us, capture)
 
-        mix = self.audio.mix(program.sources, minus_wanted)
+        mix = self.audio.mix(program.sources, minus_wanted, self.talkback.heard)
         rate = self.audio.sample_rate
         for name in ("program", "clean", "multiview"):
             self.outputs[name].publish_audio(mix.program, rate, pts_us)
@@ -365,31 +370,6 @@ class ProductionRunner:
 
     # -- switching ---------------------------------------------------------------------------
 
-    def _start_pending(self, now: float, index: int, pts_us: int) -> None:
-        """Switch when the target's pictures have arrived (or after the hold time)."""
-        pending = self.pending
-        if pending is None:
-            return
-        if not self._ready(pending.target) and now - pending.since < self.hold_s:
-            return
-        self.pending = None
-        source = self.transition.target if self.transition else self.scene
-        self.scene = pending.target
-        t = pending.transition
-        if t is None:
-            self.transition = None
-        else:
-            frames = max(1, round(t.duration_ms * self.fps / 1000))
-            self.transition = ActiveTransition(
-                source,
-                pending.target,
-                t,
-                start_index=index - 1,
-                frames=frames,
-                start_pts_us=pts_us - 1_000_000 // self.fps,
-            )
-        self._events.append(("state", None))
-
     def _ready(self, scene: Scene) -> bool:
         for box in self._boxes(scene.layout):
             source = box.source or scene.bus
@@ -402,9 +382,9 @@ class ProductionRunner:
 
     def _render_program(self, index: int) -> Rendered:
         now = time.monotonic()
-        t = self.transition
+        t = self.transitions.active
         if t is None:
-            return self._render_scene(self.scene, self.clean, now)
+            return self._render_scene(self.transitions.scene, self.clean, now)
         position = t.position(index)
         a = self._render_scene(t.source, self._scene_a, now)
         b = self._render_scene(t.target, self._scene_b, now)
@@ -416,8 +396,7 @@ class ProductionRunner:
             self._mixer.dip(self._scene_a, self._scene_b, color, position, self.clean)
         else:
             self._mixer.mix(self._scene_a, self._scene_b, position, self.clean)
-        if position >= 1.0:
-            self.transition = None
+        if self.transitions.finish(index):
             self._events.append(("state", None))
             return b
         return Rendered(a.sources | b.sources, b.capture_time_us, {**a.showing, **b.showing})

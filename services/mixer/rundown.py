@@ -18,23 +18,22 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-import nats.js.errors
-import structlog
 import yaml
 from google.protobuf import json_format
-from nats.js.api import StreamConfig
 
 from services.common import errors
-from services.common.bus import PREFIX, Bus, KvBucket, encode, subject
+
+# The as-run log's stream and set-up live in asrun.py; readers of the log import them from here.
+from services.common.asrun import ASRUN_STREAM as ASRUN_STREAM
+from services.common.asrun import ensure_asrun_stream as ensure_asrun_stream
+from services.common.asrun import write_asrun
+from services.common.bus import Bus, KvBucket, subject
 from services.common.gen.baycast.v1 import graphics_pb2, mixer_pb2, rundown_pb2
 
-ASRUN_STREAM = "ASRUN"
 RUNDOWN_BUCKET = "mixer-rundowns"
 RECENT_ENTRIES = 50
 GRAPHICS_TIMEOUT_S = 2.0
 TRANSITIONS = ("", "cut", "mix", "wipe", "dip")
-
-log = structlog.get_logger("mixer.rundown")
 
 MixerApply = Callable[[mixer_pb2.MixerCommand], Awaitable[Any]]
 
@@ -127,15 +126,6 @@ def validate(rundown: rundown_pb2.Rundown, production: mixer_pb2.Production) -> 
 
 
 # -- the player ----------------------------------------------------------------------------------
-
-
-async def ensure_asrun_stream(bus: Bus) -> None:
-    js = bus.nc.jetstream()
-    config = StreamConfig(name=ASRUN_STREAM, subjects=[PREFIX + "prod.*.asrun"], max_age=30 * 86400)
-    try:
-        await js.add_stream(config)
-    except nats.js.errors.BadRequestError:
-        await js.update_stream(config)
 
 
 class RundownPlayer:
@@ -317,15 +307,7 @@ class RundownPlayer:
             error=error,
         )
         self.recent.append(entry)
-        log.info(
-            "asrun", production=self.id, segment=index, cue=cue, detail=detail, ok=ok, error=error
-        )
-        try:
-            await self.bus.nc.jetstream().publish(subject("prod", self.id, "asrun"), encode(entry))
-        except Exception as exc:  # the log is lost for this cue, not the show
-            log.warning(
-                "asrun_not_stored", production=self.id, error=str(exc) or type(exc).__name__
-            )
+        await write_asrun(self.bus, entry)
 
     async def _save(self) -> None:
         with contextlib.suppress(Exception):

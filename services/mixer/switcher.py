@@ -6,6 +6,7 @@ raises InvalidArgument naming the field and leaves the state untouched.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from services.common import errors
@@ -14,6 +15,7 @@ from services.mixer import productions
 
 DEFAULT_AUTO_MS = 1000
 DEFAULT_FTB_MS = 1000
+MANUAL_TYPES = ("mix", "wipe", "dip")
 
 
 @dataclass
@@ -23,6 +25,25 @@ class Change:
     program_changed: bool = False
     transition: mixer_pb2.Transition | None = None  # None: cut
     ftb_duration_ms: int | None = None  # set when FTB toggled
+
+
+def check_manual(cmd: mixer_pb2.MixerCommand.Manual) -> mixer_pb2.Transition:
+    """The transition a T-bar command asks for, with defaults; InvalidArgument names the field."""
+    if not (math.isfinite(cmd.position) and 0.0 <= cmd.position <= 1.0):
+        raise errors.InvalidArgument(
+            f"manual.position must be between 0 and 1, got {cmd.position}", field="manual.position"
+        )
+    t = mixer_pb2.Transition()
+    t.CopyFrom(cmd.transition)
+    productions.check_transition(t, "manual.transition")
+    t.type = t.type or "mix"
+    if t.type not in MANUAL_TYPES:
+        raise errors.InvalidArgument(
+            f"manual.transition.type must be one of {', '.join(MANUAL_TYPES)}",
+            field="manual.transition.type",
+        )
+    t.duration_ms = 0  # the operator's hand is the duration
+    return t
 
 
 def initial_state(production: mixer_pb2.Production) -> mixer_pb2.SwitcherState:
@@ -114,6 +135,17 @@ class Switcher:
                 raise errors.InvalidArgument("no source on preview", field="preview")
             s.program, s.preview = s.preview, s.program
         return Change(program_changed=True, transition=None if t.type == "cut" else t)
+
+    def _manual(self, cmd: mixer_pb2.MixerCommand.Manual, s: mixer_pb2.SwitcherState) -> Change:
+        """The T-bar changes the durable state only at 1, where it swaps as AUTO does; the held
+        positions before that are the picture's (transition_state.py)."""
+        check_manual(cmd)
+        if cmd.position < 1.0:
+            return Change()
+        if not s.preview:
+            raise errors.InvalidArgument("no source on preview", field="preview")
+        s.program, s.preview = s.preview, s.program
+        return Change(program_changed=True)
 
     def _preview(self, cmd: mixer_pb2.MixerCommand.Preview, s: mixer_pb2.SwitcherState) -> Change:
         s.preview = self._source(cmd.source, "preview.source")

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import math
 
 import numpy as np
+from scipy import signal
 
+from services.common.bs1770 import k_weighting_sos
 from services.common.bus import Bus, subject
 from services.common.gen.baycast.v1 import media_pb2, mixer_pb2
+from services.mixer.loudness import SILENCE_LUFS
 from services.mixer.service import MixerService
 from tests.integration.mixer.conftest import CreateProduction
 from tests.support.media_source import FakeMediaServer
@@ -102,3 +106,57 @@ async def test_gain_halves_amplitude_and_mixminus_removes_the_source(
     await asyncio.sleep(0.2)
     muted = steady(await collect(endpoint, program, 1.0, AUDIO))
     assert np.abs(muted).max() == 0
+
+
+def expected_short_term(tones: list[tuple[float, float]]) -> float:
+    """BS.1770 short-term loudness of steady sines (hz, peak amplitude) on both channels: each
+    channel's mean square A²/2 raised by the K-filter's gain at its frequency, summed."""
+    sos = k_weighting_sos(RATE)
+    energy = 0.0
+    for hz, amplitude in tones:
+        _, response = signal.sosfreqz(sos, worN=[hz], fs=RATE)
+        energy += 2 * (amplitude * 32767 / 32768) ** 2 / 2 * abs(response[0]) ** 2
+    return -0.691 + 10 * math.log10(energy)
+
+
+async def test_levels_carry_short_term_loudness_of_each_source_and_the_program(
+    bus: Bus,
+    media: FakeMediaServer,
+    announce,
+    mixer: MixerService,
+    create_production: CreateProduction,
+) -> None:
+    prod_id = unique("lufs")
+    a, b = (media.add(c) for c in cards(prod_id, 2))
+    b.amplitude = 0.1
+    await announce()
+    sa, sb = (c.name.removeprefix("source/") for c in (a, b))
+    seen: list[dict[str, mixer_pb2.Level]] = []
+    measured = asyncio.Event()
+
+    async def on_levels(levels: mixer_pb2.AudioLevels, _subject: str) -> None:
+        by_source = {lv.source: lv for lv in levels.levels}
+        seen.append(by_source)
+        # A second of readings after the first full 3 s, so the start's buffering has passed.
+        valid = [s for s in seen if s[sa].short_term_lufs > SILENCE_LUFS]
+        if len(valid) >= 10:
+            measured.set()
+
+    sub = await bus.subscribe(
+        subject("prod", prod_id, "mixer", "levels"), mixer_pb2.AudioLevels, on_levels
+    )
+    try:
+        await create_production(production(prod_id, [a, b]))
+        await asyncio.wait_for(measured.wait(), 20)
+    finally:
+        await sub.unsubscribe()
+    first = next(s for s in seen if s[sa].short_term_lufs > SILENCE_LUFS)
+    assert all(s[sa].short_term_lufs == SILENCE_LUFS for s in seen[: seen.index(first)])
+    last = seen[-1]
+    assert set(last) == {"", sa, sb}
+    want_a = expected_short_term([(a.tone_hz, a.amplitude)])
+    want_b = expected_short_term([(b.tone_hz, b.amplitude)])
+    want_program = expected_short_term([(a.tone_hz, a.amplitude), (b.tone_hz, b.amplitude)])
+    assert abs(last[sa].short_term_lufs - want_a) <= 0.5, (last[sa], want_a)
+    assert abs(last[sb].short_term_lufs - want_b) <= 0.5, (last[sb], want_b)
+    assert abs(last[""].short_term_lufs - want_program) <= 0.5, (last[""], want_program)

@@ -99,6 +99,17 @@ async def test_ctl_creates_switches_and_snapshots(
             pixel = np.array(image.convert("RGB"))[90, 160]
         assert np.abs(pixel.astype(int) - rgb_of(b.yuv).astype(int)).max() <= 3
 
+        tbar = await asyncio.to_thread(
+            ctl, nats_server, "tbar", prod_id, "0.4", "--type", "dip", "--color", "#ffffff"
+        )
+        assert tbar.returncode == 0, tbar.stderr
+        assert f"program={sb} preview={sa}" in tbar.stdout
+        assert "transition=dip tbar=0.40" in tbar.stdout
+        off_end = await asyncio.to_thread(ctl, nats_server, "tbar", prod_id, "1.5")
+        assert off_end.returncode == 2 and "field manual.position" in off_end.stderr
+        rest = await asyncio.to_thread(ctl, nats_server, "tbar", prod_id, "0")
+        assert rest.returncode == 0 and "transition=" not in rest.stdout, rest.stderr
+
         gain = await asyncio.to_thread(ctl, nats_server, "audio", prod_id, sa, "--gain-db", "-6")
         assert gain.returncode == 0, gain.stderr
         ftb = await asyncio.to_thread(ctl, nats_server, "ftb", prod_id, "--on")
