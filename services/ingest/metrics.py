@@ -29,11 +29,29 @@ SOURCE_BITRATE = Gauge(
     "baycast_ingest_source_bitrate_kbps", "Received bitrate, kilobits per second", ["source"]
 )
 SOURCE_PACKETS_LOST = Gauge(
-    "baycast_ingest_source_packets_lost", "RTP packets lost since the session began", ["source"]
+    "baycast_ingest_source_packets_lost",
+    "Packets lost since the session began (RTP for WHIP, SRT's detected losses; 0 over RTMP/TCP)",
+    ["source"],
 )
-SOURCE_JITTER = Gauge("baycast_ingest_source_jitter_ms", "RTP interarrival jitter", ["source"])
+SOURCE_PACKETS_DROPPED = Gauge(
+    "baycast_ingest_source_packets_dropped",
+    "Packets lost for good since the session began (SRT: too late to play)",
+    ["source"],
+)
+SOURCE_RETRANSMITS = Gauge(
+    "baycast_ingest_source_retransmits",
+    "Retransmissions since the session began (SRT: received; RTMP: TCP segments ingest resent)",
+    ["source"],
+)
+SOURCE_JITTER = Gauge(
+    "baycast_ingest_source_jitter_ms",
+    "Interarrival jitter (RFC 3550; RTMP and SRT: of the video timestamps)",
+    ["source"],
+)
 SOURCE_RTT = Gauge(
-    "baycast_ingest_source_rtt_ms", "Round-trip time to the station (ICE probe)", ["source"]
+    "baycast_ingest_source_rtt_ms",
+    "Round-trip time to the station (WHIP: ICE probe; SRT: libsrt; RTMP: TCP_INFO)",
+    ["source"],
 )
 SOURCE_AUDIO_LEVEL = Gauge(
     "baycast_ingest_source_audio_level_dbfs", "Peak audio level over the last second", ["source"]
@@ -57,6 +75,8 @@ def forget_source(source: str) -> None:
         SOURCE_FPS,
         SOURCE_BITRATE,
         SOURCE_PACKETS_LOST,
+        SOURCE_PACKETS_DROPPED,
+        SOURCE_RETRANSMITS,
         SOURCE_JITTER,
         SOURCE_RTT,
         SOURCE_AUDIO_LEVEL,

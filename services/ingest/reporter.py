@@ -1,14 +1,19 @@
-"""The reporter page: a link a reporter opens on a phone to go live over WHIP from the browser.
+"""The station's page: one link for a station or a reporter, opened on a phone or a desktop.
 
-    GET /contribute/<station>                 the page (camera preview, level meter, Go live/Stop)
-    GET /contribute/assets/reporter.js|.css   its script and style
+    GET /station/<station>                    the page: contribute (camera, level, Go live/Stop),
+    GET /contribute/<station>                 the return player, tally and cues (docs/adr/0012)
+    GET /station/<station>/config.json        {"station", "name", "whip_url", "exchange_url"}
+    GET /contribute/assets/<name>             its scripts (JS modules, no build step) and style
 
 The page publishes to `/whip/<station>` with the station's token, typed in or carried in the
-link's fragment (`/contribute/gz#token=...`): browsers never send a fragment to the server, so
-the token stays out of access logs and proxies. The page is served only for an existing,
-unrevoked station (404 otherwise) with a strict Content-Security-Policy (its own script, no
-inline code, requests only to this origin). Browsers allow the camera on `http://localhost` or
-over HTTPS only: put ingest behind TLS for phones.
+link's fragment (`/station/gz#token=...`): browsers never send a fragment to the server, so the
+token stays out of access logs and proxies. The return, the event stream (tally, cues, talkback)
+and cue acknowledgements come from distribution, at `exchange_url` (another origin unless a
+reverse proxy joins them; empty means this one). The page and its configuration are served only
+for an existing, unrevoked station (404 otherwise); the configuration holds nothing secret, so
+it needs no token. The page's Content-Security-Policy allows its own scripts only, no inline
+code, and requests to this origin and the exchange's only. Browsers allow the camera on
+`http://localhost` or over HTTPS only: put ingest behind TLS for phones.
 """
 
 from __future__ import annotations
@@ -19,18 +24,34 @@ from aiohttp import web
 
 from services.ingest.stations import StationRegistry
 
-ASSETS = {"reporter.js": "text/javascript", "reporter.css": "text/css"}
-SECURITY_HEADERS = {
-    "Content-Security-Policy": (
-        "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
-        "media-src 'self' blob: mediastream:; img-src 'self' data:; base-uri 'none'; "
-        "form-action 'none'; frame-ancestors 'none'"
-    ),
-    "Referrer-Policy": "no-referrer",
-    "X-Content-Type-Options": "nosniff",
-    "Permissions-Policy": "camera=(self), microphone=(self)",
-    "Cache-Control": "no-store",
+ASSETS = {
+    "reporter.js": "text/javascript",
+    "reporter.css": "text/css",
+    "station.js": "text/javascript",
+    "sse.js": "text/javascript",
+    "whep.js": "text/javascript",
+    "cues.js": "text/javascript",
 }
+
+
+def content_security_policy(exchange_origin: str = "") -> str:
+    """The page's policy: requests and media from this origin and the exchange's only."""
+    remote = f" {exchange_origin}" if exchange_origin else ""
+    return (
+        "default-src 'none'; script-src 'self'; style-src 'self'; "
+        f"connect-src 'self'{remote}; media-src 'self'{remote} blob: mediastream:; "
+        "img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    )
+
+
+def security_headers(exchange_origin: str = "") -> dict[str, str]:
+    return {
+        "Content-Security-Policy": content_security_policy(exchange_origin),
+        "Referrer-Policy": "no-referrer",
+        "X-Content-Type-Options": "nosniff",
+        "Permissions-Policy": "camera=(self), microphone=(self)",
+        "Cache-Control": "no-store",
+    }
 
 
 def _static(name: str) -> str:
@@ -38,8 +59,12 @@ def _static(name: str) -> str:
 
 
 class ReporterPage:
-    def __init__(self, stations: StationRegistry) -> None:
+    def __init__(
+        self, stations: StationRegistry, exchange_url: str = "", exchange_origin: str = ""
+    ) -> None:
         self.stations = stations
+        self.exchange_url = exchange_url.rstrip("/")
+        self.headers = security_headers(exchange_origin)
         self._page = _static("contribute.html")
         self._assets = {name: _static(name) for name in ASSETS}
 
@@ -47,17 +72,32 @@ class ReporterPage:
         app.router.add_get("/contribute/assets/{name}", self.asset)
         app.router.add_get("/contribute/{station}", self.page)
         app.router.add_get("/station/{station}", self.page)
+        app.router.add_get("/station/{station}/config.json", self.config)
 
     async def page(self, request: web.Request) -> web.Response:
         station = await self.stations.get(request.match_info["station"])
         if station is None or station.revoked:
-            return web.Response(status=404, text="no such station\n", headers=SECURITY_HEADERS)
-        return web.Response(text=self._page, content_type="text/html", headers=SECURITY_HEADERS)
+            return web.Response(status=404, text="no such station\n", headers=self.headers)
+        return web.Response(text=self._page, content_type="text/html", headers=self.headers)
+
+    async def config(self, request: web.Request) -> web.Response:
+        """What the page and the station client need before they hold a token."""
+        station = await self.stations.get(request.match_info["station"])
+        if station is None or station.revoked:
+            return web.json_response({"error": "no such station"}, status=404, headers=self.headers)
+        info = self.stations.info(station)
+        body = {
+            "station": station.id,
+            "name": station.name,
+            "whip_url": info.whip_url,
+            "exchange_url": self.exchange_url,
+        }
+        return web.json_response(body, headers=self.headers)
 
     async def asset(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
         if name not in ASSETS:
             raise web.HTTPNotFound()
         return web.Response(
-            text=self._assets[name], content_type=ASSETS[name], headers=SECURITY_HEADERS
+            text=self._assets[name], content_type=ASSETS[name], headers=self.headers
         )

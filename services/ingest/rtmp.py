@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import struct
+import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -29,6 +30,7 @@ from services.common import errors
 from services.common.credentials import token_matches
 from services.common.gen.baycast.v1 import ingest_pb2
 from services.common.settings import split_addr
+from services.ingest.jitter import InterarrivalJitter
 from services.ingest.rtmp_amf import AmfError, decode, encode
 from services.ingest.rtmp_chunks import (
     ACKNOWLEDGEMENT,
@@ -56,6 +58,7 @@ from services.ingest.rtmp_flv import FlvDecoder, UnsupportedMedia
 from services.ingest.source import FrameSink, Source, TransportStats
 from services.ingest.sources import SourceRegistry
 from services.ingest.stations import StationRegistry
+from services.ingest.tcp_info import tcp_info
 
 LOOKUP_APP = "live"  # rtmp://host/live/<token>: find the station by its token
 HANDSHAKE_TIMEOUT_S = 10.0
@@ -83,9 +86,15 @@ class RtmpConnection:
         self.parser = ChunkParser()
         self.out = ChunkWriter()
         self.bytes_received = 0
+        self.arrived_at = 0.0  # when the bytes that completed the last message came in
         self._window = 0
         self._acked = 0
-        self._pending: deque[Message] = deque()
+        self._pending: deque[tuple[Message, float]] = deque()
+
+    @property
+    def socket(self) -> Any:
+        """The connection's socket (for TCP_INFO), None once closed."""
+        return self.writer.get_extra_info("socket")
 
     async def handshake(self) -> None:
         c0c1 = await self.reader.readexactly(1 + HANDSHAKE_SIZE)
@@ -99,12 +108,13 @@ class RtmpConnection:
             data = await asyncio.wait_for(self.reader.read(READ_SIZE), timeout)
             if not data:
                 return None
+            arrived = time.monotonic()
             self.bytes_received += len(data)
-            self._pending.extend(self.parser.feed(data))
+            self._pending.extend((m, arrived) for m in self.parser.feed(data))
             if self._window and self.bytes_received - self._acked >= self._window:
                 self._acked = self.bytes_received
                 self.send(CSID_CONTROL, control(ACKNOWLEDGEMENT, self.bytes_received & 0xFFFFFFFF))
-        message = self._pending.popleft()
+        message, self.arrived_at = self._pending.popleft()
         if message.type_id == WINDOW_ACK_SIZE and len(message.payload) >= 4:
             (self._window,) = struct.unpack(">I", message.payload[:4])
         return message
@@ -195,7 +205,12 @@ async def find_station(stations: StationRegistry, app: str, key: str) -> ingest_
 
 
 class RtmpSource(Source):
-    """One accepted RTMP publish: reads the connection's media messages and decodes them."""
+    """One accepted RTMP publish: reads the connection's media messages and decodes them.
+
+    Transport statistics: no loss (TCP retransmits what the network lost, which then shows as
+    delay), the RTT and retransmissions from the socket's TCP_INFO (`tcp_info.py`), and the
+    RFC 3550 interarrival jitter of the video messages' timestamps against their arrival.
+    """
 
     protocol = "rtmp"
 
@@ -203,8 +218,10 @@ class RtmpSource(Source):
         super().__init__(station.id, station.id, station.name)
         self.conn = conn
         self.decoder = FlvDecoder()
+        self.jitter = InterarrivalJitter()
         self._media_messages = 0
         self._closed = False
+        self._last_tcp: TransportStats = TransportStats()
 
     async def run(self, sink: FrameSink) -> str:
         loop = asyncio.get_running_loop()
@@ -217,6 +234,7 @@ class RtmpSource(Source):
                     return "ended by ingest" if self._closed else "publisher disconnected"
                 if message.type_id == VIDEO:
                     self._media_messages += 1
+                    self.jitter.update(message.timestamp / 1000, self.conn.arrived_at)
                     frames = await loop.run_in_executor(
                         executor, self.decoder.video, message.timestamp, message.payload
                     )
@@ -248,9 +266,17 @@ class RtmpSource(Source):
             self.conn.close()
 
     async def transport_stats(self) -> TransportStats:
+        sock = self.conn.socket
+        info = tcp_info(sock) if sock is not None else None
+        if info is not None:  # else (closing) the last values hold
+            self._last_tcp = TransportStats(rtt_ms=info.rtt_ms, retransmits=info.total_retrans)
         return TransportStats(
             bytes_received=self.conn.bytes_received,
             packets_received=self._media_messages,
+            packets_lost=0,
+            jitter_ms=self.jitter.jitter_ms,
+            rtt_ms=self._last_tcp.rtt_ms,
+            retransmits=self._last_tcp.retransmits,
             decode_errors=self.decoder.decode_errors,
         )
 

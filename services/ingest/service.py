@@ -7,14 +7,15 @@ from urllib.parse import urlsplit
 
 from services.common import ice
 from services.common.bus import subject
+from services.common.credentials import CredentialBook
 from services.common.gen.baycast.v1 import ingest_pb2
 from services.common.handles import HandleDirectory
 from services.common.lifecycle import BaseService, run
+from services.common.rate_limiter import RateLimiter
 from services.common.settings import load_settings, split_addr
 from services.common.telemetry import configure_logging
 from services.ingest import metrics
 from services.ingest.media_server import SourceMedia
-from services.ingest.rate_limiter import RateLimiter
 from services.ingest.reporter import ReporterPage
 from services.ingest.rtmp import RtmpServer
 from services.ingest.settings import IngestSettings
@@ -47,6 +48,10 @@ class IngestService(BaseService[IngestSettings]):
             stats_interval_s=s.stats_interval_s,
         )
         await self.sources.open()
+        # Operators' tokens, for the director's talkback microphone over WHIP.
+        self.credentials = await CredentialBook.open(
+            self.bus, grant_secret=self.settings.media_grant_secret
+        )
         self.whip = WhipEndpoint(
             self.stations,
             self.sources,
@@ -55,9 +60,10 @@ class IngestService(BaseService[IngestSettings]):
             public_ip=s.public_ip,
             ice_policy=ice_policy,
             rate_limiter=RateLimiter(s.whip_rate_per_s, s.whip_rate_burst),
+            credentials=self.credentials,
         )
         self.whip.add_routes(self.http.app)
-        ReporterPage(self.stations).add_routes(self.http.app)
+        ReporterPage(self.stations, s.exchange_url, s.exchange_origin).add_routes(self.http.app)
         self.spawn(self.whip.enforce_revocations(), "enforce-revocations")
         self.rtmp = RtmpServer(
             self.stations,
@@ -104,6 +110,9 @@ class IngestService(BaseService[IngestSettings]):
         await self.rtmp.close()
         await self.srt.close()
         await self.sources.stop_all("ingest shutting down")
+
+    async def teardown(self) -> None:
+        await self.credentials.close()
 
 
 def main() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from services.common.settings import ServiceSettings, SettingsError, split_addr
 
@@ -44,6 +45,9 @@ class IngestSettings(ServiceSettings):
     # turns SRT off. Passphrases are derived from srt_secret (random per process when empty).
     srt_ports: int = DEFAULT_SRT_PORTS
     srt_secret: str = ""
+    # Where stations reach distribution's HTTP (returns, tally, cues; docs/adr/0012), e.g.
+    # https://exchange.example.org; empty: the same origin as the station page.
+    exchange_url: str = ""
 
     def whip_base_url(self, bound_port: int) -> str:
         """Where stations reach WHIP: `public_url`, else this server's own address."""
@@ -54,8 +58,35 @@ class IngestSettings(ServiceSettings):
             host = self.advertise_host or "127.0.0.1"
         return f"http://{host}:{bound_port or port}"
 
+    @property
+    def exchange_origin(self) -> str:
+        """`scheme://host[:port]` of `exchange_url` (what the page's CSP allows), or ""."""
+        if not self.exchange_url:
+            return ""
+        parts = urlsplit(self.exchange_url)
+        return f"{parts.scheme.lower()}://{parts.netloc.lower()}"
+
     def validate(self) -> None:
         super().validate()
+        if self.exchange_url:
+            parts = urlsplit(self.exchange_url)
+            try:
+                parts.port  # noqa: B018 (raises on a port that is not a number)
+            except ValueError:
+                raise SettingsError("BAYCAST_INGEST_EXCHANGE_URL has a malformed port") from None
+            # It goes into a Content-Security-Policy header: nothing that could end a directive.
+            if (
+                parts.scheme not in ("http", "https")
+                or not parts.hostname
+                or parts.query
+                or parts.fragment
+                or parts.username is not None
+                or any(c in self.exchange_url for c in " ;,'\"\r\n")
+            ):
+                raise SettingsError(
+                    "BAYCAST_INGEST_EXCHANGE_URL must be an http(s) URL such as "
+                    "https://exchange.example.org (no query, fragment or credentials)"
+                )
         if self.max_sessions < 1:
             raise SettingsError("BAYCAST_INGEST_MAX_SESSIONS must be at least 1")
         if bool(self.rtc_port_min) != bool(self.rtc_port_max) or not (

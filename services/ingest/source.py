@@ -24,7 +24,10 @@ class FrameSink(Protocol):
 
 @dataclass
 class TransportStats:
-    """Cumulative counters since the contribution began (rates are derived by the caller)."""
+    """Cumulative counters since the contribution began (rates are derived by the caller), and
+    the jitter and round-trip time now. Loss is what the transport saw missing: RTP's for WHIP,
+    SRT's detected losses (most then retransmitted in time), always 0 over TCP (RTMP), where a
+    lost segment is retransmitted by TCP and shows as delay (jitter) instead."""
 
     bytes_received: int = 0
     packets_received: int = 0
@@ -32,6 +35,8 @@ class TransportStats:
     jitter_ms: float = 0.0
     rtt_ms: float = 0.0
     decode_errors: int = 0
+    packets_dropped: int = 0  # lost for good: SRT's packets too late to play
+    retransmits: int = 0  # SRT: retransmitted packets received; RTMP: TCP segments ingest resent
 
 
 class Source(ABC):

@@ -250,6 +250,8 @@ class SourceRegistry:
         received = transport.packets_received - previous.packets_received
         lost = transport.packets_lost - previous.packets_lost
         live._previous, live._previous_at = transport, now
+        metrics.SOURCE_PACKETS_DROPPED.labels(live.source.source_id).set(transport.packets_dropped)
+        metrics.SOURCE_RETRANSMITS.labels(live.source.source_id).set(transport.retransmits)
         dropped = sum(s.dropped for s in live.hub.subscriptions())
         return control_pb2.SourceStats(
             source=live.source.source_id,
@@ -257,6 +259,8 @@ class SourceRegistry:
             fps=snap.fps,
             bitrate_kbps=(transport.bytes_received - previous.bytes_received) * 8 / elapsed / 1000,
             packets_lost=transport.packets_lost,
+            packets_dropped=transport.packets_dropped,
+            retransmits=transport.retransmits,
             loss_fraction=lost / (received + lost) if received + lost > 0 else 0.0,
             jitter_ms=transport.jitter_ms,
             rtt_ms=transport.rtt_ms,

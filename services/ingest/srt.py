@@ -1,21 +1,27 @@
 """SRT contribution: a listener per station, with a passphrase only that station can learn.
 
-PyAV's FFmpeg has no SRT, so Debian's `ffmpeg` (libsrt) terminates it (docs/adr/0006): per
-station, one `ffmpeg` listens on that station's UDP port with the station's passphrase
-(AES-128, encryption enforced: a caller with a wrong or no passphrase is rejected in the SRT
-handshake and never reaches ingest), and copies what arrives as MPEG-TS to its stdout. Ingest
-demuxes and decodes that pipe with PyAV in a worker thread. The listener process is started anew
-after each session (ffmpeg's listener takes one caller).
+PyAV's FFmpeg has no SRT; ingest terminates it with libsrt itself, through ctypes (`libsrt.py`,
+docs/adr/0006): per station, one SRT socket listens on that station's UDP port with the
+station's passphrase (AES-128, encryption enforced: a caller with a wrong or no passphrase is
+rejected in the SRT handshake and never reaches ingest). The caller's MPEG-TS is demuxed and
+decoded with PyAV in a worker thread. The listening socket is closed once a caller is in (one
+caller per station) and opened again when the session ends.
 
     port        srt_addr's port + the station's slot (stations in creation order; a station is
                 never deleted, only revoked, so slots are stable), for the first `srt_ports`
     passphrase  HMAC-SHA256(srt_secret, "srt:<station>:<token salt>"), 32 characters: it changes
                 when the token is rotated and is gone when the station is revoked; the bucket
-                alone does not give it away
+                alone does not give it away. It never leaves the process: no command line, no
+                URL, no log line
     learn it    GET /srt/<station> with `Authorization: Bearer <token>` answers the caller URL
-
-The passphrase is handed to ffmpeg as an option, never in the URL, so ffmpeg's messages do not
-carry it; it is never logged.
+    statistics  libsrt's own, each second: packets received and lost (`pktRecvTotal`,
+                `pktRcvLossTotal`: losses SRT detected, most of them then retransmitted in
+                time), dropped for good (`pktRcvDropTotal`: too late to play), retransmissions
+                received (`pktRcvRetrans`), the smoothed RTT (`msRTT`); the jitter is the RFC 3550
+                interarrival jitter of the video's decoding timestamps against the time each
+                picture's packets came out of libsrt (after its latency buffer, which absorbs
+                the network's own jitter up to `LATENCY_MS`: what is left is the station's
+                pacing and what the buffer could not hide); the bitrate is of the bytes received
 """
 
 from __future__ import annotations
@@ -24,12 +30,11 @@ import asyncio
 import contextlib
 import io
 import secrets
-import subprocess
 import threading
-from collections import deque
+import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import IO, Any
+from dataclasses import dataclass
+from typing import Any
 
 import av
 import structlog
@@ -39,97 +44,59 @@ from services.common import errors
 from services.common.credentials import srt_passphrase
 from services.common.gen.baycast.v1 import ingest_pb2
 from services.common.web import CORS_HEADERS, bearer_token
+from services.ingest.jitter import InterarrivalJitter
+from services.ingest.libsrt import SrtError, SrtSocket
 from services.ingest.source import FrameSink, Source, TransportStats
 from services.ingest.sources import SourceRegistry
 from services.ingest.stations import StationRegistry
 
-FFMPEG = "/usr/bin/ffmpeg"
-LATENCY_US = 120_000  # SRT receive latency: retransmissions on a good link fit in it
+LATENCY_MS = 120  # SRT receive latency: retransmissions on a good link fit in it
+LATENCY_US = LATENCY_MS * 1000
 REFRESH_S = 2.0  # how often the station list is re-read for new, rotated or revoked stations
 RESTART_BACKOFF_S = 1.0
-READ_SIZE = 64 * 1024
-TS_PACKET = 188
-STDERR_LINES = 5
+RECV_TIMEOUT_MS = 500  # a blocked read wakes this often to see whether the session was ended
+PROBE_BYTES = 500_000
+ANALYZE_US = 1_000_000
 
 log = structlog.get_logger("ingest.srt")
 
 
-def listener_args(host: str, port: int, passphrase: str, ffmpeg: str = FFMPEG) -> list[str]:
-    return [
-        ffmpeg,
-        "-hide_banner",
-        "-nostdin",
-        "-nostats",
-        "-loglevel",
-        "error",
-        "-mode",
-        "listener",
-        "-passphrase",
-        passphrase,
-        "-pbkeylen",
-        "16",
-        "-enforced_encryption",
-        "1",
-        "-latency",
-        str(LATENCY_US),
-        "-probesize",
-        "500000",
-        "-analyzeduration",
-        "1000000",
-        "-i",
-        f"srt://{host}:{port}",
-        "-map",
-        "0:v:0?",
-        "-map",
-        "0:a:0?",
-        "-c",
-        "copy",
-        "-f",
-        "mpegts",
-        "-flush_packets",
-        "1",
-        "pipe:1",
-    ]
+class _SrtReader(io.RawIOBase):
+    """The caller's bytes for PyAV: one SRT message per read, EOF when the session ends."""
 
-
-class _PipeReader(io.RawIOBase):
-    """ffmpeg's stdout for PyAV: the bytes already read first, then whatever is available."""
-
-    def __init__(self, first: bytes, pipe: IO[bytes]) -> None:
-        self._first = first
-        self._pipe = pipe
-        self.bytes_read = len(first)
+    def __init__(self, conn: SrtSocket, stop: threading.Event) -> None:
+        self._conn = conn
+        self._stop = stop
+        self.bytes_read = 0
 
     def readable(self) -> bool:
         return True
 
-    def read(self, size: int = -1) -> bytes:
-        if self._first:
-            out, self._first = self._first, b""
-            return out
-        data = self._pipe.read1(size if size > 0 else READ_SIZE)  # type: ignore[attr-defined]
-        self.bytes_read += len(data)
-        return bytes(data)
+    def readinto(self, buffer: Any) -> int:
+        while not self._stop.is_set():
+            data = self._conn.recv()
+            if data is None:
+                return 0  # the caller left, broke off, or was ended
+            if data:
+                size = min(len(data), len(buffer))
+                buffer[:size] = data[:size]
+                self.bytes_read += size
+                return size
+        return 0
 
 
 class SrtSource(Source):
-    """One SRT session: ffmpeg's MPEG-TS copy of it, demuxed and decoded in a worker thread."""
+    """One SRT session: the caller's MPEG-TS, demuxed and decoded in a worker thread."""
 
     protocol = "srt"
 
-    def __init__(
-        self,
-        proc: subprocess.Popen[bytes],
-        first: bytes,
-        station: ingest_pb2.Station,
-    ) -> None:
+    def __init__(self, conn: SrtSocket, station: ingest_pb2.Station) -> None:
         super().__init__(station.id, station.id, station.name)
-        assert proc.stdout is not None
-        self.proc = proc
-        self.reader = _PipeReader(first, proc.stdout)
-        self._packets = 0
-        self._decode_errors = 0
+        self.conn = conn
         self._stop = threading.Event()
+        self.reader = _SrtReader(conn, self._stop)
+        self.jitter = InterarrivalJitter()
+        self._decode_errors = 0
 
     async def run(self, sink: FrameSink) -> str:
         loop = asyncio.get_running_loop()
@@ -140,9 +107,14 @@ class SrtSource(Source):
 
     def _demux(self, loop: asyncio.AbstractEventLoop, sink: FrameSink) -> str:
         try:
-            container = av.open(self.reader, format="mpegts", mode="r")
+            container = av.open(
+                self.reader,
+                format="mpegts",
+                mode="r",
+                options={"probesize": str(PROBE_BYTES), "analyzeduration": str(ANALYZE_US)},
+            )
         except av.FFmpegError as exc:
-            return f"unreadable stream: {exc}"
+            return "ended by ingest" if self._stop.is_set() else f"unreadable stream: {exc}"
         with container:
             streams = [s for s in container.streams if s.type in ("video", "audio")]
             for stream in streams:
@@ -156,7 +128,8 @@ class SrtSource(Source):
                         return "ended by ingest"
                     if packet.size == 0:
                         continue
-                    self._packets += 1
+                    if packet.stream.type == "video" and packet.dts is not None:
+                        self.jitter.update(float(packet.dts * packet.time_base), time.monotonic())
                     try:
                         frames = packet.decode()
                     except av.FFmpegError:
@@ -176,25 +149,21 @@ class SrtSource(Source):
         return "publisher disconnected"
 
     async def transport_stats(self) -> TransportStats:
+        stats = self.conn.stats()
         return TransportStats(
             bytes_received=self.reader.bytes_read,
-            packets_received=self._packets,
+            packets_received=stats.pktRecvTotal,
+            packets_lost=stats.pktRcvLossTotal,
+            packets_dropped=stats.pktRcvDropTotal,
+            retransmits=stats.pktRcvRetrans,
+            jitter_ms=self.jitter.jitter_ms,
+            rtt_ms=stats.msRTT,
             decode_errors=self._decode_errors,
         )
 
     async def close(self) -> None:
         self._stop.set()
-        await asyncio.to_thread(stop_process, self.proc)
-
-
-def stop_process(proc: subprocess.Popen[bytes], timeout: float = 3.0) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        self.conn.close()  # wakes a read in progress
 
 
 @dataclass(eq=False)
@@ -203,8 +172,8 @@ class _Listener:
     port: int
     passphrase: str
     task: asyncio.Task[None] | None = None
-    waiting: subprocess.Popen[bytes] | None = None  # the ffmpeg waiting for a caller
-    stderr: deque[str] = field(default_factory=lambda: deque(maxlen=STDERR_LINES))
+    waiting: SrtSocket | None = None  # the socket listening for a caller
+    generation: int = 0  # listening sockets opened so far (a rotation opens a new one)
 
 
 class SrtListeners:
@@ -222,7 +191,6 @@ class SrtListeners:
         max_sessions: int,
         public_host: Callable[[], str],
         is_busy: Callable[[str], bool] | None = None,
-        ffmpeg: str = FFMPEG,
     ) -> None:
         self.stations = stations
         self.sources = sources
@@ -234,7 +202,6 @@ class SrtListeners:
         self.max_sessions = max_sessions
         self.public_host = public_host
         self.is_busy = is_busy or (lambda station_id: station_id in sources.live)
-        self.ffmpeg = ffmpeg
         self.accepting = True
         self.listeners: dict[str, _Listener] = {}
         self._refresher: asyncio.Task[None] | None = None
@@ -287,11 +254,11 @@ class SrtListeners:
                     self._serve(listener), name=f"srt-listener-{station_id}"
                 )
             elif listener.passphrase != passphrase:
-                # A rotated token: the waiting ffmpeg restarts with the new passphrase (a live
-                # session carries on until it ends).
+                # A rotated token: the waiting socket listens anew with the new passphrase (a
+                # live session carries on until it ends).
                 listener.station, listener.passphrase = station, passphrase
                 if listener.waiting is not None:
-                    await asyncio.to_thread(stop_process, listener.waiting)
+                    listener.waiting.close()
 
     async def _drop(self, station_id: str) -> None:
         listener = self.listeners.pop(station_id, None)
@@ -314,50 +281,47 @@ class SrtListeners:
 
     async def _one_session(self, listener: _Listener) -> None:
         """Listen, wait for a caller with the passphrase, serve its session until it ends."""
-        # Spawned on the loop (a fork takes a millisecond): from a thread, a cancellation here
-        # would lose the handle of a process that then holds the station's port.
-        proc = subprocess.Popen(  # noqa: ASYNC220
-            listener_args(self.host, listener.port, listener.passphrase, self.ffmpeg),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )
-        assert proc.stdout is not None and proc.stderr is not None
-        threading.Thread(
-            target=_keep_tail, args=(proc.stderr, listener.stderr), daemon=True
-        ).start()
-        listener.waiting = proc
-        handed_over = False
+        station_id = listener.station.id
         try:
-            # ffmpeg writes nothing until a caller got through the SRT handshake.
-            first = await asyncio.to_thread(proc.stdout.read1, READ_SIZE)  # type: ignore[attr-defined]
-            listener.waiting = None
-            if not first:
-                # Killed by a rotation or shutdown (negative code), or ffmpeg failed (bind...).
-                if await asyncio.to_thread(proc.wait) > 0:
-                    last = listener.stderr[-1] if listener.stderr else ""
-                    log.warning(
-                        "srt_listener_exited",
-                        station=listener.station.id,
-                        port=listener.port,
-                        error=last,
-                    )
-                return
-            station = listener.station
-            refusal = self._refusal(station.id)
-            if refusal:
-                log.info("srt_session_refused", station=station.id, reason=refusal)
-                return
-            # No await between the checks and `start`: nobody can take the station meanwhile.
-            live = self.sources.start(SrtSource(proc, bytes(first), station))
-            handed_over = True
-            log.info("srt_session_started", station=station.id, port=listener.port)
-            assert live.task is not None
-            await asyncio.shield(live.task)
+            sock = SrtSocket.listen(
+                self.host, listener.port, passphrase=listener.passphrase, latency_ms=LATENCY_MS
+            )
+        except SrtError as exc:
+            log.warning("srt_listen_failed", station=station_id, port=listener.port, error=str(exc))
+            return
+        listener.waiting = sock
+        listener.generation += 1
+        # The handshake (passphrase included) happens inside libsrt; accept returns a caller
+        # that passed it, or None once the socket is closed (rotation, revocation, shutdown).
+        accepting = asyncio.ensure_future(asyncio.to_thread(sock.accept, RECV_TIMEOUT_MS))
+        try:
+            conn = await asyncio.shield(accepting)
+        except asyncio.CancelledError:
+            sock.close()  # accept returns at once, with None or a caller that just got in
+            with contextlib.suppress(Exception):
+                caught = await accepting
+                if caught is not None:
+                    caught.close()
+            raise
+        except SrtError as exc:
+            log.warning("srt_accept_failed", station=station_id, error=str(exc))
+            return
         finally:
             listener.waiting = None
-            if not handed_over:
-                await asyncio.to_thread(stop_process, proc)
+            sock.close()  # one caller per station: the port stops answering while it is in
+        if conn is None:
+            return
+        station = listener.station
+        refusal = self._refusal(station.id)
+        if refusal:
+            log.info("srt_session_refused", station=station.id, reason=refusal)
+            conn.close()
+            return
+        # No await between the checks and `start`: nobody can take the station meanwhile.
+        live = self.sources.start(SrtSource(conn, station))
+        log.info("srt_session_started", station=station.id, port=listener.port)
+        assert live.task is not None
+        await asyncio.shield(live.task)
 
     def _refusal(self, station_id: str) -> str:
         if not self.accepting:
@@ -399,12 +363,3 @@ class SrtListeners:
             f"&latency={LATENCY_US}",
         }
         return web.json_response(body, headers={**CORS_HEADERS, "Cache-Control": "no-store"})
-
-
-def _keep_tail(pipe: IO[bytes], tail: deque[str]) -> None:
-    """Drain ffmpeg's stderr (so it never blocks on a full pipe), keeping the last lines."""
-    with contextlib.suppress(ValueError, OSError):
-        for raw in pipe:
-            line = raw.decode(errors="replace").strip()
-            if line:
-                tail.append(line)

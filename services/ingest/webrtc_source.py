@@ -13,34 +13,22 @@ import contextlib
 import uuid
 
 import structlog
-from aiortc import RTCCertificate, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.exceptions import InvalidAccessError, OperationError
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.rtcdtlstransport import SRTPProtectionProfile
 from aiortc.sdp import SessionDescription
-from OpenSSL import SSL
+from cryptography.hazmat.primitives.asymmetric import ec
+from OpenSSL import SSL, crypto
 
 from services.common.ice import announce_public_ip, probe_rtt_ms
-from services.ingest import decode_errors
+from services.common.peer_certificate import PeerCertificate, use_peer_certificate
+from services.ingest import decode_errors, dtls_p224
 from services.ingest.source import FrameSink, Source, TransportStats
 
 VIDEO_CLOCK_RATE = 90_000
 AUDIO_CLOCK_RATE = 48_000
 RTT_PROBE_TIMEOUT_S = 1.0
-# The DTLS cipher suites ingest offers: aiortc's ECDHE-ECDSA ones, then their ECDHE-RSA twins.
-DTLS_CIPHERS = b":".join(
-    [
-        b"ECDHE-ECDSA-AES128-GCM-SHA256",
-        b"ECDHE-RSA-AES128-GCM-SHA256",
-        b"ECDHE-ECDSA-CHACHA20-POLY1305",
-        b"ECDHE-RSA-CHACHA20-POLY1305",
-        b"ECDHE-ECDSA-AES128-SHA",
-        b"ECDHE-RSA-AES128-SHA",
-        b"ECDHE-ECDSA-AES256-SHA",
-        b"ECDHE-RSA-AES256-SHA",
-    ]
-)
-
 log = structlog.get_logger("ingest.whip")
 
 
@@ -71,48 +59,78 @@ def check_offer(text: str) -> SessionDescription:
     return parsed
 
 
-class WhipCertificate(RTCCertificate):
-    """aiortc's certificate (ECDSA P-256) whose DTLS also works with RSA-certificate publishers.
+class WhipCertificate(PeerCertificate):
+    """The peers' certificate (services/common/peer_certificate.py: ECDSA P-256, ECDHE-RSA
+    suites offered too) whose DTLS also works with FFmpeg's own P-224 certificate.
 
-    A WHIP offer says `a=setup:actpass` and aiortc answers `active`: ingest is the DTLS client
-    and the publisher's certificate decides the family of cipher suite. aiortc 1.16 offers
-    ECDHE-ECDSA suites only, so a publisher with an RSA certificate (GStreamer's webrtcbin
-    makes an RSA-2048 one, hence gst-plugins-rs `whipsink` and `whipclientsink` too) failed the
-    handshake with "no shared cipher" right after ICE connected. Offering the ECDHE-RSA twins
-    as well, as browsers do, fixes that; as the DTLS server nothing changes (the certificate
-    stays ECDSA, so only ECDSA suites can be chosen).
+    A WHIP offer says `a=setup:actpass` (FFmpeg's muxer: `passive`) and aiortc answers `active`:
+    ingest is the DTLS client.
+
+    * FFmpeg 8.1 built with GnuTLS makes its certificate on P-224. As a TLS 1.2 client, OpenSSL
+      takes a server's ECDSA certificate only on one of its own groups, and the OpenSSL of the
+      `cryptography` wheel has no P-224 group ("wrong curve", `illegal_parameter`).
+      `dtls_p224` gives it one (ADR 0013); the verification callback then adds P-224 to a
+      connection's groups when, and only when, the publisher's certificate is on P-224: the
+      ClientHello stays as it was for every publisher, and DTLS stays 1.2 with the same suites.
+      Ingest as the DTLS server (FFmpeg's `-whip_flags dtls_active`) still refuses a P-224
+      client certificate: OpenSSL also wants its curve among the client's own groups.
     """
 
     def _create_ssl_context(self, srtp_profiles: list[SRTPProtectionProfile]) -> SSL.Context:
-        context = super()._create_ssl_context(srtp_profiles)
-        context.set_cipher_list(DTLS_CIPHERS)
+        context = super()._create_ssl_context(srtp_profiles)  # the ECDHE-RSA twins too
+        if dtls_p224.available():
+            context.set_verify(SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT, accept_peer)
         return context
 
 
+def accept_peer(
+    connection: SSL.Connection, certificate: crypto.X509, _errno: int, depth: int, _ok: int
+) -> bool:
+    """Accept any certificate, as aiortc does (it compares the fingerprint from the SDP once the
+    handshake is done), and put P-224 among the connection's groups if the publisher's is on
+    P-224. OpenSSL calls this before it checks the curve (at the server's key exchange)."""
+    with contextlib.suppress(Exception):  # an exception here would abort the handshake
+        key = certificate.to_cryptography().public_key()
+        on_p224 = isinstance(key, ec.EllipticCurvePublicKey) and isinstance(key.curve, ec.SECP224R1)
+        if depth == 0 and on_p224:
+            dtls_p224.allow_on(connection)
+    return True
+
+
 def use_whip_certificate(pc: RTCPeerConnection) -> WhipCertificate:
-    """Give `pc` a `WhipCertificate`, before any offer or answer (aiortc has no option for it:
-    its peer connection makes its certificate in `__init__` and keeps it in a private list)."""
-    certificate = WhipCertificate.generateCertificate()
-    attribute = "_RTCPeerConnection__certificates"
-    if not isinstance(getattr(pc, attribute, None), list):
-        raise RuntimeError(f"aiortc changed: RTCPeerConnection has no {attribute} list")
-    setattr(pc, attribute, [certificate])
-    return certificate
+    """Give `pc` a `WhipCertificate`, before any offer or answer."""
+    return use_peer_certificate(pc, WhipCertificate)
 
 
 class NoCandidates(RuntimeError):
     """No local address/port could be bound for ICE."""
 
 
+MEDIA_KINDS = frozenset({"audio", "video"})
+
+
 class WhipSource(Source):
-    """One station's WebRTC session, from the SDP offer to the end of its tracks."""
+    """One contribution's WebRTC session, from the SDP offer to the end of its tracks.
+
+    Only the media `kinds` are received: an offered section of another kind is answered
+    `inactive`, so the publisher sends nothing there (a talk source takes the voice, not the
+    picture a browser may offer with it).
+    """
 
     protocol = "whip"
 
-    def __init__(self, source_id: str, station: str, name: str, public_ip: str = "") -> None:
+    def __init__(
+        self,
+        source_id: str,
+        station: str,
+        name: str,
+        public_ip: str = "",
+        kinds: frozenset[str] = MEDIA_KINDS,
+    ) -> None:
         super().__init__(source_id, station, name)
         self.session_id = uuid.uuid4().hex
         self.public_ip = public_ip
+        self.kinds = kinds
         # No STUN/TURN servers: aiortc's default would send packets to a public STUN server.
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         use_whip_certificate(self.pc)
@@ -135,7 +153,11 @@ class WhipSource(Source):
                 f"cannot use this offer: {exc} (VP8, H264 and opus are supported)"
             ) from None
         if not self._tracks:
-            raise SdpError("the offer has no audio or video track to receive")
+            wanted = " or ".join(sorted(self.kinds))
+            raise SdpError(f"the offer has no {wanted} track to receive")
+        for transceiver in self.pc.getTransceivers():
+            if transceiver.kind not in self.kinds:
+                transceiver.direction = "inactive"
         answer = await self.pc.createAnswer()
         await self.pc.setLocalDescription(answer)
         local = self.pc.localDescription.sdp
@@ -144,7 +166,7 @@ class WhipSource(Source):
             # full, the answer would carry no candidate and the session could never connect.
             raise NoCandidates("no ICE candidate could be gathered (ICE hosts, RTC port range)")
         for media in SessionDescription.parse(local).media:
-            if media.rtp.codecs:
+            if media.rtp.codecs and media.kind in self.kinds:
                 codec = media.rtp.codecs[0].mimeType.split("/")[-1]
                 if media.kind == "video":
                     self.video_codec = codec
@@ -153,6 +175,8 @@ class WhipSource(Source):
         return announce_public_ip(local, self.public_ip)
 
     def _on_track(self, track: MediaStreamTrack) -> None:
+        if track.kind not in self.kinds:
+            return
         decode_errors.watch(track, self._decode_errors)
         self._tracks.append(track)
 
@@ -171,7 +195,8 @@ class WhipSource(Source):
             if dtls.state == "failed" and dtls.transport.state != "failed":
                 return (
                     "DTLS handshake failed (the publisher's certificate or cipher suites were "
-                    "refused: an ECDSA certificate must be on P-256, P-384 or P-521)"
+                    "refused: an ECDSA certificate must be on P-256, P-384 or P-521, or on P-224 "
+                    "if the publisher is the DTLS server)"
                 )
         return ""
 

@@ -1,4 +1,5 @@
-"""`baycast station`: publish a test card or a media file to ingest over WHIP."""
+"""`baycast station`: publish a test card or a media file to ingest over WHIP, and follow the
+station's tally, talkback and cues from the exchange (Enter acknowledges the newest cue)."""
 
 from __future__ import annotations
 
@@ -11,17 +12,32 @@ import sys
 from collections.abc import Callable
 from urllib.parse import urlparse
 
+import aiohttp
+import structlog
 from aiortc.contrib.media import MediaPlayer
 from aiortc.mediastreams import MediaStreamTrack
 
 from services.common import ice
 from services.common.telemetry import configure_logging
+from services.station.events import (
+    RETRY_MAX_S,
+    RETRY_MIN_S,
+    EnterKey,
+    StationEventStream,
+    StationFollower,
+    StreamRefused,
+    exchange_url_from_whip,
+)
 from services.station.publisher import PublishRefused, WhipPublisher
 from services.station.testcard import TestCard
 from services.station.tracks import CardLoop, CardVideoTrack, ToneAudioTrack
 
 DEFAULT_FPS = 25
 DEFAULT_SIZE = "1280x720"
+CONFIG_TIMEOUT_S = 10.0
+STOP_EVENTS_S = 5.0
+
+log = structlog.get_logger("station")
 
 
 def station_id_from_url(url: str) -> str:
@@ -54,6 +70,68 @@ def track_factory(args: argparse.Namespace) -> tuple[Callable[[], list[MediaStre
     return live, False
 
 
+async def find_exchange(args: argparse.Namespace, stop: asyncio.Event) -> str:
+    """`--exchange`, else what ingest's station config says; "" when it cannot be known.
+
+    Ingest being unreachable is retried (the publisher retries too); a definite refusal (an
+    unknown station, an ingest without station configs) turns events off unless `--events`
+    asked for them."""
+    if args.exchange:
+        return str(args.exchange).rstrip("/")
+    delay = RETRY_MIN_S
+    timeout = aiohttp.ClientTimeout(total=CONFIG_TIMEOUT_S)
+    async with aiohttp.ClientSession(timeout=timeout) as http:
+        while not stop.is_set():
+            try:
+                return await exchange_url_from_whip(http, args.whip)
+            except StreamRefused as exc:
+                if not args.events:
+                    log.warning("events_off", reason=f"station config answered {exc.status}")
+                    return ""
+                log.warning("station_config_refused", status=exc.status, reason=exc.reason)
+            except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
+                log.warning("station_config_failed", error=str(exc) or type(exc).__name__)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay)
+            delay = min(delay * 2, RETRY_MAX_S)
+    return ""
+
+
+async def follow_events(args: argparse.Namespace, token: str, stop: asyncio.Event) -> None:
+    """Log the station's tally, talkback and cues until `stop`; Enter acknowledges a cue."""
+    exchange = await find_exchange(args, stop)
+    if not exchange:
+        return
+    station = station_id_from_url(args.whip)
+    loop = asyncio.get_running_loop()
+    acks: set[asyncio.Task[object]] = set()
+    # Events on by default: an exchange that turns out not to be there turns them off.
+    absent_is_final = args.events is None
+    async with StationEventStream(
+        exchange, station, token, absent_is_final=absent_is_final
+    ) as stream:
+        follower = StationFollower(stream)
+
+        def on_enter() -> None:
+            task = loop.create_task(follower.acknowledge_newest())
+            acks.add(task)
+            task.add_done_callback(acks.discard)
+
+        keys = EnterKey(sys.stdin, on_enter)
+        log.info("following_events", exchange=exchange, station=station)
+        try:
+            await follower.run(stop)
+        except StreamRefused as exc:
+            if exc.status == 404:
+                log.warning("events_off", reason=f"no event stream at {exchange}")
+            else:
+                log.error("event_stream_refused", status=exc.status, reason=exc.reason)
+        finally:
+            keys.close()
+            if acks:
+                await asyncio.wait(acks, timeout=STOP_EVENTS_S)
+
+
 async def _publish(args: argparse.Namespace) -> int:
     ice.configure(tuple(args.ice_host))
     token = args.token or os.environ.get("BAYCAST_STATION_TOKEN", "")
@@ -66,11 +144,21 @@ async def _publish(args: argparse.Namespace) -> int:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
+    events = (
+        asyncio.create_task(follow_events(args, token, stop)) if args.events is not False else None
+    )
     try:
         await publisher.run(stop)
     except PublishRefused as exc:
         print(f"error: ingest refused the station: {exc}", file=sys.stderr)
         return 2
+    finally:
+        stop.set()
+        if events is not None:
+            try:
+                await asyncio.wait_for(events, STOP_EVENTS_S)
+            except TimeoutError:
+                log.warning("events_stop_timeout")
     return 0
 
 
@@ -94,6 +182,18 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="append",
         default=[],
         help="local address for ICE (repeatable; default 127.0.0.1)",
+    )
+    p.add_argument(
+        "--events",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="follow the station's tally, talkback and cues (default: on when the exchange is "
+        "known); Enter acknowledges the newest cue",
+    )
+    p.add_argument(
+        "--exchange",
+        default="",
+        help="the exchange's base URL (default: from <ingest>/station/<id>/config.json)",
     )
     p.set_defaults(run=_run)
 

@@ -1,9 +1,12 @@
 """Publish the test card with FFmpeg's own WHIP muxer (PyAV's FFmpeg 8.1), as a non-aiortc peer.
 
-Run as a process (`python -m tests.support.whip_push URL SECONDS [--own-certificate]`, token in
-BAYCAST_STATION_TOKEN): PyAV holds the GIL while the muxer does its HTTP exchange, so it cannot
-share a process with the server it talks to. `--own-certificate` leaves the DTLS certificate to
-the muxer (FFmpeg 8.1 with GnuTLS makes it on P-224, which ingest refuses).
+Run as a process (`python -m tests.support.whip_push URL SECONDS [--own-certificate]
+[--dtls-active]`, token in BAYCAST_STATION_TOKEN): PyAV holds the GIL while the muxer does its
+HTTP exchange, so it cannot share a process with the server it talks to. By default the muxer is
+given a P-256 certificate (`-cert_file/-key_file`, as the README shows); `--own-certificate`
+leaves the certificate to the muxer (FFmpeg 8.1 with GnuTLS makes it on P-224, the station
+engineer's short command), and `--dtls-active` sets `-whip_flags dtls_active` (the muxer is then
+the DTLS client and ingest the server).
 """
 
 from __future__ import annotations
@@ -28,8 +31,8 @@ SAMPLES = 48_000 // FPS
 
 
 def ecdsa_certificate(folder: str) -> tuple[str, str]:
-    """A self-signed P-256 certificate, given to the muxer: the one FFmpeg 8.1 with GnuTLS makes
-    for itself is on P-224, which ingest's OpenSSL refuses (see the README)."""
+    """A self-signed P-256 certificate for the muxer (`-cert_file/-key_file`): the one FFmpeg 8.1
+    with GnuTLS makes for itself is on P-224 (see the README and ADR 0013)."""
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "baycast-whip-push")])
     now = datetime.datetime.now(datetime.UTC)
@@ -64,10 +67,13 @@ def push(
     station: str,
     size: tuple[int, int],
     own_certificate: bool = False,
+    dtls_active: bool = False,
 ) -> None:
     card = TestCard(station, station, *size)
     with tempfile.TemporaryDirectory() as folder:
         options = {"authorization": token}
+        if dtls_active:
+            options["whip_flags"] = "dtls_active"
         if not own_certificate:
             cert, key = ecdsa_certificate(folder)
             options |= {"cert_file": cert, "key_file": key}
@@ -112,4 +118,5 @@ if __name__ == "__main__":
         target.rstrip("/").rpartition("/")[2],
         (320, 180),
         own_certificate="--own-certificate" in sys.argv[3:],
+        dtls_active="--dtls-active" in sys.argv[3:],
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 from pathlib import Path
 
 import pytest
@@ -30,10 +31,23 @@ async def watch_states(ingest: object, station: str) -> list[control_pb2.SourceS
     return states
 
 
+async def watch_stats(ingest: object, station: str) -> list[control_pb2.SourceStats]:
+    stats: list[control_pb2.SourceStats] = []
+
+    async def on_stats(event: control_pb2.SourceStats, _subject: str) -> None:
+        stats.append(event)
+
+    await ingest.bus.subscribe(  # type: ignore[attr-defined]
+        subject("source", station, "stats"), control_pb2.SourceStats, on_stats
+    )
+    return stats
+
+
 async def test_rtmp_push_goes_online_and_frames_arrive(nats_server: NatsServer) -> None:
     async with running_ingest(nats_server.url, rtmp_addr="127.0.0.1:0") as ingest:
         token = await add_station(ingest, "rtmp-fs", "佛山台")
         states = await watch_states(ingest, "rtmp-fs")
+        stats = await watch_stats(ingest, "rtmp-fs")
         push = await ffmpeg_push(rtmp_url(ingest.rtmp.port, "live", token), "flv", seconds=5)
         try:
             await wait_online(ingest, "rtmp-fs")
@@ -52,12 +66,23 @@ async def test_rtmp_push_goes_online_and_frames_arrive(nats_server: NatsServer) 
                     audio=40,
                 ),
             )
+            for _ in range(50):
+                if len(stats) >= 3:
+                    break
+                await asyncio.sleep(0.1)
         finally:
             code, encoder_log = await push.finish()
         assert code == 0, encoder_log
         assert {(f.width, f.height) for f in small.video} == {(320, 180)}
         assert {(f.width, f.height) for f in native.video} == {SIZE}
         assert abs(dominant_hz(native.audio[5:]) - TONE_HZ) < 15
+        # TCP on loopback: the kernel's RTT, no loss by definition, a finite jitter.
+        assert len(stats) >= 3
+        for event in stats:
+            assert 0 < event.rtt_ms < 50, event
+            assert event.packets_lost == 0 and event.loss_fraction == 0, event
+            assert math.isfinite(event.jitter_ms) and event.jitter_ms >= 0, event
+        assert stats[-1].bitrate_kbps > 0 and stats[-1].jitter_ms > 0
         for _ in range(50):
             if "rtmp-fs" not in ingest.sources.live:
                 break

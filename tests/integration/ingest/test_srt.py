@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
+import subprocess
 import urllib.error
 import urllib.request
 from typing import Any
@@ -58,6 +60,37 @@ async def caller(ingest: IngestService, station: str, token: str) -> dict[str, A
     return body
 
 
+async def watch_stats(ingest: IngestService, station: str) -> list[control_pb2.SourceStats]:
+    stats: list[control_pb2.SourceStats] = []
+
+    async def on_stats(event: control_pb2.SourceStats, _subject: str) -> None:
+        stats.append(event)
+
+    await ingest.bus.subscribe(
+        subject("source", station, "stats"), control_pb2.SourceStats, on_stats
+    )
+    return stats
+
+
+async def steady_stats(
+    stats: list[control_pb2.SourceStats], count: int = 4
+) -> control_pb2.SourceStats:
+    """The stats event after `count` of them (the first ones may predate the RTT's estimate)."""
+    for _ in range(100):
+        if len(stats) >= count:
+            return stats[-1]
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"{len(stats)} stats events")
+
+
+def assert_plausible_transport(stats: control_pb2.SourceStats) -> None:
+    """Loopback, no impairment: a small RTT, no loss, a finite jitter."""
+    assert 0 < stats.rtt_ms < 50, stats
+    assert stats.packets_lost == 0 and stats.loss_fraction == 0, stats
+    assert math.isfinite(stats.jitter_ms) and stats.jitter_ms >= 0, stats
+    assert stats.bitrate_kbps > 0, stats
+
+
 async def test_srt_push_goes_online_and_frames_arrive(own_nats_server: NatsServer) -> None:
     async with running_ingest(own_nats_server.url, **srt_settings()) as ingest:
         token = await add_station(ingest, "srt-zq", "肇庆台")
@@ -73,9 +106,16 @@ async def test_srt_push_goes_online_and_frames_arrive(own_nats_server: NatsServe
         await ingest.bus.subscribe(
             subject("source", "srt-zq", "state"), control_pb2.SourceState, on_state
         )
+        stats = await watch_stats(ingest, "srt-zq")
         push = await ffmpeg_push(info["url"], "mpegts", seconds=5)
         try:
             await wait_online(ingest, "srt-zq")
+            # libsrt listens inside ingest: no process holds the passphrase in its arguments.
+            ps = await asyncio.to_thread(
+                subprocess.run, ["ps", "-ww", "-eo", "args"], capture_output=True, text=True
+            )
+            listeners = [line for line in ps.stdout.splitlines() if info["passphrase"] in line]
+            assert all(f"mode=caller&passphrase={info['passphrase']}" in line for line in listeners)
             small, native = await asyncio.gather(
                 collect(
                     ingest,
@@ -91,12 +131,16 @@ async def test_srt_push_goes_online_and_frames_arrive(own_nats_server: NatsServe
                     audio=40,
                 ),
             )
+            steady = await steady_stats(stats)
+            transport = await ingest.sources.live["srt-zq"].source.transport_stats()
         finally:
             code, encoder_log = await push.finish()
         assert code == 0, encoder_log
         assert {(f.width, f.height) for f in small.video} == {(320, 180)}
         assert {(f.width, f.height) for f in native.video} == {SIZE}
         assert abs(dominant_hz(native.audio[5:]) - TONE_HZ) < 15
+        assert_plausible_transport(steady)
+        assert transport.packets_received > 100 and transport.packets_dropped == 0
         for _ in range(100):  # SRT notices the caller is gone after its peer idle timeout
             if "srt-zq" not in ingest.sources.live:
                 break
@@ -135,14 +179,15 @@ async def test_srt_wrong_passphrase_is_refused_and_rotation_changes_it(
         await ingest.srt.refresh()
         rotated = await caller(ingest, "srt-jm", reply.token)
         assert rotated["passphrase"] != info["passphrase"] and rotated["port"] == info["port"]
-        for _ in range(50):  # the listener restarts with the new passphrase
-            waiting = ingest.srt.listeners["srt-jm"].waiting
-            if waiting is not None and rotated["passphrase"] in waiting.args:
+        listener = ingest.srt.listeners["srt-jm"]
+        assert listener.passphrase == rotated["passphrase"]
+        generation = listener.generation
+        for _ in range(50):  # the listener listens anew with the new passphrase
+            if listener.generation > generation and listener.waiting is not None:
                 break
             await asyncio.sleep(0.1)
         else:
             raise AssertionError("the listener did not restart with the new passphrase")
-        await asyncio.sleep(0.5)  # ffmpeg binds its port
         push = await ffmpeg_push(info["url"], "mpegts", seconds=2)
         code, encoder_log = await push.finish()
         assert code != 0 and "srt-jm" not in ingest.sources.live
