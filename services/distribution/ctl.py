@@ -3,6 +3,13 @@
 Secrets never go on the command line (shell history, `ps`): the stream key and the SRT
 passphrase come from a file (`--stream-key-file`, `--passphrase-file`) or from the environment
 (`BAYCAST_STREAM_KEY`, `BAYCAST_SRT_PASSPHRASE`).
+
+A station's SRT return (its decoder gets the picture with its mix-minus, docs/adr/0012):
+
+    baycast ctl output add --prod P gz-return --kind srt --station gz [--listen] \
+        --url srt://host:port [--picture clean]
+
+with the station's own passphrase when none is given.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ from typing import Any
 from services.common.bus import subject
 from services.common.ctl import Ctl, print_table, run_verb
 from services.common.gen.baycast.v1 import distribution_pb2 as dist
+from services.distribution import exchange_ctl
 
 KINDS = {
     "rtmp": dist.OUTPUT_KIND_RTMP,
@@ -53,6 +61,9 @@ def build_command(args: argparse.Namespace) -> dist.DistCommand:
                 segment_seconds=args.segment_seconds,
                 label=args.label,
                 ladder=args.ladder,
+                station=args.station,
+                srt_mode=dist.SRT_MODE_LISTENER if args.listen else dist.SRT_MODE_UNSPECIFIED,
+                picture=args.picture,
             )
         )
     elif args.action == "list":
@@ -69,6 +80,7 @@ def rows(reply: dist.DistReply) -> list[dict[str, Any]]:
             "kind": dist.OutputKind.Name(s.kind).removeprefix("OUTPUT_KIND_").lower(),
             "status": dist.OutputStatus.Name(s.status).removeprefix("OUTPUT_STATUS_").lower(),
             "url": s.url,
+            "station": s.station,
             "kbps": f"{s.bitrate_kbps:.0f}",
             "reconnects": s.reconnects,
             "dropped": s.dropped_packets,
@@ -83,7 +95,8 @@ async def _output(ctl: Ctl, args: argparse.Namespace) -> int:
         subject("prod", args.prod, "dist", "cmd"), build_command(args), dist.DistReply
     )
     print_table(
-        rows(reply), ["id", "kind", "status", "url", "kbps", "reconnects", "dropped", "reason"]
+        rows(reply),
+        ["id", "kind", "status", "station", "url", "kbps", "reconnects", "dropped", "reason"],
     )
     return 0
 
@@ -108,6 +121,20 @@ def register(verbs: argparse._SubParsersAction) -> None:
         default=[],
         help="HLS: extra renditions by height, e.g. 720,360",
     )
+    add.add_argument(
+        "--station",
+        default="",
+        help="SRT: a return to this station (the picture with its mix-minus); its own "
+        "passphrase unless one is given",
+    )
+    add.add_argument(
+        "--listen",
+        action="store_true",
+        help="SRT: listen on the url's host:port for the receiver to call (default: call it)",
+    )
+    add.add_argument(
+        "--picture", choices=("program", "clean"), default="", help="a return's picture"
+    )
     add.add_argument("--stopped", action="store_true", help="add without starting")
     for name in ("remove", "start", "stop"):
         actions.add_parser(name, help=f"{name} an output").add_argument("id")
@@ -115,3 +142,4 @@ def register(verbs: argparse._SubParsersAction) -> None:
     for sub in actions.choices.values():
         sub.add_argument("--prod", required=True, help="production id")
         sub.set_defaults(run=lambda args: run_verb(args, _output))
+    exchange_ctl.register(verbs)

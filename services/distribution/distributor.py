@@ -27,6 +27,7 @@ from services.distribution.outputs import Output, SinkFactory
 from services.distribution.packet_queue import EncodedPacket
 from services.distribution.settings import DistributionSettings
 from services.distribution.sinks import make_sink
+from services.distribution.srt_return import PICTURES, Returns
 
 BUCKET = "dist_outputs"
 ID_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
@@ -63,7 +64,10 @@ def validate_spec(spec: dist.OutputSpec, existing: dict[str, Output]) -> None:
             )
         if spec.kind == dist.OUTPUT_KIND_SRT:
             if parts.port is None:
-                raise errors.InvalidArgument("an SRT url needs a port", field="add.output.url")
+                raise errors.InvalidArgument(
+                    "an SRT url needs a port (a listener's: the port it listens on)",
+                    field="add.output.url",
+                )
             if "passphrase" in parts.query:
                 raise errors.InvalidArgument(
                     "put the passphrase in the passphrase field, not the url",
@@ -80,6 +84,24 @@ def validate_spec(spec: dist.OutputSpec, existing: dict[str, Output]) -> None:
     elif spec.url:
         raise errors.InvalidArgument(
             "HLS and recording outputs take no url", field="add.output.url"
+        )
+    if spec.station and spec.kind != dist.OUTPUT_KIND_SRT:
+        raise errors.InvalidArgument(
+            "only SRT outputs go to a station (returns)", field="add.output.station"
+        )
+    if spec.picture and spec.picture not in PICTURES:
+        raise errors.InvalidArgument(
+            'a return\'s picture is "program" or "clean"', field="add.output.picture"
+        )
+    if spec.picture and not spec.station:
+        raise errors.InvalidArgument(
+            "only a return (with a station) takes a picture", field="add.output.picture"
+        )
+    if spec.srt_mode not in dist.SrtMode.values() or (
+        spec.srt_mode and spec.kind != dist.OUTPUT_KIND_SRT
+    ):
+        raise errors.InvalidArgument(
+            "srt_mode is caller or listener, for SRT outputs", field="add.output.srt_mode"
         )
     if spec.ladder and spec.kind != dist.OUTPUT_KIND_HLS:
         raise errors.InvalidArgument("only HLS outputs have a ladder", field="add.output.ladder")
@@ -104,17 +126,24 @@ def validate_spec(spec: dist.OutputSpec, existing: dict[str, Output]) -> None:
 class Production:
     """One production's outputs, and its encoder while any output runs."""
 
-    def __init__(self, name: str, make_encoder: Callable[[Production], ProgramEncoder]) -> None:
+    def __init__(
+        self,
+        name: str,
+        make_encoder: Callable[[Production], ProgramEncoder],
+        returns: Returns | None = None,
+    ) -> None:
         self.name = name
         self.outputs: dict[str, Output] = {}
         self.encoder: ProgramEncoder | None = None
         self._make_encoder = make_encoder
+        self._returns = returns
         self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
 
     def fan_out(self, packet: EncodedPacket) -> None:
         for output in list(self.outputs.values()):
-            output.queue.put(packet)
+            if not output.spec.station:  # a return is fed by its own encodings (srt_return.py)
+                output.queue.put(packet)
 
     def templates(self) -> Templates | None:
         encoder = self.encoder
@@ -131,7 +160,9 @@ class Production:
     async def reconcile(self) -> None:
         """Encode while some output runs; stop encoding (and subscribing) when none does."""
         async with self._lock:
-            wanted = any(output.running for output in self.outputs.values())
+            if self._returns is not None:
+                await self._returns.reconcile(self.name, list(self.outputs.values()))
+            wanted = any(o.running and not o.spec.station for o in self.outputs.values())
             if wanted and self._task is None:
                 self.encoder = self._make_encoder(self)
                 self._task = asyncio.create_task(self.encoder.run(), name=f"encoder-{self.name}")
@@ -159,12 +190,14 @@ class Distributor:
         bus: Bus,
         program_frames: ProgramFrames,
         sink_factory: SinkFactory = make_sink,
+        returns: Returns | None = None,
     ) -> None:
         self.settings = settings
         self.bus = bus
         self.productions: dict[str, Production] = {}
         self._program_frames = program_frames
         self._sink_factory = sink_factory
+        self._returns = returns  # SRT returns to stations (docs/adr/0012); None: refused
         self._specs: KvBucket[dist.OutputSpec] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._sampler: asyncio.Task[None] | None = None
@@ -243,6 +276,12 @@ class Distributor:
         spec.production = prod
         production = self.productions.get(prod)
         validate_spec(spec, production.outputs if production else {})
+        if spec.station:
+            if self._returns is None:
+                raise errors.InvalidArgument(
+                    "this distribution serves no returns", field="add.output.station"
+                )
+            self._returns.validate(spec)
         await self._specs.create(f"{prod}.{spec.id}", spec)
         output = self._create(spec)
         if spec.enabled:
@@ -278,11 +317,21 @@ class Distributor:
     def _create(self, spec: dist.OutputSpec) -> Output:
         production = self.productions.get(spec.production)
         if production is None:
-            production = Production(spec.production, self._make_encoder)
+            production = Production(spec.production, self._make_encoder, self._returns)
             self.productions[spec.production] = production
-        output = Output(
-            spec, self.settings, production.templates, self._changed, self._sink_factory
-        )
+        if spec.station and self._returns is not None:
+            returns, key = self._returns, f"{spec.production}.{spec.id}"
+            output = Output(
+                spec,
+                self.settings,
+                lambda: returns.templates(key),
+                self._changed,
+                returns.make_sink,
+            )
+        else:
+            output = Output(
+                spec, self.settings, production.templates, self._changed, self._sink_factory
+            )
         production.outputs[spec.id] = output
         return output
 

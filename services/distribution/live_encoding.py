@@ -8,9 +8,12 @@ cost one H.264 encode and twelve Opus encodes. An encoding nobody receives for `
 
 Video is H.264 Constrained Baseline (what every WebRTC browser decodes), no B-frames, a keyframe
 every `keyframe_interval_s` and on request (a new viewer, a viewer's PLI/FIR, a viewer that
-overflowed), at most one requested keyframe per `MIN_KEYFRAME_GAP_S`. x264 runs in a thread of
-its own (PyAV releases the GIL); the newest picture wins when it falls behind. Opus and AAC are
-encoded on the event loop: a 20 ms Opus frame costs tens of microseconds.
+overflowed), at most one requested keyframe per `MIN_KEYFRAME_GAP_S`: a request within the gap
+waits for its end rather than being dropped, since the viewer who asked has nothing to show
+until a keyframe comes, and any keyframe (requested or not) answers every request made before
+it. x264 runs in a thread of its own (PyAV releases the GIL); the newest picture wins when it
+falls behind. Opus and AAC are encoded on the event loop: a 20 ms Opus frame costs tens of
+microseconds.
 
 Timestamps follow the producer's clock, rebased so they only increase: a producer that restarts
 (its clock jumps) continues where the last frame left off.
@@ -105,7 +108,9 @@ class VideoEncoding:
         self.keyframe_interval_s = keyframe_interval_s
         self.preset = preset
         self.frames_encoded = 0
-        self.keyframes_requested = 0
+        self.keyframes_requested = 0  # calls of request_keyframe
+        self.keyframes_forced = 0  # keyframes made because of them
+        self.keyframes_encoded = 0  # every keyframe, the regular ones too
         self.idle_since = time.monotonic()
         self._frames = frames
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -115,7 +120,7 @@ class VideoEncoding:
         self._pending: tuple[np.ndarray, int] | None = None  # newest picture, its pts
         self._stop = False
         self._want_keyframe = False
-        self._last_keyframe_request = 0.0
+        self._last_forced_keyframe = -MIN_KEYFRAME_GAP_S
         self._rebase = PtsRebaser(VIDEO_TIME_BASE, 1_000_000 // key.fps)
 
     def start(self) -> None:
@@ -139,11 +144,8 @@ class VideoEncoding:
         self.fanout.close()
 
     def request_keyframe(self) -> None:
-        """The next picture is a keyframe, unless one was requested very recently."""
-        now = time.monotonic()
-        if now - self._last_keyframe_request < MIN_KEYFRAME_GAP_S:
-            return
-        self._last_keyframe_request = now
+        """A keyframe soon: the next picture, or the first one `MIN_KEYFRAME_GAP_S` after the
+        last forced keyframe."""
         self.keyframes_requested += 1
         with self._cond:
             self._want_keyframe = True
@@ -207,7 +209,13 @@ class VideoEncoding:
                 assert self._pending is not None
                 picture, pts_us = self._pending
                 self._pending = None
-                keyframe, self._want_keyframe = self._want_keyframe, False
+                now = time.monotonic()
+                keyframe = (
+                    self._want_keyframe and now - self._last_forced_keyframe >= MIN_KEYFRAME_GAP_S
+                )
+                if keyframe:
+                    self._last_forced_keyframe = now
+                    self.keyframes_forced += 1
             frame = av.VideoFrame.from_ndarray(picture, format="yuv420p")
             frame.pts = self._rebase(pts_us)
             frame.time_base = VIDEO_TIME_BASE
@@ -221,6 +229,11 @@ class VideoEncoding:
             self.frames_encoded += 1
             for packet in packets:
                 packet.time_base = VIDEO_TIME_BASE
+                if packet.is_keyframe:
+                    self.keyframes_encoded += 1
+                    # Handed over after this, so it reaches everyone who asked before now.
+                    with self._cond:
+                        self._want_keyframe = False
                 self._hand_over(packet)
 
     def _hand_over(self, packet: av.Packet) -> None:

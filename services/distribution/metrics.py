@@ -85,3 +85,85 @@ def forget_output(production: str, output: str) -> None:
     ):
         with contextlib.suppress(KeyError):
             metric.remove(production, output)
+
+
+# The exchange's tally, cues and station event streams (docs/adr/0012). Station ids are
+# operator-made and bounded like production ids.
+TALLY_PACKETS = Counter(
+    "baycast_distribution_tally_packets_total",
+    "TSL UMD v5 packets sent to stations' tally devices",
+    ("transport",),
+)
+TALLY_SEND_ERRORS = Counter(
+    "baycast_distribution_tally_send_errors_total",
+    "TSL UMD v5 packets that could not be sent, and TCP connections that failed or were dropped",
+    ("transport",),
+)
+TALLY_TCP_CONNECTED = Gauge(
+    "baycast_distribution_tally_tcp_connected",
+    "1 while the TSL TCP connection to the station's tally device is up, else 0",
+    ("station",),
+)
+STATION_STREAMS = Gauge(
+    "baycast_distribution_station_event_streams",
+    "Station event streams (Server-Sent Events) open now",
+)
+STATION_STREAMS_DROPPED = Counter(
+    "baycast_distribution_station_event_streams_dropped_total",
+    "Station event streams closed because the reader fell behind",
+)
+CUES = Counter(
+    "baycast_distribution_cues_total",
+    "Cues sent, acknowledged and cleared",
+    ("production", "action"),
+)
+
+# The exchange's WHEP viewers (docs/adr/0012). Labels: production and the feed's kind (return,
+# program, clean, multiview, source): never a token, a station-chosen string or a session id.
+WHEP_LABELS = ("production", "handle")
+
+WHEP_VIEWERS = Gauge(
+    "baycast_distribution_whep_viewers",
+    "WHEP viewers by production and kind of feed (connecting or connected)",
+    WHEP_LABELS,
+)
+WHEP_SESSIONS = Counter(
+    "baycast_distribution_whep_sessions_total",
+    "WHEP offers answered, by HTTP status: 201 started, anything else refused",
+    ("status",),
+)
+WHEP_SENT_BYTES = Counter(
+    "baycast_distribution_whep_sent_bytes_total",
+    "RTP payload bytes sent to WHEP viewers",
+    WHEP_LABELS,
+)
+WHEP_BITRATE = Gauge(
+    "baycast_distribution_whep_sent_bits_per_second",
+    "RTP payload bitrate sent to the connected WHEP viewers together, over the last second",
+    WHEP_LABELS,
+)
+WHEP_LOSS = Gauge(
+    "baycast_distribution_whep_loss_fraction",
+    "Highest fraction of packets lost among the connected WHEP viewers (RTCP receiver reports)",
+    WHEP_LABELS,
+)
+WHEP_RTT = Gauge(
+    "baycast_distribution_whep_rtt_seconds",
+    "Highest round-trip time among the connected WHEP viewers (RTCP receiver reports)",
+    WHEP_LABELS,
+)
+
+
+def forget_whep_quality(production: str, handle: str) -> None:
+    """Remove the quality series of a feed kind nobody watches any more (no stale maxima)."""
+    for metric in (WHEP_BITRATE, WHEP_LOSS, WHEP_RTT):
+        with contextlib.suppress(KeyError):
+            metric.remove(production, handle)
+
+
+def forget_whep(production: str, handle: str) -> None:
+    """Remove every WHEP series of a deleted production's feed kind."""
+    forget_whep_quality(production, handle)
+    for metric in (WHEP_VIEWERS, WHEP_SENT_BYTES):
+        with contextlib.suppress(KeyError):
+            metric.remove(production, handle)

@@ -142,6 +142,7 @@ class Output:
             retry_in_s=self.retry_in_s,
             label=self.spec.label,
             media_seconds=self.media_seconds,
+            station=self.spec.station,
         )
 
     # -- control (from the event loop) ----------------------------------------------------------
@@ -259,6 +260,8 @@ class Output:
                 if sink.connected:
                     live = True
                     self._set(dist.OUTPUT_STATUS_LIVE)
+                elif sink.awaits_caller:
+                    sink.poll()  # a listener waits for its caller as long as it takes
                 elif time.monotonic() > deadline:
                     sink.poll()
                     raise SinkError(f"not connected after {self.settings.connect_timeout_s:g} s")

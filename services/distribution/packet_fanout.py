@@ -4,7 +4,10 @@ An encoding (a return's picture, a station's mix-minus in Opus) hands each `av.P
 `Fanout.publish`, which puts the same packet into every receiver's `PacketInbox` and never
 waits. An inbox is bounded: a viewer too slow for its video drops what waits and everything up
 to the next keyframe (and the encoding is asked for one), so it resumes on a decodable picture;
-audio just loses its oldest packets. Everything here runs on the event loop.
+audio just loses its oldest packets. An inbox may start paused: it counts as a receiver (the
+encoding keeps running for it) but takes nothing until `resume()`, so a WebRTC viewer still
+connecting does not collect a backlog it would then send in one burst. Everything here runs on
+the event loop.
 """
 
 from __future__ import annotations
@@ -27,11 +30,13 @@ class PacketInbox:
         video: bool,
         max_packets: int = DEFAULT_MAX_PACKETS,
         on_overflow: Callable[[], None] | None = None,
+        paused: bool = False,
     ) -> None:
         self.video = video
         self.max_packets = max_packets
         self.dropped = 0
         self.closed = False
+        self.paused = paused
         self._items: deque[av.Packet] = deque()
         self._event = asyncio.Event()
         self._await_keyframe = video  # a video receiver starts on a keyframe
@@ -44,8 +49,14 @@ class PacketInbox:
     def waiting_for_keyframe(self) -> bool:
         return self._await_keyframe
 
+    def resume(self) -> None:
+        """Start taking packets (video: from the next keyframe), dropping any that wait."""
+        self.paused = False
+        self._items.clear()
+        self._await_keyframe = self.video
+
     def put(self, packet: av.Packet) -> None:
-        if self.closed:
+        if self.closed or self.paused:
             return
         if self._await_keyframe:
             if not packet.is_keyframe:
@@ -94,7 +105,8 @@ class Fanout:
         return len(self.inboxes)
 
     def add(self, inbox: PacketInbox) -> PacketInbox:
-        self.inboxes.append(inbox)
+        if inbox not in self.inboxes:
+            self.inboxes.append(inbox)
         return inbox
 
     def remove(self, inbox: PacketInbox) -> None:

@@ -14,16 +14,22 @@ from services.common.gen.baycast.v1 import media_pb2, mixer_pb2
 from services.common.handles import HandleDirectory
 from services.common.kv_mirror import KvMirror
 from services.common.lifecycle import BaseService, run
+from services.common.rate_limiter import RateLimiter
 from services.common.settings import load_settings
 from services.common.telemetry import configure_logging
 from services.distribution.audience import Audience, HlsServer
 from services.distribution.distributor import Distributor
+from services.distribution.exchange_desk import ExchangeDesk
 from services.distribution.live_encoding import LiveEncodings
 from services.distribution.settings import DistributionSettings
+from services.distribution.srt_return import Returns
+from services.distribution.viewers import ViewerRegistry
+from services.distribution.whep import WhepEndpoint
 
 # Commands for every production: the production is named in the command and the subject.
 COMMAND_SUBJECT = PREFIX + "prod.*.dist.cmd"
 AUDIENCE_INTERVAL_S = 5.0
+REAP_INTERVAL_S = 1.0
 PRODUCTIONS_BUCKET = "mixer-productions"
 
 
@@ -35,7 +41,9 @@ class DistributionService(BaseService[DistributionSettings]):
         self.directory = HandleDirectory(self.bus)
         # The exchange (docs/adr/0012): who may read what, and the encodings viewers share.
         self.ice_policy = ice.configure(s.ice_hosts, s.rtc_port_min, s.rtc_port_max)
-        self.credentials = await CredentialBook.open(self.bus)
+        self.credentials = await CredentialBook.open(
+            self.bus, grant_secret=self.settings.media_grant_secret
+        )
         self.productions = await KvMirror.open(self.bus, PRODUCTIONS_BUCKET, mixer_pb2.Production)
         self.encodings = LiveEncodings(
             self._handle_frames,
@@ -43,16 +51,52 @@ class DistributionService(BaseService[DistributionSettings]):
             audio_kbps=s.exchange_audio_kbps,
             keyframe_interval_s=s.keyframe_interval_s,
         )
-        self.distributor = Distributor(self.settings, self.bus, self._program_frames)
+        self.whep_viewers = ViewerRegistry(
+            self.encodings, max_viewers=s.max_viewers, public_ip=s.public_ip
+        )
+        self.whep = WhepEndpoint(
+            self.whep_viewers,
+            self.credentials,
+            self.productions,
+            max_sdp_bytes=s.max_sdp_bytes,
+            default_height=s.exchange_height,
+            rate_limiter=RateLimiter(s.whep_rate_per_s, s.whep_rate_burst),
+            ice_policy=self.ice_policy,
+        )
+        self.whep.add_routes(self.http.app)
+        # SRT returns to stations' decoders, on the same encodings as WHEP's (docs/adr/0012).
+        self.returns = Returns(self.encodings, self.credentials.stations, self.productions, s)
+        self.distributor = Distributor(
+            self.settings, self.bus, self._program_frames, returns=self.returns
+        )
         self.audience = Audience(self.settings.viewer_window_s)
         HlsServer(Path(self.settings.data_dir) / "hls", self.audience).add_routes(self.http.app)
         await self.distributor.start()
         await self.bus.serve_each(COMMAND_SUBJECT, dist.DistCommand, self.distributor.handle)
+        # Tally, cues and the station event streams (docs/adr/0012).
+        self.exchange = await ExchangeDesk.open(
+            self.bus,
+            self.credentials,
+            self.productions,
+            self.base_url,
+            lambda production: self.whep_viewers.viewers(production),
+        )
+        self.exchange.add_routes(self.http.app)
+        await self.exchange.start()
         self.spawn(self._audience_loop(), "audience")
+        self.spawn(self.whep.enforce_access(), "whep-access")
+        self.spawn(self.whep_viewers.measure_forever(), "whep-stats")
+        self.spawn(self._reap_loop(), "live-encodings-reap")
+
+    async def before_drain(self) -> None:
+        await self.whep_viewers.close_all("distribution is draining")
 
     async def teardown(self) -> None:
+        await self.whep_viewers.close_all("distribution stopped")
         await self.distributor.stop()
+        await self.returns.close()
         await self.encodings.close()
+        await self.exchange.close()
         await self.productions.close()
         await self.credentials.close()
 
@@ -84,6 +128,12 @@ class DistributionService(BaseService[DistributionSettings]):
         while True:
             await asyncio.sleep(AUDIENCE_INTERVAL_S)
             self.audience.refresh_metrics()
+
+    async def _reap_loop(self) -> None:
+        # Encodings nobody watches stop after their linger time.
+        while True:
+            await asyncio.sleep(REAP_INTERVAL_S)
+            await self.encodings.reap()
 
 
 def main() -> None:

@@ -7,16 +7,26 @@ connection continue its timeline, so they play back to back).
 will not get better by retrying (the server refused the application or key, the URL is wrong).
 
 All blocking I/O happens in the output's own thread.
+
+Secrets stay off the relay's command line (where `ps` shows them): an SRT passphrase reaches the
+child `ffmpeg` as an output preset (`-fpre /dev/fd/N`), a pipe it reads `key=value` lines from and
+applies as the output's protocol options, the same as `-passphrase` would. Only the pipe's number
+is in its argv; the pipe is empty once read and never touches a disk. (FFmpeg 7's `-/opt file`
+does the same; Debian's 5.1 does not have it, and the SRT URL's `passphrase=` query would show.)
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import os
 import subprocess
 import tempfile
+import termios
 import threading
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from fractions import Fraction
 from pathlib import Path
 from typing import IO, Any
@@ -56,6 +66,12 @@ SRT_REJECTED_WORDS = ("reject", "passphrase", "failed to resolve", "invalid argu
 CLOSE_GRACE_S = 3.0
 SRT_LATENCY_US = 120_000
 SRT_PAYLOAD = 1316  # 7 TS packets: what fits a UDP datagram on any path
+# A listening relay reads its input up to where it starts waiting for the caller: more than this
+# waiting unread in its pipe means it is waiting, so packets are held back (dropped) instead of
+# piling up as stale media the caller would get first, or blocking this thread on a full pipe.
+LISTEN_BACKLOG_BYTES = 16 * 1024
+RELAY_PIPE_BYTES = 1024 * 1024  # room for a keyframe above the backlog: a write never blocks
+RESUME_STEP = Fraction(1, 50)  # the gap left between the last packet before a hold and the next
 HLS_PLAYLIST = "index.m3u8"
 LADDER_PLAYLIST = "stream_%v.m3u8"  # one media playlist per rendition, under the master
 
@@ -91,6 +107,11 @@ class Sink(ABC):
     def connected(self) -> bool:
         """Whether the receiver has accepted us (a local file: at once)."""
         return True
+
+    @property
+    def awaits_caller(self) -> bool:
+        """True while the receiver is to call us (SRT listener): no connect deadline then."""
+        return False
 
     def poll(self) -> None:  # noqa: B027 (most sinks have nothing to check)
         """Raise SinkError if the sink broke while no packet was written."""
@@ -199,11 +220,20 @@ class RelaySink(ContainerSink):
         rw_timeout_s: float,
         rejected_words: tuple[str, ...],
         protocol_options: dict[str, str] | None = None,
+        *,
+        secret_options: dict[str, str] | None = None,
+        listener: bool = False,
+        keyframe_wanted: Callable[[], None] | None = None,
     ) -> None:
         super().__init__()
         self.target = target
         self.rejected_words = rejected_words
         self.protocol_options = protocol_options or {}
+        # Protocol options that must not show in `ps` (a passphrase): read from a pipe.
+        self.secret_options = secret_options or {}
+        self.listener = listener
+        # Asked for a keyframe when a receiver starts (a shared encoding that can make one).
+        self.keyframe_wanted = keyframe_wanted
         self.muxer = muxer
         self.ffmpeg = ffmpeg
         self.rw_timeout_s = rw_timeout_s
@@ -211,13 +241,42 @@ class RelaySink(ContainerSink):
         self._stderr: IO[bytes] | None = None
         self._connected = threading.Event()
         self._progress: threading.Thread | None = None
+        self._holding = False  # packets dropped while a listener waited: resume on a keyframe
+        self._resumed_at: Fraction | None = None
+        self._last_at: Fraction | None = None
 
     @property
     def connected(self) -> bool:
         return self._connected.is_set()
 
+    @property
+    def awaits_caller(self) -> bool:
+        return self.listener and not self.connected
+
+    def open(self, templates: Templates) -> None:
+        super().open(templates)
+        self._want_keyframe()
+
+    def _want_keyframe(self) -> None:
+        if self.keyframe_wanted is not None:
+            self.keyframe_wanted()
+
+    def _secret_pipe(self) -> int | None:
+        """A pipe holding the secret options as a preset file, its read end for the child."""
+        if not self.secret_options:
+            return None
+        text = "".join(f"{name}={value}\n" for name, value in self.secret_options.items())
+        read_end, write_end = os.pipe()
+        try:
+            os.write(write_end, text.encode())  # a few dozen bytes: never more than a pipe holds
+        finally:
+            os.close(write_end)
+        return read_end
+
     def _open_container(self) -> OutputContainer:
         self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 (closed in close())
+        secrets_fd = self._secret_pipe()
+        preset = ["-fpre", f"/dev/fd/{secrets_fd}"] if secrets_fd is not None else []
         argv = [
             self.ffmpeg,
             "-hide_banner",
@@ -245,14 +304,26 @@ class RelaySink(ContainerSink):
             "-rw_timeout",
             str(int(self.rw_timeout_s * 1_000_000)),
             *(arg for name, value in self.protocol_options.items() for arg in (f"-{name}", value)),
+            *preset,
             self.target,
         ]
         try:
             self.proc = subprocess.Popen(
-                argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr
+                argv,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=self._stderr,
+                pass_fds=(secrets_fd,) if secrets_fd is not None else (),
             )
         except OSError as exc:
             raise SinkRejected(f"cannot run {self.ffmpeg}: {exc}") from exc
+        finally:
+            if secrets_fd is not None:
+                os.close(secrets_fd)
+        assert self.proc.stdin is not None
+        if self.listener:
+            with contextlib.suppress(OSError):  # above the system's pipe limit: the default
+                fcntl.fcntl(self.proc.stdin.fileno(), fcntl.F_SETPIPE_SZ, RELAY_PIPE_BYTES)
         self._progress = threading.Thread(
             target=self._read_progress, args=(self.proc,), name="relay-progress", daemon=True
         )
@@ -263,8 +334,10 @@ class RelaySink(ContainerSink):
     def _read_progress(self, proc: subprocess.Popen[bytes]) -> None:
         assert proc.stdout is not None
         for line in proc.stdout:
-            if line.startswith(b"progress="):
+            if line.startswith(b"progress=") and not self._connected.is_set():
                 self._connected.set()
+                if self.listener:
+                    self._want_keyframe()  # the caller is in: start it on a fresh picture
 
     def ffmpeg_error(self) -> str:
         """What ffmpeg said before it exited (last lines, for the output's reason)."""
@@ -293,10 +366,47 @@ class RelaySink(ContainerSink):
         if self.proc is not None and self.proc.poll() is not None:
             raise self.failure(f"ffmpeg exited with {self.proc.returncode}")
 
+    def _pipe_backlog(self) -> int:
+        """Bytes written to the relay that it has not read yet."""
+        if self.proc is None or self.proc.stdin is None:
+            return 0
+        buf = bytearray(4)
+        fcntl.ioctl(self.proc.stdin.fileno(), termios.FIONREAD, buf)
+        return int.from_bytes(buf, "little")
+
+    def _hold(self, packet: EncodedPacket) -> bool:
+        """Whether to drop `packet`: a listener waits for its caller, or has just got one and
+        the picture must start again on a keyframe (with the timeline closed up over the gap,
+        so the caller sees no jump in timestamps)."""
+        if self.awaits_caller:
+            # While it probes its input the relay reads everything at once; a backlog means it
+            # has gone on to wait for the caller (or is slow for a moment: then this re-checks).
+            if self._pipe_backlog() > LISTEN_BACKLOG_BYTES:
+                self._holding = True
+                return True
+            return False
+        at = packet.pts * packet.time_base
+        if self._holding:
+            if not packet.starts_picture:
+                return True
+            self._holding = False
+            if self._origin is not None and self._last_at is not None:
+                self._origin += at - self._last_at - RESUME_STEP
+            self._resumed_at = at
+        elif self._resumed_at is not None and at < self._resumed_at:
+            return True  # sound from before the picture it resumed on
+        return False
+
     def write(self, packet: EncodedPacket) -> int:
         self.poll()
+        if self.listener and self._hold(packet):
+            return 0
         try:
-            return self._mux(packet)
+            sent = self._mux(packet)
+            if sent and self.listener:
+                at = packet.pts * packet.time_base
+                self._last_at = at if self._last_at is None else max(self._last_at, at)
+            return sent
         except SinkError as exc:
             raise self.failure(str(exc)) from exc
         except Exception as exc:  # the pipe broke inside PyAV's write callback
@@ -333,18 +443,45 @@ class RelaySink(ContainerSink):
             self._stderr = None
 
 
-def srt_target(url: str, passphrase: str, connect_timeout_s: float) -> str:
+def srt_target(url: str, connect_timeout_s: float, listener: bool = False) -> str:
+    """The relay's SRT URL: caller (dials `url`) or listener (waits on its host:port). The
+    passphrase is never in it (see `srt_secrets`)."""
     parts = urlsplit(url)
     query: dict[str, str | int] = {
-        "mode": "caller",
+        "mode": "listener" if listener else "caller",
         "latency": SRT_LATENCY_US,
         "pkt_size": SRT_PAYLOAD,
-        "connect_timeout": int(connect_timeout_s * 1000),
     }
-    if passphrase:
-        query["passphrase"] = passphrase
-        query["pbkeylen"] = 16
+    if not listener:
+        query["connect_timeout"] = int(connect_timeout_s * 1000)
     return f"srt://{parts.netloc}?{urlencode(query)}"
+
+
+def srt_secrets(passphrase: str) -> dict[str, str]:
+    """The SRT options that go to the relay through its preset pipe."""
+    return {"passphrase": passphrase, "pbkeylen": "16"} if passphrase else {}
+
+
+def srt_sink(
+    url: str,
+    passphrase: str,
+    mode: dist.SrtMode.ValueType,
+    settings: DistributionSettings,
+    keyframe_wanted: Callable[[], None] | None = None,
+    make: Callable[..., RelaySink] = RelaySink,
+) -> RelaySink:
+    """An SRT push through the relay, as caller or listener, with its passphrase off argv."""
+    listener = mode == dist.SRT_MODE_LISTENER
+    return make(
+        srt_target(url, settings.connect_timeout_s, listener),
+        "mpegts",
+        settings.ffmpeg,
+        settings.write_timeout_s,
+        SRT_REJECTED_WORDS,
+        secret_options=srt_secrets(passphrase),
+        listener=listener,
+        keyframe_wanted=keyframe_wanted,
+    )
 
 
 class HlsSink(ContainerSink):
@@ -500,10 +637,7 @@ def make_sink(spec: dist.OutputSpec, settings: DistributionSettings) -> Sink:
             options,
         )
     if spec.kind == dist.OUTPUT_KIND_SRT:
-        target = srt_target(spec.url, spec.passphrase, settings.connect_timeout_s)
-        return RelaySink(
-            target, "mpegts", settings.ffmpeg, settings.write_timeout_s, SRT_REJECTED_WORDS
-        )
+        return srt_sink(spec.url, spec.passphrase, spec.srt_mode, settings)
     if spec.kind == dist.OUTPUT_KIND_HLS:
         return HlsSink(
             data / "hls" / spec.production,

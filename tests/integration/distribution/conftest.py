@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import os
 from collections.abc import AsyncIterator, Iterator
@@ -144,6 +145,18 @@ async def show(
     async with running_service(
         DistributionService, DistributionSettings, nats_server.url, **settings
     ) as service:
-        yield Show(prod, card, media, service, bus, data_dir, events)
+        show = Show(prod, card, media, service, bus, data_dir, events)
+        yield show
+        await remove_outputs(show)
     await media.stop()
     await bus.drain()
+
+
+async def remove_outputs(show: Show) -> None:
+    """Take the test's outputs out of the shared `dist_outputs` bucket: a distribution service
+    started by a later test restores every output it finds there and would run these too."""
+    with contextlib.suppress(Exception):
+        reply = await show.command(list=dist.ListOutputs())
+        for output in reply.outputs:
+            with contextlib.suppress(Exception):
+                await show.command(remove=dist.OutputRef(id=output.id))

@@ -1,0 +1,92 @@
+"""A live video encoding answers keyframe requests: at once, or at the end of the gap, never
+dropped (a new viewer has nothing to show until one comes). Real x264, frames from a generator."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+
+import numpy as np
+
+from services.common.gen.baycast.v1 import media_pb2
+from services.common.media import i420_message
+from services.distribution.live_encoding import (
+    MIN_KEYFRAME_GAP_S,
+    LiveEncodings,
+    VideoKey,
+)
+from services.distribution.packet_fanout import PacketInbox
+
+WIDTH, HEIGHT, FPS = 160, 90, 25
+
+
+async def frames(
+    _handle: str, rendition: media_pb2.Rendition
+) -> AsyncIterator[media_pb2.MediaFrame]:
+    assert (rendition.width, rendition.height, rendition.no_audio) == (WIDTH, HEIGHT, True)
+    rng = np.random.default_rng(1)
+    for n in range(10_000):
+        image = rng.integers(16, 235, (HEIGHT * 3 // 2, WIDTH), dtype=np.uint8)
+        yield i420_message(image, pts_us=n * 1_000_000 // FPS)
+        await asyncio.sleep(1 / FPS)
+
+
+async def keyframe_times(inbox: PacketInbox, count: int, timeout: float) -> list[float]:
+    """When each of the next `count` keyframes arrived (fewer if `timeout` passes first)."""
+    out: list[float] = []
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(timeout):
+            while len(out) < count:
+                packet = await inbox.get()
+                if packet is not None and packet.is_keyframe:
+                    out.append(time.monotonic())
+    return out
+
+
+async def test_requests_within_the_gap_wait_for_it_and_are_not_lost() -> None:
+    encodings = LiveEncodings(frames, video_kbps=300, audio_kbps=32, keyframe_interval_s=30.0)
+    try:
+        key = VideoKey("prod/p/program", WIDTH, HEIGHT, FPS)
+        encoding = encodings.video(key)
+        assert encodings.video(key) is encoding  # one encoding per rendition
+        inbox = encoding.fanout.add(PacketInbox(video=False))  # sees every packet
+        # The first picture is a keyframe of its own (the GOP is 30 s: no other comes by itself).
+        first = await keyframe_times(inbox, 1, 2.0)
+        assert len(first) == 1 and encoding.keyframes_encoded == 1
+        await asyncio.sleep(MIN_KEYFRAME_GAP_S)
+        asked = time.monotonic()
+        encoding.request_keyframe()  # at once
+        await asyncio.sleep(0.1)
+        encoding.request_keyframe()  # within the gap: waits for its end
+        encoding.request_keyframe()  # and coalesces with the one before
+        got = await keyframe_times(inbox, 2, 1.5)
+        assert len(got) == 2, got
+        assert got[0] - asked < 0.3
+        # Measured where the packets arrive: the encoder thread and the loop add some jitter.
+        assert MIN_KEYFRAME_GAP_S - 0.1 <= got[1] - got[0] < MIN_KEYFRAME_GAP_S + 0.3
+        assert encoding.keyframes_requested == 3 and encoding.keyframes_forced == 2
+        assert encoding.keyframes_encoded == 3
+    finally:
+        await encodings.close()
+
+
+async def test_an_encoding_nobody_receives_stops_after_its_linger_time() -> None:
+    encodings = LiveEncodings(
+        frames, video_kbps=300, audio_kbps=32, keyframe_interval_s=2.0, linger_s=0.2
+    )
+    try:
+        encoding = encodings.video(VideoKey("prod/p/program", WIDTH, HEIGHT, FPS))
+        inbox = encoding.fanout.add(PacketInbox(video=True))
+        await asyncio.sleep(0.3)
+        await encodings.reap()
+        assert len(encodings.videos) == 1  # it has a receiver
+        encoding.fanout.remove(inbox)
+        await encodings.reap()
+        assert len(encodings.videos) == 1  # lingers
+        await asyncio.sleep(0.25)
+        await encodings.reap()
+        assert encodings.videos == {}
+    finally:
+        await encodings.close()
