@@ -25,6 +25,7 @@ from services.common.handles import HandleDirectory
 from services.common.media import now_us
 from services.graphics import metrics
 from services.graphics.binding import DataBinding, check_binding
+from services.graphics.preview import LayerPreview
 from services.graphics.scene import OnAir, Scene
 from services.graphics.template import Template, TemplateLibrary, check_value, parse_list
 
@@ -66,6 +67,8 @@ class GraphicsDesk:
         # instance always has a revision its layer streams have not seen.
         self._revisions: dict[tuple[str, str], int] = {}
         self._reported: set[tuple[str, str]] = set()
+        # Set by the service once the layers exist (previews draw at their size).
+        self.previewer: LayerPreview | None = None
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -152,6 +155,8 @@ class GraphicsDesk:
             if command.templates.reload:
                 self.rescan()
             return self.templates_reply()
+        if verb == "preview":
+            return await self.preview(production, command.preview)
         raise errors.InvalidArgument("the command is empty", field="command")
 
     async def show(self, production: str, cmd: graphics_pb2.GfxShow) -> graphics_pb2.GfxReply:
@@ -181,6 +186,20 @@ class GraphicsDesk:
         self._start_bindings(production, inst)
         await self._commit(production, "shown", inst)
         return graphics_pb2.GfxReply(instances=[inst])
+
+    async def preview(self, production: str, cmd: graphics_pb2.GfxPreview) -> graphics_pb2.GfxReply:
+        """The template drawn with these fields as a PNG, without putting it on air."""
+        if self.previewer is None:
+            raise errors.Unavailable("previews are not set up in this instance")
+        if not cmd.template:
+            raise errors.InvalidArgument("which template?", field="preview.template")
+        try:
+            template = self.library.get(cmd.template)
+        except errors.NotFound as exc:
+            raise errors.NotFound(exc.message, field="preview.template") from None
+        fields = template.resolve_fields(cmd.fields, prefix="preview.fields")
+        png = await self.previewer.png(production, template, fields, cmd.width)
+        return graphics_pb2.GfxReply(preview_png=png)
 
     async def hide(self, production: str, cmd: graphics_pb2.GfxHide) -> graphics_pb2.GfxReply:
         scene = self.scene(production)

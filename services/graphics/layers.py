@@ -57,6 +57,14 @@ class Layers(media_pb2_grpc.MediaServicer):
             stream.start()
         return stream
 
+    def frame_size(self, production: str) -> tuple[int, int]:
+        """The size `production`'s graphics are keyed at: its largest layer stream's (the
+        mixer asks at the production's format), else the service's default."""
+        sizes = [(w, h) for (prod, w, h, _fps) in self.streams if prod == production]
+        if not sizes:
+            return self.settings.default_width, self.settings.default_height
+        return max(sizes, key=lambda size: size[0] * size[1])
+
     def _stopped(self, key: StreamKey, stream: LayerStream) -> None:
         if self.streams.get(key) is stream:
             del self.streams[key]

@@ -1,4 +1,5 @@
-"""Wiring of the graphics service: templates, renderer, desk (commands), layers (media plane)."""
+"""Wiring of the graphics service: templates, renderer, desk (commands), layers (media plane),
+previews (the control room's look before airing)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from services.common.settings import load_settings
 from services.common.telemetry import configure_logging
 from services.graphics.desk import GraphicsDesk
 from services.graphics.layers import Layers
+from services.graphics.preview import LayerPreview
 from services.graphics.renderer import Renderer
 from services.graphics.settings import GraphicsSettings
 from services.graphics.template import SHIPPED_DIR, TemplateLibrary
@@ -34,9 +36,9 @@ class GraphicsService(BaseService[GraphicsSettings]):
         self.desk = GraphicsDesk(self.bus, self.library, self.session)
         self.desk.rescan()
         await self.desk.start()
-        self.layers = Layers(
-            self.settings, self.desk.scene, Renderer(ZoneInfo(self.settings.timezone))
-        )
+        renderer = Renderer(ZoneInfo(self.settings.timezone))
+        self.layers = Layers(self.settings, self.desk.scene, renderer)
+        self.desk.previewer = LayerPreview(renderer, self.layers.frame_size)
         self.grpc.add_media(self.layers)
         await self.bus.serve_each(
             COMMAND_SUBJECTS,

@@ -1,0 +1,3 @@
+from services.control.service import main
+
+main()

@@ -1,0 +1,267 @@
+"""Commands through the control room: roles enforced, the mixer's state, the as-run log."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import aiohttp
+
+from services.common.bus import Bus
+from services.common.gen.baycast.v1 import mixer_pb2
+from services.control.service import ControlService
+from tests.integration.control.conftest import AddOperator, Show, base_url
+from tests.support.mixer import command
+
+Cmd = mixer_pb2.MixerCommand
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def post(
+    http: aiohttp.ClientSession, url: str, body: Any, headers: dict[str, str]
+) -> tuple[int, Any]:
+    async with http.post(url, json=body, headers=headers) as response:
+        return response.status, await response.json()
+
+
+async def switcher(bus: Bus, show: Show) -> mixer_pb2.SwitcherState:
+    """The switcher as the mixer has it (asked on the bus, as `baycast ctl` does)."""
+    return (await command(bus, show.id, Cmd(get=Cmd.Get()))).switcher
+
+
+async def asrun(
+    http: aiohttp.ClientSession, control: ControlService, show: Show, token: str
+) -> list[Any]:
+    url = f"{base_url(control)}/api/asrun/{show.id}?limit=20"
+    async with http.get(url, headers=bearer(token)) as response:
+        assert response.status == 200
+        body = await response.json()
+    assert body["production"] == show.id
+    return list(body["entries"])
+
+
+async def test_a_director_cuts_and_the_as_run_log_says_who(
+    bus: Bus,
+    control: ControlService,
+    show: Show,
+    add_operator: AddOperator,
+    http: aiohttp.ClientSession,
+) -> None:
+    director, token = await add_operator("director", "张导")
+    sz = show.sources[1]
+    mixer_url = f"{base_url(control)}/api/productions/{show.id}/mixer"
+    status, state = await post(http, mixer_url, {"cut": {"source": sz}}, bearer(token))
+    assert status == 200 and state["switcher"]["program"] == sz
+    assert (await switcher(bus, show)).program == sz
+    status, state = await post(
+        http, mixer_url, {"audio": {"source": sz, "gainDb": -6}}, bearer(token)
+    )
+    assert status == 200
+
+    entries = await asrun(http, control, show, token)
+    assert [e["cue"] for e in entries[-2:]] == ["mixer.cut", "mixer.audio"]
+    cut = entries[-2]
+    assert cut["detail"] == "张导 cut to 深圳台"
+    assert (cut["operator"], cut["ok"], cut["segment"]) == (director, True, -1)
+    assert entries[-1]["detail"] == "张导 set 深圳台 to -6.0 dB"
+
+    # A command the mixer refuses is logged as refused, with the reason.
+    status, error = await post(http, mixer_url, {"cut": {"source": "nowhere"}}, bearer(token))
+    assert (status, error["code"], error["field"]) == (400, "INVALID_ARGUMENT", "cut.source")
+    last = (await asrun(http, control, show, token))[-1]
+    assert (last["cue"], last.get("ok", False)) == ("mixer.cut", False)  # defaults are left out
+    assert last["error"].startswith("INVALID_ARGUMENT: ")
+    assert (await switcher(bus, show)).program == sz
+
+    # Reads are not in the as-run log.
+    before = len(await asrun(http, control, show, token))
+    status, state = await post(http, mixer_url, {"get": {}}, bearer(token))
+    assert status == 200 and state["switcher"]["program"] == sz
+    assert len(await asrun(http, control, show, token)) == before
+
+
+async def test_roles_the_server_enforces(
+    bus: Bus,
+    control: ControlService,
+    show: Show,
+    add_operator: AddOperator,
+    http: aiohttp.ClientSession,
+) -> None:
+    _, graphics = await add_operator("graphics", "王美")
+    _, audio = await add_operator("audio", "李工")
+    _, viewer = await add_operator("viewer", "赵看")
+    _, director = await add_operator("director", "张导")
+    base = f"{base_url(control)}/api/productions/{show.id}"
+    fs = show.sources[2]
+    before = await switcher(bus, show)
+    log_before = len(await asrun(http, control, show, director))
+
+    refusals = [
+        (graphics, "mixer", {"cut": {"source": fs}}, "cut"),
+        (graphics, "mixer", {"audio": {"source": fs, "mute": True}}, "audio"),
+        (graphics, "rundown", {"next": {}}, "next"),
+        (audio, "mixer", {"cut": {"source": fs}}, "cut"),
+        (audio, "mixer", {"ftb": {}}, "ftb"),
+        (audio, "graphics", {"show": {"template": "live_badge"}}, "show"),
+        (viewer, "mixer", {"cut": {"source": fs}}, "cut"),
+        (viewer, "mixer", {"layout": {"name": "full"}}, "layout"),
+        (viewer, "mixer", {"audio": {"source": fs, "gainDb": 3}}, "audio"),
+        (viewer, "outputs", {"stop": {"id": "hls"}}, "stop"),
+        (viewer, "exchange", {"cue": {"all": True, "text": "hi"}}, "cue"),
+    ]
+    for token, path, body, field in refusals:
+        status, error = await post(http, f"{base}/{path}", body, bearer(token))
+        assert status == 403, (path, body)
+        assert error["code"] == "PERMISSION_DENIED" and error["field"] == field
+        assert set(error) == {"code", "message", "field"}
+    # Nothing changed, nothing was logged.
+    assert await switcher(bus, show) == before
+    assert len(await asrun(http, control, show, director)) == log_before
+
+    # What each may do.
+    status, state = await post(
+        http, f"{base}/mixer", {"audio": {"source": fs, "mute": True}}, bearer(audio)
+    )
+    assert status == 200
+    assert [a.mute for a in (await switcher(bus, show)).audio if a.source == fs] == [True]
+    for token in (viewer, graphics, audio):
+        status, state = await post(http, f"{base}/mixer", {"get": {}}, bearer(token))
+        assert status == 200 and state["production"] == show.id
+    # Graphics may send graphics commands (no graphics service runs here: 503, not 403).
+    status, error = await post(http, f"{base}/graphics", {"list": {}}, bearer(graphics))
+    assert (status, error["code"]) == (503, "UNAVAILABLE")
+
+    async with http.get(base_url(control) + "/api/me", headers=bearer(viewer)) as response:
+        me = await response.json()
+    assert me["role"] == "viewer" and me["via"] == "bearer" and "mixer.cut" not in me["permissions"]
+    assert "mixer.get" in me["permissions"] and "csrfToken" not in me
+
+
+async def test_bad_requests_change_nothing_and_name_the_problem(
+    bus: Bus,
+    control: ControlService,
+    show: Show,
+    add_operator: AddOperator,
+    http: aiohttp.ClientSession,
+) -> None:
+    _, token = await add_operator("director")
+    base = f"{base_url(control)}/api/productions/{show.id}"
+    before = await switcher(bus, show)
+    cases: list[tuple[str, Any, dict[str, str], int, str]] = [
+        (f"{base}/mixer", {"cut": {"source": 5}}, bearer(token), 400, "cut.source"),
+        (f"{base}/mixer", {"cut": {"source": None}}, bearer(token), 400, "cut.source"),
+        (f"{base}/mixer", {}, bearer(token), 400, "command"),
+        (f"{base}/mixer", {"cut": {}, "take": {}}, bearer(token), 400, ""),
+        (f"{base}/mixer", {"ftb": {"durationMs": "5"}}, bearer(token), 400, "ftb.durationMs"),
+        (f"{base}/mixer", {"nonsense": {}}, bearer(token), 400, "nonsense"),
+        (f"{base}/outputs", {"production": "other", "list": {}}, bearer(token), 400, "production"),
+        (
+            f"{base_url(control)}/api/productions/nowhere/mixer",
+            {"get": {}},
+            bearer(token),
+            404,
+            "prod",
+        ),
+        (
+            f"{base_url(control)}/api/productions/no.where/mixer",
+            {"get": {}},
+            bearer(token),
+            400,
+            "prod",
+        ),
+        (f"{base}/mixer", {"take": {}}, {}, 401, ""),
+        (f"{base}/mixer", {"take": {}}, bearer("not-a-token"), 401, ""),
+        (
+            f"{base}/mixer",
+            {"take": {}},
+            {**bearer(token), "Idempotency-Key": "has space"},
+            400,
+            "Idempotency-Key",
+        ),
+    ]
+    for url, body, headers, status, field in cases:
+        got, error = await post(http, url, body, headers)
+        assert (got, error.get("field", "")) == (status, field) or (got == status and not field), (
+            body,
+            got,
+            error,
+        )
+    headers = {**bearer(token), "Content-Type": "text/plain"}
+    async with http.post(f"{base}/mixer", data=b'{"take": {}}', headers=headers) as response:
+        assert response.status == 415
+    async with http.post(
+        f"{base}/mixer",
+        data=b"{" * 70_000,
+        headers={**bearer(token), "Content-Type": "application/json"},
+    ) as response:
+        assert response.status == 413
+    async with http.post(
+        f"{base}/mixer", data=b"[]", headers={**bearer(token), "Content-Type": "application/json"}
+    ) as response:
+        assert response.status == 400
+    async with http.get(f"{base}/mixer", headers=bearer(token)) as response:
+        assert response.status == 405 and (await response.json())["code"]
+    async with http.get(f"{base_url(control)}/api/nothing", headers=bearer(token)) as response:
+        assert response.status == 404 and (await response.json())["code"] == "NOT_FOUND"
+    async with http.post(f"{base}/mixer", json={"take": {}}) as response:
+        assert response.headers["WWW-Authenticate"].startswith("Bearer")
+    assert await switcher(bus, show) == before
+
+
+async def test_a_retried_request_is_applied_and_logged_once(
+    bus: Bus,
+    control: ControlService,
+    show: Show,
+    add_operator: AddOperator,
+    http: aiohttp.ClientSession,
+) -> None:
+    _, token = await add_operator("director", "张导")
+    _gz, sz, fs = show.sources
+    mixer_url = f"{base_url(control)}/api/productions/{show.id}/mixer"
+    once = {**bearer(token), "Idempotency-Key": "cut-to-sz-1"}
+    status, first = await post(http, mixer_url, {"cut": {"source": sz}}, once)
+    assert status == 200 and first["switcher"]["program"] == sz
+    status, _ = await post(http, mixer_url, {"cut": {"source": fs}}, bearer(token))
+    assert status == 200
+    # The retry gets the first answer again and is not applied again: fs stays on program.
+    status, again = await post(http, mixer_url, {"cut": {"source": sz}}, once)
+    assert status == 200 and again == first
+    assert (await switcher(bus, show)).program == fs
+    details = [e["detail"] for e in await asrun(http, control, show, token)]
+    assert details.count("张导 cut to 深圳台") == 1 and details[-1] == "张导 cut to 佛山台"
+
+
+async def test_reading_the_show(
+    control: ControlService, show: Show, add_operator: AddOperator, http: aiohttp.ClientSession
+) -> None:
+    _, token = await add_operator("viewer")
+    url = base_url(control)
+    async with http.get(f"{url}/api/productions", headers=bearer(token)) as response:
+        listed = await response.json()
+    assert response.status == 200
+    assert show.id in [p["id"] for p in listed["productions"]] and show.id in listed["owners"]
+
+    async with http.get(f"{url}/api/productions/{show.id}", headers=bearer(token)) as response:
+        view = await response.json()
+    assert response.status == 200
+    assert view["production"]["sources"][1] == {"id": show.sources[1], "name": "深圳台"}
+    assert view["mixer"]["switcher"]["program"] == show.sources[0]
+    assert view["rundown"]["production"] == show.id
+    # No graphics, distribution or exchange service runs here: named, not failed.
+    missing = {part["part"]: part["code"] for part in view["unavailable"]}
+    assert missing == {
+        "graphics": "UNAVAILABLE",
+        "outputs": "UNAVAILABLE",
+        "exchange": "UNAVAILABLE",
+    }
+    async with http.get(f"{url}/api/productions/nowhere", headers=bearer(token)) as response:
+        assert response.status == 404
+
+    async with http.get(f"{url}/api/asrun/{show.id}?limit=0", headers=bearer(token)) as response:
+        assert response.status == 400 and (await response.json())["field"] == "limit"
+    async with http.get(f"{url}/api/sources", headers=bearer(token)) as response:
+        assert response.status == 200 and isinstance((await response.json())["sources"], list)
+    async with http.get(f"{url}/api/alerts", headers=bearer(token)) as response:
+        assert response.status == 503  # no monitoring here
