@@ -1,8 +1,15 @@
 # syntax=docker/dockerfile:1
-# One image for the five services: `baycast <service>` (ingest, mixer, graphics, distribution,
-# monitoring). Build from the repository root: docker build -t ghcr.io/baycast/baycast:0.1.0 .
+# One image for the services: `baycast <service>` (ingest, mixer, graphics, distribution,
+# monitoring, control). Build from the repository root:
+# docker build -t ghcr.io/baycast/baycast:0.1.0 .
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+ARG NODE_IMAGE=node:20-bookworm-slim
+
+# --- web: the control room's front-end library (ES modules, no build step) from the npm
+# registry, the versions `make setup` installs (the Makefile's WEB_PACKAGES; a unit test compares)
+FROM ${NODE_IMAGE} AS web
+RUN npm install --no-audit --no-fund --save-exact --prefix /web preact@11.2.0 htm@3.1.1
 
 # --- build: generate the proto code and install the project into a self-contained venv -------
 FROM ${PYTHON_IMAGE} AS build
@@ -42,10 +49,11 @@ LABEL org.opencontainers.image.title="baycast" \
       org.opencontainers.image.licenses="Apache-2.0" \
       org.opencontainers.image.source="https://github.com/baycast/baycast"
 
-# ffmpeg: SRT contribution and pushes (PyAV's bundled FFmpeg has no SRT);
-# fonts-wqy-microhei: Chinese glyphs for graphics and slates.
+# ffmpeg: SRT and RTMP pushes (PyAV's bundled FFmpeg has no SRT); libsrt1.5-gnutls (ffmpeg's
+# SRT library): ingest's SRT listeners load it directly; fonts-wqy-microhei: Chinese glyphs.
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends ffmpeg=7:5.1.* fonts-wqy-microhei=0.2.0-beta-* \
+    && apt-get install -y --no-install-recommends ffmpeg=7:5.1.* libsrt1.5-gnutls=1.5.1-* \
+         fonts-wqy-microhei=0.2.0-beta-* \
     && rm -rf /var/lib/apt/lists/* \
     && groupadd --system --gid 10001 baycast \
     && useradd --system --uid 10001 --gid baycast --no-create-home --home-dir /nonexistent \
@@ -53,17 +61,19 @@ RUN apt-get update \
     && install -d -o baycast -g baycast /var/lib/baycast /var/lib/baycast/data
 
 COPY --from=build /opt/baycast /opt/baycast
+COPY --from=web /web/node_modules /opt/baycast/web/node_modules
 
 ENV PATH=/opt/baycast/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     HOME=/tmp \
     BAYCAST_LOG_FORMAT=json \
-    BAYCAST_DISTRIBUTION_DATA_DIR=/var/lib/baycast/data
+    BAYCAST_DISTRIBUTION_DATA_DIR=/var/lib/baycast/data \
+    BAYCAST_CONTROL_WEB_MODULES=/opt/baycast/web/node_modules
 # The root filesystem is read-only in Kubernetes: /tmp (also HOME, for any library cache) and the
 # distribution data directory are volumes; the process writes nowhere else.
 WORKDIR /var/lib/baycast
 USER 10001:10001
-EXPOSE 8101-8105 9101-9105 1935 9000/udp
+EXPOSE 8101-8106 9101-9106 1935 9000/udp
 ENTRYPOINT ["baycast"]
 CMD ["--help"]

@@ -15,7 +15,9 @@
    and exactly the flows the design needs); each service's environment loads with its own
    settings code and names only settings it has; NATS has every GRANTS user, each service
    connects as its own user with its password from the Secret, and no object but a Secret
-   carries a password (docs/adr/0009).
+   carries a password (docs/adr/0009); the exchange (check_exchange.py): ingest's and
+   distribution's WebRTC ranges as hostPorts, their public Services, and the secrets control,
+   ingest and distribution share from one Secret.
 6. Parity: kustomize and Helm render the same objects for the same settings
    (overlays/dev == chart defaults, overlays/prod == values-production.yaml).
 
@@ -51,6 +53,24 @@ OBSERVABILITY = ROOT / "deploy" / "observability"
 BIN = Path(sys.executable).parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # the settings check imports services.*.settings
+# deploy/k8s is not a package: its modules import each other by name, also when check.py is
+# loaded from elsewhere (the tests load it by path).
+if str(K8S) not in sys.path:
+    sys.path.insert(0, str(K8S))
+
+import check_exchange  # noqa: E402
+from check_objects import (  # noqa: E402
+    SERVICES,
+    Obj,
+    component,
+    env_settings,
+    ident,
+    is_baycast_container,
+    pod_template,
+    secret_ref,
+    selects,
+)
+
 KUBECTL = BIN / "kubectl"
 HADOLINT = BIN / "hadolint"
 NATS_SERVER = BIN / "nats-server"
@@ -58,19 +78,14 @@ NATS_SERVER = BIN / "nats-server"
 KUBE_VERSION = "1.32.0"
 RELEASE = "baycast"
 NAMESPACE = "baycast"
-SERVICES = ("ingest", "mixer", "graphics", "distribution", "monitoring")
 # Kinds the bundled Kubernetes schemas do not cover (Prometheus Operator CRDs): their schemas
 # live in the operator's CRDs, which are not vendored here. The policy checks still read them.
 CRD_KINDS = frozenset({"ServiceMonitor", "PrometheusRule"})
 # Kinds only kustomize renders: Helm leaves the namespace to `helm install --create-namespace`.
 KUSTOMIZE_ONLY_KINDS = frozenset({"Namespace"})
-WORKLOAD_KINDS = frozenset({"Deployment", "StatefulSet", "DaemonSet"})
 DEFAULT_DRAIN_SECONDS = 10.0
 # The generated-name suffix kustomize gives a ConfigMap (a content hash): pods roll on change.
 KUSTOMIZE_HASH = re.compile(r"-[bcdfghkmt2-9]{10}$")
-
-
-Obj = dict[str, Any]
 
 
 @dataclass
@@ -393,35 +408,6 @@ def schema_violations(render: Render, seen: set[str]) -> tuple[list[str], int]:
 # -- policy ---------------------------------------------------------------------------------------
 
 
-def ident(obj: Obj) -> str:
-    return f"{obj.get('kind')}/{obj.get('metadata', {}).get('name')}"
-
-
-def component(obj: Obj) -> str:
-    return str(obj.get("metadata", {}).get("labels", {}).get("app.kubernetes.io/component", ""))
-
-
-def pod_template(obj: Obj) -> Obj | None:
-    if obj.get("kind") in WORKLOAD_KINDS:
-        template: Obj = obj["spec"]["template"]
-        return template
-    return None
-
-
-def env_settings(container: Obj, objects: list[Obj]) -> dict[str, str]:
-    """The literal environment of a container: its ConfigMaps (envFrom), then its `env`."""
-    by_name = {o["metadata"]["name"]: o for o in objects if o.get("kind") == "ConfigMap"}
-    env: dict[str, str] = {}
-    for source in container.get("envFrom", []):
-        ref = source.get("configMapRef")
-        if ref and ref["name"] in by_name:
-            env.update({k: str(v) for k, v in by_name[ref["name"]].get("data", {}).items()})
-    for var in container.get("env", []):
-        if "value" in var:
-            env[var["name"]] = str(var["value"])
-    return env
-
-
 def lame_duck_seconds(pod: Obj, objects: list[Obj]) -> float | None:
     """NATS' lame-duck duration from the nats.conf the pod mounts, when it mounts one."""
     by_name = {o["metadata"]["name"]: o for o in objects if o.get("kind") == "ConfigMap"}
@@ -432,10 +418,6 @@ def lame_duck_seconds(pod: Obj, objects: list[Obj]) -> float | None:
         if found:
             return float(found.group(1))
     return None
-
-
-def is_baycast_container(container: Obj) -> bool:
-    return bool(container.get("args")) and container["args"][0] in SERVICES
 
 
 def probe_path(probe: Obj | None) -> str | None:
@@ -491,14 +473,6 @@ def container_violations(container: Obj, pod_spec: Obj) -> list[str]:
     return problems
 
 
-def rtc_range(env: dict[str, str]) -> tuple[int, int] | None:
-    try:
-        low, high = int(env["BAYCAST_INGEST_RTC_PORT_MIN"]), int(env["BAYCAST_INGEST_RTC_PORT_MAX"])
-    except (KeyError, ValueError):
-        return None
-    return (low, high) if low else None
-
-
 def workload_violations(obj: Obj, objects: list[Obj]) -> list[str]:
     """Every rule a pod must meet (the list in issue 8), for one Deployment/StatefulSet."""
     pod = pod_template(obj)
@@ -531,42 +505,12 @@ def workload_violations(obj: Obj, objects: list[Obj]) -> list[str]:
                 problems.append("BAYCAST_INSTANCE is not set (pod name)")
             if env.get("BAYCAST_LOG_FORMAT") != "json":
                 problems.append("BAYCAST_LOG_FORMAT is not json")
-        host_ports = [p for p in container.get("ports", []) if p.get("hostPort")]
-        if host_ports:
-            # The one exception (docs/adr/0005): ingest's WebRTC UDP range, exactly the range
-            # the service is told to use.
-            window = rtc_range(env)
-            published = sorted(p["hostPort"] for p in host_ports)
-            if (
-                window is None
-                or any(p.get("protocol") != "UDP" for p in host_ports)
-                or published != list(range(window[0], window[1] + 1))
-                or any(p["hostPort"] != p["containerPort"] for p in host_ports)
-            ):
-                problems.append(
-                    f"container {container['name']}: hostPorts {published} are not exactly the "
-                    f"UDP range BAYCAST_INGEST_RTC_PORT_MIN..MAX {window}"
-                )
+    # The one exception to "nothing on the node" (docs/adr/0005): the WebRTC ranges.
+    problems += check_exchange.host_port_violations(obj, objects)
     lame_duck = lame_duck_seconds(pod, objects)
     if lame_duck is not None and grace <= lame_duck:
         problems.append(f"terminationGracePeriodSeconds {grace} is not longer than NATS lame duck")
     return [f"{ident(obj)}: {p}" for p in problems]
-
-
-def selects(selector: Obj, labels: dict[str, str]) -> bool:
-    """Whether a label selector (matchLabels/matchExpressions) selects `labels`."""
-    if any(labels.get(k) != v for k, v in selector.get("matchLabels", {}).items()):
-        return False
-    for expr in selector.get("matchExpressions", []):
-        value = labels.get(expr["key"])
-        op = expr["operator"]
-        if (op == "In" and value not in expr["values"]) or (
-            op == "NotIn" and value in expr["values"]
-        ):
-            return False
-        if (op == "Exists" and value is None) or (op == "DoesNotExist" and value is not None):
-            return False
-    return True
 
 
 def replica_count(obj: Obj, objects: list[Obj]) -> int:
@@ -689,11 +633,41 @@ def flow_allowed(policies: list[Obj], src: Peer, dst: Peer, protocol: str, port:
     return egress and ingress
 
 
-HTTP = {"ingest": 8101, "mixer": 8102, "graphics": 8103, "distribution": 8104, "monitoring": 8105}
-GRPC = {"ingest": 9101, "mixer": 9102, "graphics": 9103, "distribution": 9104, "monitoring": 9105}
+HTTP = {
+    "ingest": 8101,
+    "mixer": 8102,
+    "graphics": 8103,
+    "distribution": 8104,
+    "monitoring": 8105,
+    "control": 8106,
+}
+GRPC = {
+    "ingest": 9101,
+    "mixer": 9102,
+    "graphics": 9103,
+    "distribution": 9104,
+    "monitoring": 9105,
+    "control": 9106,
+}
 
 
-def required_flows(rtc: tuple[int, int]) -> list[tuple[Peer, Peer, str, int]]:
+# What stations reach from outside when a render does not say: ingest's WebRTC range,
+# distribution's (WHEP) and the UDP ports of SRT returns in listener mode.
+INGEST_RTC = (40000, 40015)
+DISTRIBUTION_RTC = (40100, 40115)
+SRT_RETURNS = (9200, 9207)
+# Ports stations' devices listen on, for the egress flows: a TSL tally receiver (any port a
+# station's tally_url names), an SRT decoder a return calls, a browser's ICE candidate.
+TALLY_PORT = 8900
+DECODER_PORT = 9000
+VIEWER_PORT = 50000
+
+
+def required_flows(
+    rtc: tuple[int, int],
+    whep: tuple[int, int] = DISTRIBUTION_RTC,
+    srt_returns: tuple[int, int] = SRT_RETURNS,
+) -> list[tuple[Peer, Peer, str, int]]:
     nats = peer_of("nats")
     flows = [(peer_of(s), nats, "TCP", 4222) for s in SERVICES]
     flows += [(nats, nats, "TCP", 6222)]
@@ -711,14 +685,29 @@ def required_flows(rtc: tuple[int, int]) -> list[tuple[Peer, Peer, str, int]]:
         (INTERNET, peer_of("ingest"), "UDP", 9000),  # SRT
         (INTERNET, peer_of("ingest"), "UDP", rtc[0]),  # WebRTC media
         (INTERNET, peer_of("ingest"), "UDP", rtc[1]),
-        (INTERNET, peer_of("distribution"), "TCP", HTTP["distribution"]),  # HLS
+        # HLS, WHEP, the /exchange/... event streams
+        (INTERNET, peer_of("distribution"), "TCP", HTTP["distribution"]),
+        (INTERNET, peer_of("distribution"), "UDP", whep[0]),  # WHEP media
+        (INTERNET, peer_of("distribution"), "UDP", whep[1]),
+        (INTERNET, peer_of("distribution"), "UDP", srt_returns[0]),  # SRT returns, listener
+        (INTERNET, peer_of("distribution"), "UDP", srt_returns[1]),
+        (INTERNET, peer_of("control"), "TCP", HTTP["control"]),  # the control room
         (peer_of("distribution"), INTERNET, "TCP", 1935),  # RTMP push
+        (peer_of("distribution"), INTERNET, "TCP", 443),  # RTMPS push
+        (peer_of("distribution"), INTERNET, "UDP", DECODER_PORT),  # SRT push, return (caller)
+        (peer_of("distribution"), INTERNET, "UDP", TALLY_PORT),  # TSL tally over UDP
+        (peer_of("distribution"), INTERNET, "TCP", TALLY_PORT),  # TSL tally over TCP
+        (peer_of("distribution"), INTERNET, "UDP", VIEWER_PORT),  # ICE, media to viewers
         (peer_of("ingest"), INTERNET, "UDP", rtc[0]),  # ICE checks
     ]
     return flows
 
 
-def forbidden_flows(rtc: tuple[int, int]) -> list[tuple[Peer, Peer, str, int]]:
+def forbidden_flows(
+    rtc: tuple[int, int],
+    whep: tuple[int, int] = DISTRIBUTION_RTC,
+    srt_returns: tuple[int, int] = SRT_RETURNS,
+) -> list[tuple[Peer, Peer, str, int]]:
     """Flows the design does not need: a sample of what default deny must stop."""
     return [
         (peer_of("graphics"), peer_of("ingest"), "TCP", GRPC["ingest"]),
@@ -732,6 +721,14 @@ def forbidden_flows(rtc: tuple[int, int]) -> list[tuple[Peer, Peer, str, int]]:
         (INTERNET, peer_of("nats"), "TCP", 4222),
         (peer_of("graphics"), INTERNET, "TCP", 443),
         (peer_of("mixer"), INTERNET, "TCP", 443),
+        (peer_of("control"), INTERNET, "TCP", 443),
+        (peer_of("control"), peer_of("mixer"), "TCP", GRPC["mixer"]),
+        (peer_of("control"), peer_of("ingest"), "TCP", HTTP["ingest"]),
+        (INTERNET, peer_of("control"), "TCP", GRPC["control"]),
+        (INTERNET, peer_of("distribution"), "TCP", GRPC["distribution"]),
+        (INTERNET, peer_of("distribution"), "UDP", whep[1] + 1),
+        (INTERNET, peer_of("distribution"), "UDP", srt_returns[1] + 1),
+        (peer_of("distribution"), INTERNET, "SCTP", TALLY_PORT),
     ]
 
 
@@ -748,17 +745,14 @@ def network_policy_violations(objects: list[Obj]) -> list[str]:
     ]
     if not deny:
         problems.append("NetworkPolicies: no default-deny policy (podSelector {}, no rules)")
-    ingest = next(
-        (o for o in objects if o.get("kind") == "Deployment" and component(o) == "ingest"), None
-    )
-    rtc = (40000, 40015)
-    if ingest is not None:
-        container = ingest["spec"]["template"]["spec"]["containers"][0]
-        rtc = rtc_range(env_settings(container, objects)) or rtc
-    for src, dst, protocol, port in required_flows(rtc):
+    rtc = check_exchange.webrtc_range(objects, "ingest") or INGEST_RTC
+    whep = check_exchange.webrtc_range(objects, "distribution") or DISTRIBUTION_RTC
+    listeners = check_exchange.public_udp_ports(objects, "distribution")
+    srt_returns = (listeners[0], listeners[-1]) if listeners else SRT_RETURNS
+    for src, dst, protocol, port in required_flows(rtc, whep, srt_returns):
         if not flow_allowed(policies, src, dst, protocol, port):
             problems.append(f"NetworkPolicies block {src.name} -> {dst.name} {protocol}/{port}")
-    for src, dst, protocol, port in forbidden_flows(rtc):
+    for src, dst, protocol, port in forbidden_flows(rtc, whep, srt_returns):
         if flow_allowed(policies, src, dst, protocol, port):
             problems.append(f"NetworkPolicies allow {src.name} -> {dst.name} {protocol}/{port}")
     return problems
@@ -813,11 +807,6 @@ def parse_authorization(text: str) -> Obj | None:
     except json.JSONDecodeError:
         return None
     return parsed if isinstance(parsed, dict) else None
-
-
-def secret_ref(var: Obj | None) -> tuple[str, str] | None:
-    ref = (var or {}).get("valueFrom", {}).get("secretKeyRef")
-    return (ref.get("name", ""), ref.get("key", "")) if ref else None
 
 
 def nats_auth_violations(objects: list[Obj]) -> list[str]:
@@ -963,6 +952,13 @@ def policy_violations(render: Render) -> list[str]:
     problems += [f"{render.label}: {p}" for p in pdb_violations(render.objects)]
     problems += [f"{render.label}: {p}" for p in nats_auth_violations(render.objects)]
     problems += [f"{render.label}: {p}" for p in password_literal_violations(render.objects)]
+    exchange = [
+        *check_exchange.host_port_overlap_violations(render.objects),
+        *check_exchange.pod_security_violations(render.objects),
+        *check_exchange.public_service_violations(render.objects, render.production),
+        *check_exchange.shared_secret_violations(render.objects),
+    ]
+    problems += [f"{render.label}: {p}" for p in exchange]
     if any(o.get("kind") == "NetworkPolicy" for o in render.objects) and not render.production:
         problems += [f"{render.label}: {p}" for p in network_policy_violations(render.objects)]
     if render.production:
@@ -972,9 +968,11 @@ def policy_violations(render: Render) -> list[str]:
 
 # -- parity ---------------------------------------------------------------------------------------
 
-# Objects only Helm renders: the NATS users' Secret with random passwords (kustomize cannot make
-# random values; with kustomize the operator creates that Secret, docs/adr/0009).
-HELM_ONLY_OBJECTS = frozenset({("Secret", NATS_SECRET)})
+# Objects only Helm renders: the Secrets with random values, the NATS users' passwords and what
+# ingest, distribution and control share (kustomize cannot make random values; with kustomize
+# the operator creates those Secrets, docs/adr/0009 and the README).
+SHARED_SECRET = f"{RELEASE}-shared-secrets"
+HELM_ONLY_OBJECTS = frozenset({("Secret", NATS_SECRET), ("Secret", SHARED_SECRET)})
 
 # Labels and annotations only Helm writes (chart version, release bookkeeping, config checksum).
 HELM_ONLY_LABELS = ("app.kubernetes.io/version", "app.kubernetes.io/managed-by", "helm.sh/chart")
@@ -1160,6 +1158,8 @@ def settings_violations(render: Render) -> list[str]:
                 field_path = var.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath")
                 if field_path:
                     env[var["name"]] = FIELD_REFS.get(field_path, "x")
+                elif secret_ref(var):  # a value only the cluster knows; its name is checked
+                    env[var["name"]] = "from-a-secret"
             try:
                 cls = settings_class(service)
             except Exception as exc:
@@ -1239,7 +1239,8 @@ def run_checks() -> tuple[list[str], list[str]]:
     summary.append(
         "policy: probes, resources, non-root, read-only root, no escalation, drop ALL, seccomp, "
         "grace > drain, PDBs, HPAs, NetworkPolicy flows; settings load with each service's code; "
-        "NATS users from GRANTS, each service its own user, no password outside a Secret"
+        "NATS users from GRANTS, each service its own user, no password outside a Secret; "
+        "WebRTC hostPort ranges (ingest, distribution), public Services, shared secrets"
     )
     problems += parity_violations(renders["kustomize dev"], renders["helm defaults"])
     problems += parity_violations(renders["kustomize prod"], renders["helm production"])

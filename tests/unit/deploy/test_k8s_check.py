@@ -170,14 +170,54 @@ def test_grace_period_is_compared_with_the_drain_from_the_config_map() -> None:
     ]
 
 
-def _with_rtc_ports(ports: list[int], protocol: str = "UDP") -> dict[str, Any]:
-    dep = deployment("ingest")
+# The setting that bounds each WebRTC service's peers (one UDP port each).
+CAPACITY = {"ingest": "MAX_SESSIONS", "distribution": "MAX_VIEWERS"}
+
+
+def webrtc_deployment(service: str, ports: list[int], protocol: str = "UDP") -> dict[str, Any]:
+    """A WebRTC service's Deployment as docs/adr/0005 has it, publishing `ports` on the node."""
+    dep = deployment(service)
+    S = service.upper()
+    dep["spec"]["strategy"] = {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1},
+    }
+    dep["spec"]["template"]["spec"]["affinity"] = {
+        "podAntiAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": [
+                {
+                    "labelSelector": {"matchLabels": labels(service)},
+                    "topologyKey": "kubernetes.io/hostname",
+                }
+            ]
+        }
+    }
     container(dep)["ports"] = [
         {"name": f"rtc-{p}", "containerPort": p, "hostPort": p, "protocol": protocol} for p in ports
+    ]
+    container(dep)["env"] += [
+        {
+            "name": f"BAYCAST_{S}_ICE_HOSTS",
+            "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}},
+        },
+        {
+            "name": f"BAYCAST_{S}_PUBLIC_IP",
+            "valueFrom": {"fieldRef": {"fieldPath": "status.hostIP"}},
+        },
     ]
     return dep
 
 
+def webrtc_env(service: str, low: int = 40000, high: int = 40002) -> dict[str, str]:
+    S = service.upper()
+    return {
+        f"BAYCAST_{S}_RTC_PORT_MIN": str(low),
+        f"BAYCAST_{S}_RTC_PORT_MAX": str(high),
+        f"BAYCAST_{S}_{CAPACITY[service]}": str(high - low + 1),
+    }
+
+
+@pytest.mark.parametrize("service", ["ingest", "distribution"])
 @pytest.mark.parametrize(
     ("ports", "protocol", "ok"),
     [
@@ -188,12 +228,25 @@ def _with_rtc_ports(ports: list[int], protocol: str = "UDP") -> dict[str, Any]:
     ],
 )
 def test_host_ports_must_be_exactly_the_udp_rtc_range(
-    ports: list[int], protocol: str, ok: bool
+    service: str, ports: list[int], protocol: str, ok: bool
 ) -> None:
-    dep = _with_rtc_ports(ports, protocol)
-    env = {"BAYCAST_INGEST_RTC_PORT_MIN": "40000", "BAYCAST_INGEST_RTC_PORT_MAX": "40002"}
-    violations = check.workload_violations(dep, objects(dep, **env))
+    dep = webrtc_deployment(service, ports, protocol)
+    violations = check.workload_violations(dep, objects(dep, **webrtc_env(service)))
     assert (violations == []) is ok, violations
+    if not ok:
+        assert violations == [
+            f"Deployment/baycast-{service}: container {service}: hostPorts {ports} are not "
+            f"exactly the UDP range BAYCAST_{service.upper()}_RTC_PORT_MIN..MAX (40000, 40002)"
+        ]
+
+
+def test_only_the_webrtc_services_publish_host_ports() -> None:
+    dep = deployment("mixer")
+    container(dep)["ports"] = [{"containerPort": 9102, "hostPort": 9102, "protocol": "TCP"}]
+    assert check.workload_violations(dep, objects(dep)) == [
+        "Deployment/baycast-mixer: container mixer: hostPorts [9102]: only ingest's and "
+        "distribution's WebRTC ranges are published on the node"
+    ]
 
 
 def test_multi_replica_workloads_need_a_pdb() -> None:
@@ -315,6 +368,7 @@ def test_the_real_manifests_and_chart_pass(prod_kustomize: list[dict[str, Any]])
         "baycast-graphics": 2,
         "baycast-distribution": 2,
         "baycast-monitoring": 1,
+        "baycast-control": 2,
     }
     assert "replicas" not in deployments["baycast-ingest"]["spec"]
 

@@ -58,7 +58,7 @@ def test_the_authorization_block_is_grants_with_password_variables() -> None:
     assert (
         tuple(users)
         == USERS
-        == ("ingest", "mixer", "graphics", "distribution", "monitoring", "operator")
+        == ("ingest", "mixer", "graphics", "distribution", "monitoring", "control", "operator")
     )
     for user in USERS:
         assert users[user]["permissions"] == permissions(user)
@@ -197,7 +197,7 @@ async def test_the_rendered_config_runs_with_a_user_per_service(
     server = NatsServer(store_dir=str(tmp_path), config=str(conf)).start()
     try:
         urls = {}
-        for service in ("ingest", "mixer", "graphics", "distribution", "monitoring"):
+        for service in ("ingest", "mixer", "graphics", "distribution", "monitoring", "control"):
             url = env_var(deployment(dev, service), "BAYCAST_NATS_URL")["value"]
             # What Kubernetes does with $(NATS_PASSWORD); the test reaches the server locally.
             url = url.replace("$(NATS_PASSWORD)", passwords[service])

@@ -1,6 +1,6 @@
-{{/* The five services, in start order. */}}
+{{/* The six services, in start order. */}}
 {{- define "baycast.serviceNames" -}}
-ingest mixer graphics distribution monitoring
+ingest mixer graphics distribution monitoring control
 {{- end }}
 
 {{/* Release-wide name prefix: the release name, or <release>-baycast when it lacks "baycast". */}}
@@ -60,6 +60,17 @@ nats://{{ .name }}:$(NATS_PASSWORD)@{{ include "baycast.fullname" .root }}-nats:
 {{- .Values.nats.auth.existingSecret | default (printf "%s-nats-users" (include "baycast.fullname" .)) -}}
 {{- end }}
 
+{{/* The services that publish a WebRTC UDP range with hostPort, one pod per node
+(docs/adr/0005): ingest (WHIP) and distribution (WHEP). */}}
+{{- define "baycast.webrtcServices" -}}
+ingest distribution
+{{- end }}
+
+{{/* The Secret ingest, distribution and control share (keys srt-secret, media-grant-secret). */}}
+{{- define "baycast.sharedSecret" -}}
+{{- .Values.sharedSecrets.existingSecret | default (printf "%s-shared-secrets" (include "baycast.fullname" .)) -}}
+{{- end }}
+
 {{/* Whether a service runs more than one pod (then it gets a PDB). */}}
 {{- define "baycast.multiReplica" -}}
 {{- $svc := index .root.Values.services .name -}}
@@ -95,9 +106,37 @@ BAYCAST_INGEST_PUBLIC_URL: {{ . | quote }}
 {{- with $svc.webrtc.publicIP }}
 BAYCAST_INGEST_PUBLIC_IP: {{ . | quote }}
 {{- end }}
+{{- /* The station page reaches distribution's HTTP from the station's browser. */}}
+{{- with $root.Values.services.distribution.publicURL }}
+BAYCAST_INGEST_EXCHANGE_URL: {{ . | quote }}
+{{- end }}
 {{- end }}
 {{- if eq $name "distribution" }}
 BAYCAST_DISTRIBUTION_DATA_DIR: "/var/lib/baycast/data"
+BAYCAST_DISTRIBUTION_RTC_PORT_MIN: {{ $svc.webrtc.portMin | quote }}
+BAYCAST_DISTRIBUTION_RTC_PORT_MAX: {{ $svc.webrtc.portMax | quote }}
+{{- /* One UDP port per WHEP viewer (bundled): the range bounds the viewers of a pod. */}}
+BAYCAST_DISTRIBUTION_MAX_VIEWERS: {{ add1 (sub (int $svc.webrtc.portMax) (int $svc.webrtc.portMin)) | quote }}
+{{- with $svc.publicURL }}
+BAYCAST_DISTRIBUTION_PUBLIC_URL: {{ . | quote }}
+{{- end }}
+{{- with $svc.webrtc.publicIP }}
+BAYCAST_DISTRIBUTION_PUBLIC_IP: {{ . | quote }}
+{{- end }}
+{{- end }}
+{{- if eq $name "control" }}
+{{- with $svc.publicURL }}
+BAYCAST_CONTROL_PUBLIC_URL: {{ . | quote }}
+{{- end }}
+{{- with $svc.exchangeURL | default $root.Values.services.distribution.publicURL }}
+BAYCAST_CONTROL_EXCHANGE_URL: {{ . | quote }}
+{{- end }}
+{{- with $svc.ingestURL | default $root.Values.services.ingest.publicURL }}
+BAYCAST_CONTROL_INGEST_URL: {{ . | quote }}
+{{- end }}
+{{- if $svc.trustProxy }}
+BAYCAST_CONTROL_TRUST_PROXY: "true"
+{{- end }}
 {{- end }}
 {{- range $k, $v := $svc.env }}
 {{ $k }}: {{ $v | toString | quote }}
