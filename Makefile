@@ -10,7 +10,9 @@ PY_STAMP := $(VENV)/.installed
 # Debian packages the tests and the demo use: an RTMP receiver, ffmpeg with SRT, a CJK font,
 # a browser for WebRTC tests, promtool for the alert rules, and GStreamer's webrtcbin with VP8,
 # H.264 and Opus encoders plus the system Python's GObject bindings (a WHIP publisher in tests).
-APT_PACKAGES := nginx libnginx-mod-rtmp ffmpeg fonts-wqy-microhei chromium prometheus iproute2 \
+# libsrt1.5-gnutls (ffmpeg's own SRT library) is named too: ingest loads it itself (libsrt.py).
+APT_PACKAGES := nginx libnginx-mod-rtmp ffmpeg libsrt1.5-gnutls fonts-wqy-microhei chromium \
+	prometheus iproute2 \
 	gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad \
 	gstreamer1.0-plugins-ugly gstreamer1.0-nice python3-gi gir1.2-gst-plugins-base-1.0 \
 	gir1.2-gst-plugins-bad-1.0
@@ -31,12 +33,16 @@ GEN_STAMP := $(GEN_DIR)/.stamp
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
 
-HLS_JS := build/web/node_modules/hls.js/dist/hls.min.js
+# Browser modules from the npm registry, exact versions: hls.js for the show page; Preact and htm
+# for the control room's pages (ES modules the control service serves as they are, no build step).
+# The Dockerfile installs the control room's two with the same versions (a unit test compares).
+WEB_PACKAGES := hls.js@1.7.4 preact@11.2.0 htm@3.1.1
+WEB_STAMP := build/web/.installed
 
 # What the demo needs; the tests need the OBS-style publisher's venv as well.
-RUN_DEPS := apt $(PY_STAMP) $(GEN_STAMP) $(HLS_JS)
+RUN_DEPS := apt $(PY_STAMP) $(GEN_STAMP) $(WEB_STAMP)
 
-setup: $(RUN_DEPS) $(OBS_STAMP) ## install everything (idempotent): Debian packages, .venv, generated code, hls.js, the OBS-style publisher's venv
+setup: $(RUN_DEPS) $(OBS_STAMP) ## install everything (idempotent): Debian packages, .venv, generated code, browser modules, the OBS-style publisher's venv
 
 apt:
 	@missing=""; for p in $(APT_PACKAGES); do \
@@ -47,10 +53,10 @@ apt:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	fi
 
-# The show page plays HLS in browsers without native HLS through hls.js, from the npm registry.
-$(HLS_JS):
+$(WEB_STAMP): Makefile
 	mkdir -p build/web
-	npm install --silent --no-audit --no-fund --prefix build/web hls.js@1.7.4
+	npm install --silent --no-audit --no-fund --save-exact --prefix build/web $(WEB_PACKAGES)
+	touch $@
 
 $(OBS_STAMP): Makefile
 	@test -n "$(OBS_PYTHON)" || { echo "no Python >= 3.12 found for $(OBS_VENV) (set OBS_PYTHON=...)"; exit 1; }

@@ -1,9 +1,9 @@
 """`baycast`: run a service, the whole platform, a station, or operator commands.
 
-baycast ingest|mixer|graphics|distribution|monitoring   one service (what Kubernetes runs)
-baycast up                                              the platform and the demo show
-baycast ctl ...                                         operator commands over NATS
-baycast station ...                                     a contribution client (WHIP)
+baycast ingest|mixer|graphics|distribution|monitoring|control   one service (what Kubernetes runs)
+baycast up                                                      the platform and the demo show
+baycast ctl ...                                                 operator commands over NATS
+baycast station ...                                             a contribution client (WHIP)
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 from services.common.telemetry import configure_logging
 
-SERVICES = ("ingest", "mixer", "graphics", "distribution", "monitoring")
+SERVICES = ("ingest", "mixer", "graphics", "distribution", "monitoring", "control")
 # Modules that add `baycast ctl` verbs, each with `register(verbs)`: the shared ones, then each
 # service's own `ctl.py` where the service has one.
 CTL_MODULES = ("services.common.status_ctl", *(f"services.{name}.ctl" for name in SERVICES))

@@ -25,6 +25,8 @@ from collections import deque
 import numpy as np
 from scipy import signal
 
+from services.common.bs1770 import channel_weights, k_weighting_sos
+
 ABSOLUTE_GATE_LUFS = -70.0
 RELATIVE_GATE_LU = -10.0
 LRA_RELATIVE_GATE_LU = -20.0
@@ -39,45 +41,6 @@ TRUE_PEAK_CONTEXT = 16
 HISTOGRAM_MIN_LUFS = ABSOLUTE_GATE_LUFS
 HISTOGRAM_MAX_LUFS = 10.0
 HISTOGRAM_STEP_LU = 0.01
-# BS.1770 channel weights for L, R, C, Ls, Rs (LFE is left out of the measurement).
-SURROUND_WEIGHT = 1.41
-
-
-def k_weighting_sos(sample_rate: float) -> np.ndarray:
-    """The K-weighting pre-filter as second-order sections for `sample_rate`."""
-    # Stage 1: high shelf modelling the acoustic effect of the head.
-    f0 = 1681.974450955533
-    gain_db = 3.999843853973347
-    q = 0.7071752369554196
-    k = math.tan(math.pi * f0 / sample_rate)
-    vh = 10 ** (gain_db / 20)
-    vb = vh**0.4996667741545416
-    a0 = 1 + k / q + k * k
-    shelf = [
-        (vh + vb * k / q + k * k) / a0,
-        2 * (k * k - vh) / a0,
-        (vh - vb * k / q + k * k) / a0,
-        1.0,
-        2 * (k * k - 1) / a0,
-        (1 - k / q + k * k) / a0,
-    ]
-    # Stage 2: the RLB high pass.
-    f0 = 38.13547087602444
-    q = 0.5003270373238773
-    k = math.tan(math.pi * f0 / sample_rate)
-    a0 = 1 + k / q + k * k
-    highpass = [1.0, -2.0, 1.0, 1.0, 2 * (k * k - 1) / a0, (1 - k / q + k * k) / a0]
-    return np.array([shelf, highpass])
-
-
-def channel_weights(channels: int) -> np.ndarray:
-    """BS.1770 weights in the usual channel order L, R, C, LFE, Ls, Rs (LFE weighs 0)."""
-    if channels <= 3:
-        return np.ones(channels)
-    weights = np.ones(channels)
-    weights[3] = 0.0
-    weights[4:6] = SURROUND_WEIGHT
-    return weights
 
 
 def energy_to_lufs(energy: float) -> float:

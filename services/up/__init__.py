@@ -92,6 +92,8 @@ async def _demo(
     console.say("keying graphics and starting the rundown…")
     await demo.show_standing_graphics(bus)
     await demo.start_rundown(bus, plan)
+    console.say(f"adding the director ({demo.DIRECTOR_NAME}) to the control room…")
+    operator_id, operator_token = await demo.add_director(bus)
     page = ShowPage(
         HandleDirectory(bus),
         demo.PRODUCTION,
@@ -102,11 +104,19 @@ async def _demo(
     await page.start(args.listen, port)
     web = f"http://{args.listen}:{port}"
     dist = services["distribution"]["http"]
+    control = services["control"]["http"]
     console.say("")
     console.say(f"  show page      {web}")
+    console.say(f"  control room   {control}/login#token={operator_token}")
+    console.say(f"                 ({demo.DIRECTOR_NAME}; API document {control}/api/openapi.json)")
     console.say(f"  HLS            {dist}/hls/{demo.PRODUCTION}/index.m3u8")
     console.say(f"  status         {services['monitoring']['http']}/status")
-    console.say(f"  reporter page  {services['ingest']['http']}/contribute/<station>#token=<token>")
+    ingest = services["ingest"]["http"]
+    for station in (creds[0], creds[-2]):
+        label = f"station {station['id']}"
+        console.say(f"  {label:<14} {ingest}/station/{station['id']}#token={station['token']}")
+    console.say("                 (contribute, the station's return, tally, cues; every station's")
+    console.say(f"                 link is in {Path(args.state_dir, 'endpoints.json')})")
     console.say(f"  recordings     {Path(args.state_dir, 'data', 'recordings', demo.PRODUCTION)}")
     console.say("")
     console.say("  try, in another terminal:")
@@ -114,9 +124,25 @@ async def _demo(
     console.say(f"    baycast ctl cut {demo.PRODUCTION} sz")
     console.say(f"    baycast ctl layout {demo.PRODUCTION} wall")
     console.say(f"    baycast ctl snapshot {demo.PRODUCTION} multiview -o multiview.png")
+    console.say(f"    baycast ctl tbar {demo.PRODUCTION} 0.5")
     console.say("    baycast ctl alerts")
+    console.say(f"    baycast ctl return url {demo.PRODUCTION} gz")
+    console.say(
+        f'    baycast ctl cue {demo.PRODUCTION} gz "30 秒后上场 / 30 s to air" --in 30s --wait 60'
+    )
+    console.say(f"    baycast ctl talk {demo.PRODUCTION} --to gz --tone 1000 --seconds 5")
+    console.say("    baycast ctl operator add zhang --name 张导 --role director")
     console.say("  Ctrl-C stops everything.")
-    launcher.write_endpoints({"web": web})
+    # The director's token sits next to the operator's NATS password, readable by us only.
+    pages = {c["id"]: f"{ingest}/station/{c['id']}#token={c['token']}" for c in creds}
+    launcher.write_endpoints(
+        {
+            "operator_id": operator_id,
+            "operator_token": operator_token,
+            "web": web,
+            "station_pages": pages,
+        }
+    )
     return page
 
 

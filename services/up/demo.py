@@ -23,6 +23,7 @@ from services.common.gen.baycast.v1 import (
     graphics_pb2,
     ingest_pb2,
     mixer_pb2,
+    operators_pb2,
     rundown_pb2,
 )
 from services.mixer.layouts import preset_boxes
@@ -60,6 +61,8 @@ REPORTERS = (
     Station("rp1", "大湾区记者", "大湾区", "Bay Area"),
 )
 FORMATS = {"720p": (1280, 720), "1080p": (1920, 1080)}
+DIRECTOR_ID = "director"
+DIRECTOR_NAME = "导演"
 SOURCE_GAIN_DB = -17.0
 DEMO_HOLD_MS = 1000
 DEMO_BACKUP_AFTER_MS = 1500
@@ -113,6 +116,24 @@ async def register_stations(
             }
         )
     return out
+
+
+async def add_director(bus: Bus) -> tuple[str, str]:
+    """The demo's director (导演) with a fresh token (a known one gets its token rotated)."""
+    subj = subject("operator", "cmd")
+    add = operators_pb2.OperatorCommand(
+        add=operators_pb2.AddOperator(
+            id=DIRECTOR_ID, name=DIRECTOR_NAME, role=operators_pb2.ROLE_DIRECTOR
+        )
+    )
+    try:
+        reply = await _retry(
+            partial(bus.request, subj, add, operators_pb2.OperatorReply), "control"
+        )
+    except errors.AlreadyExists:
+        rotate = operators_pb2.OperatorCommand(rotate=operators_pb2.OperatorRef(id=DIRECTOR_ID))
+        reply = await bus.request(subj, rotate, operators_pb2.OperatorReply)
+    return reply.operators[0].id, reply.token
 
 
 def production(plan: list[Station], fmt: str) -> mixer_pb2.Production:

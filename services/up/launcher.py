@@ -1,4 +1,4 @@
-"""Runs the platform on one machine: a nats-server and the five services as child processes.
+"""Runs the platform on one machine: a nats-server and the six services as child processes.
 
 Children log in console format; their lines are interleaved here with a coloured prefix. Start-up
 reports each step as it becomes ready. Stopping sends SIGTERM to every child (they drain), waits,
@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -26,7 +27,7 @@ from services.common.bus import redact_url
 from services.common.nats_accounts import generate_passwords, server_config, user_url
 from services.common.settings import DEFAULT_PORTS
 
-SERVICES = ("ingest", "graphics", "mixer", "distribution", "monitoring")
+SERVICES = ("ingest", "graphics", "mixer", "distribution", "monitoring", "control")
 COLOURS = {
     "nats": "\033[90m",
     "ingest": "\033[36m",
@@ -34,6 +35,7 @@ COLOURS = {
     "graphics": "\033[33m",
     "distribution": "\033[32m",
     "monitoring": "\033[34m",
+    "control": "\033[91m",
     "stations": "\033[37m",
 }
 RESET = "\033[0m"
@@ -212,8 +214,37 @@ class Launcher:
         argv = [sys.executable, "-m", "services.cli", name]
         return Child(name, argv, env, http_port, grpc_port)
 
+    def host(self) -> str:
+        """The host people's browsers reach the services at."""
+        return "127.0.0.1" if self.listen in ("127.0.0.1", "0.0.0.0") else self.listen
+
     async def start_services(self, extra_env: dict[str, dict[str, str]]) -> None:
         children = [self.service_child(name, extra_env.get(name, {})) for name in SERVICES]
+        ports = {c.name: c.http_port for c in children}
+        # Secrets the services share for this run: stations' SRT passphrases derive from the
+        # first (ingest and distribution, docs/adr/0012), the control room's media grants are
+        # signed with the second (control) and checked with it (ingest, distribution).
+        shared = {
+            "BAYCAST_SRT_SECRET": secrets.token_urlsafe(32),
+            "BAYCAST_MEDIA_GRANT_SECRET": secrets.token_urlsafe(32),
+        }
+        for child in children:
+            for name, value in shared.items():
+                child.env.setdefault(name, value)
+            if child.name == "ingest":
+                # The station page plays the return and follows tally and cues from distribution.
+                child.env.setdefault(
+                    "BAYCAST_INGEST_EXCHANGE_URL", f"http://{self.host()}:{ports['distribution']}"
+                )
+            if child.name == "control":
+                # The control room's pages play returns from distribution (WHEP) and send the
+                # director's microphone to ingest (WHIP): their origins join its CSP.
+                child.env.setdefault(
+                    "BAYCAST_CONTROL_EXCHANGE_URL", f"http://{self.host()}:{ports['distribution']}"
+                )
+                child.env.setdefault(
+                    "BAYCAST_CONTROL_INGEST_URL", f"http://{self.host()}:{ports['ingest']}"
+                )
         started = time.monotonic()
         for child in children:
             self.console.say(
@@ -254,6 +285,7 @@ class Launcher:
         """What `baycast ctl` reads; it holds the operator's NATS password, so only we read it."""
         path = self.state_dir / "endpoints.json"
         path.touch(mode=0o600)
+        path.chmod(0o600)  # also when an older file was left readable
         path.write_text(json.dumps({**self.endpoints(), **extra}, indent=2, ensure_ascii=False))
         return path
 

@@ -160,6 +160,16 @@ def test_the_demo_show_end_to_end(tmp_path: Path) -> None:
         with urllib.request.urlopen(str(endpoints["web"]), timeout=5) as resp:
             page = resp.read().decode()
         assert resp.status == 200 and demo.TITLE in page
+        # The director's login, as `baycast up` printed it, opens the control room.
+        services = endpoints["services"]
+        assert isinstance(services, dict)
+        me = urllib.request.Request(
+            services["control"]["http"] + "/api/me",
+            headers={"Authorization": f"Bearer {endpoints['operator_token']}"},
+        )
+        with urllib.request.urlopen(me, timeout=5) as resp:
+            assert json.loads(resp.read())["operator"]["name"] == demo.DIRECTOR_NAME
+        assert oct(endpoints_file.stat().st_mode & 0o777) == "0o600"
 
         # Keep every HLS segment as it appears (the live playlist slides and deletes old ones).
         hls = state / "data" / "hls" / demo.PRODUCTION
@@ -176,7 +186,7 @@ def test_the_demo_show_end_to_end(tmp_path: Path) -> None:
             time.sleep(0.5)
         asrun = asyncio.run(read_asrun(str(endpoints["nats"])))
         children = children_of(proc.pid)
-        assert len(children) >= 7  # nats, five services, the stations
+        assert len(children) >= 8  # nats, six services, the stations
 
         proc.send_signal(signal.SIGINT)
         stop_started = time.monotonic()

@@ -7,7 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from services.monitoring.loudness import LoudnessMeter, k_weighting_sos
+from services.common.bs1770 import k_weighting_sos
+from services.monitoring.loudness import LoudnessMeter
 
 FS = 48_000
 
