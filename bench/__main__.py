@@ -23,6 +23,8 @@ BENCHMARKS = (
     "capacity",
     "fanout",
     "media_transport",
+    "exchange",
+    "control_room",
 )
 REPORT = Path("BENCHMARKS.md")
 

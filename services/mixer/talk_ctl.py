@@ -152,8 +152,30 @@ class TalkTrack(MediaStreamTrack):
         super().stop()
 
 
+def capture_device(spec: str) -> tuple[str, str]:
+    """`[FORMAT:]DEVICE` of `--mic` as (FFmpeg input format, device): `default` is ALSA's
+    default device, `alsa:hw:1`, `pulse:default`, or `lavfi:sine=frequency=1000` (FFmpeg's
+    virtual input: a microphone for a machine without one)."""
+    head, sep, tail = spec.partition(":")
+    if sep and head in ("alsa", "pulse", "oss", "lavfi"):
+        return head, tail or "default"
+    return "alsa", spec or "default"
+
+
 def program_track(args: argparse.Namespace) -> MediaStreamTrack:
-    """The sound to play: the file's audio (aiortc's MediaPlayer), or a tone."""
+    """The sound to play: a microphone or a file (aiortc's MediaPlayer, which decodes through
+    FFmpeg), or a tone."""
+    if args.mic is not None:
+        fmt, device = capture_device(args.mic)
+        if fmt not in av.formats_available:
+            raise errors.InvalidArgument(f"this FFmpeg cannot capture from {fmt}", field="mic")
+        try:
+            microphone = MediaPlayer(device, format=fmt)
+        except (av.FFmpegError, OSError) as exc:
+            raise errors.Unavailable(f"cannot open the microphone {args.mic!r}: {exc}") from None
+        if microphone.audio is None:
+            raise errors.InvalidArgument(f"{args.mic} gives no sound", field="mic")
+        return microphone.audio
     if not args.file:
         return ToneTrack(args.tone or DEFAULT_TONE_HZ)
     if not Path(args.file).is_file():
@@ -306,7 +328,7 @@ async def talk(ctl: Ctl, args: argparse.Namespace) -> int:
     stations = [s for s in (args.to or "").split(",") if s]
     source = talk_source_id(operator)
     ice.configure(tuple(args.ice_host or ["127.0.0.1"]))
-    seconds = args.seconds or (None if args.file else DEFAULT_TONE_SECONDS)
+    seconds = args.seconds or (None if args.file or args.mic is not None else DEFAULT_TONE_SECONDS)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     track = TalkTrack()
@@ -369,6 +391,14 @@ def register(verbs: argparse._SubParsersAction) -> None:
     to.add_argument("--all", action="store_true", help="every station of the production")
     sound = p.add_mutually_exclusive_group()
     sound.add_argument("--file", help="an audio (or video) file to play")
+    sound.add_argument(
+        "--mic",
+        nargs="?",
+        const="default",
+        metavar="[FORMAT:]DEVICE",
+        help="talk live from a microphone until Ctrl-C (or --seconds): ALSA's default device, "
+        "or alsa:hw:1, pulse:default, lavfi:sine=frequency=1000",
+    )
     sound.add_argument(
         "--tone", type=float, metavar="HZ", help=f"a tone (default {DEFAULT_TONE_HZ:g} Hz)"
     )

@@ -37,6 +37,7 @@ def args(**kw: Any) -> argparse.Namespace:
     values: dict[str, Any] = {
         "file": None,
         "tone": None,
+        "mic": None,
         "operator": None,
         "token": None,
         "ingest": None,
@@ -69,6 +70,22 @@ async def test_silence_then_the_file_then_silence_on_one_timeline(tmp_path: Path
         (SAMPLE_RATE, "stereo", "s16")
     }
     track.stop()
+
+
+async def test_a_microphone_is_captured_live_through_ffmpeg() -> None:
+    """FFmpeg's virtual input stands in for a microphone: the same capture path as ALSA's."""
+    assert talk_ctl.capture_device("default") == ("alsa", "default")
+    assert talk_ctl.capture_device("alsa:hw:1") == ("alsa", "hw:1")
+    assert talk_ctl.capture_device("pulse:") == ("pulse", "default")
+    track = TalkTrack()
+    track.play(program_track(args(mic="lavfi:sine=frequency=1000:sample_rate=48000")))
+    frames = [(await track.recv()).to_ndarray() for _ in range(25)]
+    left = np.concatenate(frames, axis=1).reshape(-1, 2)[:, 0].astype(np.float64)
+    spectrum = np.abs(np.fft.rfft(left * np.hanning(len(left))))
+    assert round(np.argmax(spectrum) * SAMPLE_RATE / len(left)) in range(990, 1011)
+    track.stop()
+    with pytest.raises(errors.BaycastError):
+        program_track(args(mic="alsa:no-such-device"))
 
 
 async def test_tone_plays_until_hushed() -> None:
