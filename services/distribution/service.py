@@ -60,6 +60,7 @@ class DistributionService(BaseService[DistributionSettings]):
             self.productions,
             max_sdp_bytes=s.max_sdp_bytes,
             default_height=s.exchange_height,
+            return_height=s.return_height,
             rate_limiter=RateLimiter(s.whep_rate_per_s, s.whep_rate_burst),
             ice_policy=self.ice_policy,
         )

@@ -46,7 +46,11 @@ DEFAULT_MAX_SDP_BYTES = 64 * 1024
 DEFAULT_WHEP_RATE_PER_S = 5.0
 DEFAULT_WHEP_RATE_BURST = 20
 DEFAULT_EXCHANGE_HEIGHT = 540
+# A return is foldback (the station's monitor and a reporter's phone, often on a cellular link):
+# 640×360, as remote-production returns usually are; a station may ask for more (?height=).
+DEFAULT_RETURN_HEIGHT = 360
 EXCHANGE_HEIGHTS = (360, 540, 720)
+# At 540 lines; other heights scale it with the picture's area.
 DEFAULT_EXCHANGE_VIDEO_KBPS = 1500
 DEFAULT_EXCHANGE_AUDIO_KBPS = 64
 
@@ -92,6 +96,7 @@ class DistributionSettings(ServiceSettings):
     whep_rate_per_s: float = DEFAULT_WHEP_RATE_PER_S
     whep_rate_burst: int = DEFAULT_WHEP_RATE_BURST
     exchange_height: int = DEFAULT_EXCHANGE_HEIGHT
+    return_height: int = DEFAULT_RETURN_HEIGHT
     exchange_video_kbps: int = DEFAULT_EXCHANGE_VIDEO_KBPS
     exchange_audio_kbps: int = DEFAULT_EXCHANGE_AUDIO_KBPS
     # The platform's SRT secret, shared with ingest: a station's passphrase derives from it.
@@ -119,10 +124,11 @@ class DistributionSettings(ServiceSettings):
             )
         if self.max_viewers < 1:
             raise SettingsError("BAYCAST_DISTRIBUTION_MAX_VIEWERS must be at least 1")
-        if self.exchange_height not in EXCHANGE_HEIGHTS:
-            raise SettingsError(
-                f"BAYCAST_DISTRIBUTION_EXCHANGE_HEIGHT must be one of {EXCHANGE_HEIGHTS}"
-            )
+        for name in ("exchange_height", "return_height"):
+            if getattr(self, name) not in EXCHANGE_HEIGHTS:
+                raise SettingsError(
+                    f"BAYCAST_DISTRIBUTION_{name.upper()} must be one of {EXCHANGE_HEIGHTS}"
+                )
         if self.whep_rate_per_s <= 0 or self.whep_rate_burst < 1:
             raise SettingsError(
                 "BAYCAST_DISTRIBUTION_WHEP_RATE_PER_S must be positive and WHEP_RATE_BURST >= 1"

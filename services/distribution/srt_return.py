@@ -255,7 +255,7 @@ class Returns:
         prod = spec.production
         production = self.productions.get(prod)
         fps = production.fps if production is not None and production.fps else DEFAULT_FPS
-        width, height = exchange_size(self.settings.exchange_height)
+        width, height = exchange_size(self.settings.return_height)
         picture = spec.picture or "program"
         return (
             VideoKey(f"prod/{prod}/{picture}", width, height, fps),

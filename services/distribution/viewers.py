@@ -268,7 +268,11 @@ class ViewerRegistry:
                 feed,
                 principal,
                 self.encodings.video(VideoKey(feed.video_handle, width, height, fps)),
-                self.encodings.audio(AudioKey(feed.audio_handle, "opus")),
+                # A return is foldback (the station's monitoring and IFB): mono, as is usual,
+                # at half the encoder's work; the feeds a station may air stay stereo.
+                self.encodings.audio(
+                    AudioKey(feed.audio_handle, "opus", channels=1 if feed.kind == "return" else 2)
+                ),
                 public_ip=self.public_ip,
                 on_end=self._ended,
             )

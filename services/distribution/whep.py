@@ -68,6 +68,7 @@ class WhepEndpoint:
         *,
         max_sdp_bytes: int,
         default_height: int,
+        return_height: int,
         rate_limiter: RateLimiter,
         ice_policy: ice.IcePolicy | None = None,
     ) -> None:
@@ -76,6 +77,7 @@ class WhepEndpoint:
         self.productions = productions
         self.max_sdp_bytes = max_sdp_bytes
         self.default_height = default_height
+        self.return_height = return_height
         self.rate_limiter = rate_limiter
         self.ice_policy = ice_policy or ice.policy()
         # The token salt each viewer's principal had when it connected: a rotation ends it.
@@ -146,7 +148,10 @@ class WhepEndpoint:
         check_access(principal, production, feed)
         if picture not in PICTURES:
             raise errors.InvalidArgument(f"picture must be one of {', '.join(PICTURES)}")
-        height = self._height(request.query.get("height", ""))
+        height = self._height(
+            request.query.get("height", ""),
+            self.return_height if feed.kind == "return" else self.default_height,
+        )
         offer = await read_sdp(request, self.max_sdp_bytes)
         try:
             check_offer(offer)
@@ -180,9 +185,9 @@ class WhepEndpoint:
             },
         )
 
-    def _height(self, value: str) -> int:
+    def _height(self, value: str, default: int) -> int:
         if not value:
-            return self.default_height
+            return default
         if not value.isdigit() or int(value) not in EXCHANGE_HEIGHTS:
             raise errors.InvalidArgument(
                 f"height must be one of {', '.join(map(str, EXCHANGE_HEIGHTS))}"

@@ -13,8 +13,9 @@ import contextlib
 import uuid
 
 import structlog
-from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpReceiver, RTCSessionDescription
 from aiortc.exceptions import InvalidAccessError, OperationError
+from aiortc.jitterbuffer import JitterBuffer
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.rtcdtlstransport import SRTPProtectionProfile
 from aiortc.sdp import SessionDescription
@@ -26,6 +27,10 @@ from services.common.peer_certificate import PeerCertificate, use_peer_certifica
 from services.ingest import decode_errors, dtls_p224
 from services.ingest.source import FrameSink, Source, TransportStats
 
+# aiortc holds back four 20 ms Opus packets before it decodes the first (80 ms); the mixer's
+# own buffer absorbs arrival jitter after decoding, so one is enough here (talkback onset and
+# lip sync both gain the difference).
+AUDIO_PREFETCH_PACKETS = 1
 VIDEO_CLOCK_RATE = 90_000
 AUDIO_CLOCK_RATE = 48_000
 RTT_PROBE_TIMEOUT_S = 1.0
@@ -102,6 +107,15 @@ def use_whip_certificate(pc: RTCPeerConnection) -> WhipCertificate:
     return use_peer_certificate(pc, WhipCertificate)
 
 
+def shorten_audio_prefetch(receiver: RTCRtpReceiver) -> None:
+    """Let aiortc's audio jitter buffer of `receiver` hold back one packet, not four (aiortc
+    has no option for it; the buffer is made in the receiver's `__init__`)."""
+    buffer = getattr(receiver, "_RTCRtpReceiver__jitter_buffer", None)
+    if not isinstance(buffer, JitterBuffer) or not hasattr(buffer, "_prefetch"):
+        raise RuntimeError("aiortc changed: RTCRtpReceiver has no jitter buffer to set")
+    buffer._prefetch = AUDIO_PREFETCH_PACKETS
+
+
 class NoCandidates(RuntimeError):
     """No local address/port could be bound for ICE."""
 
@@ -158,6 +172,8 @@ class WhipSource(Source):
         for transceiver in self.pc.getTransceivers():
             if transceiver.kind not in self.kinds:
                 transceiver.direction = "inactive"
+            elif transceiver.kind == "audio":
+                shorten_audio_prefetch(transceiver.receiver)
         answer = await self.pc.createAnswer()
         await self.pc.setLocalDescription(answer)
         local = self.pc.localDescription.sdp

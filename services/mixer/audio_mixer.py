@@ -24,6 +24,8 @@ FULL_SCALE = 32768.0
 SILENCE_DBFS = -120.0
 # How far a station's mix-minus is lowered under the director's voice while it hears talkback.
 TALKBACK_DUCK_DB = 15.0
+# Reads (frames) over which a buffer's lowest depth is watched before its excess is dropped.
+TRIM_WINDOW_READS = 50
 
 
 def db_to_gain(db: float) -> float:
@@ -39,17 +41,31 @@ class AudioBuffer:
 
     After running dry it refills to `start_samples` before playing again, so a source arriving in
     frame-sized bursts at a phase to our clock plays smoothly; past `max_samples` the oldest go.
+    What a burst (a stall upstream, then a catch-up) leaves behind would otherwise stay for good
+    as latency: when the depth has not come down to `start_samples` + one read within a window
+    of reads, the excess is dropped, so the delay through the mixer stays near `start_samples`.
     """
 
-    def __init__(self, channels: int, start_samples: int, max_samples: int) -> None:
+    def __init__(
+        self,
+        channels: int,
+        start_samples: int,
+        max_samples: int,
+        *,
+        window_reads: int = TRIM_WINDOW_READS,
+    ) -> None:
         self.channels = channels
         self.start_samples = start_samples
         self.max_samples = max_samples
+        self.window_reads = window_reads
         self._chunks: deque[np.ndarray] = deque()
         self.depth = 0
         self.playing = False
         self.dropped = 0
+        self.trimmed = 0
         self.underruns = 0
+        self._reads = 0
+        self._low = max_samples
 
     def push(self, samples: np.ndarray) -> None:
         if samples.shape[1] != self.channels:
@@ -65,6 +81,30 @@ class AudioBuffer:
             self.depth -= old.shape[0]
             self.dropped += old.shape[0]
 
+    def _drop(self, count: int) -> None:
+        """Drop `count` samples from the head (the oldest)."""
+        while count > 0 and self._chunks:
+            chunk = self._chunks[0]
+            if chunk.shape[0] <= count:
+                self._chunks.popleft()
+                taken = chunk.shape[0]
+            else:
+                self._chunks[0] = chunk[count:]
+                taken = count
+            count -= taken
+            self.depth -= taken
+            self.trimmed += taken
+
+    def _keep_latency(self, count: int) -> None:
+        self._low = min(self._low, self.depth)
+        self._reads += 1
+        if self._reads < self.window_reads:
+            return
+        excess = self._low - self.start_samples - count
+        if excess > 0:
+            self._drop(self._low - self.start_samples)
+        self._reads, self._low = 0, self.max_samples
+
     def read(self, count: int, out: np.ndarray) -> bool:
         """Fill `out` (count, channels) float32; False (and silence) when nothing to play."""
         if not self.playing and self.depth >= self.start_samples:
@@ -72,6 +112,7 @@ class AudioBuffer:
         if not self.playing:
             out.fill(0)
             return False
+        self._keep_latency(count)
         filled = 0
         while filled < count and self._chunks:
             chunk = self._chunks[0]
@@ -149,7 +190,9 @@ class AudioMixer:
         """Buffer `source` as a talk input: heard only where talkback sends it."""
         if source not in self.talk_buffers and source not in self.buffers:
             n = self.samples_per_frame
-            self.talk_buffers[source] = AudioBuffer(self.channels, 2 * n, self.sample_rate // 4)
+            # One frame ahead, not two: a conversation wants the voice soon more than a voice
+            # that never stutters (the talkback onset target is 150 ms end to end).
+            self.talk_buffers[source] = AudioBuffer(self.channels, n, self.sample_rate // 4)
             self._talk_inputs[source] = np.zeros((n, self.channels), dtype=np.float32)
 
     def configure(self, audio: list[mixer_pb2.SourceAudio], master_gain_db: float) -> None:

@@ -49,7 +49,7 @@ from tests.support.station import add_station, publishing, running_ingest, wait_
 pytestmark = [pytest.mark.timeout(150), pytest.mark.asyncio(loop_scope="module")]
 
 SECRET = "the platform's srt secret"
-WIDTH, HEIGHT = 640, 360  # the exchange's rendition (exchange_height=360)
+WIDTH, HEIGHT = 640, 360  # the return's rendition (return_height, 360 by default)
 CARD_SIZE = (640, 360)
 RATE = 48_000
 TOLERANCE = 16  # the mixer's scale and two H.264 encodes, on flat areas, in 8-bit code values

@@ -274,6 +274,7 @@ async def test_talkback_reaches_only_the_addressed_stations_return(
                 to=STATION_B,
                 all=False,
                 file=None,
+                mic=None,
                 tone=CLI_TALK_HZ,
                 seconds=6.0,
                 token=zhang,

@@ -45,7 +45,7 @@ class Mirror:
 
 def returns(secret: str = "s3cret", **stations: ingest_pb2.Station) -> Returns:
     settings = load_settings(
-        DistributionSettings, "distribution", environ={}, srt_secret=secret, exchange_height=540
+        DistributionSettings, "distribution", environ={}, srt_secret=secret, return_height=540
     )
     productions = Mirror({"qh": mixer_pb2.Production(id="qh", fps=30)})
     return Returns(None, Mirror(stations), productions, settings)  # type: ignore[arg-type]

@@ -99,3 +99,19 @@ async def test_whip_sources_use_the_whip_certificate() -> None:
         assert [type(c) for c in certificates] == [WhipCertificate]
     finally:
         await source.close()
+
+
+async def test_an_audio_receiver_holds_back_one_packet_not_four() -> None:
+    from aiortc import RTCPeerConnection
+
+    from services.ingest.webrtc_source import AUDIO_PREFETCH_PACKETS, shorten_audio_prefetch
+
+    pc = RTCPeerConnection()
+    try:
+        audio = pc.addTransceiver("audio", direction="recvonly")
+        buffer = audio.receiver._RTCRtpReceiver__jitter_buffer  # type: ignore[attr-defined]
+        assert buffer._prefetch == 4  # aiortc's own
+        shorten_audio_prefetch(audio.receiver)
+        assert buffer._prefetch == AUDIO_PREFETCH_PACKETS == 1
+    finally:
+        await pc.close()

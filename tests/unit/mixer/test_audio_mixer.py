@@ -50,6 +50,28 @@ def test_gain_mute_afv_and_mixminus() -> None:
     assert levels["a"].rms_dbfs < levels["a"].peak_dbfs
 
 
+def test_a_burst_leaves_no_lasting_delay() -> None:
+    """Depth a burst left above the start level (plus one read) is dropped within a window."""
+    buf = AudioBuffer(2, start_samples=N, max_samples=12 * N, window_reads=10)
+    out = np.empty((N, 2), dtype=np.float32)
+    for _ in range(6):  # a stall upstream, then everything at once: 6 frames waiting
+        buf.push(tone(500))
+    depths = []
+    for _ in range(25):  # then the steady pace: one frame in, one frame out
+        buf.push(tone(500))
+        assert buf.read(N, out)
+        depths.append(buf.depth)
+    assert depths[0] == 6 * N  # the burst, still waiting
+    # Before each read the depth is back at the start level: one frame, read at once.
+    assert depths[-1] == 0 and buf.trimmed == 6 * N and buf.underruns == 0
+    steady = AudioBuffer(2, start_samples=N, max_samples=12 * N, window_reads=10)
+    steady.push(tone(500))
+    for _ in range(40):  # at the start level: nothing to trim
+        steady.push(tone(500))
+        assert steady.read(N, out)
+    assert steady.trimmed == 0 and steady.depth == N
+
+
 def test_buffer_refills_after_running_dry_and_stays_bounded() -> None:
     buf = AudioBuffer(2, start_samples=2 * N, max_samples=4 * N)
     out = np.empty((N, 2), dtype=np.float32)
