@@ -18,7 +18,7 @@ from collections.abc import Callable
 
 import av
 
-DEFAULT_MAX_PACKETS = 120  # ~2 s of 540p video or 2.4 s of 20 ms audio
+DEFAULT_MAX_PACKETS = 120  # ~2 s of 540p video, ~5 s of 40 ms audio
 
 
 class PacketInbox:
