@@ -21,6 +21,7 @@ import nats.js.errors
 import structlog
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StreamConfig
 
+from services.common import errors
 from services.common.bus import PREFIX, Bus, decode, encode, subject
 from services.common.gen.baycast.v1 import rundown_pb2
 
@@ -34,11 +35,24 @@ log = structlog.get_logger("asrun")
 
 async def ensure_asrun_stream(bus: Bus) -> None:
     js = bus.nc.jetstream()
-    config = StreamConfig(name=ASRUN_STREAM, subjects=[PREFIX + "prod.*.asrun"], max_age=MAX_AGE_S)
+    config = StreamConfig(
+        name=ASRUN_STREAM,
+        subjects=[PREFIX + "prod.*.asrun"],
+        max_age=MAX_AGE_S,
+        num_replicas=bus.replicas,
+    )
     try:
         await js.add_stream(config)
     except nats.js.errors.BadRequestError:
+        # It exists with another configuration: bring it to this one, never lowering replicas.
+        info = await js.stream_info(ASRUN_STREAM)
+        config.num_replicas = max(info.config.num_replicas or 1, bus.replicas)
         await js.update_stream(config)
+    except nats.js.errors.APIError as exc:
+        raise errors.Unavailable(
+            f"cannot create the stream {ASRUN_STREAM} with {bus.replicas} replica(s): "
+            f"{exc.description}"
+        ) from None
 
 
 async def write_asrun(bus: Bus, entry: rundown_pb2.AsRunEntry, timeout: float = 2.0) -> bool:

@@ -6,9 +6,11 @@ gRPC and NATS and a human can read the bus (`nats sub 'baycast.v1.>'`).
 Commands are request/reply. A command that does not parse (unknown field, wrong type, oversized)
 gets an `ErrorReply` naming the problem and never reaches its handler. A command may carry a
 `Baycast-Command-Id` header: a retried command with the same id gets the first reply again and is
-applied once, which is what lets `baycast ctl` retry through a NATS outage. A command sent on an
-operator's behalf (by the control service) carries `Baycast-Operator: <id>`; its handler reads it
-with `acting_operator()` to write who did what into the as-run log.
+applied once, which is what lets `baycast ctl` retry through a NATS outage; where a queue group
+spreads a command's retries over several replicas, a shared record (`SharedReplies`, the
+`command-log` bucket of services/common/command_log.py) makes that hold across them. A command
+sent on an operator's behalf (by the control service) carries `Baycast-Operator: <id>`; its
+handler reads it with `acting_operator()` to write who did what into the as-run log.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import nats
@@ -42,6 +44,8 @@ PREFIX = "baycast.v1."
 COMMAND_ID_HEADER = "Baycast-Command-Id"
 STATUS_HEADER = "Baycast-Status"
 OPERATOR_HEADER = "Baycast-Operator"
+SUBJECT_HEADER = "Baycast-Subject"  # the subject a command forwarded to its owner was sent on
+FORWARD_TIMEOUT_S = 4.0
 DEFAULT_MAX_COMMAND_BYTES = 64 * 1024
 # A dead or hung server is noticed after ping_interval * max_outstanding_pings (< 10 s).
 PING_INTERVAL_S = 3
@@ -80,7 +84,10 @@ def subject_token(subj: str, index: int) -> str:
 
 
 def redact_url(url: str) -> str:
-    """`nats://user:secret@host:4222` -> `nats://***@host:4222`: credentials never reach a log."""
+    """`nats://user:secret@host:4222` -> `nats://***@host:4222`: credentials never reach a log.
+    A list of servers (`nats://a:4222,nats://b:4222`) is redacted server by server."""
+    if "," in url:
+        return ",".join(redact_url(u.strip()) for u in url.split(","))
     parts = urlsplit(url)
     if parts.username is None and parts.password is None:
         return url
@@ -124,6 +131,19 @@ def error_reply(exc: errors.BaycastError) -> bytes:
     return encode(control_pb2.ErrorReply(code=exc.code, message=exc.message, field=exc.field))
 
 
+class SharedReplies(Protocol):
+    """Replies of commands served by a queue group, shared by its members (CommandLog)."""
+
+    async def begin(self, subj: str, command_id: str) -> tuple[bytes, dict[str, str]] | None:
+        """The stored reply when the command was applied already; None: apply it, then `end`."""
+
+    async def end(
+        self, subj: str, command_id: str, data: bytes, headers: dict[str, str], *, keep: bool
+    ) -> None:
+        """Store the reply of a command `begin` let this member apply (`keep`), or forget the
+        command (its reply was a passing failure: a retry must apply it)."""
+
+
 Handler = Callable[[M], Awaitable[Message]]
 SubjectHandler = Callable[[M, str], Awaitable[Message]]
 EventHandler = Callable[[M, str], Awaitable[None]]
@@ -139,8 +159,13 @@ class Bus:
         *,
         max_command_bytes: int = DEFAULT_MAX_COMMAND_BYTES,
         on_connection_change: Callable[[bool], None] | None = None,
+        replicas: int = 1,
     ) -> None:
         self.url = url
+        # Replicas of every key-value bucket and stream this bus creates (the JetStream cluster's
+        # size: 3 on three servers, 1 on one).
+        self.replicas = replicas
+        self.shared_replies: SharedReplies | None = None
         self.name = name
         self.max_command_bytes = max_command_bytes
         self.nc: Client = Client()
@@ -156,7 +181,7 @@ class Bus:
         while True:
             try:
                 await self.nc.connect(
-                    servers=[self.url],
+                    servers=[u.strip() for u in self.url.split(",")],
                     name=self.name,
                     allow_reconnect=True,
                     max_reconnect_attempts=-1,
@@ -258,23 +283,102 @@ class Bus:
         """`serve` for a wildcard subject (`prod.*.gfx.cmd`): the handler also gets the subject."""
 
         async def on_msg(msg: Msg) -> None:
-            command_id = (msg.headers or {}).get(COMMAND_ID_HEADER, "")
-            if command_id and command_id in self._replies:
-                data, headers = self._replies[command_id]
-                await self._respond(msg, data, headers)
-                return
-            data, headers = await self._handle(msg, request_type, handler)
-            if command_id:
-                self._replies[command_id] = (data, headers)
-                while len(self._replies) > REPLAY_CACHE_SIZE:
-                    self._replies.popitem(last=False)
-            await self._respond(msg, data, headers)
+            await self._serve_msg(msg, msg.subject, request_type, handler, shared=bool(queue))
 
         return await self.nc.subscribe(pattern, queue=queue, cb=on_msg)
 
+    async def serve_owned(
+        self,
+        pattern: str,
+        request_type: type[M],
+        handler: SubjectHandler[M],
+        *,
+        queue: str,
+        owner_of: Callable[[str], Awaitable[str]],
+        route_subject: str,
+    ) -> list[Any]:
+        """`serve_each` for commands of units that one replica owns (services/common/steward.py).
+
+        The queue group's member that receives a command asks `owner_of(subject)`: "" means it
+        handles the command itself; otherwise it is the route subject of the owner, to which it
+        forwards the command (original subject in a header) and relays the owner's reply.
+        `route_subject` is this replica's own: it handles what other members forward to it.
+        """
+
+        async def on_msg(msg: Msg) -> None:
+            try:
+                target = await owner_of(msg.subject)
+            except errors.BaycastError as exc:
+                await self._respond(msg, error_reply(exc), {STATUS_HEADER: "error"})
+                return
+            if not target:
+                await self._serve_msg(msg, msg.subject, request_type, handler, shared=True)
+                return
+            data, headers = await self._forward(msg, target)
+            await self._respond(msg, data, headers)
+
+        async def on_routed(msg: Msg) -> None:
+            original = (msg.headers or {}).get(SUBJECT_HEADER, "")
+            if not original.startswith(PREFIX):
+                exc = errors.InvalidArgument("a routed command names no subject")
+                await self._respond(msg, error_reply(exc), {STATUS_HEADER: "error"})
+                return
+            await self._serve_msg(msg, original, request_type, handler, shared=True)
+
+        return [
+            await self.nc.subscribe(pattern, queue=queue, cb=on_msg),
+            await self.nc.subscribe(route_subject, cb=on_routed),
+        ]
+
+    async def _forward(self, msg: Msg, target: str) -> tuple[bytes, dict[str, str]]:
+        """The owner's reply to `msg` forwarded to `target`, or an UNAVAILABLE error (retry)."""
+        headers = {**(msg.headers or {}), SUBJECT_HEADER: msg.subject}
+        try:
+            reply = await self.nc.request(
+                target, msg.data, timeout=FORWARD_TIMEOUT_S, headers=headers
+            )
+        except (nats.errors.NoRespondersError, nats.errors.TimeoutError) as exc:
+            failure = errors.Unavailable(
+                f"the replica that runs it did not answer ({type(exc).__name__}): retry"
+            )
+            return error_reply(failure), {STATUS_HEADER: "error"}
+        return reply.data, dict(reply.headers or {})
+
+    async def _serve_msg(
+        self,
+        msg: Msg,
+        subj: str,
+        request_type: type[M],
+        handler: SubjectHandler[M],
+        *,
+        shared: bool,
+    ) -> None:
+        """Answer one command sent on `subj`, once per command id: from this replica's cache,
+        from the shared record (`shared`: a queue group serves it), or by applying it."""
+        command_id = (msg.headers or {}).get(COMMAND_ID_HEADER, "")
+        if command_id and command_id in self._replies:
+            data, headers = self._replies[command_id]
+            await self._respond(msg, data, headers)
+            return
+        record = self.shared_replies if shared and command_id else None
+        stored = await record.begin(subj, command_id) if record else None
+        if stored is not None:
+            await self._respond(msg, *stored)
+            return
+        data, headers, passing = await self._handle(msg, subj, request_type, handler)
+        if record is not None:
+            await record.end(subj, command_id, data, headers, keep=not passing)
+        if command_id and not passing:
+            self._replies[command_id] = (data, headers)
+            while len(self._replies) > REPLAY_CACHE_SIZE:
+                self._replies.popitem(last=False)
+        await self._respond(msg, data, headers)
+
     async def _handle(
-        self, msg: Msg, request_type: type[M], handler: SubjectHandler[M]
-    ) -> tuple[bytes, dict[str, str]]:
+        self, msg: Msg, subj: str, request_type: type[M], handler: SubjectHandler[M]
+    ) -> tuple[bytes, dict[str, str], bool]:
+        """The reply, its headers, and whether it is a passing failure (UNAVAILABLE: a retry
+        of the same command id must be applied, not answered from a cache)."""
         try:
             if len(msg.data) > self.max_command_bytes:
                 raise errors.PayloadTooLarge(
@@ -283,24 +387,23 @@ class Bus:
             request = decode(msg.data, request_type)
             token = _operator.set((msg.headers or {}).get(OPERATOR_HEADER, "")[:64])
             try:
-                reply = await handler(request, msg.subject)
+                reply = await handler(request, subj)
             finally:
                 _operator.reset(token)
-            return encode(reply), {STATUS_HEADER: "ok"}
+            return encode(reply), {STATUS_HEADER: "ok"}, False
         except errors.BaycastError as exc:
             log.info(
                 "command_refused",
-                subject=msg.subject,
+                subject=subj,
                 code=exc.code,
                 reason=exc.message,
                 field=exc.field,
             )
-            return error_reply(exc), {STATUS_HEADER: "error"}
+            return error_reply(exc), {STATUS_HEADER: "error"}, isinstance(exc, errors.Unavailable)
         except Exception as exc:
-            log.exception("command_failed", subject=msg.subject)
-            return error_reply(errors.BaycastError(f"internal error: {type(exc).__name__}")), {
-                STATUS_HEADER: "error"
-            }
+            log.exception("command_failed", subject=subj)
+            failure = error_reply(errors.BaycastError(f"internal error: {type(exc).__name__}"))
+            return failure, {STATUS_HEADER: "error"}, False
 
     async def _respond(self, msg: Msg, data: bytes, headers: dict[str, str]) -> None:
         if not msg.reply:
@@ -336,22 +439,52 @@ class Bus:
     # -- key-value state -----------------------------------------------------------------------
 
     async def kv(
-        self, bucket: str, message_type: type[M], *, history: int = 1, replicas: int = 1
+        self, bucket: str, message_type: type[M], *, history: int = 1, max_age_s: float = 0.0
     ) -> KvBucket[M]:
-        """Open a JetStream key-value bucket of `message_type` values, creating it if needed."""
+        """Open a JetStream key-value bucket of `message_type` values, creating it if needed
+        with `self.replicas` replicas (raising a smaller count found, so that a deployment that
+        grew to a cluster gets the durability it asks for). `max_age_s`: entries expire."""
         js = self.nc.jetstream()
         try:
             store = await js.key_value(bucket)
         except nats.js.errors.BucketNotFoundError:
+            config = KeyValueConfig(
+                bucket=bucket,
+                history=history,
+                replicas=self.replicas,
+                storage=StorageType.FILE,
+                ttl=max_age_s or None,
+            )
             try:
-                store = await js.create_key_value(
-                    KeyValueConfig(
-                        bucket=bucket, history=history, replicas=replicas, storage=StorageType.FILE
-                    )
-                )
-            except nats.js.errors.BadRequestError:
-                store = await js.key_value(bucket)  # another instance created it meanwhile
+                store = await js.create_key_value(config)
+            except nats.js.errors.APIError as exc:
+                try:
+                    store = await js.key_value(bucket)  # another instance created it meanwhile
+                except nats.js.errors.BucketNotFoundError:
+                    raise errors.Unavailable(
+                        f"cannot create the key-value bucket {bucket} with {self.replicas} "
+                        f"replica(s): {exc.description} (BAYCAST_JETSTREAM_REPLICAS is the "
+                        "number of JetStream servers)"
+                    ) from None
+        await self.ensure_replicas(f"KV_{bucket}")
         return KvBucket(store, message_type)
+
+    async def ensure_replicas(self, stream: str) -> None:
+        """Raise the replicas of `stream` to `self.replicas` (never lower them)."""
+        if self.replicas <= 1:
+            return
+        js = self.nc.jetstream()
+        info = await js.stream_info(stream)
+        if (info.config.num_replicas or 1) >= self.replicas:
+            return
+        info.config.num_replicas = self.replicas
+        try:
+            await js.update_stream(info.config)
+        except nats.js.errors.APIError as exc:
+            raise errors.Unavailable(
+                f"cannot raise {stream} to {self.replicas} replicas: {exc.description}"
+            ) from None
+        log.info("stream_replicas_raised", stream=stream, replicas=self.replicas)
 
 
 @dataclass

@@ -51,7 +51,11 @@ class Ctl:
     """An operator session on the bus."""
 
     def __init__(self, url: str) -> None:
-        self.bus = Bus(url, f"ctl-{uuid.uuid4().hex[:6]}")
+        # A bucket ctl opens first is created at the deployment's replica count.
+        replicas = os.environ.get("BAYCAST_JETSTREAM_REPLICAS", "1")
+        self.bus = Bus(
+            url, f"ctl-{uuid.uuid4().hex[:6]}", replicas=int(replicas) if replicas.isdigit() else 1
+        )
 
     async def __aenter__(self) -> Ctl:
         await asyncio.wait_for(self.bus.connect(), timeout=RETRY_FOR_S)

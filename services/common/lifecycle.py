@@ -21,6 +21,7 @@ from prometheus_client import Gauge, Info
 
 from services.common import shared_memory
 from services.common.bus import Bus, subject
+from services.common.command_log import CommandLog
 from services.common.gen.baycast.v1 import control_pb2
 from services.common.rpc import ChannelCache, GrpcServer
 from services.common.settings import ServiceSettings
@@ -65,7 +66,12 @@ class BaseService(Generic[S]):
         self.settings = settings
         self.log = structlog.get_logger(self.name).bind(instance=settings.instance)
         shared_memory.configure(settings.shared_memory)
-        self.bus = Bus(settings.nats_url, f"{self.name}-{settings.instance}")
+        self.bus = Bus(
+            settings.nats_url,
+            f"{self.name}-{settings.instance}",
+            replicas=settings.jetstream_replicas,
+        )
+        self.bus.shared_replies = CommandLog(self.bus, settings.instance)
         self.http = HttpServer(settings.http_addr)
         self.grpc = GrpcServer(settings.grpc_addr)
         self.channels = ChannelCache()

@@ -23,6 +23,7 @@ from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from services.common.bus import PREFIX
+from services.common.command_log import BUCKET as COMMAND_LOG
 
 
 @dataclass(frozen=True)
@@ -37,8 +38,10 @@ class Grants:
     everything: bool = False  # the operator: every baycast subject
 
     def service_subjects(self, user: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
-        """(publish, subscribe) of its own heartbeat and status subjects."""
-        return (f"svc.{user}.*.heartbeat",), (f"svc.{user}.*.status",)
+        """(publish, subscribe) of its own heartbeat and status subjects, and the route subjects
+        on which its replicas forward a unit's commands to the unit's owner (steward.py)."""
+        route = f"svc.{user}.*.route"
+        return (f"svc.{user}.*.heartbeat", route), (f"svc.{user}.*.status", route)
 
 
 HANDLES = "handles"
@@ -151,6 +154,9 @@ def permissions(user: str) -> dict[str, Any]:
         subscribe = _full((*g.subscribes, *g.serves, *own_sub))
     publish += [JETSTREAM_API, *JETSTREAM_CLIENT]
     publish += [f"$KV.{b}.>" if b != "*" else "$KV.>" for b in g.buckets]
+    if g.serves and not g.everything:
+        # A command its queue group serves is applied once across replicas (command_log.py).
+        publish.append(f"$KV.{COMMAND_LOG}.>")
     subscribe += [INBOX]  # replies to its requests and to JetStream API calls
     out: dict[str, Any] = {"publish": {"allow": publish}, "subscribe": {"allow": subscribe}}
     if g.serves or g.everything:

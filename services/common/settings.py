@@ -59,6 +59,9 @@ class ServiceSettings:
     # control service, ingest and distribution share it (BAYCAST_MEDIA_GRANT_SECRET); empty:
     # no grants are made or taken.
     media_grant_secret: str = ""
+    # Replicas of every key-value bucket and stream (the number of JetStream servers: 3 in the
+    # production manifests, 1 on one server as `baycast up` runs it).
+    jetstream_replicas: int = 1
 
     @property
     def grpc_endpoint(self) -> str:
@@ -82,7 +85,12 @@ class ServiceSettings:
             raise SettingsError("BAYCAST_DRAIN_SECONDS must be positive")
         if not 0 <= self.unready_seconds < self.drain_seconds:
             raise SettingsError("BAYCAST_UNREADY_SECONDS must be between 0 and the drain time")
-        if not self.nats_url.startswith(("nats://", "tls://", "ws://", "wss://")):
+        if not 1 <= self.jetstream_replicas <= 5:
+            raise SettingsError("BAYCAST_JETSTREAM_REPLICAS must be 1 to 5 (JetStream's limit)")
+        if not all(
+            u.strip().startswith(("nats://", "tls://", "ws://", "wss://"))
+            for u in self.nats_url.split(",")
+        ):
             raise SettingsError(f"BAYCAST_NATS_URL is not a NATS URL: {self.nats_url!r}")
 
 

@@ -11,11 +11,11 @@ from services.common import errors
 from services.common.bus import KvBucket, subject
 from services.common.gen.baycast.v1 import mixer_pb2, rundown_pb2
 from services.common.handles import HandleDirectory
+from services.common.leases import Leases
 from services.common.lifecycle import BaseService, run
 from services.common.settings import load_settings
 from services.common.telemetry import configure_logging
 from services.mixer import metrics
-from services.mixer.leases import LeaseKeeper
 from services.mixer.outputs import MixerMedia, Output
 from services.mixer.production import ProductionRunner
 from services.mixer.productions import ProductionStore, check_id
@@ -24,6 +24,7 @@ from services.mixer.settings import MixerSettings
 from services.mixer.switcher import initial_state, reconcile
 
 STATE_BUCKET = "mixer-state"
+LEASES_BUCKET = "mixer-leases"
 ADMIN_SUBJECT = ("mixer", "production", "cmd")
 
 
@@ -48,8 +49,8 @@ class MixerService(BaseService[MixerSettings]):
             RUNDOWN_BUCKET, rundown_pb2.RundownStatus
         )
         await ensure_asrun_stream(self.bus)
-        self.leases = await LeaseKeeper.open(
-            self.bus, self.settings.instance, self.settings.lease_seconds
+        self.leases = await Leases.open(
+            self.bus, LEASES_BUCKET, self.settings.instance, self.settings.lease_seconds
         )
         self.running: dict[str, Running] = {}
         await self.bus.serve(

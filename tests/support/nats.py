@@ -50,11 +50,16 @@ class NatsServer:
     """One nats-server with JetStream on a fixed free port; can be killed, frozen and restarted."""
 
     def __init__(
-        self, port: int | None = None, store_dir: str | None = None, config: str | None = None
+        self,
+        port: int | None = None,
+        store_dir: str | None = None,
+        config: str | None = None,
+        extra_args: list[str] | None = None,
     ) -> None:
         self.port = port or free_port()
         self.store_dir = store_dir or tempfile.mkdtemp(prefix="baycast-nats-")
         self.config = config
+        self.extra_args = extra_args or []
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = os.path.join(self.store_dir, "nats.log")
 
@@ -75,6 +80,7 @@ class NatsServer:
         ]
         if self.config:
             args += ["-c", self.config]
+        args += self.extra_args
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
         try:
@@ -113,3 +119,44 @@ class NatsServer:
     def cleanup(self) -> None:
         self.stop()
         shutil.rmtree(self.store_dir, ignore_errors=True)
+
+
+class NatsCluster:
+    """Three nats-servers routed into one JetStream cluster on loopback, as the production
+    manifests run them; each can be killed and started again with its store."""
+
+    def __init__(self, size: int = 3) -> None:
+        cluster_ports = [free_port() for _ in range(size)]
+        routes = ",".join(f"nats://127.0.0.1:{p}" for p in cluster_ports)
+        self.servers = [
+            NatsServer(
+                extra_args=[
+                    "--name",
+                    f"n{i}",
+                    "--cluster_name",
+                    "baycast",
+                    "--cluster",
+                    f"nats://127.0.0.1:{cport}",
+                    "--routes",
+                    routes,
+                ]
+            )
+            for i, cport in enumerate(cluster_ports)
+        ]
+
+    @property
+    def url(self) -> str:
+        """Every server, as a client given the cluster's addresses connects."""
+        return ",".join(s.url for s in self.servers)
+
+    def named(self, name: str) -> NatsServer:
+        return self.servers[int(name.removeprefix("n"))]
+
+    def start(self) -> NatsCluster:
+        for server in self.servers:
+            server.start()
+        return self
+
+    def cleanup(self) -> None:
+        for server in self.servers:
+            server.cleanup()

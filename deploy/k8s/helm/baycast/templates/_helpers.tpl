@@ -91,6 +91,8 @@ BAYCAST_LOG_FORMAT: {{ $c.logFormat | quote }}
 BAYCAST_LOG_LEVEL: {{ $c.logLevel | quote }}
 BAYCAST_DRAIN_SECONDS: {{ $c.drainSeconds | quote }}
 BAYCAST_UNREADY_SECONDS: {{ $c.unreadySeconds | quote }}
+{{- /* Every bucket and stream at the JetStream cluster's size (docs/adr/0015). */}}
+BAYCAST_JETSTREAM_REPLICAS: {{ ternary $root.Values.nats.replicas ($root.Values.nats.jetstreamReplicas | default 1) $root.Values.nats.enabled | quote }}
 BAYCAST_{{ $S }}_HTTP_ADDR: {{ printf "0.0.0.0:%d" (int $svc.httpPort) | quote }}
 BAYCAST_{{ $S }}_GRPC_ADDR: {{ printf "0.0.0.0:%d" (int $svc.grpcPort) | quote }}
 {{- if eq $name "ingest" }}
