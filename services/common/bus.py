@@ -307,9 +307,15 @@ class Bus:
 
         async def on_msg(msg: Msg) -> None:
             try:
+                # A command that cannot be applied is refused here: it must not move a unit.
+                self._parse(msg, request_type)
                 target = await owner_of(msg.subject)
             except errors.BaycastError as exc:
                 await self._respond(msg, error_reply(exc), {STATUS_HEADER: "error"})
+                return
+            except Exception as exc:
+                failure = errors.Unavailable(f"its owner is unknown ({type(exc).__name__}): retry")
+                await self._respond(msg, error_reply(failure), {STATUS_HEADER: "error"})
                 return
             if not target:
                 await self._serve_msg(msg, msg.subject, request_type, handler, shared=True)
@@ -380,11 +386,7 @@ class Bus:
         """The reply, its headers, and whether it is a passing failure (UNAVAILABLE: a retry
         of the same command id must be applied, not answered from a cache)."""
         try:
-            if len(msg.data) > self.max_command_bytes:
-                raise errors.PayloadTooLarge(
-                    f"command is {len(msg.data)} bytes, the limit is {self.max_command_bytes}"
-                )
-            request = decode(msg.data, request_type)
+            request = self._parse(msg, request_type)
             token = _operator.set((msg.headers or {}).get(OPERATOR_HEADER, "")[:64])
             try:
                 reply = await handler(request, subj)
@@ -404,6 +406,13 @@ class Bus:
             log.exception("command_failed", subject=subj)
             failure = error_reply(errors.BaycastError(f"internal error: {type(exc).__name__}"))
             return failure, {STATUS_HEADER: "error"}, False
+
+    def _parse(self, msg: Msg, request_type: type[M]) -> M:
+        if len(msg.data) > self.max_command_bytes:
+            raise errors.PayloadTooLarge(
+                f"command is {len(msg.data)} bytes, the limit is {self.max_command_bytes}"
+            )
+        return decode(msg.data, request_type)
 
     async def _respond(self, msg: Msg, data: bytes, headers: dict[str, str]) -> None:
         if not msg.reply:

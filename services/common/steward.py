@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -33,6 +34,7 @@ from services.common.leases import Leases
 
 DEFAULT_LEASE_SECONDS = 3.0
 DEFAULT_RENEW_SECONDS = 1.0
+UNIT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_=.-]{0,127}")  # what a key-value key may be
 
 Unit = Callable[[str], Awaitable[None]]
 
@@ -109,6 +111,8 @@ class Steward:
     async def route(self, unit: str) -> str:
         """ "" when this replica runs `unit` (taking it if nobody does), else its owner's route."""
         assert self._leases is not None
+        if not UNIT.fullmatch(unit):
+            raise errors.InvalidArgument(f"{unit[:64]!r} cannot name a unit")
         for _ in range(3):
             if unit in self._held:
                 return ""

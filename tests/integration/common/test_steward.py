@@ -8,7 +8,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 
 from services.common import errors
-from services.common.bus import Bus, subject, subject_token
+from services.common.bus import Bus, decode, subject, subject_token
 from services.common.command_log import CommandLog
 from services.common.gen.baycast.v1 import control_pb2
 from services.common.steward import Steward
@@ -176,3 +176,24 @@ async def test_a_full_replica_refuses_what_it_cannot_carry(nats_server: NatsServ
     finally:
         await client.drain()
         await full.stop()
+
+
+async def test_a_command_that_cannot_apply_moves_no_unit(nats_server: NatsServer) -> None:
+    service = f"svc{uuid.uuid4().hex[:6]}"
+    replica = await Replica(nats_server.url, service, "r", set()).start()
+    client = Bus(nats_server.url, "client")
+    await client.connect()
+    try:
+        reply = await client.nc.request(
+            subject("prod", "alpha", service, "cmd"), b'{"nonsense": 1}', timeout=5
+        )
+        error = decode(reply.data, control_pb2.ErrorReply)
+        assert (error.code, error.field) == ("INVALID_ARGUMENT", "nonsense")
+        reply = await client.nc.request(
+            f"baycast.v1.prod.caf\u00e9.{service}.cmd", b"{}", timeout=5
+        )
+        assert decode(reply.data, control_pb2.ErrorReply).code == "INVALID_ARGUMENT"
+        assert replica.running == set() and replica.steward.units == []
+    finally:
+        await client.drain()
+        await replica.stop()
