@@ -62,7 +62,11 @@ class Leases:
             return None
 
     async def release(self, unit: str, revision: int) -> None:
-        with contextlib.suppress(nats.js.errors.KeyWrongLastSequenceError):
+        """Delete our lease; nothing when it moved on meanwhile (the server answers a delete at
+        a stale revision with a bad request, not a wrong-last-sequence error)."""
+        with contextlib.suppress(
+            nats.js.errors.KeyWrongLastSequenceError, nats.js.errors.BadRequestError
+        ):
             await self.bucket.store.delete(unit, last=revision)
 
     async def owner(self, unit: str) -> str:

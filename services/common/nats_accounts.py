@@ -51,7 +51,7 @@ GRANTS: dict[str, Grants] = {
     "ingest": Grants(
         publishes=("source.*.state", "source.*.stats"),
         serves=("ingest.station.cmd",),
-        buckets=("stations", "sources", HANDLES),
+        buckets=("stations", "sources", "ingest-live", HANDLES),
     ),
     "mixer": Grants(
         publishes=(

@@ -67,6 +67,11 @@ FRAMES_DROPPED = Counter(
     ["source", "subscriber"],
 )
 SUBSCRIBERS = Gauge("baycast_ingest_subscribers", "Media plane subscribers", ["source"])
+LIVE_CLAIMS_UNCHECKED = Counter(
+    "baycast_ingest_live_claims_unchecked_total",
+    "Contributions admitted with only this instance's check: the ingest-live bucket was "
+    "unreachable, so the station could be live on another ingest instance too",
+)
 
 
 def forget_source(source: str) -> None:

@@ -7,10 +7,11 @@
 A small asyncio server (see docs/adr/0006): handshake and chunk stream (`rtmp_chunks`), AMF0
 commands (`rtmp_amf`): `connect`, `releaseStream`, `FCPublish`, `createStream`, `publish`. The
 key is checked at `publish`: a wrong, revoked or unknown key gets `NetStream.Publish.BadName` and
-the connection is closed, with no source created; a station already live, a full ingest or a
-draining one are refused the same way with their reason. An accepted publish becomes an
-`RtmpSource` in the `SourceRegistry` (source id = station id, protocol "rtmp"), which decodes
-the FLV tags (`rtmp_flv`) and feeds the hub like a WHIP session. The key is never logged.
+the connection is closed, with no source created; a station already live (on this ingest
+instance or another: live_claims.py), a full ingest or a draining one are refused the same way
+with their reason. An accepted publish becomes an `RtmpSource` in the `SourceRegistry` (source
+id = station id, protocol "rtmp"), which decodes the FLV tags (`rtmp_flv`) and feeds the hub
+like a WHIP session. The key is never logged.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from services.common.credentials import token_matches
 from services.common.gen.baycast.v1 import ingest_pb2
 from services.common.settings import split_addr
 from services.ingest.jitter import InterarrivalJitter
+from services.ingest.live_claims import Claim
 from services.ingest.rtmp_amf import AmfError, decode, encode
 from services.ingest.rtmp_chunks import (
     ACKNOWLEDGEMENT,
@@ -349,7 +351,7 @@ class RtmpServer:
                 await conn.flush()
                 log.info("rtmp_publish_refused", app=app, reason=str(exc))
                 return
-            # No await between the admission checks and `start`: nobody can take the station.
+            # No await between the claim and `start`: the claim is released when the source ends.
             self.sources.start(RtmpSource(conn, station))
             handed_over = True
             conn.send(CSID_CONTROL, user_control(STREAM_BEGIN, stream_id))
@@ -372,7 +374,10 @@ class RtmpServer:
         if not self.accepting:
             raise Refused("ingest is shutting down")
         if self.is_busy(station.id):
-            raise Refused(f"station {station.id} is already live")
+            raise Refused(f"station {station.id} is {Claim.LIVE_HERE.value}")
         if len(self.sources.live) >= self.max_sessions:
             raise Refused(f"this ingest serves at most {self.max_sessions} sessions")
+        claim = await self.sources.claim(station.id)
+        if claim is not Claim.TAKEN:
+            raise Refused(f"station {station.id} is {claim.value}")
         return station

@@ -15,6 +15,7 @@ from services.common.rate_limiter import RateLimiter
 from services.common.settings import load_settings, split_addr
 from services.common.telemetry import configure_logging
 from services.ingest import metrics
+from services.ingest.live_claims import LiveClaims
 from services.ingest.media_server import SourceMedia
 from services.ingest.reporter import ReporterPage
 from services.ingest.rtmp import RtmpServer
@@ -40,12 +41,18 @@ class IngestService(BaseService[IngestSettings]):
             await self.bus.kv(STATIONS_BUCKET, ingest_pb2.Station),
             lambda: s.whip_base_url(self.http.port),
         )
+        self.claims = LiveClaims(
+            self.bus, s.instance, ttl_s=s.live_claim_ttl_s, refresh_s=s.live_claim_refresh_s
+        )
+        await self.claims.open()
+        self.spawn(self.claims.run(), "refresh-live-claims")
         self.sources = SourceRegistry(
             self.bus,
             HandleDirectory(self.bus),
             lambda: f"{s.grpc_endpoint.rpartition(':')[0]}:{self.grpc.port}",
             queue_size=s.subscriber_queue,
             stats_interval_s=s.stats_interval_s,
+            claims=self.claims,
         )
         await self.sources.open()
         # Operators' tokens, for the director's talkback microphone over WHIP.

@@ -17,6 +17,8 @@ DEFAULT_SRT_ADDR = "127.0.0.1:9000"
 DEFAULT_SRT_PORTS = 0
 DEFAULT_WHIP_RATE_PER_S = 5.0
 DEFAULT_WHIP_RATE_BURST = 20
+DEFAULT_LIVE_CLAIM_TTL_S = 6.0
+DEFAULT_LIVE_CLAIM_REFRESH_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,11 @@ class IngestSettings(ServiceSettings):
     # Where stations reach distribution's HTTP (returns, tally, cues; docs/adr/0012), e.g.
     # https://exchange.example.org; empty: the same origin as the station page.
     exchange_url: str = ""
+    # A station is live on one ingest instance at a time (live_claims.py): each instance
+    # refreshes its claims every live_claim_refresh_s; those of an instance that died lapse
+    # after live_claim_ttl_s, and its stations may then publish to another instance.
+    live_claim_ttl_s: float = DEFAULT_LIVE_CLAIM_TTL_S
+    live_claim_refresh_s: float = DEFAULT_LIVE_CLAIM_REFRESH_S
 
     def whip_base_url(self, bound_port: int) -> str:
         """Where stations reach WHIP: `public_url`, else this server's own address."""
@@ -100,6 +107,11 @@ class IngestSettings(ServiceSettings):
         if self.whip_rate_per_s <= 0 or self.whip_rate_burst < 1:
             raise SettingsError(
                 "BAYCAST_INGEST_WHIP_RATE_PER_S must be positive and WHIP_RATE_BURST at least 1"
+            )
+        if self.live_claim_refresh_s <= 0 or self.live_claim_ttl_s < 2 * self.live_claim_refresh_s:
+            raise SettingsError(
+                "BAYCAST_INGEST_LIVE_CLAIM_REFRESH_S must be positive and LIVE_CLAIM_TTL_S at "
+                "least twice as long (one late refresh must not let a live claim lapse)"
             )
         split_addr(self.rtmp_addr)
         _, srt_port = split_addr(self.srt_addr)

@@ -5,6 +5,9 @@ it only sends audio): its handle `source/<id>` is announced in the handle direct
 `SourceState` is published on `source.<id>.state` and stored in the `sources` bucket. While
 online it publishes `SourceStats` on `source.<id>.stats` every `stats_interval_s`. When it ends,
 the handle is withdrawn and the state goes offline with the reason.
+
+A contribution claims its source across ingest instances (`claim`, live_claims.py) before it
+starts here; the claim is released after the source has gone offline.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from services.common.gen.baycast.v1 import control_pb2
 from services.common.handles import HandleDirectory
 from services.common.media import now_us
 from services.ingest import metrics
+from services.ingest.live_claims import Claim, LiveClaims
 from services.ingest.source import Source, TransportStats
 from services.ingest.source_hub import SourceHub
 
@@ -56,8 +60,10 @@ class SourceRegistry:
         *,
         queue_size: int,
         stats_interval_s: float,
+        claims: LiveClaims | None = None,
     ) -> None:
         self.bus = bus
+        self.claims = claims  # None: this instance's own check only
         self.directory = directory
         self.endpoint = endpoint
         self.queue_size = queue_size
@@ -88,8 +94,20 @@ class SourceRegistry:
         live = self.live.get(source_id)
         return live.hub if live else None
 
+    async def claim(self, source_id: str) -> Claim:
+        """Claim `source_id` across ingest instances before `start`ing it; a contribution that
+        is not started after all gives the claim back with `unclaim`."""
+        if self.claims is None:
+            return Claim.LIVE_HERE if source_id in self.live else Claim.TAKEN
+        return await self.claims.claim(source_id)
+
+    async def unclaim(self, source_id: str) -> None:
+        if self.claims is not None:
+            await self.claims.release(source_id)
+
     def start(self, source: Source) -> LiveSource:
-        """Begin serving `source`; the caller made sure its id is free."""
+        """Begin serving `source`; the caller made sure its id is free and `claim`ed it (the
+        claim is released when the source ends)."""
         if source.source_id in self.live:
             raise RuntimeError(f"source {source.source_id} is already live")
         source_id = source.source_id
@@ -156,7 +174,11 @@ class SourceRegistry:
             await hub.close()
             self.live.pop(source.source_id, None)
             metrics.SESSIONS.labels(source.protocol).dec()
-            await self._offline(live, live.state.reason or reason)
+            try:
+                await self._offline(live, live.state.reason or reason)
+            finally:
+                # After the offline state, so that another instance's online state follows it.
+                await self.unclaim(source.source_id)
 
     @staticmethod
     async def _wait_for_media(runner: asyncio.Task[str], hub: SourceHub) -> bool:

@@ -5,7 +5,8 @@ docs/adr/0006): per station, one SRT socket listens on that station's UDP port w
 station's passphrase (AES-128, encryption enforced: a caller with a wrong or no passphrase is
 rejected in the SRT handshake and never reaches ingest). The caller's MPEG-TS is demuxed and
 decoded with PyAV in a worker thread. The listening socket is closed once a caller is in (one
-caller per station) and opened again when the session ends.
+caller per station) and opened again when the session ends. A caller of a station already live,
+on this ingest instance or another (live_claims.py), is hung up on.
 
     port        srt_addr's port + the station's slot (stations in creation order; a station is
                 never deleted, only revoked, so slots are stable), for the first `srt_ports`
@@ -46,6 +47,7 @@ from services.common.gen.baycast.v1 import ingest_pb2
 from services.common.web import CORS_HEADERS, bearer_token
 from services.ingest.jitter import InterarrivalJitter
 from services.ingest.libsrt import SrtError, SrtSocket
+from services.ingest.live_claims import Claim
 from services.ingest.source import FrameSink, Source, TransportStats
 from services.ingest.sources import SourceRegistry
 from services.ingest.stations import StationRegistry
@@ -313,11 +315,19 @@ class SrtListeners:
             return
         station = listener.station
         refusal = self._refusal(station.id)
+        if not refusal:
+            try:
+                claim = await self.sources.claim(station.id)
+            except BaseException:
+                conn.close()
+                raise
+            if claim is not Claim.TAKEN:
+                refusal = f"station {station.id} is {claim.value}"
         if refusal:
             log.info("srt_session_refused", station=station.id, reason=refusal)
             conn.close()
             return
-        # No await between the checks and `start`: nobody can take the station meanwhile.
+        # No await between the claim and `start`: the claim is released when the source ends.
         live = self.sources.start(SrtSource(conn, station))
         log.info("srt_session_started", station=station.id, port=listener.port)
         assert live.task is not None
@@ -327,7 +337,7 @@ class SrtListeners:
         if not self.accepting:
             return "ingest is shutting down"
         if self.is_busy(station_id):
-            return f"station {station_id} is already live"
+            return f"station {station_id} is {Claim.LIVE_HERE.value}"
         if len(self.sources.live) >= self.max_sessions:
             return f"this ingest serves at most {self.max_sessions} sessions"
         return ""

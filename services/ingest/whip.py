@@ -20,8 +20,8 @@ flood costs no token check), 404 unknown station, 401 missing/wrong token (PATCH
 too; for talk whether or not the operator exists), 403 a valid token that may not publish there
 (a station's, another operator's, an operator who is not a director), 413 offer over
 `max_sdp_bytes`, 400 not SDP (with the reason), 503 over `max_sessions`, 409 the source is
-already live (the live session keeps going; the publisher DELETEs it or waits for it to time
-out, then publishes again).
+already live, on this ingest instance or on another one (live_claims.py; the live session keeps
+going; the publisher DELETEs it or waits for it to time out, then publishes again).
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ from services.common.web import (
     read_sdp,
 )
 from services.ingest import metrics
+from services.ingest.live_claims import Claim
 from services.ingest.sources import SourceRegistry
 from services.ingest.stations import StationRegistry
 from services.ingest.webrtc_source import MEDIA_KINDS, SdpError, WhipSource, check_offer
@@ -70,11 +71,12 @@ class Publisher:
     kinds: frozenset[str] = MEDIA_KINDS  # the media taken from the offer
     operator: str = ""  # the director talking, for a talk source
 
-    @property
-    def busy(self) -> str:
+    def busy(self, claim: Claim) -> str:
+        """Why a second session is refused: `claim` says whether the first is here or not."""
+        elsewhere = " on another ingest instance" if claim is Claim.LIVE_ELSEWHERE else ""
         if self.operator:
-            return f"operator {self.operator!r} is already talking from another session"
-        return f"station {self.station!r} is already live"
+            return f"operator {self.operator!r} is already talking from another session{elsewhere}"
+        return f"station {self.station!r} is {claim.value}"
 
 
 Identify = Callable[[web.Request], Awaitable[Publisher]]
@@ -207,11 +209,16 @@ class WhipEndpoint:
             raise errors.InvalidArgument(f"the offer has no {wanted} section")
         source_id = publisher.source_id
         if source_id in self.sources.live or source_id in self._pending:
-            raise errors.Conflict(publisher.busy)
+            raise errors.Conflict(publisher.busy(Claim.LIVE_HERE))
         if len(self.sources.live) + len(self._pending) >= self.max_sessions:
             raise errors.Unavailable(f"this ingest serves at most {self.max_sessions} sessions")
         self._pending.add(source_id)
+        claim: Claim | None = None
+        started = False
         try:
+            claim = await self.sources.claim(source_id)
+            if claim is not Claim.TAKEN:
+                raise errors.Conflict(publisher.busy(claim))
             source = WhipSource(
                 source_id,
                 publisher.station,
@@ -232,8 +239,11 @@ class WhipEndpoint:
             self.sessions[source.session_id] = source
             self.publishers[source.session_id] = publisher
             live = self.sources.start(source)
+            started = True
         finally:
             self._pending.discard(source_id)
+            if not started and claim is Claim.TAKEN:
+                await self.sources.unclaim(source_id)
         assert live.task is not None
         live.task.add_done_callback(lambda _t: self._forget(source.session_id))
         log.info("whip_session_started", source=source_id, session=source.session_id)
