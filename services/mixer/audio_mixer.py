@@ -195,6 +195,29 @@ class AudioMixer:
             self.talk_buffers[source] = AudioBuffer(self.channels, n, self.sample_rate // 4)
             self._talk_inputs[source] = np.zeros((n, self.channels), dtype=np.float32)
 
+    def set_sources(self, sources: list[str]) -> None:
+        """The production's sources changed while it runs: buffers for the new ones (silent
+        until their audio comes), the removed ones forgotten."""
+        n = self.samples_per_frame
+        for source in sources:
+            if source not in self.buffers:
+                self.talk_buffers.pop(source, None)  # a talk source that became a station
+                self._talk_inputs.pop(source, None)
+                self.buffers[source] = AudioBuffer(self.channels, 2 * n, self.sample_rate // 4)
+                self.settings[source] = mixer_pb2.SourceAudio(source=source)
+                self._inputs[source] = np.zeros((n, self.channels), dtype=np.float32)
+                self.meters[source] = Meter()
+                self.loudness[source] = ShortTermLoudness(self.sample_rate, self.channels)
+                self.last_levels[source] = SILENCE_DBFS
+        for source in set(self.buffers) - set(sources):
+            del self.buffers[source], self.settings[source], self._inputs[source]
+            del self.meters[source], self.loudness[source]
+            self.last_levels.pop(source, None)
+            self._live.pop(source, None)
+            self._duck.pop(source, None)
+            for key in [k for k in self._talk_gain if source in k]:
+                del self._talk_gain[key]
+
     def configure(self, audio: list[mixer_pb2.SourceAudio], master_gain_db: float) -> None:
         for a in audio:
             if a.source in self.settings:

@@ -77,6 +77,40 @@ async def _create(ctl: Ctl, args: argparse.Namespace) -> int:
     return 0
 
 
+async def _edit(ctl: Ctl, args: argparse.Namespace) -> int:
+    """`update` (a whole new definition from a file) or a source added or removed: the running
+    production takes it without stopping (ProductionCommand.update)."""
+    production = mixer_pb2.Production()
+    if args.production_verb == "update":
+        text = await asyncio.to_thread(Path(args.file).read_text, encoding="utf-8")
+        json_format.ParseDict(yaml.safe_load(text) or {}, production)
+        production.id = args.id
+    else:
+        current = await _admin(ctl, PCmd(show=PCmd.Show(id=args.id)))
+        production.CopyFrom(current.productions[0])
+        if args.production_verb == "add-source":
+            production.sources.append(_parse_source(args.source))
+        else:
+            kept = [s for s in production.sources if s.id != args.source]
+            if len(kept) == len(production.sources):
+                raise errors.NotFound(f"{args.id} has no source {args.source!r}", field="source")
+            for source in kept:
+                if source.backup == args.source:
+                    source.backup = ""
+            del production.sources[:]
+            production.sources.extend(kept)
+            for layout in production.layouts:
+                names = [s for s in layout.sources if s != args.source]
+                del layout.sources[:]
+                layout.sources.extend(names)
+            kept_audio = [a for a in production.audio if a.source != args.source]
+            del production.audio[:]
+            production.audio.extend(kept_audio)
+    reply = await _admin(ctl, PCmd(update=production))
+    print_message(reply.productions[0])
+    return 0
+
+
 async def _list(ctl: Ctl, _args: argparse.Namespace) -> int:
     reply = await _admin(ctl, PCmd(list=PCmd.List()))
     rows = [
@@ -215,7 +249,7 @@ def register(verbs: argparse._SubParsersAction) -> None:
         p.set_defaults(run=lambda args: run_verb(args, fn))
         return p
 
-    prod = verbs.add_parser("production", help="create, list, show or delete productions")
+    prod = verbs.add_parser("production", help="create, list, show, update or delete productions")
     pverbs = prod.add_subparsers(dest="production_verb", required=True, metavar="VERB")
     p = pverbs.add_parser("create", help="create a production")
     p.add_argument("id", nargs="?", default="")
@@ -225,6 +259,20 @@ def register(verbs: argparse._SubParsersAction) -> None:
     p.add_argument("--source", action="append", default=[], metavar="ID[=NAME][@BACKUP]")
     p.add_argument("-f", "--file", help="a Production as YAML or JSON (flags override it)")
     p.set_defaults(run=lambda args: run_verb(args, _create))
+    p = pverbs.add_parser(
+        "update", help="replace a production's definition; a running one takes it without a gap"
+    )
+    p.add_argument("id")
+    p.add_argument("-f", "--file", required=True, help="the Production as YAML or JSON")
+    p.set_defaults(run=lambda args: run_verb(args, _edit))
+    p = pverbs.add_parser("add-source", help="add a source (a late station) to a production")
+    p.add_argument("id")
+    p.add_argument("source", metavar="ID[=NAME][@BACKUP]")
+    p.set_defaults(run=lambda args: run_verb(args, _edit))
+    p = pverbs.add_parser("remove-source", help="remove a source that is not on program")
+    p.add_argument("id")
+    p.add_argument("source")
+    p.set_defaults(run=lambda args: run_verb(args, _edit))
     p = pverbs.add_parser("list", help="list productions and which mixer runs each")
     p.set_defaults(run=lambda args: run_verb(args, _list))
     for name, fn in (("show", _show), ("delete", _delete)):

@@ -164,6 +164,13 @@ class FeedSet:
                     self._run_audio(source), name=f"audio-{source}"
                 )
 
+    def stop_audio(self, sources: list[str]) -> None:
+        """Stop following the audio of sources the production no longer has."""
+        for source in sources:
+            task = self._audio_tasks.pop(source, None)
+            if task is not None:
+                task.cancel()
+
     def reap(self) -> None:
         """Unsubscribe renditions nobody has used for `idle_seconds`."""
         now = self.clock()

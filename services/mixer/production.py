@@ -91,6 +91,7 @@ class ProductionRunner:
         self.instance = instance
         self.endpoint = endpoint
         self.save_state = save_state
+        self.queue_size = queue_size
         self.width, self.height, self.fps = p.width, p.height, p.fps
         self.interval = 1 / p.fps
         self.hold_s = p.hold_ms / 1000

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Awaitable, Callable
+
+import nats.js.errors
 
 from services.common import errors
-from services.common.bus import Bus, KvBucket
+from services.common.bus import Bus, KvBucket, encode
 from services.common.gen.baycast.v1 import mixer_pb2
 
 BUCKET = "mixer-productions"
@@ -186,6 +189,33 @@ class ProductionStore:
         p = normalize(production)
         await self.bucket.create(p.id, p)
         return p
+
+    async def update(
+        self,
+        production: mixer_pb2.Production,
+        check: Callable[[mixer_pb2.Production, mixer_pb2.Production], Awaitable[None]],
+    ) -> mixer_pb2.Production:
+        """Replace an existing production's definition; `check(old, new)` may refuse it."""
+        new = normalize(production)
+        entry = await self.bucket.get(new.id)
+        if entry is None:
+            raise errors.NotFound(f"no production {new.id!r}", field="update.id")
+        old = entry.value
+        for name in ("width", "height", "fps", "sample_rate", "channels"):
+            if getattr(old, name) != getattr(new, name):
+                raise errors.InvalidArgument(
+                    f"update.{name}: a production's format cannot change "
+                    f"({getattr(old, name)} -> {getattr(new, name)}); create another one",
+                    field=f"update.{name}",
+                )
+        await check(old, new)
+        try:
+            await self.bucket.store.update(new.id, encode(new), last=entry.revision)
+        except nats.js.errors.KeyWrongLastSequenceError:
+            raise errors.Conflict(
+                f"production {new.id!r} changed meanwhile: read it again", field="update"
+            ) from None
+        return new
 
     async def get(self, prod_id: str) -> mixer_pb2.Production:
         entry = await self.bucket.get(prod_id)

@@ -16,6 +16,7 @@ from services.common.lifecycle import BaseService, run
 from services.common.settings import load_settings
 from services.common.telemetry import configure_logging
 from services.mixer import metrics
+from services.mixer.live_edit import apply_edit, check_edit
 from services.mixer.outputs import MixerMedia, Output
 from services.mixer.production import ProductionRunner
 from services.mixer.productions import ProductionStore, check_id
@@ -94,6 +95,14 @@ class MixerService(BaseService[MixerSettings]):
                 productions=[production],
                 owners={k: v for k, v in owners.items() if k == production.id},
             )
+        if which == "update":
+
+            async def check(old: mixer_pb2.Production, new: mixer_pb2.Production) -> None:
+                stored = await self.states.get(old.id)
+                check_edit(old, new, stored.value if stored else None)
+
+            updated = await self.productions.update(command.update, check)
+            return mixer_pb2.ProductionReply(productions=[updated])
         if which == "delete":
             check_id(command.delete.id, "delete.id")
             await self.productions.delete(command.delete.id)
@@ -123,6 +132,11 @@ class MixerService(BaseService[MixerSettings]):
             else:
                 running.lease_revision = revision
         productions = await self.productions.all()
+        for prod_id, running in list(self.running.items()):
+            edited = productions.get(prod_id)
+            if edited is not None and edited != running.runner.production:
+                await apply_edit(running.runner, edited)
+                running.rundown.production = edited
         for prod_id in list(self.running):
             if prod_id not in productions and not await self._still_exists(prod_id):
                 await self._stop_production(prod_id, release=True)

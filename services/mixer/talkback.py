@@ -181,6 +181,23 @@ class Talkback:
         )
         return True
 
+    def set_stations(self, stations: list[str]) -> None:
+        """The production's sources changed while it runs: a removed station stops hearing
+        talkback (no as-run entry: the station left), a new one can be talked to."""
+        removed = set(self.roster.stations) - set(stations)
+        for talk in list(self.roster.talks.values()):
+            leaving = [s for s in talk.stations if s in removed]
+            if leaving:
+                off = mixer_pb2.MixerCommand.Talk(source=talk.source, stations=leaving, on=False)
+                self.roster.apply(off, "", now_us())
+        for station in removed:
+            with contextlib.suppress(KeyError):
+                metrics.TALKBACK_ACTIVE.remove(self.production_id, station)
+        for station in stations:
+            if station not in self.roster.stations:
+                metrics.TALKBACK_ACTIVE.labels(self.production_id, station).set(0)
+        self.roster.stations = list(stations)
+
     def close(self) -> None:
         """Forget the production's talkback gauges (it stops here, maybe to run elsewhere)."""
         for station in self.roster.stations:

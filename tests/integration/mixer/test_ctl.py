@@ -120,3 +120,46 @@ async def test_ctl_creates_switches_and_snapshots(
         assert layout.returncode == 0 and "layout=side_by_side" in layout.stdout, layout.stderr
     finally:
         await (await ProductionStore.open(bus)).delete(prod_id)
+
+
+async def test_ctl_adds_and_removes_a_source_of_a_running_production(
+    bus: Bus, mixer: MixerService, nats_server: NatsServer
+) -> None:
+    prod_id = unique("ctledit")
+    store = await ProductionStore.open(bus)
+    try:
+        made = await asyncio.to_thread(
+            ctl,
+            nats_server,
+            "production",
+            "create",
+            prod_id,
+            "--source",
+            "gz=广州台",
+            "--source",
+            "sz=深圳台@gz",
+        )
+        assert made.returncode == 0, made.stderr
+        await command(bus, prod_id, mixer_pb2.MixerCommand(get=mixer_pb2.MixerCommand.Get()))
+        added = await asyncio.to_thread(
+            ctl, nats_server, "production", "add-source", prod_id, "zh=珠海台"
+        )
+        assert added.returncode == 0, added.stderr
+        stored = await store.get(prod_id)
+        assert [(s.id, s.name) for s in stored.sources] == [
+            ("gz", "广州台"),
+            ("sz", "深圳台"),
+            ("zh", "珠海台"),
+        ]
+        # gz is on program: refused with the reason, exit code 2.
+        refused = await asyncio.to_thread(
+            ctl, nats_server, "production", "remove-source", prod_id, "gz"
+        )
+        assert refused.returncode == 2 and "on program" in refused.stderr
+        removed = await asyncio.to_thread(
+            ctl, nats_server, "production", "remove-source", prod_id, "zh"
+        )
+        assert removed.returncode == 0, removed.stderr
+        assert [s.id for s in (await store.get(prod_id)).sources] == ["gz", "sz"]
+    finally:
+        await store.delete(prod_id)
