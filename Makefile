@@ -28,7 +28,7 @@ PROTOS := $(wildcard proto/baycast/v1/*.proto)
 GEN_DIR := services/common/gen
 GEN_STAMP := $(GEN_DIR)/.stamp
 
-.PHONY: help setup apt run test lint fmt types unit-test bench proto k8s-check clean
+.PHONY: help setup apt run test lint fmt types unit-test bench proto k8s-check clean cluster test-cluster
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -98,6 +98,12 @@ types: setup ## static types
 
 test: setup lint types k8s-check ## lint, types, manifests and every test
 	$(BIN)/pytest -q -rs -p no:cacheprovider
+
+cluster: setup ## a 3-server NATS cluster and two replicas of each service, each on a host of its own (network namespaces, root), until Ctrl-C
+	$(PY) -m tests.cluster.harness
+
+test-cluster: setup ## only the multi-host suite (make test runs it too)
+	$(BIN)/pytest -q -rs -p no:cacheprovider -m cluster
 
 bench: setup ## measure against the targets and rewrite BENCHMARKS.md
 	$(PY) -m bench

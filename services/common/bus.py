@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import contextvars
 import re
+import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -56,6 +57,18 @@ CONNECT_TIMEOUT_S = 2
 KEYS_TIMEOUT_S = 5.0
 DRAIN_TIMEOUT_S = 5
 REPLAY_CACHE_SIZE = 1024
+KV_OPEN_WAIT_S = 30.0
+# What a handler meets while NATS or a JetStream stream is unavailable: the command failed for now.
+TRANSIENT = (
+    TimeoutError,
+    nats.errors.TimeoutError,
+    nats.errors.NoRespondersError,
+    nats.errors.ConnectionClosedError,
+    nats.errors.ConnectionReconnectingError,
+    nats.errors.OutboundBufferLimitError,
+    nats.js.errors.NoStreamResponseError,
+    nats.js.errors.ServiceUnavailableError,
+)
 
 M = TypeVar("M", bound=Message)
 R = TypeVar("R", bound=Message)
@@ -402,6 +415,12 @@ class Bus:
                 field=exc.field,
             )
             return error_reply(exc), {STATUS_HEADER: "error"}, isinstance(exc, errors.Unavailable)
+        except TRANSIENT as exc:
+            # The state store is between leaders (a JetStream election takes seconds) or NATS
+            # is away: nothing was stored, and the same command id must be applied on retry.
+            log.warning("command_unavailable", subject=subj, error=repr(exc))
+            retry = errors.Unavailable(f"state store unavailable ({type(exc).__name__}): retry")
+            return error_reply(retry), {STATUS_HEADER: "error"}, True
         except Exception as exc:
             log.exception("command_failed", subject=subj)
             failure = error_reply(errors.BaycastError(f"internal error: {type(exc).__name__}"))
@@ -452,31 +471,52 @@ class Bus:
     ) -> KvBucket[M]:
         """Open a JetStream key-value bucket of `message_type` values, creating it if needed
         with `self.replicas` replicas (raising a smaller count found, so that a deployment that
-        grew to a cluster gets the durability it asks for). `max_age_s`: entries expire."""
+        grew to a cluster gets the durability it asks for). `max_age_s`: entries expire.
+
+        A service starting while the cluster elects a leader (or forms) waits for it, up to
+        `KV_OPEN_WAIT_S`, instead of failing its start."""
+        deadline = time.monotonic() + KV_OPEN_WAIT_S
+        delay = 0.2
+        while True:
+            try:
+                store = await self._open_kv(bucket, history, max_age_s)
+                await self.ensure_replicas(f"KV_{bucket}")
+                return KvBucket(store, message_type)
+            except TRANSIENT as exc:
+                if time.monotonic() + delay > deadline:
+                    raise errors.Unavailable(
+                        f"the key-value bucket {bucket} did not open ({type(exc).__name__})"
+                    ) from None
+                log.warning("kv_open_waiting", bucket=bucket, error=repr(exc))
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
+    async def _open_kv(self, bucket: str, history: int, max_age_s: float) -> KeyValue:
         js = self.nc.jetstream()
         try:
-            store = await js.key_value(bucket)
+            return await js.key_value(bucket)
         except nats.js.errors.BucketNotFoundError:
-            config = KeyValueConfig(
-                bucket=bucket,
-                history=history,
-                replicas=self.replicas,
-                storage=StorageType.FILE,
-                ttl=max_age_s or None,
-            )
+            pass
+        config = KeyValueConfig(
+            bucket=bucket,
+            history=history,
+            replicas=self.replicas,
+            storage=StorageType.FILE,
+            ttl=max_age_s or None,
+        )
+        try:
+            return await js.create_key_value(config)
+        except nats.js.errors.ServiceUnavailableError:
+            raise
+        except nats.js.errors.APIError as exc:
             try:
-                store = await js.create_key_value(config)
-            except nats.js.errors.APIError as exc:
-                try:
-                    store = await js.key_value(bucket)  # another instance created it meanwhile
-                except nats.js.errors.BucketNotFoundError:
-                    raise errors.Unavailable(
-                        f"cannot create the key-value bucket {bucket} with {self.replicas} "
-                        f"replica(s): {exc.description} (BAYCAST_JETSTREAM_REPLICAS is the "
-                        "number of JetStream servers)"
-                    ) from None
-        await self.ensure_replicas(f"KV_{bucket}")
-        return KvBucket(store, message_type)
+                return await js.key_value(bucket)  # another instance created it meanwhile
+            except nats.js.errors.BucketNotFoundError:
+                raise errors.Unavailable(
+                    f"cannot create the key-value bucket {bucket} with {self.replicas} "
+                    f"replica(s): {exc.description} (BAYCAST_JETSTREAM_REPLICAS is the "
+                    "number of JetStream servers)"
+                ) from None
 
     async def ensure_replicas(self, stream: str) -> None:
         """Raise the replicas of `stream` to `self.replicas` (never lower them)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 
+import nats.js.errors
 import pytest
 
 from services.common import command_log, errors
@@ -36,7 +37,8 @@ class Replica:
         await asyncio.sleep(self.delay_s)
         if self.fail_next:
             self.fail_next = False
-            raise errors.Unavailable("the store is electing a leader")
+            # What a key-value write raises while its stream elects a leader.
+            raise nats.js.errors.NoStreamResponseError()
         return control_pb2.Heartbeat(instance=self.name, time_us=len(self.applied))
 
     async def stop(self) -> None:
@@ -127,8 +129,8 @@ async def test_without_the_bucket_commands_are_still_applied(own_nats_server: Na
 
 
 async def test_a_passing_failure_is_applied_again_on_retry(nats_server: NatsServer) -> None:
-    """UNAVAILABLE is no answer to keep: the retry of that command id is applied (by any
-    replica), and from then on its reply is the one kept."""
+    """A state store between leaders fails the command with UNAVAILABLE, which is no answer to
+    keep: the retry of that command id is applied (by any replica), and its reply is kept."""
     subject = f"baycast.v1.test.{uuid.uuid4().hex[:8]}.cmd"
     replicas = [await Replica(nats_server.url, f"u{i}", subject).start() for i in range(2)]
     for r in replicas:
