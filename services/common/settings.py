@@ -62,6 +62,11 @@ class ServiceSettings:
     # Replicas of every key-value bucket and stream (the number of JetStream servers: 3 in the
     # production manifests, 1 on one server as `baycast up` runs it).
     jetstream_replicas: int = 1
+    # The CPU this replica may use (0: its cgroup's limit; none: no budget) and what one unit of
+    # its work costs (a production, a scene; each service sets its measured default): a replica
+    # takes no unit beyond its budget (services/common/capacity.py).
+    capacity_cores: float = 0.0
+    unit_cores: float = 0.0
 
     @property
     def grpc_endpoint(self) -> str:
@@ -85,6 +90,8 @@ class ServiceSettings:
             raise SettingsError("BAYCAST_DRAIN_SECONDS must be positive")
         if not 0 <= self.unready_seconds < self.drain_seconds:
             raise SettingsError("BAYCAST_UNREADY_SECONDS must be between 0 and the drain time")
+        if self.capacity_cores < 0 or self.unit_cores < 0:
+            raise SettingsError("BAYCAST_CAPACITY_CORES and BAYCAST_UNIT_CORES must be >= 0")
         if not 1 <= self.jetstream_replicas <= 5:
             raise SettingsError("BAYCAST_JETSTREAM_REPLICAS must be 1 to 5 (JetStream's limit)")
         if not all(

@@ -30,6 +30,7 @@ from google.protobuf.message import Message
 
 from services.common import errors
 from services.common.bus import Bus, SubjectHandler, subject
+from services.common.capacity import CpuBudget
 from services.common.leases import Leases
 
 DEFAULT_LEASE_SECONDS = 3.0
@@ -52,6 +53,7 @@ class Steward:
         stop: Unit,
         wanted: Callable[[], Awaitable[set[str]]],
         can_take: Callable[[str], bool] = lambda _unit: True,
+        budget: CpuBudget | None = None,
         lease_seconds: float = DEFAULT_LEASE_SECONDS,
         renew_seconds: float = DEFAULT_RENEW_SECONDS,
     ) -> None:
@@ -64,6 +66,7 @@ class Steward:
         self._stop = stop
         self._wanted = wanted
         self._can_take = can_take
+        self.budget = budget
         self._leases: Leases | None = None
         self._held: dict[str, int] = {}  # unit -> revision of our lease
         self._locks: dict[str, asyncio.Lock] = {}
@@ -119,7 +122,7 @@ class Steward:
             owner = await self._leases.owner(unit)
             if owner and owner != self.instance:
                 return self.route_subject(owner)
-            if not self._can_take(unit):
+            if not self._may_take(unit):
                 raise errors.ResourceExhausted(
                     f"this {self.service} replica is full and no other runs {unit}: retry"
                 )
@@ -137,6 +140,8 @@ class Steward:
             if revision is None:
                 return False
             self._held[unit] = revision
+            if self.budget is not None:
+                self.budget.took()
             log.info("unit_taken", service=self.service, unit=unit)
             try:
                 await self._start(unit)
@@ -189,6 +194,12 @@ class Steward:
                 await self._let_go(unit, release=False)
             elif unit in self._held:
                 self._held[unit] = renewed
+        if self.budget is not None:
+            self.budget.sample(len(self._held))
         for unit in sorted(await self._wanted()):
-            if unit not in self._held and self._can_take(unit):
+            if unit not in self._held and self._may_take(unit):
                 await self.take(unit)
+
+    def _may_take(self, unit: str) -> bool:
+        """The service's own rule, and room in the CPU budget."""
+        return self._can_take(unit) and (self.budget is None or self.budget.can_take())

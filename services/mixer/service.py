@@ -7,7 +7,7 @@ import contextlib
 from dataclasses import dataclass
 from typing import Any
 
-from services.common import errors
+from services.common import capacity, errors
 from services.common.bus import KvBucket, subject
 from services.common.gen.baycast.v1 import mixer_pb2, rundown_pb2
 from services.common.handles import HandleDirectory
@@ -54,6 +54,9 @@ class MixerService(BaseService[MixerSettings]):
             self.bus, LEASES_BUCKET, self.settings.instance, self.settings.lease_seconds
         )
         self.running: dict[str, Running] = {}
+        self.budget = capacity.budget(
+            "mixer", self.settings.capacity_cores, self.settings.unit_cores
+        )
         await self.bus.serve(
             subject(*ADMIN_SUBJECT), mixer_pb2.ProductionCommand, self.admin, queue="mixer"
         )
@@ -140,11 +143,18 @@ class MixerService(BaseService[MixerSettings]):
         for prod_id in list(self.running):
             if prod_id not in productions and not await self._still_exists(prod_id):
                 await self._stop_production(prod_id, release=True)
+        if self.budget is not None:
+            self.budget.sample(len(self.running))
         for prod_id, production in sorted(productions.items()):
-            if prod_id in self.running or len(self.running) >= self.settings.max_productions:
+            if prod_id in self.running:
                 continue
+            full = self.budget is not None and not self.budget.can_take()
+            if len(self.running) >= self.settings.max_productions or full:
+                break  # another instance (or a new one) takes the rest
             revision = await self.leases.acquire(prod_id)
             if revision is not None:
+                if self.budget is not None:
+                    self.budget.took()
                 try:
                     await self._start_production(production, revision)
                 except Exception:

@@ -25,6 +25,9 @@ class MixerSettings(ServiceSettings):
     subscriber_queue: int = DEFAULT_SUBSCRIBER_QUEUE
     # A source rendition nobody has shown for this long is unsubscribed.
     feed_idle_seconds: float = DEFAULT_FEED_IDLE_SECONDS
+    # One production's CPU (a 1080p25 city wall of ten sources with graphics: 0.27-0.31 core
+    # in BENCHMARKS.md), for the replica's budget (services/common/capacity.py).
+    unit_cores: float = 0.35
 
     def validate(self) -> None:
         super().validate()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 
 import pytest
 
@@ -111,7 +112,7 @@ async def test_a_late_station_joins_and_another_leaves_with_no_program_gap(
         # may make the clock skip a tick, never the edit a gap).
         edited = pts[edit_from:]
         span = (edited[-1] - edited[0]) // FRAME_US + 1
-        gaps = [later - earlier for earlier, later in zip(edited, edited[1:], strict=False)]
+        gaps = [later - earlier for earlier, later in itertools.pairwise(edited)]
         assert len(edited) >= 10 and span - len(edited) <= 2, (span, len(edited))
         assert max(gaps) <= 2 * FRAME_US, max(gaps)
     finally:

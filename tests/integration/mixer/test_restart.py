@@ -7,6 +7,8 @@ import asyncio
 import signal
 import time
 
+from prometheus_client import REGISTRY
+
 from services.common.bus import Bus
 from services.common.gen.baycast.v1 import media_pb2, mixer_pb2
 from services.mixer.service import MixerService
@@ -117,3 +119,45 @@ async def test_two_instances_never_run_the_same_production(
                 break
             await asyncio.sleep(0.1)
         assert set(prods) <= set(one.running)
+
+
+async def test_a_replica_takes_no_more_than_its_cpu_budget(own_nats_server: NatsServer) -> None:
+    """A mixer whose CPU (0.4 core) holds one production (0.35 core each) runs one; another
+    instance runs the rest; its units_available gauge says it is full."""
+    bus = Bus(own_nats_server.url, "budget-test")
+    await bus.connect()
+    fast = {"lease_seconds": 1.5, "lease_renew_seconds": 0.2, "unready_seconds": 0.0}
+    try:
+        async with running_service(
+            MixerService,
+            MixerSettings,
+            own_nats_server.url,
+            capacity_cores=0.4,
+            unit_cores=0.35,
+            instance="small",
+            **fast,
+        ) as small:
+            prods = [unique("budget") for _ in range(3)]
+            for prod_id in prods:
+                await admin(
+                    bus, mixer_pb2.ProductionCommand(create=mixer_pb2.Production(id=prod_id))
+                )
+            for _ in range(50):
+                if small.running:
+                    break
+                await asyncio.sleep(0.1)
+            async with running_service(
+                MixerService, MixerSettings, own_nats_server.url, instance="big", **fast
+            ) as big:
+                for _ in range(50):
+                    if len(big.running) == 2:
+                        break
+                    await asyncio.sleep(0.1)
+                assert len(small.running) == 1 and set(small.running) | set(big.running) == set(
+                    prods
+                )
+                assert small.budget is not None and small.budget.available == 0
+                assert REGISTRY.get_sample_value("baycast_mixer_units_available") == 0
+                assert big.budget is None  # no CPU limit of its own: only max_productions
+    finally:
+        await bus.drain()
