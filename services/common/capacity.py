@@ -8,7 +8,7 @@ the units held, so a burst of takeovers cannot overbook a replica before its CPU
 
     available = floor((cores - max(cpu used, units held × unit_cores)) / unit_cores)
 
-Each service exports it as `baycast_<service>_units_available` (and `..._units_owned`), the
+Each service exports it as `baycast_<service>_units_available`, the
 signal an operator and the autoscaling watch; a replica with none available takes no new unit,
 so another replica (or a new pod) does. The budget is the pod's CPU limit unless
 `BAYCAST_CAPACITY_CORES` says otherwise; a process with neither (sharing a machine, as under
@@ -24,17 +24,14 @@ from pathlib import Path
 
 from prometheus_client import Gauge
 
-_GAUGES: dict[str, tuple[Gauge, Gauge]] = {}
+_GAUGES: dict[str, Gauge] = {}
 
 
-def _gauges(service: str) -> tuple[Gauge, Gauge]:
+def _gauge(service: str) -> Gauge:
     if service not in _GAUGES:
-        _GAUGES[service] = (
-            Gauge(
-                f"baycast_{service}_units_available",
-                f"How many more units of work this {service} replica can take by CPU",
-            ),
-            Gauge(f"baycast_{service}_units_owned", f"Units of work this {service} replica runs"),
+        _GAUGES[service] = Gauge(
+            f"baycast_{service}_units_available",
+            f"How many more units of work this {service} replica can take by CPU",
         )
     return _GAUGES[service]
 
@@ -68,7 +65,7 @@ class CpuBudget:
         self.used_cores = 0.0
         self.held = 0
         self._last = (time.monotonic(), process_cpu_seconds())
-        self._available, self._owned = _gauges(service)
+        self._available = _gauge(service)
         self._publish()
 
     def sample(self, held: int) -> None:
@@ -98,11 +95,11 @@ class CpuBudget:
 
     def _publish(self) -> None:
         self._available.set(self.available)
-        self._owned.set(self.held)
 
 
 def budget(service: str, capacity_cores: float, unit_cores: float) -> CpuBudget | None:
     """The budget of a replica from its settings (capacity 0: its cgroup's CPU limit); None when
-    it has no known CPU of its own: then only the service's own limits apply."""
+    it has no known CPU of its own or its unit has no measured cost: then only the service's own
+    limits apply."""
     cores = capacity_cores or cpu_limit_cores()
-    return CpuBudget(service, cores, unit_cores) if cores else None
+    return CpuBudget(service, cores, unit_cores) if cores and unit_cores else None

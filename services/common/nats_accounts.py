@@ -68,7 +68,7 @@ GRANTS: dict[str, Grants] = {
     "graphics": Grants(
         publishes=("prod.*.gfx.state",),
         serves=("prod.*.gfx.cmd",),
-        buckets=("gfx", HANDLES),
+        buckets=("gfx", "graphics-leases", HANDLES),
     ),
     "distribution": Grants(
         publishes=(
@@ -80,7 +80,7 @@ GRANTS: dict[str, Grants] = {
         subscribes=("prod.*.tally", "prod.*.mixer.state"),
         serves=("prod.*.dist.cmd", "prod.*.exchange.cmd"),
         sends=("prod.*.mixer.cmd",),  # the current tally and talkback of a production, at start
-        buckets=("dist_outputs", "exchange-cues", HANDLES),
+        buckets=("dist_outputs", "distribution-leases", "exchange-cues", HANDLES),
     ),
     "monitoring": Grants(
         publishes=("alert.*", "prod.*.loudness"),
@@ -93,7 +93,7 @@ GRANTS: dict[str, Grants] = {
             "prod.*.dist.output.*.state",
         ),
         serves=("monitoring.alerts",),
-        buckets=("sources", HANDLES),
+        buckets=("sources", "monitoring-leases", "monitoring-alerts", HANDLES),
     ),
     # The control room: it acts for the operators it has logged in (each command names its
     # operator in a header), keeps the operators, follows every event the pages show, and writes

@@ -71,6 +71,7 @@ class Steward:
         self._held: dict[str, int] = {}  # unit -> revision of our lease
         self._locks: dict[str, asyncio.Lock] = {}
         self._task: asyncio.Task[None] | None = None
+        self._closing = False
 
     def route_subject(self, instance: str) -> str:
         return subject("svc", self.service, instance, "route")
@@ -116,14 +117,21 @@ class Steward:
         assert self._leases is not None
         if not UNIT.fullmatch(unit):
             raise errors.InvalidArgument(f"{unit[:64]!r} cannot name a unit")
+        if self._closing:
+            raise errors.Unavailable(f"this {self.service} replica is stopping: retry")
         for _ in range(3):
             if unit in self._held:
-                return ""
+                async with self._lock(unit):  # its start (restoring it) is over
+                    pass
+                if unit in self._held:
+                    return ""
+                continue
             owner = await self._leases.owner(unit)
             if owner and owner != self.instance:
                 return self.route_subject(owner)
             if not self._may_take(unit):
-                raise errors.ResourceExhausted(
+                # A retry of the queue group reaches another replica, which may have room.
+                raise errors.Unavailable(
                     f"this {self.service} replica is full and no other runs {unit}: retry"
                 )
             if await self.take(unit):
@@ -133,9 +141,11 @@ class Steward:
     async def take(self, unit: str) -> bool:
         """Take `unit` if nobody holds it and start it; whether this replica runs it now."""
         assert self._leases is not None
-        async with self._locks.setdefault(unit, asyncio.Lock()):
+        async with self._lock(unit):
             if unit in self._held:
                 return True
+            if self._closing:
+                return False
             revision = await self._leases.acquire(unit)
             if revision is None:
                 return False
@@ -156,13 +166,18 @@ class Steward:
         await self._let_go(unit, release=True)
 
     async def close(self) -> None:
-        """Stop every unit and release the leases, so other replicas take them at once."""
+        """Stop every unit and release the leases, so other replicas take them at once; take
+        none from now on."""
+        self._closing = True
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         for unit in list(self._held):
             await self._let_go(unit, release=True)
+
+    def _lock(self, unit: str) -> asyncio.Lock:
+        return self._locks.setdefault(unit, asyncio.Lock())
 
     async def _let_go(self, unit: str, *, release: bool) -> None:
         revision = self._held.pop(unit, None)
