@@ -2,7 +2,9 @@
 
 A production gets an encoder when its first output appears and loses it with its last one. Every
 output's spec (secrets included) lives in the key-value bucket `dist_outputs` under
-`<prod>.<id>`, so a restarted service brings back every output as it was, started or stopped.
+`<prod>.<id>`. A replica runs only the productions it owns (owned_productions.py): it `load`s a
+production's outputs from the bucket, as they were, started or stopped, when it takes the
+production, and `unload`s them (the specs stay) when it lets the production go.
 """
 
 from __future__ import annotations
@@ -18,13 +20,14 @@ from urllib.parse import urlsplit
 import structlog
 
 from services.common import errors
-from services.common.bus import PREFIX, Bus, KvBucket, subject
+from services.common.bus import PREFIX, Bus, subject
 from services.common.gen.baycast.v1 import distribution_pb2 as dist
 from services.common.gen.baycast.v1 import media_pb2
+from services.common.kv_mirror import KvMirror
 from services.distribution import metrics
-from services.distribution.encoder import ProgramEncoder, Templates
+from services.distribution.encoder import ProgramEncoder
 from services.distribution.outputs import Output, SinkFactory
-from services.distribution.packet_queue import EncodedPacket
+from services.distribution.production import STOP_JOIN_S, Production
 from services.distribution.settings import DistributionSettings
 from services.distribution.sinks import make_sink
 from services.distribution.srt_return import PICTURES, Returns
@@ -35,7 +38,6 @@ SAMPLE_INTERVAL_S = 1.0
 MAX_LADDER = 4
 MIN_RUNG_HEIGHT = 144
 MAX_RUNG_HEIGHT = 2160
-STOP_JOIN_S = 5.0
 SCHEMES = {
     dist.OUTPUT_KIND_RTMP: ("rtmp",),
     dist.OUTPUT_KIND_RTMPS: ("rtmps",),
@@ -123,66 +125,9 @@ def validate_spec(spec: dist.OutputSpec, existing: dict[str, Output]) -> None:
         raise errors.AlreadyExists(f"output {spec.id} already exists", field="add.output.id")
 
 
-class Production:
-    """One production's outputs, and its encoder while any output runs."""
-
-    def __init__(
-        self,
-        name: str,
-        make_encoder: Callable[[Production], ProgramEncoder],
-        returns: Returns | None = None,
-    ) -> None:
-        self.name = name
-        self.outputs: dict[str, Output] = {}
-        self.encoder: ProgramEncoder | None = None
-        self._make_encoder = make_encoder
-        self._returns = returns
-        self._task: asyncio.Task[None] | None = None
-        self._lock = asyncio.Lock()
-
-    def fan_out(self, packet: EncodedPacket) -> None:
-        for output in list(self.outputs.values()):
-            if not output.spec.station:  # a return is fed by its own encodings (srt_return.py)
-                output.queue.put(packet)
-
-    def templates(self) -> Templates | None:
-        encoder = self.encoder
-        return encoder.templates() if encoder is not None else None
-
-    def ladder(self) -> frozenset[int]:
-        """The HLS ladder renditions some running output takes (read by the encoder thread)."""
-        heights: set[int] = set()
-        for output in list(self.outputs.values()):
-            if output.running:
-                heights |= output.ladder
-        return frozenset(heights)
-
-    async def reconcile(self) -> None:
-        """Encode while some output runs; stop encoding (and subscribing) when none does."""
-        async with self._lock:
-            if self._returns is not None:
-                await self._returns.reconcile(self.name, list(self.outputs.values()))
-            wanted = any(o.running and not o.spec.station for o in self.outputs.values())
-            if wanted and self._task is None:
-                self.encoder = self._make_encoder(self)
-                self._task = asyncio.create_task(self.encoder.run(), name=f"encoder-{self.name}")
-            elif not wanted and self._task is not None:
-                task, self._task, self.encoder = self._task, None, None
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-
-    async def stop(self) -> None:
-        for output in self.outputs.values():
-            output.request_stop()
-        await asyncio.gather(
-            *(asyncio.to_thread(o.join, STOP_JOIN_S) for o in self.outputs.values())
-        )
-        await self.reconcile()
-
-
 class Distributor:
-    """Serves `prod.<prod>.dist.cmd`, keeps specs in the key-value store, runs productions."""
+    """Runs the outputs of the productions this replica owns, applies their commands, keeps the
+    specs in the key-value store."""
 
     def __init__(
         self,
@@ -194,26 +139,18 @@ class Distributor:
     ) -> None:
         self.settings = settings
         self.bus = bus
-        self.productions: dict[str, Production] = {}
+        self.productions: dict[str, Production] = {}  # the loaded ones, while they have outputs
         self._program_frames = program_frames
         self._sink_factory = sink_factory
         self._returns = returns  # SRT returns to stations (docs/adr/0012); None: refused
-        self._specs: KvBucket[dist.OutputSpec] | None = None
+        self._specs: KvMirror[dist.OutputSpec] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._sampler: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
+        """Open the stored specs; no production runs until this replica takes it (`load`)."""
         self._loop = asyncio.get_running_loop()
-        self._specs = await self.bus.kv(BUCKET, dist.OutputSpec)
-        restored = await self._specs.items()
-        for spec in restored.values():
-            output = self._create(spec)
-            if spec.enabled:
-                output.start()
-        for production in self.productions.values():
-            await production.reconcile()
-        if restored:
-            log.info("outputs_restored", count=len(restored))
+        self._specs = await KvMirror.open(self.bus, BUCKET, dist.OutputSpec)
         self._sampler = asyncio.create_task(self._sample_loop(), name="output-sampler")
 
     async def stop(self) -> None:
@@ -221,6 +158,58 @@ class Distributor:
             self._sampler.cancel()
         await asyncio.gather(*(p.stop() for p in self.productions.values()))
         self.productions.clear()
+        if self._specs is not None:
+            await self._specs.close()
+
+    # -- the productions this replica runs --------------------------------------------------------
+
+    async def wanted(self) -> set[str]:
+        """The productions that have outputs stored: some replica must run each of them."""
+        assert self._specs is not None
+        return {key.partition(".")[0] for key in self._specs.items()}
+
+    def runs(self, prod: str) -> bool:
+        """Whether this replica runs outputs of `prod` now."""
+        return prod in self.productions
+
+    async def load(self, prod: str) -> None:
+        """Run the production's stored outputs as they were, started or stopped."""
+        stored = await self._stored(prod)
+        production = self.productions.get(prod)
+        for spec in stored:
+            if production is not None and spec.id in production.outputs:
+                continue
+            output = self._create(spec)
+            if spec.enabled:
+                output.start()
+        if prod in self.productions:
+            await self.productions[prod].reconcile()
+        log.info("production_loaded", production=prod, outputs=len(stored))
+
+    async def unload(self, prod: str) -> None:
+        """Stop the production's outputs and its encoder; the stored specs stay as they are."""
+        production = self.productions.pop(prod, None)
+        if production is None:
+            return
+        await production.stop()
+        for output_id in production.outputs:
+            metrics.forget_output(prod, output_id)
+        log.info("production_unloaded", production=prod, outputs=len(production.outputs))
+
+    async def _stored(self, prod: str) -> list[dist.OutputSpec]:
+        """The production's specs read from the bucket itself: the mirror may lag a write made
+        by the replica that ran the production a moment ago."""
+        assert self._specs is not None
+        bucket = self._specs.bucket
+        specs = []
+        for key in await bucket.keys():
+            if key.partition(".")[0] != prod:
+                continue
+            entry = await bucket.get(key)
+            if entry is not None:
+                self._specs.note(key, entry.value, entry.revision)
+                specs.append(entry.value)
+        return specs
 
     # -- commands -------------------------------------------------------------------------------
 
@@ -282,7 +271,8 @@ class Distributor:
                     "this distribution serves no returns", field="add.output.station"
                 )
             self._returns.validate(spec)
-        await self._specs.create(f"{prod}.{spec.id}", spec)
+        key = f"{prod}.{spec.id}"
+        self._specs.note(key, spec, await self._specs.bucket.create(key, spec))
         output = self._create(spec)
         if spec.enabled:
             output.start()
@@ -294,7 +284,8 @@ class Distributor:
 
     async def _remove(self, output: Output) -> None:
         assert self._specs is not None
-        await self._specs.delete(output.key)
+        await self._specs.bucket.delete(output.key)
+        self._specs.note(output.key, None, 0)
         await self._stop_output(output)
         production = self.productions[output.spec.production]
         del production.outputs[output.spec.id]
@@ -310,7 +301,9 @@ class Distributor:
     async def _set_enabled(self, output: Output, enabled: bool) -> None:
         assert self._specs is not None
         output.spec.enabled = enabled
-        await self._specs.put(output.key, output.spec)
+        self._specs.note(
+            output.key, output.spec, await self._specs.bucket.put(output.key, output.spec)
+        )
 
     # -- productions and outputs ------------------------------------------------------------------
 
@@ -330,7 +323,12 @@ class Distributor:
             )
         else:
             output = Output(
-                spec, self.settings, production.templates, self._changed, self._sink_factory
+                spec,
+                self.settings,
+                production.templates,
+                self._changed,
+                self._sink_factory,
+                recent=production.recent,
             )
         production.outputs[spec.id] = output
         return output

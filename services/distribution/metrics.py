@@ -60,6 +60,10 @@ PROGRAM_PRESENT = Gauge(
     "1 while the program feeds the encoder, 0 while the slate does",
     ("production",),
 )
+PRODUCTIONS_OWNED = Gauge(
+    "baycast_distribution_productions_owned",
+    "Productions whose outputs this replica runs (it holds their leases; owned_productions.py)",
+)
 HLS_VIEWERS = Gauge(
     "baycast_distribution_hls_viewers",
     "Distinct HLS sessions seen over the sliding viewer window",

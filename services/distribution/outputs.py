@@ -14,7 +14,7 @@ from __future__ import annotations
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import structlog
@@ -23,7 +23,7 @@ from services.common.gen.baycast.v1 import distribution_pb2 as dist
 from services.common.telemetry import MASK
 from services.distribution import metrics
 from services.distribution.encoder import Templates
-from services.distribution.packet_queue import PacketQueue
+from services.distribution.packet_queue import EncodedPacket, PacketQueue
 from services.distribution.settings import DistributionSettings
 from services.distribution.sinks import Sink, SinkError, SinkRejected, make_sink
 
@@ -77,6 +77,7 @@ class Output:
         templates: TemplateSource,
         on_change: Callable[[Output], None],
         sink_factory: SinkFactory = make_sink,
+        recent: Callable[[], Sequence[EncodedPacket]] = tuple,
     ) -> None:
         self.spec = spec
         self.settings = settings
@@ -100,6 +101,7 @@ class Output:
         self._templates = templates
         self._on_change = on_change
         self._sink_factory = sink_factory
+        self._recent = recent  # the encoder's packets since its last keyframe
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._rng = random.Random()
@@ -219,7 +221,9 @@ class Output:
             try:
                 sink.open(templates)
                 self.media_seconds = 0.0
-                self.queue.open()
+                # From the last keyframe sent, not the next one: a connection (a new owner's
+                # after a takeover, a reconnection) starts pushing at once.
+                self.queue.open(self._recent)
                 self._pump(sink)
                 break  # stopped
             except SinkRejected as exc:

@@ -1,4 +1,5 @@
-"""The distribution service: wiring only (see distributor.py, encoder.py, outputs.py)."""
+"""The distribution service: wiring only (see owned_productions.py, distributor.py, encoder.py,
+outputs.py)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 from services.common import ice
-from services.common.bus import PREFIX
 from services.common.credentials import CredentialBook
-from services.common.gen.baycast.v1 import distribution_pb2 as dist
 from services.common.gen.baycast.v1 import media_pb2, mixer_pb2
 from services.common.handles import HandleDirectory
 from services.common.kv_mirror import KvMirror
@@ -21,13 +20,12 @@ from services.distribution.audience import Audience, HlsServer
 from services.distribution.distributor import Distributor
 from services.distribution.exchange_desk import ExchangeDesk
 from services.distribution.live_encoding import LiveEncodings
+from services.distribution.owned_productions import OwnedProductions
 from services.distribution.settings import DistributionSettings
 from services.distribution.srt_return import Returns
 from services.distribution.viewers import ViewerRegistry
 from services.distribution.whep import WhepEndpoint
 
-# Commands for every production: the production is named in the command and the subject.
-COMMAND_SUBJECT = PREFIX + "prod.*.dist.cmd"
 AUDIENCE_INTERVAL_S = 5.0
 REAP_INTERVAL_S = 1.0
 PRODUCTIONS_BUCKET = "mixer-productions"
@@ -73,7 +71,9 @@ class DistributionService(BaseService[DistributionSettings]):
         self.audience = Audience(self.settings.viewer_window_s)
         HlsServer(Path(self.settings.data_dir) / "hls", self.audience).add_routes(self.http.app)
         await self.distributor.start()
-        await self.bus.serve_each(COMMAND_SUBJECT, dist.DistCommand, self.distributor.handle)
+        # One replica runs each production's outputs and applies its commands (docs/adr/0015).
+        self.owned = OwnedProductions(self.distributor, self.bus, s)
+        await self.owned.open()
         # Tally, cues and the station event streams (docs/adr/0012).
         self.exchange = await ExchangeDesk.open(
             self.bus,
@@ -90,6 +90,8 @@ class DistributionService(BaseService[DistributionSettings]):
         self.spawn(self._reap_loop(), "live-encodings-reap")
 
     async def before_drain(self) -> None:
+        # While the bus is up: the productions' leases are released, other replicas take them.
+        await self.owned.close()
         await self.whep_viewers.close_all("distribution is draining")
 
     async def teardown(self) -> None:

@@ -53,6 +53,14 @@ EXCHANGE_HEIGHTS = (360, 540, 720)
 # At 540 lines; other heights scale it with the picture's area.
 DEFAULT_EXCHANGE_VIDEO_KBPS = 1500
 DEFAULT_EXCHANGE_AUDIO_KBPS = 64
+# One replica runs a production's outputs (owned_productions.py): it renews its lease this often,
+# and another replica takes the production this long after the last renewal of a dead owner.
+# Shorter than the mixer's: a new owner's outputs need ~2.5 s more to push again (the next
+# keyframe, the relay's start), and a killed owner's outputs must be back within 5 s.
+DEFAULT_LEASE_SECONDS = 2.0
+DEFAULT_LEASE_RENEW_SECONDS = 0.5
+# 0: a replica takes as many productions as are wanted.
+DEFAULT_MAX_PRODUCTIONS = 0
 
 
 @dataclass(frozen=True)
@@ -101,6 +109,13 @@ class DistributionSettings(ServiceSettings):
     exchange_audio_kbps: int = DEFAULT_EXCHANGE_AUDIO_KBPS
     # The platform's SRT secret, shared with ingest: a station's passphrase derives from it.
     srt_secret: str = ""
+    # Productions among replicas (owned_productions.py, docs/adr/0015).
+    lease_seconds: float = DEFAULT_LEASE_SECONDS
+    lease_renew_seconds: float = DEFAULT_LEASE_RENEW_SECONDS
+    max_productions: int = DEFAULT_MAX_PRODUCTIONS
+    # One production's CPU: the 1080p25 program encoded once (x264) with its outputs, 0.28 core
+    # at the seed's show in BENCHMARKS.md (services/common/capacity.py).
+    unit_cores: float = 0.35
 
     def validate(self) -> None:
         super().validate()
@@ -129,6 +144,12 @@ class DistributionSettings(ServiceSettings):
                 raise SettingsError(
                     f"BAYCAST_DISTRIBUTION_{name.upper()} must be one of {EXCHANGE_HEIGHTS}"
                 )
+        if not 0 < self.lease_renew_seconds < self.lease_seconds:
+            raise SettingsError(
+                "BAYCAST_DISTRIBUTION_LEASE_RENEW_SECONDS must be positive and below LEASE_SECONDS"
+            )
+        if self.max_productions < 0:
+            raise SettingsError("BAYCAST_DISTRIBUTION_MAX_PRODUCTIONS must be 0 (no limit) or more")
         if self.whep_rate_per_s <= 0 or self.whep_rate_burst < 1:
             raise SettingsError(
                 "BAYCAST_DISTRIBUTION_WHEP_RATE_PER_S must be positive and WHEP_RATE_BURST >= 1"

@@ -1,15 +1,17 @@
-"""The graphics desk: takes operators' commands, keeps each production's scene, makes it last.
+"""The graphics desk: takes operators' commands on the scenes this replica runs.
 
 A command is checked completely before anything changes (template, instance id, every field's
 kind, every binding); an accepted change is applied to the scene, written to the key-value bucket
-`gfx` (so a restarted service puts the same graphics back on air) and announced on
-`prod.<prod>.gfx.state`. Bound fields are fed by watchers of files and URLs.
+`gfx` (so the replica that runs the production next puts the same graphics back on air) and
+announced on `prod.<prod>.gfx.state`. Bound fields are fed by watchers of files and URLs.
+
+Commands reach the replica that runs the production (services/common/steward.py); a command, a
+start and a stop of one production take turns, so a command never sees a half-restored scene.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import re
 from collections.abc import Awaitable, Callable, Iterable
@@ -19,17 +21,17 @@ import aiohttp
 import structlog
 
 from services.common import errors
-from services.common.bus import Bus, KvBucket, subject
+from services.common.bus import Bus
 from services.common.gen.baycast.v1 import graphics_pb2
-from services.common.handles import HandleDirectory
 from services.common.media import now_us
 from services.graphics import metrics
 from services.graphics.binding import DataBinding, check_binding
 from services.graphics.preview import LayerPreview
 from services.graphics.scene import OnAir, Scene
+from services.graphics.scenes import BUCKET as BUCKET
+from services.graphics.scenes import Scenes
 from services.graphics.template import Template, TemplateLibrary, check_value, parse_list
 
-BUCKET = "gfx"
 DEFAULT_LIST_FIELD = "items"
 MAX_TICKER_ITEMS = 200
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -38,13 +40,32 @@ _PROD = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 log = structlog.get_logger("graphics.desk")
 
 
-def handle_name(production: str) -> str:
-    return f"gfx/{production}"
-
-
-def check_production(production: str) -> None:
+def check_production(production: str) -> str:
     if not _PROD.match(production):
         raise errors.InvalidArgument(f"not a production id: {production!r}", field="production")
+    return production
+
+
+def templates_reply(library: TemplateLibrary) -> graphics_pb2.GfxReply:
+    """The templates on offer and the files refused."""
+    return graphics_pb2.GfxReply(
+        templates=[
+            graphics_pb2.GfxTemplateInfo(
+                name=t.name,
+                description=t.description,
+                file=Path(t.file).name,
+                fields=[
+                    graphics_pb2.GfxFieldInfo(name=f.name, kind=f.kind, default_value=f.default)
+                    for f in t.fields.values()
+                ],
+            )
+            for t in sorted(library.templates.values(), key=lambda t: t.name)
+        ],
+        template_errors=[
+            graphics_pb2.GfxTemplateError(file=e.file, field=e.template_field, message=e.reason)
+            for e in library.errors.values()
+        ],
+    )
 
 
 class GraphicsDesk:
@@ -54,52 +75,22 @@ class GraphicsDesk:
         library: TemplateLibrary,
         session: aiohttp.ClientSession,
     ) -> None:
-        self.bus = bus
         self.library = library
         self.session = session
-        self.directory = HandleDirectory(bus)
-        self.scenes: dict[str, Scene] = {}
-        self.endpoint = ""
-        self._kv: KvBucket[graphics_pb2.GfxScene] | None = None
+        self.scenes = Scenes(bus, library)
+        self._turns: dict[str, asyncio.Lock] = {}
         self._bindings: dict[tuple[str, str], list[asyncio.Task[None]]] = {}
-        self._announced: set[str] = set()
-        # The last revision of each (production, instance id), kept after a hide, so a re-shown
-        # instance always has a revision its layer streams have not seen.
-        self._revisions: dict[tuple[str, str], int] = {}
         self._reported: set[tuple[str, str]] = set()
         # Set by the service once the layers exist (previews draw at their size).
         self.previewer: LayerPreview | None = None
 
     # -- lifecycle -----------------------------------------------------------------------------
 
-    async def start(self) -> None:
-        """Open the state bucket and put back what was on air before a restart."""
-        self._kv = await self.bus.kv(BUCKET, graphics_pb2.GfxScene)
-        for production, saved in (await self._kv.items()).items():
-            scene = self.scene(production)
-            for inst in saved.instances:
-                try:
-                    template = self.library.get(inst.template)
-                except errors.BaycastError as exc:
-                    log.error(
-                        "restore_dropped",
-                        production=production,
-                        instance=inst.id,
-                        error=exc.message,
-                    )
-                    continue
-                scene.on_air[inst.id] = OnAir(inst, template, cut_in=True)
-                self._revisions[(production, inst.id)] = inst.revision
-                self._start_bindings(production, inst)
-                await self._publish(production, "restored", inst)
-            log.info("restored", production=production, instances=len(scene.on_air))
-        self._count()
+    async def open(self) -> None:
+        await self.scenes.open()
 
     async def set_endpoint(self, endpoint: str) -> None:
-        """Known once gRPC listens: announce every production's layer handle."""
-        self.endpoint = endpoint
-        for production in list(self.scenes):
-            await self._announce(production)
+        await self.scenes.set_endpoint(endpoint)
 
     async def close(self) -> None:
         """Stop the watchers and withdraw the handles (while the bus is still up)."""
@@ -107,21 +98,32 @@ class GraphicsDesk:
             for task in tasks:
                 task.cancel()
         self._bindings.clear()
-        for production in list(self._announced):
-            with contextlib.suppress(Exception):
-                await self.directory.withdraw(handle_name(production), self.endpoint)
-        self._announced.clear()
+        await self.scenes.close()
+
+    def _turn(self, production: str) -> asyncio.Lock:
+        return self._turns.setdefault(production, asyncio.Lock())
+
+    async def start_scene(self, production: str) -> None:
+        """This replica takes `production`: its stored scene goes back on air here."""
+        async with self._turn(production):
+            for inst in await self.scenes.restore(production):
+                self._start_bindings(production, inst)
+
+    async def stop_scene(self, production: str) -> None:
+        """This replica lets `production` go: watchers stopped, handle withdrawn, bucket kept."""
+        async with self._turn(production):
+            for key in [k for k in self._bindings if k[0] == production]:
+                self._stop_bindings(*key)
+            await self.scenes.release(production)
+
+    async def running(self, production: str) -> Scene | None:
+        """`production`'s scene once it is fully restored, or None when it does not run here."""
+        async with self._turn(production):
+            return self.scenes.running.get(production)
 
     def scene(self, production: str) -> Scene:
-        scene = self.scenes.get(production)
-        if scene is None:
-            scene = self.scenes[production] = Scene(production)
-        return scene
-
-    async def _announce(self, production: str) -> None:
-        if self.endpoint and production not in self._announced:
-            await self.directory.announce(handle_name(production), self.endpoint)
-            self._announced.add(production)
+        """What `production` has on air here (an empty scene when it does not run here)."""
+        return self.scenes.running.get(production) or Scene(production)
 
     # -- commands ------------------------------------------------------------------------------
 
@@ -131,7 +133,11 @@ class GraphicsDesk:
         verb = command.WhichOneof("command") or "none"
         try:
             check_production(production)
-            reply = await self._dispatch(production, command, verb)
+            async with self._turn(production):
+                scene = self.scenes.running.get(production)
+                if scene is None:  # let go between routing and now
+                    raise errors.Unavailable(f"the graphics of {production} are moving: retry")
+                reply = await self._dispatch(scene, command, verb)
         except errors.BaycastError as exc:
             metrics.COMMANDS.labels(verb, exc.code).inc()
             raise
@@ -139,27 +145,27 @@ class GraphicsDesk:
         return reply
 
     async def _dispatch(
-        self, production: str, command: graphics_pb2.GfxCommand, verb: str
+        self, scene: Scene, command: graphics_pb2.GfxCommand, verb: str
     ) -> graphics_pb2.GfxReply:
         if verb == "show":
-            return await self.show(production, command.show)
+            return await self.show(scene, command.show)
         if verb == "hide":
-            return await self.hide(production, command.hide)
+            return await self.hide(scene, command.hide)
         if verb == "update":
-            return await self.update(production, command.update)
+            return await self.update(scene, command.update)
         if verb == "ticker_add":
-            return await self.ticker_add(production, command.ticker_add)
+            return await self.ticker_add(scene, command.ticker_add)
         if verb == "list":
-            return graphics_pb2.GfxReply(instances=self.scene(production).snapshot().instances)
+            return graphics_pb2.GfxReply(instances=scene.snapshot().instances)
         if verb == "templates":
             if command.templates.reload:
                 self.rescan()
-            return self.templates_reply()
+            return templates_reply(self.library)
         if verb == "preview":
-            return await self.preview(production, command.preview)
+            return await self.preview(scene.production, command.preview)
         raise errors.InvalidArgument("the command is empty", field="command")
 
-    async def show(self, production: str, cmd: graphics_pb2.GfxShow) -> graphics_pb2.GfxReply:
+    async def show(self, scene: Scene, cmd: graphics_pb2.GfxShow) -> graphics_pb2.GfxReply:
         if not cmd.template:
             raise errors.InvalidArgument("which template?", field="show.template")
         try:
@@ -171,7 +177,6 @@ class GraphicsDesk:
             raise errors.InvalidArgument(f"not an instance id: {iid!r}", field="show.instance")
         fields = template.resolve_fields(cmd.fields, prefix="show.fields")
         self._check_bindings(template, cmd.bindings, "show.bindings")
-        scene = self.scene(production)
         inst = graphics_pb2.GfxInstance(
             id=iid,
             template=template.name,
@@ -179,12 +184,12 @@ class GraphicsDesk:
             layer=cmd.layer,
             bindings=cmd.bindings,
             shown_at_us=now_us(),
-            revision=self._revisions.get((production, iid), 0) + 1,
+            revision=self.scenes.next_revision(scene.production, iid),
         )
         scene.on_air[iid] = OnAir(inst, template, cut_in=cmd.cut)
         scene.exits.pop(iid, None)
-        self._start_bindings(production, inst)
-        await self._commit(production, "shown", inst)
+        self._start_bindings(scene.production, inst)
+        await self.scenes.commit(scene, "shown", inst)
         return graphics_pb2.GfxReply(instances=[inst])
 
     async def preview(self, production: str, cmd: graphics_pb2.GfxPreview) -> graphics_pb2.GfxReply:
@@ -201,17 +206,16 @@ class GraphicsDesk:
         png = await self.previewer.png(production, template, fields, cmd.width)
         return graphics_pb2.GfxReply(preview_png=png)
 
-    async def hide(self, production: str, cmd: graphics_pb2.GfxHide) -> graphics_pb2.GfxReply:
-        scene = self.scene(production)
+    async def hide(self, scene: Scene, cmd: graphics_pb2.GfxHide) -> graphics_pb2.GfxReply:
         on_air = self._on_air(scene, cmd.instance, "hide.instance")
         del scene.on_air[cmd.instance]
         scene.exits[cmd.instance] = cmd.cut
-        self._stop_bindings(production, cmd.instance)
-        await self._commit(production, "hidden", on_air.instance)
+        self._stop_bindings(scene.production, cmd.instance)
+        await self.scenes.commit(scene, "hidden", on_air.instance)
         return graphics_pb2.GfxReply(instances=[on_air.instance])
 
-    async def update(self, production: str, cmd: graphics_pb2.GfxUpdate) -> graphics_pb2.GfxReply:
-        on_air = self._on_air(self.scene(production), cmd.instance, "update.instance")
+    async def update(self, scene: Scene, cmd: graphics_pb2.GfxUpdate) -> graphics_pb2.GfxReply:
+        on_air = self._on_air(scene, cmd.instance, "update.instance")
         template = on_air.template
         for name, value in cmd.fields.items():
             spec = template.fields.get(name)
@@ -226,15 +230,15 @@ class GraphicsDesk:
             kept = [b for b in inst.bindings if b.field not in {n.field for n in cmd.bindings}]
             del inst.bindings[:]
             inst.bindings.extend([*kept, *cmd.bindings])
-            self._start_bindings(production, inst)
+            self._start_bindings(scene.production, inst)
         inst.revision += 1
-        await self._commit(production, "updated", inst)
+        await self.scenes.commit(scene, "updated", inst)
         return graphics_pb2.GfxReply(instances=[inst])
 
     async def ticker_add(
-        self, production: str, cmd: graphics_pb2.GfxTickerAdd
+        self, scene: Scene, cmd: graphics_pb2.GfxTickerAdd
     ) -> graphics_pb2.GfxReply:
-        on_air = self._on_air(self.scene(production), cmd.instance, "ticker_add.instance")
+        on_air = self._on_air(scene, cmd.instance, "ticker_add.instance")
         name = cmd.field or DEFAULT_LIST_FIELD
         spec = on_air.template.fields.get(name)
         if spec is None or spec.kind != "list":
@@ -252,28 +256,8 @@ class GraphicsDesk:
             )
         inst.fields[name] = json.dumps([*items, cmd.item.strip()], ensure_ascii=False)
         inst.revision += 1
-        await self._commit(production, "updated", inst)
+        await self.scenes.commit(scene, "updated", inst)
         return graphics_pb2.GfxReply(instances=[inst])
-
-    def templates_reply(self) -> graphics_pb2.GfxReply:
-        return graphics_pb2.GfxReply(
-            templates=[
-                graphics_pb2.GfxTemplateInfo(
-                    name=t.name,
-                    description=t.description,
-                    file=Path(t.file).name,
-                    fields=[
-                        graphics_pb2.GfxFieldInfo(name=f.name, kind=f.kind, default_value=f.default)
-                        for f in t.fields.values()
-                    ],
-                )
-                for t in sorted(self.library.templates.values(), key=lambda t: t.name)
-            ],
-            template_errors=[
-                graphics_pb2.GfxTemplateError(file=e.file, field=e.template_field, message=e.reason)
-                for e in self.library.errors.values()
-            ],
-        )
 
     # -- templates changing under us -----------------------------------------------------------
 
@@ -288,7 +272,7 @@ class GraphicsDesk:
                     "template_rejected", file=file, field=exc.template_field, error=exc.reason
                 )
         metrics.TEMPLATES_LOADED.set(len(self.library.templates))
-        for production, scene in self.scenes.items():
+        for production, scene in self.scenes.running.items():
             for on_air in scene.on_air.values():
                 if on_air.template.name in changed:
                     self._retemplate(
@@ -307,7 +291,7 @@ class GraphicsDesk:
         inst.fields.clear()
         inst.fields.update(values)
         inst.revision += 1
-        self._revisions[(production, inst.id)] = inst.revision
+        self.scenes.note_revision(production, inst)
         on_air.template = template
         log.info("instance_retemplated", production=production, instance=inst.id)
 
@@ -345,9 +329,15 @@ class GraphicsDesk:
 
     async def bound_value(self, production: str, iid: str, field: str, text: str) -> None:
         """A watched source changed: update the field if the value fits its kind."""
-        on_air = self.scene(production).on_air.get(iid)
-        if on_air is None:
-            return
+        async with self._turn(production):
+            scene = self.scenes.running.get(production)
+            on_air = scene.on_air.get(iid) if scene is not None else None
+            if scene is None or on_air is None:
+                return
+            await self._bound_value(scene, on_air, field, text)
+
+    async def _bound_value(self, scene: Scene, on_air: OnAir, field: str, text: str) -> None:
+        iid = on_air.instance.id
         spec = on_air.template.fields[field]
         try:
             check_value(spec, text, f"fields.{field}")
@@ -360,7 +350,7 @@ class GraphicsDesk:
             return
         inst.fields[field] = text
         inst.revision += 1
-        await self._commit(production, "updated", inst)
+        await self.scenes.commit(scene, "updated", inst)
 
     # -- state ---------------------------------------------------------------------------------
 
@@ -373,21 +363,3 @@ class GraphicsDesk:
                 f"no instance {iid!r} on air in {scene.production!r}", field=where
             )
         return on_air
-
-    async def _commit(self, production: str, event: str, inst: graphics_pb2.GfxInstance) -> None:
-        assert self._kv is not None, "start() first"
-        self._revisions[(production, inst.id)] = inst.revision
-        await self._kv.put(production, self.scene(production).snapshot())
-        await self._announce(production)
-        await self._publish(production, event, inst)
-        self._count()
-
-    async def _publish(self, production: str, event: str, inst: graphics_pb2.GfxInstance) -> None:
-        state = graphics_pb2.GfxState(
-            production=production, event=event, instance=inst, time_us=now_us()
-        )
-        with contextlib.suppress(Exception):
-            await self.bus.publish(subject("prod", production, "gfx", "state"), state)
-
-    def _count(self) -> None:
-        metrics.INSTANCES_ON_AIR.set(sum(len(s.on_air) for s in self.scenes.values()))

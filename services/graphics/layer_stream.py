@@ -30,6 +30,10 @@ from services.graphics.template import Animation, Template
 
 QUEUE_FRAMES = 8
 KEEPALIVE_S = 1.0
+# A stream that starts with instances on air (a restart, a scene taken over from another replica)
+# sends its first full frame once their art is ready, waiting this long at most: a keyer that
+# follows the handle keeps the layer it had meanwhile, so the graphics do not blink off.
+FIRST_ART_WAIT_S = 1.0
 
 log = structlog.get_logger("graphics.layer")
 
@@ -90,6 +94,7 @@ class LayerStream:
         self._pending: dict[str, tuple[int, asyncio.Task[InstanceArt]]] = {}
         self._failed: dict[str, int] = {}
         self._task: asyncio.Task[None] | None = None
+        self._began = 0.0
 
     # -- subscribers ---------------------------------------------------------------------------
 
@@ -120,7 +125,7 @@ class LayerStream:
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         interval = 1 / self.fps
-        start = loop.time()
+        start = self._began = loop.time()
         idle_since = start
         last = -1
         try:
@@ -163,6 +168,8 @@ class LayerStream:
                 sub.needs_full = True
             if sub.needs_full:
                 want_full.add(sub)
+        if want_full and self._first_art_pending():
+            want_full.clear()  # they keep needing it: sent once the art is there
         composed = await asyncio.to_thread(
             self.compositor.compose, frames, datetime.now(self.tz), bool(want_full)
         )
@@ -210,6 +217,12 @@ class LayerStream:
                 sequence=self.tick,
             )
         )
+
+    def _first_art_pending(self) -> bool:
+        """Whether an instance on air since the stream began is still rendering its first art."""
+        if asyncio.get_running_loop().time() - self._began > FIRST_ART_WAIT_S:
+            return False
+        return any(i in self._pending and i not in self.showing for i in self._initial)
 
     # -- scene to frames -----------------------------------------------------------------------
 

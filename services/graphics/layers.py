@@ -4,13 +4,18 @@ The rendition's width, height and fps choose the layer clock (the mixer asks at 
 format; zero means the service default, 1920×1080 at 25 fps). Subscribers with the same rendition
 share one clock and one composition. The stream opens with a full frame of the layer, then
 carries patches only when something changed, and a keepalive every second otherwise.
+
+Only the replica that runs a production's scene serves its layer (one that nobody runs is taken
+by the replica a subscription reaches, as a command would take it). Another replica answers
+NOT_FOUND, and a replica that lets a scene go ends its streams: either way the subscriber looks the
+handle up again and follows the scene to the replica that runs it now.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from zoneinfo import ZoneInfo
 
 import grpc
@@ -27,24 +32,24 @@ HANDLE_PREFIX = "gfx/"
 MAX_WIDTH, MAX_HEIGHT, MAX_FPS = 7680, 4320, 120
 
 StreamKey = tuple[str, int, int, int]
+# The scene of a production this replica runs (taking it if nobody does), None: not here.
+SceneOf = Callable[[str], Awaitable[Scene | None]]
 
 
 class Layers(media_pb2_grpc.MediaServicer):
-    def __init__(
-        self, settings: GraphicsSettings, scene: Callable[[str], Scene], renderer: Renderer
-    ) -> None:
+    def __init__(self, settings: GraphicsSettings, scene: SceneOf, renderer: Renderer) -> None:
         self.settings = settings
         self.scene = scene
         self.renderer = renderer
         self.tz = ZoneInfo(settings.timezone)
         self.streams: dict[StreamKey, LayerStream] = {}
 
-    def stream(self, production: str, width: int, height: int, fps: int) -> LayerStream:
-        key = (production, width, height, fps)
+    def stream(self, scene: Scene, width: int, height: int, fps: int) -> LayerStream:
+        key = (scene.production, width, height, fps)
         stream = self.streams.get(key)
-        if stream is None:
+        if stream is None or stream.scene is not scene:
             stream = LayerStream(
-                self.scene(production),
+                scene,
                 self.renderer,
                 width,
                 height,
@@ -68,6 +73,11 @@ class Layers(media_pb2_grpc.MediaServicer):
     def _stopped(self, key: StreamKey, stream: LayerStream) -> None:
         if self.streams.get(key) is stream:
             del self.streams[key]
+
+    async def end(self, production: str) -> None:
+        """`production` no longer runs here: its streams end, so subscribers look it up again."""
+        streams = [s for (prod, *_rendition), s in self.streams.items() if prod == production]
+        await asyncio.gather(*(s.stop() for s in streams))
 
     async def close(self) -> None:
         await asyncio.gather(*(s.stop() for s in list(self.streams.values())))
@@ -93,7 +103,13 @@ class Layers(media_pb2_grpc.MediaServicer):
             problem = f"rendition {width}x{height}@{fps} is out of range"
         if problem:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
-        stream = self.stream(production, width, height, fps)
+        scene = await self.scene(production)
+        if scene is None:
+            await context.abort(
+                grpc.StatusCode.NOT_FOUND, f"{request.handle} is served by another replica"
+            )
+        assert scene is not None
+        stream = self.stream(scene, width, height, fps)
         sub = stream.subscribe()
         try:
             async for frame in queue_stream(sub.queue, KEEPALIVE_S):

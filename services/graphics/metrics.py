@@ -49,3 +49,7 @@ BINDING_ERRORS = Counter(
     "Failed reads of bound data, by source kind",
     ["source"],
 )
+SCENES_RUN = Gauge(
+    "baycast_graphics_scenes_run",
+    "Productions whose scene this replica runs (one replica runs each: docs/adr/0015)",
+)

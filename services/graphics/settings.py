@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from services.common.settings import ServiceSettings, SettingsError
+from services.common.steward import DEFAULT_LEASE_SECONDS, DEFAULT_RENEW_SECONDS
 
 DEFAULT_FONT_PATH = "/usr/share/fonts/truetype/wqy/wqy-microhei.ttc"
 DEFAULT_TIMEZONE = "Asia/Shanghai"
@@ -30,6 +31,11 @@ class GraphicsSettings(ServiceSettings):
     default_fps: int = DEFAULT_FPS
     template_scan_s: float = DEFAULT_TEMPLATE_SCAN_S
     idle_stop_s: float = DEFAULT_IDLE_STOP_S
+    # A production's scene lease lives this long unless its replica renews it (docs/adr/0015):
+    # the scenes of a replica that died move to another after about this long.
+    lease_seconds: float = DEFAULT_LEASE_SECONDS
+    # How often a replica renews its leases and takes the scenes nobody runs.
+    lease_renew_seconds: float = DEFAULT_RENEW_SECONDS
 
     def validate(self) -> None:
         super().validate()
@@ -45,3 +51,7 @@ class GraphicsSettings(ServiceSettings):
             raise SettingsError("BAYCAST_DEFAULT_WIDTH/HEIGHT out of range")
         if not 1 <= self.default_fps <= 120:
             raise SettingsError("BAYCAST_DEFAULT_FPS must be between 1 and 120")
+        if not 0 < self.lease_renew_seconds < self.lease_seconds:
+            raise SettingsError(
+                "BAYCAST_GRAPHICS_LEASE_RENEW_SECONDS must be positive and below LEASE_SECONDS"
+            )

@@ -116,6 +116,14 @@ class ConfidenceMonitor:
     def active(self, condition: str) -> bool:
         return self.timers[condition].raised
 
+    def assume(self, condition: str) -> None:
+        """`condition` was raised before this monitor judged it (by another replica): it is
+        cleared once it has been absent for `clear_after_s`, like one raised here."""
+        timer = self.timers[condition]
+        if not timer.raised:
+            timer.raised = True
+            timer.reset()
+
     # -- input ---------------------------------------------------------------------------------
 
     def video(self, luma: np.ndarray, now: float) -> list[Change]:

@@ -167,6 +167,23 @@ class HealthModel:
         self.sources: dict[str, SourceHealth] = {}
         self.productions: dict[str, ProductionHealth] = {}
         self.outputs: dict[str, OutputHealth] = {}
+        # `service_missing` alerts adopted from another replica about instances never seen
+        # here, with when they were adopted: cleared by a beat, or forgotten like the others.
+        self.inherited_missing: dict[str, float] = {}
+
+    def adopt_alerts(self) -> None:
+        """The book holds alerts raised by another replica (seeded or taken over): let them end
+        the way they would here. Sources and outputs are judged again at their next event or
+        evaluation; a missing instance is cleared by its next beat (or forgotten)."""
+        now = self.clock()
+        for key in list(self.alerts.active):
+            if key.condition != "service_missing":
+                continue
+            known = self.instances.get(key.target)
+            if known is not None:
+                known.missing = True
+            else:
+                self.inherited_missing.setdefault(key.target, now)
 
     # -- events --------------------------------------------------------------------------------
 
@@ -176,6 +193,8 @@ class HealthModel:
         known = self.instances.get(key)
         if known is None:
             self.instances[key] = InstanceHealth(beat.service, beat.instance, beat, now)
+            if self.inherited_missing.pop(key, None) is not None:
+                self.alerts.clear("service_missing", key, f"{key} is beating again")
             return
         elapsed = (beat.time_us - known.beat.time_us) / 1e6
         if elapsed > 0 and beat.started_at_us == known.beat.started_at_us:
@@ -272,6 +291,12 @@ class HealthModel:
                     f"{key} missed {MISSED_BEATS} heartbeats (last seen {silent_for:.1f} s ago)",
                     silent_for,
                 )
+        for key, since in list(self.inherited_missing.items()):
+            if not self.alerts.is_active("service_missing", key):
+                del self.inherited_missing[key]
+            elif now - since > self.forget_after_s:
+                del self.inherited_missing[key]
+                self.alerts.clear("service_missing", key, f"{key} forgotten")
         for source in self.sources.values():
             if source.online and source.stats_at is not None:
                 stale_for = now - source.stats_at

@@ -47,6 +47,11 @@ _SPECS = [
         "alerts_active", GAUGE, "Alerts active now, by condition", ("condition", "severity")
     ),
     MetricSpec("alerts_raised", COUNTER, "Alerts raised since start", ("condition",)),
+    MetricSpec(
+        "alerts_on_duty",
+        GAUGE,
+        "1 on the one replica that publishes the alerts (the others judge but stay silent)",
+    ),
     MetricSpec("nats_connected", GAUGE, "1 while the monitoring service is connected to NATS"),
     MetricSpec("nats_disconnects", COUNTER, "Times the monitoring service lost NATS"),
     MetricSpec("loudness_target_lufs", GAUGE, "The program loudness target (EBU R128: -23)"),
@@ -184,7 +189,9 @@ class MonitoringCollector(Collector):
         bus: Bus,
         thresholds: Thresholds,
         clock: Callable[[], float] = time.monotonic,
+        on_duty: Callable[[], bool] = lambda: True,
     ) -> None:
+        self.on_duty = on_duty
         self.health = health
         self.watchers = watchers
         self.alerts = alerts
@@ -216,6 +223,7 @@ class MonitoringCollector(Collector):
         for condition, (_, severity) in CONDITIONS.items():
             f.add("alerts_active", counts.get((condition, severity), 0), condition, severity)
             f.add("alerts_raised", self.alerts.raised_total.get(condition, 0), condition)
+        f.add("alerts_on_duty", 1 if self.on_duty() else 0)
         f.add("nats_connected", 1 if self.bus.connected else 0)
         f.add("nats_disconnects", self.bus.disconnects)
         f.add("loudness_target_lufs", self.thresholds.loudness_target_lufs)

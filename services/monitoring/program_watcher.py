@@ -27,7 +27,7 @@ from services.common.rpc import ChannelCache
 from services.common.shared_memory import FrameGone
 from services.common.tasks import cancel_and_wait
 from services.monitoring.alerts import AlertBook
-from services.monitoring.confidence import Change, ConfidenceMonitor, Thresholds
+from services.monitoring.confidence import CONDITIONS, Change, ConfidenceMonitor, Thresholds
 
 QUEUE_FRAMES = 64
 TICK_S = 0.1
@@ -35,6 +35,7 @@ READ_RETRY_S = 0.5
 # Pages show the program's loudness meters from these events: five a second is smooth enough.
 LOUDNESS_EVENT_S = 0.2
 NOTHING_LUFS = -120.0
+PROGRAM_PREFIX = "program_"
 
 log = structlog.get_logger("monitoring.program")
 
@@ -102,6 +103,14 @@ class ProgramWatcher:
         self.upstream_dropped = 0
         self.malformed = 0
         self.lost = 0
+        self.adopt_alerts()
+
+    def adopt_alerts(self) -> None:
+        """Program alerts in the book that this monitor did not raise (another replica did):
+        held as raised, so they clear like its own when the condition is over."""
+        for condition in CONDITIONS:
+            if self.alerts.is_active(PROGRAM_PREFIX + condition, self.production):
+                self.monitor.assume(condition)
 
     async def run(self) -> None:
         reader = asyncio.create_task(self._read(), name=f"read-{self.handle}")
@@ -229,7 +238,28 @@ class ProgramWatchers:
                 for production in sorted(set(self.watchers) - announced):
                     if not await self._still_announced(production):
                         await self._stop(production)
+                for production in sorted(self._orphans() - announced):
+                    if not await self._still_announced(production):
+                        self._clear_orphan(production)
             await asyncio.sleep(self.interval_s)
+
+    def adopt_alerts(self) -> None:
+        for watcher in self.watchers.values():
+            watcher.adopt_alerts()
+
+    def _orphans(self) -> set[str]:
+        """Productions with program alerts (adopted from another replica) and no watcher."""
+        return {
+            key.target
+            for key in self.alerts.active
+            if key.condition.startswith(PROGRAM_PREFIX) and key.target not in self.watchers
+        }
+
+    def _clear_orphan(self, production: str) -> None:
+        for condition in CONDITIONS:
+            self.alerts.clear(
+                PROGRAM_PREFIX + condition, production, f"{production}: the program has ended"
+            )
 
     async def _still_announced(self, production: str) -> bool:
         """A key listing of a busy bucket can come back short: ask for the key itself."""

@@ -1,4 +1,7 @@
-"""The monitoring service: wiring of the health model, program watchers, alerts and HTTP views."""
+"""The monitoring service: wiring of the health model, program watchers, alerts and HTTP views.
+
+Every replica judges everything; the one on duty (services/monitoring/alert_duty.py) publishes
+the alerts and the programs' loudness and answers `monitoring.alerts`."""
 
 from __future__ import annotations
 
@@ -23,6 +26,7 @@ from services.common.handles import HandleDirectory
 from services.common.lifecycle import BaseService, run
 from services.common.settings import load_settings
 from services.common.telemetry import configure_logging
+from services.monitoring.alert_duty import AlertDuty
 from services.monitoring.alerts import AlertBook, AlertPublisher
 from services.monitoring.health import HealthModel
 from services.monitoring.metrics import MonitoringCollector
@@ -62,12 +66,28 @@ class MonitoringService(BaseService[MonitoringSettings]):
         self.watchers = self.programs.watchers
         self._seen_disconnects = self.bus.disconnects
 
+        self.duty = AlertDuty(
+            self.bus,
+            s,
+            self.alerts,
+            self.publisher,
+            adopt=self._adopt_alerts,
+            stopping=self.stopping,
+        )
         self.collector = MonitoringCollector(
-            self.health, self.watchers, self.alerts, self.bus, self.thresholds
+            self.health,
+            self.watchers,
+            self.alerts,
+            self.bus,
+            self.thresholds,
+            on_duty=lambda: self.duty.on_duty,
         )
         REGISTRY.register(self.collector)
 
         await self._seed_sources()
+        # The book starts from what was published as firing (after the sources, so that a
+        # source already offline is known as such), then the duty is held or waited for.
+        await self.duty.open()
         await self.bus.subscribe(
             PREFIX + "svc.*.*.heartbeat", control_pb2.Heartbeat, self._on_heartbeat
         )
@@ -88,14 +108,15 @@ class MonitoringService(BaseService[MonitoringSettings]):
             distribution_pb2.OutputState,
             self._on_output_state,
         )
-        await self.bus.serve(
-            subject("monitoring", "alerts"), monitoring_pb2.AlertsRequest, self._list_alerts
-        )
         self.http.app.router.add_get("/", self._page)
         self.http.app.router.add_get("/status", self._status_json)
         self.spawn(self.publisher.run(), "alert-publisher")
         self.spawn(self.programs.run(), "program-discovery")
         self.spawn(self._evaluate_loop(), "evaluate")
+
+    async def before_drain(self) -> None:
+        # Hand the duty over at once (queued events sent, firing record stored, lease released).
+        await self.duty.close()
 
     async def teardown(self) -> None:
         with contextlib.suppress(KeyError):
@@ -105,11 +126,15 @@ class MonitoringService(BaseService[MonitoringSettings]):
     def _publish_loudness(self, reading: monitoring_pb2.ProgramLoudness) -> None:
         """The program's loudness for the control room's meters (fire and forget: a reading
         lost while the bus is away is replaced a fifth of a second later)."""
-        if self.bus.connected:
+        if self.bus.connected and self.duty.on_duty:
             task = asyncio.ensure_future(
                 self.bus.publish(subject("prod", reading.production, "loudness"), reading)
             )
             task.add_done_callback(lambda t: t.cancelled() or t.exception())
+
+    def _adopt_alerts(self) -> None:
+        self.health.adopt_alerts()
+        self.programs.adopt_alerts()
 
     async def _seed_sources(self) -> None:
         """Start from the sources ingest holds now, so a restart does not forget who is live."""
@@ -147,11 +172,6 @@ class MonitoringService(BaseService[MonitoringSettings]):
         state.id = state.id or parts[6]
         self.health.output_state(state)
 
-    async def _list_alerts(
-        self, _request: monitoring_pb2.AlertsRequest
-    ) -> monitoring_pb2.AlertList:
-        return monitoring_pb2.AlertList(alerts=self.alerts.firing())
-
     # -- loops ---------------------------------------------------------------------------------
 
     async def _evaluate_loop(self) -> None:
@@ -179,7 +199,9 @@ class MonitoringService(BaseService[MonitoringSettings]):
     # -- HTTP ----------------------------------------------------------------------------------
 
     def status(self) -> dict[str, object]:
-        return build_status(self.health, self.watchers, self.alerts, self.bus)
+        return build_status(
+            self.health, self.watchers, self.alerts, self.bus, on_duty=self.duty.on_duty
+        )
 
     async def _status_json(self, _request: web.Request) -> web.Response:
         return web.json_response(

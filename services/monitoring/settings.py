@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from services.common.gen.baycast.v1 import media_pb2
 from services.common.lifecycle import HEARTBEAT_INTERVAL_S
 from services.common.settings import ServiceSettings, SettingsError
+from services.common.steward import DEFAULT_LEASE_SECONDS, DEFAULT_RENEW_SECONDS
 from services.monitoring.confidence import Thresholds
 from services.monitoring.health import FORGET_AFTER_S, OUTPUT_RETRYING_ALERT_S
 
@@ -45,6 +46,11 @@ class MonitoringSettings(ServiceSettings):
     output_retrying_alert_s: float = OUTPUT_RETRYING_ALERT_S
     discovery_interval_s: float = DISCOVERY_INTERVAL_S
     evaluate_interval_s: float = EVALUATE_INTERVAL_S
+    # The replica on duty for the alerts holds a lease this long unless it renews it
+    # (docs/adr/0015): the duty of a replica that died moves after about this long.
+    lease_seconds: float = DEFAULT_LEASE_SECONDS
+    # How often a replica renews its lease, or looks whether the duty is free.
+    lease_renew_seconds: float = DEFAULT_RENEW_SECONDS
 
     @property
     def thresholds(self) -> Thresholds:
@@ -88,6 +94,10 @@ class MonitoringSettings(ServiceSettings):
         ):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"BAYCAST_MONITORING_{name.upper()} must be positive")
+        if not 0 < self.lease_renew_seconds < self.lease_seconds:
+            raise SettingsError(
+                "BAYCAST_MONITORING_LEASE_RENEW_SECONDS must be positive and below LEASE_SECONDS"
+            )
         if self.loudness_tolerance_lu <= 0:
             raise SettingsError("BAYCAST_MONITORING_LOUDNESS_TOLERANCE_LU must be positive")
         if self.audio_channels not in (1, 2):

@@ -35,7 +35,10 @@ def build_status(
     alerts: AlertBook,
     bus: Bus,
     now: float | None = None,
+    *,
+    on_duty: bool = True,
 ) -> dict[str, Any]:
+    """`on_duty`: whether this replica publishes its alerts (the others only judge them)."""
     now = health.clock() if now is None else now
     return {
         "time": _iso(time.time_ns() // 1000),
@@ -83,6 +86,7 @@ def build_status(
             }
             for _, o in sorted(health.outputs.items())
         ],
+        "alerts_on_duty": on_duty,
         "alerts": [
             json_format.MessageToDict(a, preserving_proto_field_name=True) for a in alerts.firing()
         ],

@@ -5,6 +5,7 @@
         ...
         rtmp.recordings("key1")               # FLV files nginx recorded (`record all`)
         probe(rtmp.recordings("key1")[-1])    # what arrived, decoded by ffprobe
+        rtmp.publishers("key1")               # clients publishing it now (`rtmp_stat`)
 
 nginx runs as one process (`master_process off`), so `kill()` takes the whole server down at once
 (a real crash) and `start()` brings it back on the same port with the same recording folder; each
@@ -32,6 +33,8 @@ import subprocess
 import tempfile
 import threading
 import time
+import urllib.request
+import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +64,18 @@ rtmp {{
         }}
     }}
 }}
+http {{
+    access_log off;
+    client_body_temp_path {root}/tmp/body;
+    proxy_temp_path {root}/tmp/proxy;
+    fastcgi_temp_path {root}/tmp/fastcgi;
+    uwsgi_temp_path {root}/tmp/uwsgi;
+    scgi_temp_path {root}/tmp/scgi;
+    server {{
+        listen 127.0.0.1:{stat_port};
+        location /stat {{ rtmp_stat all; }}
+    }}
+}}
 """
 
 
@@ -71,6 +86,7 @@ class RtmpServer:
         self._own_root = root is None
         self.root = Path(root or tempfile.mkdtemp(prefix="baycast-rtmp-"))
         self.port = port or free_port()
+        self.stat_port = free_port()
         self.record_dir = self.root / "rec"
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -84,8 +100,17 @@ class RtmpServer:
     def start(self, timeout: float = 10.0) -> RtmpServer:
         self.record_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(self.record_dir, 0o777)
+        (self.root / "tmp").mkdir(exist_ok=True)
         conf = self.root / "nginx.conf"
-        conf.write_text(CONFIG.format(root=self.root, module=RTMP_MODULE, port=self.port, app=APP))
+        conf.write_text(
+            CONFIG.format(
+                root=self.root,
+                module=RTMP_MODULE,
+                port=self.port,
+                stat_port=self.stat_port,
+                app=APP,
+            )
+        )
         with open(self.root / "stdout.log", "ab") as out:
             self.proc = subprocess.Popen(
                 [NGINX, "-p", str(self.root), "-e", str(self.root / "error.log"), "-c", str(conf)],
@@ -133,6 +158,24 @@ class RtmpServer:
     def recordings(self, stream: str) -> list[Path]:
         """The FLV files recorded for `stream`, oldest first (one per publish)."""
         return sorted(self.record_dir.glob(f"{stream}*.flv"), key=lambda p: p.stat().st_mtime)
+
+    def publishers(self, stream: str, app: str = APP) -> int:
+        """How many clients publish `stream` now, as nginx-rtmp's statistics page tells."""
+        url = f"http://127.0.0.1:{self.stat_port}/stat"
+        with urllib.request.urlopen(url, timeout=2) as resp:
+            root = ET.fromstring(resp.read())
+        count = 0
+        for application in root.iterfind("server/application"):
+            if application.findtext("name") != app:
+                continue
+            for live_stream in application.iterfind("live/stream"):
+                if live_stream.findtext("name") == stream:
+                    count += sum(
+                        1
+                        for client in live_stream.iterfind("client")
+                        if client.find("publishing") is not None
+                    )
+        return count
 
     def wait_recording(self, stream: str, min_bytes: int = 1, timeout: float = 10.0) -> Path:
         deadline = time.monotonic() + timeout

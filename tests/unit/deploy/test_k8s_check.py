@@ -367,7 +367,7 @@ def test_the_real_manifests_and_chart_pass(prod_kustomize: list[dict[str, Any]])
         "baycast-mixer": 2,
         "baycast-graphics": 2,
         "baycast-distribution": 2,
-        "baycast-monitoring": 1,
+        "baycast-monitoring": 2,
         "baycast-control": 2,
     }
     assert "replicas" not in deployments["baycast-ingest"]["spec"]

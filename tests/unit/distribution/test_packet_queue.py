@@ -11,6 +11,13 @@ def packet(n: int, *, key: bool = False, video: bool = True, size: int = 100) ->
     return EncodedPacket(video, bytes(size), n, n, key, TB)
 
 
+def drain(q: PacketQueue) -> list[EncodedPacket]:
+    out = []
+    while (p := q.get(0)) is not None:
+        out.append(p)
+    return out
+
+
 def test_a_closed_queue_discards_without_counting() -> None:
     q = PacketQueue(10, 10_000)
     q.put(packet(0, key=True))
@@ -72,3 +79,39 @@ def test_close_empties_and_wakes() -> None:
     q.put(packet(0, key=True))
     q.close()
     assert len(q) == 0 and q.get(0.01) is None
+
+
+def test_opening_starts_from_the_encoders_backlog() -> None:
+    """A connection starts on the last keyframe sent (the backlog), not on the next one."""
+    backlog = [packet(0, key=True), packet(1, video=False), packet(2), packet(3)]
+    q = PacketQueue(100, 1 << 20)
+    q.open(lambda: backlog)
+    assert [p.pts for p in drain(q)] == [0, 1, 2, 3]
+
+
+def test_a_backlog_without_a_keyframe_start_waits_for_one() -> None:
+    q = PacketQueue(100, 1 << 20)
+    q.open(lambda: [packet(1), packet(2)])
+    q.put(packet(3))
+    q.put(packet(4, key=True))
+    assert [p.pts for p in drain(q)] == [4]
+
+
+def test_packets_already_in_the_backlog_are_not_queued_twice() -> None:
+    """The encoder adds each packet to the backlog before putting it: the newest packets of a
+    backlog reach `put` again after `open` took them, and are skipped; the next one is not."""
+    backlog = [packet(0, key=True), packet(1), packet(2)]
+    q = PacketQueue(100, 1 << 20)
+    q.open(lambda: backlog)
+    q.put(backlog[-1])
+    q.put(packet(3))
+    q.put(packet(4))
+    assert [p.pts for p in drain(q)] == [0, 1, 2, 3, 4]
+
+
+def test_a_backlog_larger_than_the_queue_is_not_taken() -> None:
+    q = PacketQueue(10, 350)
+    q.open(lambda: [packet(0, key=True), packet(1), packet(2), packet(3)])  # 400 bytes
+    q.put(packet(4))
+    q.put(packet(5, key=True))
+    assert [p.pts for p in drain(q)] == [5] and q.dropped == 0

@@ -54,6 +54,12 @@ def test_valid_specs_pass() -> None:
         {"BAYCAST_DISTRIBUTION_WIDTH": "641", "BAYCAST_DISTRIBUTION_HEIGHT": "360"},
         {"BAYCAST_DISTRIBUTION_WIDTH": "640"},
         {"BAYCAST_DISTRIBUTION_OUTPUT_QUEUE_PACKETS": "2"},
+        {
+            "BAYCAST_DISTRIBUTION_LEASE_SECONDS": "1",
+            "BAYCAST_DISTRIBUTION_LEASE_RENEW_SECONDS": "1",
+        },
+        {"BAYCAST_DISTRIBUTION_LEASE_RENEW_SECONDS": "0"},
+        {"BAYCAST_DISTRIBUTION_MAX_PRODUCTIONS": "-1"},
     ],
 )
 def test_bad_settings_stop_the_service(env: dict[str, str]) -> None:
@@ -65,3 +71,5 @@ def test_settings_defaults() -> None:
     settings = load_settings(DistributionSettings, "distribution", environ={})
     assert settings.http_addr == "127.0.0.1:8104"
     assert settings.keyframe_interval_frames == 50
+    assert (settings.lease_seconds, settings.lease_renew_seconds) == (2.0, 0.5)
+    assert settings.max_productions == 0  # no limit

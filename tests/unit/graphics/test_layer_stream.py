@@ -88,3 +88,28 @@ async def test_a_slow_render_does_not_hold_frames_back() -> None:
         assert not canvas[45:, :80].any() and not canvas[:45, 80:].any()
     finally:
         await stream.stop()
+
+
+async def test_a_stream_starting_with_graphics_on_air_sends_them_in_its_first_frame() -> None:
+    # A restart or a takeover: what is on air is in the first full frame, not a blank layer that
+    # a keyer following the handle would show for a few frames.
+    slow = parse_template(SLOW, "slow.yaml", default_font=DEFAULT_FONT_PATH)
+    scene = Scene("p")
+    scene.on_air["slow"] = on_air(slow, "slow", cut=True)
+    stream = LayerStream(
+        scene, SlowRenderer(TZ), 320, 180, 25, TZ, idle_stop_s=5, on_stop=lambda _s: None
+    )
+    started = time.monotonic()
+    stream.start()
+    sub = stream.subscribe()
+    try:
+        frame = None
+        while frame is None or frame.WhichOneof("body") != "layer":
+            frame = await sub.queue.get(timeout=2.0)
+            assert time.monotonic() - started < 2.0
+        assert frame.layer.full and time.monotonic() - started >= SLOW_S
+        (patch,) = frame.layer.patches
+        canvas = np.frombuffer(patch.rgba, dtype=np.uint8).reshape(180, 320, 4)
+        assert (canvas[:45, :80] == [255, 0, 0, 255]).all()
+    finally:
+        await stream.stop()

@@ -151,3 +151,16 @@ def test_a_frozen_picture_that_goes_black_is_reported_as_black() -> None:
         (FROZEN, False),
     ]
     assert "black" in changes[-1][1].message
+
+
+def test_an_assumed_condition_clears_like_one_raised_here() -> None:
+    # Raised by another replica: a picture that moves clears it after clear_after_s (0.5 s).
+    m = ConfidenceMonitor()
+    m.assume(BLACK)
+    changes = run(m, 2, 0, moving, ON_TARGET)
+    assert [(c.condition, c.raised) for _, c in changes] == [(BLACK, False)]
+    assert 0.5 <= changes[0][0] <= 0.55
+    # Still black: nothing changes, it stays raised.
+    m = ConfidenceMonitor()
+    m.assume(BLACK)
+    assert run(m, 3, 0, black, ON_TARGET) == [] and m.active(BLACK)

@@ -175,3 +175,36 @@ def test_status_json_and_page_show_everything() -> None:
     page = render_html(status)
     assert "广州台" in page and "output_failed" in page and "mixer-0" in page
     assert "&lt;b&gt;x&lt;/b&gt;" in page and "<b>x" not in page
+
+
+def test_missing_instances_adopted_from_another_replica_end_as_their_own_would() -> None:
+    sent: list[monitoring_pb2.Alert] = []
+    clock = Clock()
+    book = AlertBook("mon", sent.append)
+    health = HealthModel(book, heartbeat_interval_s=2.0, forget_after_s=300.0, clock=clock)
+    health.heartbeat(beat(1000.0, 1.0))  # mixer/mixer-0 is known here, and beating
+    book.seed(
+        [
+            monitoring_pb2.Alert(id=f"m/{k}", condition="service_missing", target=k)
+            for k in ("mixer/mixer-0", "mixer/mixer-9", "graphics/gone")
+        ]
+    )
+    health.adopt_alerts()
+    health.heartbeat(beat(1002.0, 1.1))  # the known one beats: cleared
+    back = control_pb2.Heartbeat(service="mixer", instance="mixer-9", time_us=1)
+    health.heartbeat(back)  # one never seen here beats: cleared
+    assert [(a.id, a.state) for a in sent] == [
+        ("m/mixer/mixer-0", monitoring_pb2.ALERT_STATE_CLEARED),
+        ("m/mixer/mixer-9", monitoring_pb2.ALERT_STATE_CLEARED),
+    ]
+    clock.now += 299.0
+    health.evaluate()
+
+    def gone() -> list[tuple[str, int]]:
+        return [(a.id, a.state) for a in sent if a.target == "graphics/gone"]
+
+    assert gone() == []
+    clock.now += 2.0
+    health.evaluate()  # the one that never beats again is forgotten, like the others
+    assert gone() == [("m/graphics/gone", monitoring_pb2.ALERT_STATE_CLEARED)]
+    assert health.inherited_missing == {}
