@@ -33,8 +33,8 @@ from services.common.bus import Bus, SubjectHandler, subject
 from services.common.capacity import CpuBudget
 from services.common.leases import Leases
 
-DEFAULT_LEASE_SECONDS = 3.0
-DEFAULT_RENEW_SECONDS = 1.0
+DEFAULT_LEASE_SECONDS = 2.0
+DEFAULT_RENEW_SECONDS = 0.5
 UNIT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_=.-]{0,127}")  # what a key-value key may be
 
 Unit = Callable[[str], Awaitable[None]]

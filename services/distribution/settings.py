@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from services.common.settings import ServiceSettings, SettingsError, split_addr
+from services.common.steward import DEFAULT_LEASE_SECONDS, DEFAULT_RENEW_SECONDS
 
 DEFAULT_DATA_DIR = ".baycast/data"
 # 0 x 0: the program's own size (the first frame decides; the slate uses the fallback before it).
@@ -53,12 +54,6 @@ EXCHANGE_HEIGHTS = (360, 540, 720)
 # At 540 lines; other heights scale it with the picture's area.
 DEFAULT_EXCHANGE_VIDEO_KBPS = 1500
 DEFAULT_EXCHANGE_AUDIO_KBPS = 64
-# One replica runs a production's outputs (owned_productions.py): it renews its lease this often,
-# and another replica takes the production this long after the last renewal of a dead owner.
-# Shorter than the mixer's: a new owner's outputs need ~2.5 s more to push again (the next
-# keyframe, the relay's start), and a killed owner's outputs must be back within 5 s.
-DEFAULT_LEASE_SECONDS = 2.0
-DEFAULT_LEASE_RENEW_SECONDS = 0.5
 # 0: a replica takes as many productions as are wanted.
 DEFAULT_MAX_PRODUCTIONS = 0
 
@@ -109,9 +104,10 @@ class DistributionSettings(ServiceSettings):
     exchange_audio_kbps: int = DEFAULT_EXCHANGE_AUDIO_KBPS
     # The platform's SRT secret, shared with ingest: a station's passphrase derives from it.
     srt_secret: str = ""
-    # Productions among replicas (owned_productions.py, docs/adr/0015).
+    # One replica runs a production's outputs (owned_productions.py, docs/adr/0015): another
+    # takes the production this long after a dead owner's last renewal; renewed this often.
     lease_seconds: float = DEFAULT_LEASE_SECONDS
-    lease_renew_seconds: float = DEFAULT_LEASE_RENEW_SECONDS
+    lease_renew_seconds: float = DEFAULT_RENEW_SECONDS
     max_productions: int = DEFAULT_MAX_PRODUCTIONS
     # One production's CPU: the 1080p25 program encoded once (x264) with its outputs, 0.28 core
     # at the seed's show in BENCHMARKS.md (services/common/capacity.py).
