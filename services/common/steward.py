@@ -72,6 +72,7 @@ class Steward:
         self._locks: dict[str, asyncio.Lock] = {}
         self._task: asyncio.Task[None] | None = None
         self._closing = False
+        self._taking: dict[str, asyncio.Task[None]] = {}  # takes the renewal loop started
 
     def route_subject(self, instance: str) -> str:
         return subject("svc", self.service, instance, "route")
@@ -169,10 +170,11 @@ class Steward:
         """Stop every unit and release the leases, so other replicas take them at once; take
         none from now on."""
         self._closing = True
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        for task in [self._task, *self._taking.values()]:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         for unit in list(self._held):
             await self._let_go(unit, release=True)
 
@@ -212,8 +214,17 @@ class Steward:
         if self.budget is not None:
             self.budget.sample(len(self._held))
         for unit in sorted(await self._wanted()):
-            if unit not in self._held and self._may_take(unit):
-                await self.take(unit)
+            if unit not in self._held and unit not in self._taking and self._may_take(unit):
+                # Started aside: a slow start must not hold up the renewal of the others.
+                self._taking[unit] = asyncio.create_task(self._take_aside(unit))
+
+    async def _take_aside(self, unit: str) -> None:
+        try:
+            await self.take(unit)
+        except Exception as exc:
+            log.warning("unit_take_failed", service=self.service, unit=unit, error=str(exc))
+        finally:
+            self._taking.pop(unit, None)
 
     def _may_take(self, unit: str) -> bool:
         """The service's own rule, and room in the CPU budget."""

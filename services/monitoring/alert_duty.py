@@ -5,7 +5,7 @@ book, so that any of them can take over with its judgement formed. The duty is o
 `alerts`, held through a steward (services/common/steward.py, docs/adr/0015): the replica holding
 it publishes alert events and program loudness, and answers `monitoring.alerts` (a request that
 reaches another replica through the queue group is forwarded to it); the others publish nothing.
-A killed replica's duty moves when its lease expires (about 4 s); a draining one hands it over
+A killed replica's duty moves when its lease expires (about 2.5 s); a draining one hands it over
 at once.
 
 What the replica on duty has published as firing is stored after each burst of events in the
