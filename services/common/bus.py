@@ -148,7 +148,8 @@ class SharedReplies(Protocol):
     """Replies of commands served by a queue group, shared by its members (CommandLog)."""
 
     async def begin(self, subj: str, command_id: str) -> tuple[bytes, dict[str, str]] | None:
-        """The stored reply when the command was applied already; None: apply it, then `end`."""
+        """The stored reply when the command was applied already; None: apply it, then `end`.
+        Raises errors.Unavailable when it cannot tell (the command must not be applied)."""
 
     async def end(
         self, subj: str, command_id: str, data: bytes, headers: dict[str, str], *, keep: bool
@@ -380,7 +381,11 @@ class Bus:
             await self._respond(msg, data, headers)
             return
         record = self.shared_replies if shared and command_id else None
-        stored = await record.begin(subj, command_id) if record else None
+        try:
+            stored = await record.begin(subj, command_id) if record else None
+        except errors.Unavailable as exc:  # the record is out of reach: the client retries
+            await self._respond(msg, error_reply(exc), {STATUS_HEADER: "error"})
+            return
         if stored is not None:
             await self._respond(msg, *stored)
             return

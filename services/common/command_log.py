@@ -15,9 +15,12 @@ JetStream key-value bucket, `command-log`, one key per (subject, command id), ke
   it) it takes the claim over and applies the command itself.
 
 When the bucket cannot be reached within `REACH_S` (no JetStream, a leader election) the command
-is applied as before (each replica's own cache still answers a retry that comes back to it): a
-shared record must never stop the show. The bus consults the record only for queue groups
-(`Bus.shared_replies`); a subject one instance serves needs none.
+is answered UNAVAILABLE and not applied: applied unrecorded, its retry could reach another
+replica and be applied twice. The client retries (as `baycast ctl` does) until the record is
+back, within seconds of an election. A reply that cannot be recorded at once is recorded aside,
+retried for `STALE_CLAIM_S`, while the reply itself goes out. The bus consults the record only
+for queue groups (`Bus.shared_replies`); a subject one instance serves needs none, and the
+mixer's switching commands go to their production's one owner.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import time
 import nats.js.errors
 import structlog
 
+from services.common import errors
 from services.common.bus import Bus, KvBucket, encode
 from services.common.gen.baycast.v1 import control_pb2
 
@@ -37,6 +41,7 @@ TTL_S = 600.0
 STALE_CLAIM_S = 10.0
 REACH_S = 2.0
 WAIT_POLL_S = 0.05
+STORE_RETRY_S = 0.25
 PENDING = "pending"
 DONE = "done"
 
@@ -57,6 +62,7 @@ class CommandLog:
         self.instance = instance
         self._bucket: KvBucket[control_pb2.CommandRecord] | None = None
         self._claims: dict[str, int] = {}  # key -> revision of our pending claim
+        self._storing: set[asyncio.Task[None]] = set()  # replies being recorded
 
     async def _open(self) -> KvBucket[control_pb2.CommandRecord]:
         if self._bucket is None:
@@ -68,19 +74,25 @@ class CommandLog:
         try:
             return await asyncio.wait_for(self._claim(key), STALE_CLAIM_S + REACH_S)
         except Exception as exc:
+            # Applying it unrecorded could apply it twice (its retry may reach another replica):
+            # the client retries instead, once the record is back (a leader elected).
+            self._bucket = None  # opened again next time (the stream may have been lost)
             log.warning("command_log_unreachable", error=str(exc) or type(exc).__name__)
-            return None
+            raise errors.Unavailable(
+                f"the command log is unreachable ({type(exc).__name__}): retry"
+            ) from None
 
     async def end(
         self, subj: str, command_id: str, data: bytes, headers: dict[str, str], *, keep: bool
     ) -> None:
         key = command_key(subj, command_id)
         revision = self._claims.pop(key, None)
-        if revision is None or self._bucket is None:
-            return  # applied without a claim (the record was out of reach)
+        bucket = self._bucket
+        if revision is None or bucket is None:
+            return
         if not keep:
             try:
-                await asyncio.wait_for(self._bucket.store.delete(key, last=revision), REACH_S)
+                await asyncio.wait_for(bucket.store.delete(key, last=revision), REACH_S)
             except Exception as exc:
                 log.warning("command_log_unreachable", error=str(exc) or type(exc).__name__)
             return
@@ -91,15 +103,35 @@ class CommandLog:
             reply=data,
             headers=headers,
         )
-        try:
-            await asyncio.wait_for(
-                self._bucket.store.update(key, encode(record), last=revision), REACH_S
-            )
-        except nats.js.errors.KeyWrongLastSequenceError:
-            # Taken over meanwhile (this replica was too slow): the other one's reply stands.
-            log.warning("command_claim_lost", subject=subj)
-        except Exception as exc:
-            log.warning("command_log_unreachable", error=str(exc) or type(exc).__name__)
+        # Stored aside, retried while the record is unreachable (a leader being elected): the
+        # reply goes out now, and a retry reaching another replica waits for this record
+        # instead of taking the claim over as a dead replica's.
+        task = asyncio.create_task(self._store(bucket, key, revision, encode(record), subj))
+        self._storing.add(task)
+        task.add_done_callback(self._storing.discard)
+
+    async def _store(
+        self,
+        bucket: KvBucket[control_pb2.CommandRecord],
+        key: str,
+        revision: int,
+        record: bytes,
+        subj: str,
+    ) -> None:
+        deadline = time.monotonic() + STALE_CLAIM_S
+        while True:
+            try:
+                await asyncio.wait_for(bucket.store.update(key, record, last=revision), REACH_S)
+                return
+            except nats.js.errors.KeyWrongLastSequenceError:
+                # Taken over meanwhile (this replica was too slow): the other one's reply stands.
+                log.warning("command_claim_lost", subject=subj)
+                return
+            except Exception as exc:
+                if time.monotonic() > deadline:
+                    log.warning("command_not_recorded", subject=subj, error=repr(exc))
+                    return
+                await asyncio.sleep(STORE_RETRY_S)
 
     async def _claim(self, key: str) -> tuple[bytes, dict[str, str]] | None:
         """Claim `key` (None: apply the command), or the reply stored for it, waiting while

@@ -20,6 +20,7 @@ from services.common.gen.baycast.v1 import ingest_pb2, media_pb2, media_pb2_grpc
 from services.common.handles import HandleDirectory
 from services.common.rpc import CHANNEL_OPTIONS
 from tests.cluster.harness import Cluster
+from tests.support import command_load
 
 pytestmark = pytest.mark.cluster
 
@@ -40,18 +41,15 @@ async def mixer_cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
         yield cluster
 
 
-async def retried(bus: Bus, subj: str, command: ingest_pb2.StationCommand, command_id: str):
-    """`baycast ctl`'s way: one command id, retried through outages."""
-    deadline = time.monotonic() + RETRY_FOR_S
-    while True:
-        try:
-            return await bus.request(
-                subj, command, ingest_pb2.StationReply, command_id=command_id, timeout=2
-            )
-        except errors.Unavailable:
-            if time.monotonic() > deadline:
-                raise
-            await asyncio.sleep(0.1)
+async def send(
+    bus: Bus, subj: str, command: ingest_pb2.StationCommand, command_id: str
+) -> ingest_pb2.StationReply:
+    return await command_load.retried(
+        lambda: bus.request(
+            subj, command, ingest_pb2.StationReply, command_id=command_id, timeout=2
+        ),
+        RETRY_FOR_S,
+    )
 
 
 async def leader_of(bus: Bus, stream: str, not_this: str = "") -> str:
@@ -83,23 +81,14 @@ async def test_no_acknowledged_command_is_lost_through_two_leader_kills(
         station = f"st{n:04d}"
         command = ingest_pb2.StationCommand(add=ingest_pb2.AddStation(id=station))
         sent = time.monotonic()
-        replies[station] = await retried(bus, subj, command, f"add-{station}")
+        replies[station] = await send(bus, subj, command, f"add-{station}")
         took.append(time.monotonic() - sent)
 
-    async def command_loop() -> list[asyncio.Task[None]]:
-        tasks = []
-        for n in range(800):  # bounded: 40 s of commands at the most
-            if stop.is_set():
-                break
-            tasks.append(asyncio.create_task(add(n)))
-            await asyncio.sleep(COMMAND_EVERY_S)
-        return tasks
-
     try:
-        await retried(
+        await send(
             bus, subj, ingest_pb2.StationCommand(add=ingest_pb2.AddStation(id="first")), "first"
         )
-        loop = asyncio.create_task(command_loop())
+        loop = asyncio.create_task(command_load.every(COMMAND_EVERY_S, 800, stop, add))
         killed: list[str] = []
         for _ in range(2):
             await asyncio.sleep(1.5)
@@ -120,7 +109,7 @@ async def test_no_acknowledged_command_is_lost_through_two_leader_kills(
         # Retried again now, each id is answered with its first reply by whichever replica.
         for station in sorted(replies)[::20]:
             command = ingest_pb2.StationCommand(add=ingest_pb2.AddStation(id=station))
-            again = await retried(bus, subj, command, f"add-{station}")
+            again = await send(bus, subj, command, f"add-{station}")
             assert again.token == replies[station].token
         print(
             f"\n{len(tasks)} commands through leader kills of {killed}: all stored; the longest "

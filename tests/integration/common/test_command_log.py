@@ -105,8 +105,12 @@ async def test_copies_arriving_together_wait_for_the_one_being_applied(
             await r.stop()
 
 
-async def test_without_the_bucket_commands_are_still_applied(own_nats_server: NatsServer) -> None:
-    """A record that cannot be reached never stops a command (each replica's cache remains)."""
+async def test_while_the_record_is_out_of_reach_commands_wait_for_it(
+    own_nats_server: NatsServer,
+) -> None:
+    """Applied unrecorded, a command's retry could be applied again by another replica: while
+    the record cannot be reached the command is refused UNAVAILABLE and not applied, and once it
+    is back (here: made again) the retry is applied, once."""
     subject = f"baycast.v1.test.{uuid.uuid4().hex[:8]}.cmd"
     replica = await Replica(own_nats_server.url, "alone", subject).start()
     client = Bus(own_nats_server.url, "client")
@@ -116,11 +120,16 @@ async def test_without_the_bucket_commands_are_still_applied(own_nats_server: Na
             subject, control_pb2.StatusRequest(), control_pb2.Heartbeat, command_id="first"
         )
         await replica.bus.nc.jetstream().delete_stream("KV_command-log")  # the record is gone
-        reply = await client.request(
-            subject, control_pb2.StatusRequest(), control_pb2.Heartbeat, command_id="x", timeout=10
+        with pytest.raises(errors.Unavailable, match="command log"):
+            await client.request(
+                subject, control_pb2.StatusRequest(), control_pb2.Heartbeat, command_id="x"
+            )
+        assert replica.applied == ["alone"]
+        reply = await client.request(  # the retry: the record is opened (made) again
+            subject, control_pb2.StatusRequest(), control_pb2.Heartbeat, command_id="x"
         )
         again = await client.request(
-            subject, control_pb2.StatusRequest(), control_pb2.Heartbeat, command_id="x", timeout=10
+            subject, control_pb2.StatusRequest(), control_pb2.Heartbeat, command_id="x"
         )
         assert replica.applied == ["alone", "alone"] and reply == again
     finally:

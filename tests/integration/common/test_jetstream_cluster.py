@@ -16,6 +16,7 @@ from services.common.asrun import ASRUN_STREAM, ensure_asrun_stream
 from services.common.bus import Bus, KvBucket
 from services.common.command_log import CommandLog
 from services.common.gen.baycast.v1 import control_pb2
+from tests.support import command_load
 from tests.support.nats import NatsCluster, NatsServer
 
 # nats-server's raft elects a new stream leader 4-9 s after its leader dies; a command retried for
@@ -117,21 +118,17 @@ class Replica:
 
 async def send_with_retries(client: Bus, subject: str, command_id: str) -> str:
     """What `baycast ctl` does: one command id, retried through outages."""
-    deadline = time.monotonic() + RETRY_FOR_S
-    while True:
-        try:
-            reply = await client.request(
-                subject,
-                control_pb2.StatusRequest(),
-                control_pb2.Heartbeat,
-                command_id=command_id,
-                timeout=2,
-            )
-            return reply.instance
-        except errors.Unavailable:
-            if time.monotonic() > deadline:
-                raise
-            await asyncio.sleep(0.1)
+    reply = await command_load.retried(
+        lambda: client.request(
+            subject,
+            control_pb2.StatusRequest(),
+            control_pb2.Heartbeat,
+            command_id=command_id,
+            timeout=2,
+        ),
+        RETRY_FOR_S,
+    )
+    return reply.instance
 
 
 async def test_commands_ride_out_two_leader_elections(cluster: NatsCluster) -> None:
@@ -146,15 +143,6 @@ async def test_commands_ride_out_two_leader_elections(cluster: NatsCluster) -> N
 
     async def sender(n: int) -> None:
         acknowledged.append(await send_with_retries(client, subject, f"cmd-{n}"))
-
-    async def command_loop() -> list[asyncio.Task[None]]:
-        tasks = []
-        for n in range(600):  # bounded: 30 s of commands at the most
-            if stop.is_set():
-                break
-            tasks.append(asyncio.create_task(sender(n)))
-            await asyncio.sleep(COMMAND_EVERY_S)
-        return tasks
 
     async def kill_leader() -> str:
         info = await client.nc.jetstream().stream_info("KV_commands")
@@ -176,7 +164,7 @@ async def test_commands_ride_out_two_leader_elections(cluster: NatsCluster) -> N
         raise AssertionError(f"no new leader after {old} died")
 
     try:
-        loop = asyncio.create_task(command_loop())
+        loop = asyncio.create_task(command_load.every(COMMAND_EVERY_S, 600, stop, sender))
         await asyncio.sleep(1.0)
         for _ in range(2):
             leader = await kill_leader()
