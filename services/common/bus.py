@@ -575,15 +575,21 @@ class KvBucket(Generic[M]):
 
     async def update(self, key: str, change: Callable[[M | None], M], *, attempts: int = 10) -> M:
         """Read-modify-write with compare-and-swap; `change` may be called more than once."""
+        return (await self.update_entry(key, change, attempts=attempts)).value
+
+    async def update_entry(
+        self, key: str, change: Callable[[M | None], M], *, attempts: int = 10
+    ) -> Entry[M]:
+        """`update`, answering the value written and its revision."""
         for _ in range(attempts):
             current = await self.get(key)
             value = change(current.value if current else None)
             try:
                 if current is None:
-                    await self.store.create(key, encode(value))
+                    revision = await self.store.create(key, encode(value))
                 else:
-                    await self.store.update(key, encode(value), last=current.revision)
-                return value
+                    revision = await self.store.update(key, encode(value), last=current.revision)
+                return Entry(value, revision)
             except nats.js.errors.KeyWrongLastSequenceError:
                 continue
         raise errors.Conflict(f"{key} changed under us {attempts} times in a row")

@@ -7,10 +7,12 @@ and event stream of the old one; revoking clears the hash, so no token matches a
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from services.common import errors
-from services.common.bus import KvBucket
 from services.common.credentials import PRINCIPAL_ID, with_new_token
 from services.common.gen.baycast.v1 import operators_pb2
+from services.common.kv_mirror import KvMirror
 from services.common.media import now_us
 from services.control import metrics
 
@@ -59,8 +61,11 @@ def info(operator: operators_pb2.Operator) -> operators_pb2.OperatorInfo:
 class OperatorRegistry:
     """`operator.cmd`: add, list, show, rotate and revoke operators."""
 
-    def __init__(self, bucket: KvBucket[operators_pb2.Operator]) -> None:
-        self.bucket = bucket
+    def __init__(self, operators: KvMirror[operators_pb2.Operator]) -> None:
+        # Writes go to the bucket and, at once, to this replica's mirror: a token handed out
+        # (or revoked) here works (or stops) at once here, before the watch brings it back.
+        self.mirror = operators
+        self.bucket = operators.bucket
 
     async def handle(self, command: operators_pb2.OperatorCommand) -> operators_pb2.OperatorReply:
         verb = command.WhichOneof("command")
@@ -106,9 +111,10 @@ class OperatorRegistry:
             )
         )
         try:
-            await self.bucket.create(add.id, operator)
+            revision = await self.bucket.create(add.id, operator)
         except errors.AlreadyExists:
             raise errors.AlreadyExists(f"operator {add.id!r} exists", field="add.id") from None
+        self.mirror.note(add.id, operator, revision)
         return operators_pb2.OperatorReply(operators=[info(operator)], token=token)
 
     async def rotate(self, operator_id: str) -> operators_pb2.OperatorReply:
@@ -124,7 +130,7 @@ class OperatorRegistry:
             tokens[:] = [token]
             return operator
 
-        operator = await self.bucket.update(operator_id, change)
+        operator = await self.write(operator_id, change)
         return operators_pb2.OperatorReply(operators=[info(operator)], token=tokens[0])
 
     async def revoke(self, operator_id: str) -> operators_pb2.OperatorReply:
@@ -140,5 +146,14 @@ class OperatorRegistry:
             operator.token_sha256 = ""
             return operator
 
-        operator = await self.bucket.update(operator_id, change)
+        operator = await self.write(operator_id, change)
         return operators_pb2.OperatorReply(operators=[info(operator)])
+
+    async def write(
+        self,
+        operator_id: str,
+        change: Callable[[operators_pb2.Operator | None], operators_pb2.Operator],
+    ) -> operators_pb2.Operator:
+        entry = await self.bucket.update_entry(operator_id, change)
+        self.mirror.note(operator_id, entry.value, entry.revision)
+        return entry.value

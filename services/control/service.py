@@ -46,7 +46,7 @@ class ControlService(BaseService[ControlSettings]):
         self.credentials = await CredentialBook.open(self.bus)
         self.productions = await KvMirror.open(self.bus, PRODUCTIONS_BUCKET, mixer_pb2.Production)
         self.sources = await KvMirror.open(self.bus, SOURCES_BUCKET, control_pb2.SourceState)
-        self.registry = OperatorRegistry(self.credentials.operators.bucket)
+        self.registry = OperatorRegistry(self.credentials.operators)
         await self.bus.serve(
             OPERATOR_COMMANDS, operators_pb2.OperatorCommand, self.registry.handle, queue="control"
         )
