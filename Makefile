@@ -24,6 +24,11 @@ OBS_PYTHON ?= $(lastword $(wildcard /usr/bin/python3.1[2-9] $(PYENV_ROOT)/versio
 OBS_VENV := build/obs-venv
 OBS_STAMP := $(OBS_VENV)/.installed
 OBS_PACKAGES := libdatachannel-py==2026.1.0 av==18.1.0 numpy==2.4.6
+# checkov, the generic Kubernetes pod rules of `make k8s-check` (deploy/k8s/check.py): it pins
+# packaging<24, which pytest 9 refuses, so it gets a venv of its own.
+CHECKOV_VENV := build/checkov-venv
+CHECKOV_STAMP := $(CHECKOV_VENV)/.installed
+CHECKOV_PACKAGES := checkov==3.3.30
 PROTOS := $(wildcard proto/baycast/v1/*.proto)
 GEN_DIR := services/common/gen
 GEN_STAMP := $(GEN_DIR)/.stamp
@@ -42,7 +47,7 @@ WEB_STAMP := build/web/.installed
 # What the demo needs; the tests need the OBS-style publisher's venv as well.
 RUN_DEPS := apt $(PY_STAMP) $(GEN_STAMP) $(WEB_STAMP)
 
-setup: $(RUN_DEPS) $(OBS_STAMP) ## install everything (idempotent): Debian packages, .venv, generated code, browser modules, the OBS-style publisher's venv
+setup: $(RUN_DEPS) $(OBS_STAMP) $(CHECKOV_STAMP) ## install everything (idempotent): Debian packages, .venv, generated code, browser modules, the OBS-style publisher's and checkov's venvs
 
 apt:
 	@missing=""; for p in $(APT_PACKAGES); do \
@@ -62,6 +67,11 @@ $(OBS_STAMP): Makefile
 	@test -n "$(OBS_PYTHON)" || { echo "no Python >= 3.12 found for $(OBS_VENV) (set OBS_PYTHON=...)"; exit 1; }
 	$(OBS_PYTHON) -m venv --clear $(OBS_VENV)
 	$(OBS_VENV)/bin/python -m pip install -q $(OBS_PACKAGES)
+	touch $@
+
+$(CHECKOV_STAMP): Makefile
+	$(PYTHON) -m venv --clear $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/python -m pip install -q $(CHECKOV_PACKAGES)
 	touch $@
 
 $(PY_STAMP): pyproject.toml

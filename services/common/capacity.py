@@ -8,6 +8,9 @@ the units held, so a burst of takeovers cannot overbook a replica before its CPU
 
     available = floor((cores - max(cpu used, units held × unit_cores)) / unit_cores)
 
+and never more than `max_units - units held` when the service caps its units (the mixer's and
+distribution's `max_productions`), so the gauge counts what the replica will really take.
+
 Each service exports it as `baycast_<service>_units_available`, the
 signal an operator and the autoscaling watch; a replica with none available takes no new unit,
 so another replica (or a new pod) does. The budget is the pod's CPU limit unless
@@ -55,12 +58,19 @@ def process_cpu_seconds() -> float:
 
 class CpuBudget:
     def __init__(
-        self, service: str, cores: float, unit_cores: float, *, window_s: float = 10.0
+        self,
+        service: str,
+        cores: float,
+        unit_cores: float,
+        *,
+        max_units: int = 0,
+        window_s: float = 10.0,
     ) -> None:
         if cores <= 0 or unit_cores <= 0:
             raise ValueError("cores and unit_cores must be positive")
         self.cores = cores
         self.unit_cores = unit_cores
+        self.max_units = max_units  # 0: no cap of the service's own
         self.window_s = window_s
         self.used_cores = 0.0
         self.held = 0
@@ -83,7 +93,10 @@ class CpuBudget:
     @property
     def available(self) -> int:
         committed = max(self.used_cores, self.held * self.unit_cores)
-        return max(0, math.floor((self.cores - committed) / self.unit_cores + 1e-9))
+        by_cpu = math.floor((self.cores - committed) / self.unit_cores + 1e-9)
+        if self.max_units:
+            by_cpu = min(by_cpu, self.max_units - self.held)
+        return max(0, by_cpu)
 
     def can_take(self) -> bool:
         return self.available >= 1
@@ -97,9 +110,13 @@ class CpuBudget:
         self._available.set(self.available)
 
 
-def budget(service: str, capacity_cores: float, unit_cores: float) -> CpuBudget | None:
-    """The budget of a replica from its settings (capacity 0: its cgroup's CPU limit); None when
-    it has no known CPU of its own or its unit has no measured cost: then only the service's own
-    limits apply."""
+def budget(
+    service: str, capacity_cores: float, unit_cores: float, max_units: int = 0
+) -> CpuBudget | None:
+    """The budget of a replica from its settings (capacity 0: its cgroup's CPU limit; max_units 0:
+    no cap of its own); None when it has no known CPU of its own or its unit has no measured
+    cost: then only the service's own limits apply."""
     cores = capacity_cores or cpu_limit_cores()
-    return CpuBudget(service, cores, unit_cores) if cores and unit_cores else None
+    if not (cores and unit_cores):
+        return None
+    return CpuBudget(service, cores, unit_cores, max_units=max_units)

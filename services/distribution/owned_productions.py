@@ -75,7 +75,9 @@ class OwnedProductions:
             stop=self._stop,
             wanted=distributor.wanted,
             can_take=self._can_take,
-            budget=capacity.budget(SERVICE, settings.capacity_cores, settings.unit_cores),
+            budget=capacity.budget(
+                SERVICE, settings.capacity_cores, settings.unit_cores, settings.max_productions
+            ),
             lease_seconds=settings.lease_seconds,
             renew_seconds=settings.lease_renew_seconds,
         )

@@ -55,7 +55,10 @@ class MixerService(BaseService[MixerSettings]):
         )
         self.running: dict[str, Running] = {}
         self.budget = capacity.budget(
-            "mixer", self.settings.capacity_cores, self.settings.unit_cores
+            "mixer",
+            self.settings.capacity_cores,
+            self.settings.unit_cores,
+            self.settings.max_productions,
         )
         await self.bus.serve(
             subject(*ADMIN_SUBJECT), mixer_pb2.ProductionCommand, self.admin, queue="mixer"

@@ -29,7 +29,9 @@ ROOT = Path(__file__).resolve().parents[3]
 OBSERVABILITY = ROOT / "deploy/observability"
 RULES = sorted((OBSERVABILITY / "rules").glob("*.yaml"))
 RULE_TESTS = sorted((OBSERVABILITY / "rules/tests").glob("*.yaml"))
-DASHBOARDS = sorted((OBSERVABILITY / "dashboards").glob("*.json"))
+# The dashboards' one copy, where kustomize's component and the Helm chart read it.
+DASHBOARD_DIR = ROOT / "deploy/k8s/components/dashboards/dashboards"
+DASHBOARDS = sorted(DASHBOARD_DIR.glob("*.json"))
 METRIC_NAME = re.compile(r"\b(?:baycast|process)_\w+")
 NAME_REGEX = re.compile(r'__name__=~"([^"]+)"')
 # Metrics every service gets from the common glue or prometheus-client, whatever its name.
@@ -104,7 +106,7 @@ def test_dashboards_are_grafana_models_and_up_to_date() -> None:
                 for var in re.findall(r"\$(\w+)", target["expr"]):
                     assert var in variables, (path.name, var)
     assert len(uids) == len(DASHBOARDS)
-    sources = json.loads((OBSERVABILITY / "dashboards/sources.json").read_text())
+    sources = json.loads((DASHBOARD_DIR / "sources.json").read_text())
     rows = [p for p in sources["panels"] if p["type"] == "row" and p.get("repeat") == "source"]
     assert len(rows) == 1
     titles = {p["title"] for p in sources["panels"]}

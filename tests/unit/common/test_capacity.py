@@ -55,3 +55,14 @@ def test_no_cpu_of_its_own_means_no_budget(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setattr(capacity, "cpu_limit_cores", lambda: 0.0)
     assert capacity.budget("captest4", 0.0, 0.35) is None
     assert capacity.budget("captest4", 1.5, 0.35) is not None
+
+
+def test_the_service_s_own_cap_bounds_what_is_available(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Five units by CPU, four by the service's MAX_PRODUCTIONS: a replica holding four shows
+    none, so an autoscaler following the gauge sees it full."""
+    FakeProcess(monkeypatch)
+    budget = capacity.CpuBudget("captest5", cores=2.0, unit_cores=0.35, max_units=4)
+    assert budget.available == 4
+    for _ in range(4):
+        budget.took()
+    assert budget.available == 0 and capacity._gauge("captest5")._value.get() == 0

@@ -1,16 +1,20 @@
-"""The policy checker of deploy/k8s/check.py: each rule catches its violation, and the real
-manifests and chart pass it."""
+"""The policy checker of deploy/k8s/check.py: each rule catches its violation (baycast's own
+and, through checkov, the generic pod rules), and the real manifests and chart pass it."""
 
 from __future__ import annotations
 
 import copy
 import importlib.util
+import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
+import yaml
 
 CHECK_PY = Path(__file__).resolve().parents[3] / "deploy" / "k8s" / "check.py"
 
@@ -45,13 +49,19 @@ def deployment(service: str = "mixer", replicas: int = 1) -> dict[str, Any]:
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": {"name": f"baycast-{service}", "labels": labels(service)},
+        "metadata": {
+            "name": f"baycast-{service}",
+            "namespace": "baycast",
+            "labels": labels(service),
+        },
         "spec": {
             "replicas": replicas,
             "selector": {"matchLabels": labels(service)},
             "template": {
                 "metadata": {"labels": labels(service)},
                 "spec": {
+                    "serviceAccountName": f"baycast-{service}",
+                    "automountServiceAccountToken": False,
                     "terminationGracePeriodSeconds": 30,
                     "securityContext": {
                         "runAsNonRoot": True,
@@ -116,43 +126,21 @@ def test_a_compliant_deployment_has_no_violation() -> None:
 @pytest.mark.parametrize(
     ("mutate", "expected"),
     [
-        (lambda d: container(d).pop("livenessProbe"), "no livenessProbe"),
-        (lambda d: container(d).pop("readinessProbe"), "no readinessProbe"),
         (lambda d: container(d).pop("startupProbe"), "no startupProbe"),
         (
             lambda d: container(d)["readinessProbe"]["httpGet"].update(path="/healthz"),
             "readiness must GET /readyz",
         ),
-        (lambda d: container(d)["resources"].pop("limits"), "no cpu limit"),
-        (lambda d: container(d)["resources"]["requests"].pop("memory"), "no memory request"),
         (
-            lambda d: d["spec"]["template"]["spec"]["securityContext"].pop("runAsNonRoot"),
-            "runAsNonRoot is not true",
-        ),
-        (
-            lambda d: container(d)["securityContext"].update(readOnlyRootFilesystem=False),
-            "readOnlyRootFilesystem is not true",
-        ),
-        (
-            lambda d: container(d)["securityContext"].pop("allowPrivilegeEscalation"),
-            "allowPrivilegeEscalation is not false",
-        ),
-        (
-            lambda d: container(d)["securityContext"]["capabilities"].update(drop=["NET_RAW"]),
-            "capabilities do not drop ALL",
-        ),
-        (
-            lambda d: d["spec"]["template"]["spec"]["securityContext"].pop("seccompProfile"),
-            "seccomp profile is not RuntimeDefault",
+            lambda d: container(d)["livenessProbe"]["httpGet"].update(path="/readyz"),
+            "liveness must GET /healthz",
         ),
         (lambda d: container(d).update(volumeMounts=[]), "no emptyDir at /tmp"),
         (
             lambda d: d["spec"]["template"]["spec"].update(terminationGracePeriodSeconds=10),
             "terminationGracePeriodSeconds 10 is not longer than the drain (10.0 s)",
         ),
-        (lambda d: container(d).update(image="ghcr.io/baycast/baycast:latest"), "no fixed tag"),
         (lambda d: container(d).update(env=[]), "ADVERTISE_HOST is not the pod IP"),
-        (lambda d: d["spec"]["template"]["spec"].update(hostNetwork=True), "hostNetwork is on"),
     ],
 )
 def test_each_pod_rule_catches_its_violation(mutate: Any, expected: str) -> None:
@@ -160,6 +148,85 @@ def test_each_pod_rule_catches_its_violation(mutate: Any, expected: str) -> None
     mutate(dep)
     violations = check.workload_violations(dep, objects(dep))
     assert any(expected in v for v in violations), violations
+
+
+def pod_spec(dep: dict[str, Any]) -> dict[str, Any]:
+    spec: dict[str, Any] = dep["spec"]["template"]["spec"]
+    return spec
+
+
+# The generic pod rules check.py leaves to checkov: a mutation of the compliant Deployment and
+# the checks that must catch it.
+CHECKOV_CASES: list[tuple[Any, set[str]]] = [
+    (lambda d: container(d).pop("livenessProbe"), {"CKV_K8S_8"}),
+    (lambda d: container(d).pop("readinessProbe"), {"CKV_K8S_9"}),
+    (lambda d: container(d)["resources"]["requests"].pop("cpu"), {"CKV_K8S_10"}),
+    (lambda d: container(d)["resources"]["limits"].pop("cpu"), {"CKV_K8S_11"}),
+    (lambda d: container(d)["resources"]["requests"].pop("memory"), {"CKV_K8S_12"}),
+    (lambda d: container(d)["resources"]["limits"].pop("memory"), {"CKV_K8S_13"}),
+    (lambda d: container(d).update(image="ghcr.io/baycast/baycast:latest"), {"CKV_K8S_14"}),
+    (lambda d: container(d).update(image="ghcr.io/baycast/baycast"), {"CKV_K8S_14"}),
+    (lambda d: container(d)["securityContext"].update(privileged=True), {"CKV_K8S_16"}),
+    (lambda d: pod_spec(d).update(hostPID=True), {"CKV_K8S_17"}),
+    (lambda d: pod_spec(d).update(hostIPC=True), {"CKV_K8S_18"}),
+    (lambda d: pod_spec(d).update(hostNetwork=True), {"CKV_K8S_19"}),
+    (lambda d: container(d)["securityContext"].pop("allowPrivilegeEscalation"), {"CKV_K8S_20"}),
+    (
+        lambda d: container(d)["securityContext"].update(readOnlyRootFilesystem=False),
+        {"CKV_K8S_22"},
+    ),
+    (
+        lambda d: pod_spec(d)["securityContext"].update(runAsNonRoot=False, runAsUser=0),
+        {"CKV_K8S_23", "CKV_K8S_40"},
+    ),
+    (
+        lambda d: container(d)["securityContext"]["capabilities"].update(add=["NET_ADMIN"]),
+        {"CKV_K8S_25"},
+    ),
+    (lambda d: pod_spec(d)["securityContext"].pop("seccompProfile"), {"CKV_K8S_31"}),
+    (
+        lambda d: container(d)["securityContext"]["capabilities"].update(drop=["NET_RAW"]),
+        {"CKV_K8S_37"},
+    ),
+    (lambda d: pod_spec(d)["securityContext"].update(runAsUser=1000), {"CKV_K8S_40"}),
+    (lambda d: pod_spec(d).pop("automountServiceAccountToken"), {"CKV_K8S_38"}),
+]
+
+
+@pytest.fixture(scope="module")
+def checkov_findings() -> dict[str, set[str]]:
+    """checkov over the compliant Deployment (baycast-mixer) and each case's (baycast-mixer-<i>),
+    in one run: check ids by Deployment."""
+    deployments = [deployment()]
+    for i, (mutate, _) in enumerate(CHECKOV_CASES):
+        dep = deployment()
+        dep["metadata"]["name"] = f"baycast-mixer-{i}"
+        mutate(dep)
+        deployments.append(dep)
+    findings: dict[str, set[str]] = {d["metadata"]["name"]: set() for d in deployments}
+    for violation in check.checkov_violations(check.Render("t", deployments, False)):
+        _, resource, finding = violation.split(": ", 2)
+        findings[resource.split("/", 1)[1]].add(finding.split()[0])
+    return findings
+
+
+def test_checkov_passes_the_compliant_deployment(checkov_findings: dict[str, set[str]]) -> None:
+    assert checkov_findings["baycast-mixer"] == set()
+
+
+@pytest.mark.parametrize("case", range(len(CHECKOV_CASES)))
+def test_checkov_catches_each_generic_pod_rule(
+    checkov_findings: dict[str, set[str]], case: int
+) -> None:
+    expected = CHECKOV_CASES[case][1]
+    assert expected <= checkov_findings[f"baycast-mixer-{case}"], checkov_findings
+
+
+def test_every_rule_handed_to_checkov_is_exercised_and_none_is_skipped() -> None:
+    exercised = set().union(*(ids for _, ids in CHECKOV_CASES))
+    assert set(check.CHECKOV_REPLACES) <= exercised
+    assert not set(check.CHECKOV_REPLACES) & set(check.CHECKOV_SKIPS)
+    assert all(reason.strip() for reason in check.CHECKOV_SKIPS.values())
 
 
 def test_grace_period_is_compared_with_the_drain_from_the_config_map() -> None:
@@ -361,7 +428,7 @@ def test_the_real_manifests_and_chart_pass(prod_kustomize: list[dict[str, Any]])
     assert check.policy_violations(helmed) == []
     assert check.parity_violations(kustomized, helmed) == []
     deployments = {o["metadata"]["name"]: o for o in helm_objects if o["kind"] == "Deployment"}
-    # The HPAs own ingest's and distribution's counts (at least 2 each).
+    # The HPAs own ingest's, mixer's and distribution's counts (at least 2 each).
     assert {name: check.replica_count(d, helm_objects) for name, d in deployments.items()} == {
         "baycast-ingest": 2,
         "baycast-mixer": 2,
@@ -370,7 +437,10 @@ def test_the_real_manifests_and_chart_pass(prod_kustomize: list[dict[str, Any]])
         "baycast-monitoring": 2,
         "baycast-control": 2,
     }
-    assert "replicas" not in deployments["baycast-ingest"]["spec"]
+    for name in ("baycast-ingest", "baycast-mixer", "baycast-distribution"):
+        assert "replicas" not in deployments[name]["spec"]
+    assert check.hpa_violations(helm_objects) == []
+    assert check.hpa_violations(prod_kustomize) == []
 
 
 def test_schema_validation_is_strict_against_the_1_32_schemas() -> None:
@@ -399,3 +469,264 @@ def test_settings_are_loaded_with_the_service_code(prod_kustomize: list[dict[str
     assert len(problems) == 2, problems
     assert "BAYCAST_INGEST_MAX_SESION is not a setting of IngestSettings" in problems[0]
     assert "ingest would not start: BAYCAST_INGEST_RTC_PORT_MIN/MAX" in problems[1]
+
+
+# -- autoscaling on units of work ----------------------------------------------------------------
+
+
+def hpa(service: str, metrics: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": {"name": f"baycast-{service}"},
+        "spec": {
+            "scaleTargetRef": {
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "name": f"baycast-{service}",
+            },
+            "minReplicas": 2,
+            "maxReplicas": 4,
+            "metrics": metrics,
+        },
+    }
+
+
+CPU = {
+    "type": "Resource",
+    "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 70}},
+}
+
+
+def units(name: str) -> dict[str, Any]:
+    return {
+        "type": "Pods",
+        "pods": {
+            "metric": {"name": name},
+            "target": {"type": "AverageValue", "averageValue": "800m"},
+        },
+    }
+
+
+def adapter_config(text: str) -> dict[str, Any]:
+    return config_map("baycast-prometheus-adapter", {"config.yaml": text})
+
+
+def rules_text() -> str:
+    return check.ADAPTER_RULES.read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("service", check.UNIT_SERVICES)
+def test_the_units_metric_is_served_from_gauges_the_service_exports(service: str) -> None:
+    exported = check.exported_metrics(service)
+    assert f"baycast_{service}_units_available" in exported  # services/common/capacity.py
+    rule = check.adapter_rules(rules_text())[check.units_metric(service)]
+    assert check.adapter_rule_violations(check.units_metric(service), rule, service) == []
+    objs = [deployment(service), hpa(service, [units(check.units_metric(service)), CPU])]
+    assert check.hpa_violations(objs) == []
+    assert check.hpa_violations([*objs, adapter_config(rules_text())]) == []
+
+
+def test_graphics_exports_no_units_gauge_of_its_own() -> None:
+    # graphics takes no CPU budget (services/graphics does not import capacity): no metric to
+    # scale on, and the check knows it.
+    assert "baycast_graphics_units_available" not in check.exported_metrics("graphics")
+    assert "baycast_graphics_ready" in check.exported_metrics("graphics")
+
+
+def test_an_hpa_on_a_metric_nobody_serves_or_nobody_exports_is_reported() -> None:
+    mixer = deployment("mixer")
+    unknown = check.hpa_violations([mixer, hpa("mixer", [units("baycast_mixer_load"), CPU])])
+    assert unknown == [
+        "HorizontalPodAutoscaler/baycast-mixer: no prometheus-adapter rule serves "
+        "baycast_mixer_load"
+    ]
+    # A rule reading a gauge the mixer does not export (a typo), rendered in the ConfigMap.
+    typo = rules_text().replace("baycast_mixer_productions", "baycast_mixer_production")
+    problems = check.hpa_violations(
+        [mixer, hpa("mixer", [units("baycast_mixer_units_used_ratio"), CPU]), adapter_config(typo)]
+    )
+    assert len(problems) == 1
+    assert "reads baycast_mixer_production, which services/mixer does not export" in problems[0]
+    # The distribution's metric on the mixer's HPA.
+    crossed = check.hpa_violations(
+        [mixer, hpa("mixer", [units("baycast_distribution_units_used_ratio"), CPU])]
+    )
+    assert any("which services/mixer does not export" in p for p in crossed), crossed
+    assert any("is not a metric of mixer" in p for p in crossed), crossed
+
+
+def test_an_hpa_keeps_cpu_beside_the_units_metric() -> None:
+    objs = [deployment("mixer"), hpa("mixer", [units("baycast_mixer_units_used_ratio")])]
+    assert check.hpa_violations(objs) == [
+        "HorizontalPodAutoscaler/baycast-mixer: no CPU metric (the fallback when a custom metric "
+        "is gone)"
+    ]
+
+
+def test_a_replica_following_units_has_units_in_its_budget() -> None:
+    """A 2-core limit holds five productions at 0.35 (the mixer's MAX_PRODUCTIONS caps its gauge
+    at four in the service itself); a limit below one production gives the HPA nothing."""
+    dep = deployment("mixer")
+    container(dep)["resources"]["limits"]["cpu"] = "2"
+    scaler = hpa("mixer", [units("baycast_mixer_units_used_ratio"), CPU])
+    assert check.units_budget_violations([dep, scaler, *objects(dep)[1:]]) == []
+    container(dep)["resources"]["limits"]["cpu"] = "300m"  # not one production
+    problems = check.units_budget_violations([dep, scaler, *objects(dep)[1:]])
+    assert len(problems) == 1 and "holds no unit" in problems[0], problems
+    # An HPA on CPU alone follows no units: nothing to hold it to.
+    assert check.units_budget_violations([dep, hpa("mixer", [CPU]), *objects(dep)[1:]]) == []
+
+
+def test_a_rendered_adapter_config_must_be_the_one_copy() -> None:
+    assert check.one_copy_violations([adapter_config(rules_text())]) == []
+    edited = rules_text().replace("clamp_min", "clamp_max")
+    source = check.ADAPTER_RULES.relative_to(check.ROOT)
+    assert check.one_copy_violations([adapter_config(edited)]) == [
+        f"ConfigMap/baycast-prometheus-adapter: differs from {source}"
+    ]
+
+
+def _promql(query: str) -> str:
+    """A rule's metricsQuery as prometheus-adapter sends it for the pods of namespace baycast."""
+    return query.replace("<<.GroupBy>>", "namespace, pod").replace(
+        "<<.LabelMatchers>>", 'namespace="baycast",pod=~"a|b|c|d"'
+    )
+
+
+@pytest.mark.parametrize("service", check.UNIT_SERVICES)
+def test_the_adapter_rule_computes_the_share_of_units_in_use(service: str, tmp_path: Path) -> None:
+    """promtool evaluates the rule's query on four pods: one unit of four in use, all five in use,
+    none available and none held (CPU alone fills it), none in use."""
+    rule = check.adapter_rules(rules_text())[check.units_metric(service)]
+    held = next(
+        m for m in check.PROMQL_METRIC.findall(rule["metricsQuery"]) if "available" not in m
+    )
+    available = f"baycast_{service}_units_available"
+    pods = {"a": (3, 1), "b": (0, 5), "c": (0, 0), "d": (5, 0)}  # (available, held)
+    (tmp_path / "rules.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "groups": [
+                    {
+                        "name": "t",
+                        "rules": [{"record": "used", "expr": _promql(rule["metricsQuery"])}],
+                    }
+                ]
+            }
+        )
+    )
+    series = []
+    for pod, (free, used) in pods.items():
+        where = f'namespace="baycast", pod="{pod}"'
+        series.append({"series": f"{available}{{{where}}}", "values": f"{free}x3"})
+        series.append({"series": f"{held}{{{where}}}", "values": f"{used}x3"})
+    expected = {"a": 0.25, "b": 1, "c": 1, "d": 0}
+    test = {
+        "rule_files": ["rules.yaml"],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": series,
+                "promql_expr_test": [
+                    {
+                        "expr": "used",
+                        "eval_time": "1m",
+                        "exp_samples": [
+                            {"labels": f'used{{namespace="baycast", pod="{pod}"}}', "value": value}
+                            for pod, value in expected.items()
+                        ],
+                    }
+                ],
+            }
+        ],
+    }
+    (tmp_path / "test.yaml").write_text(yaml.safe_dump(test))
+    result = subprocess.run(
+        ["/usr/bin/promtool", "test", "rules", "test.yaml"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_chart_schema_knows_the_autoscaling_metric() -> None:
+    import helm_python as helm
+
+    with helm.Chart.load(str(check.CHART)) as chart:
+        chart.validate_schema(chart.merge_values({"autoscaling": {"metric": "units"}}))
+        with pytest.raises(helm.HelmError, match="metric"):
+            chart.validate_schema(chart.merge_values({"autoscaling": {"metric": "memory"}}))
+        with pytest.raises(helm.HelmError, match="unitsUsedTarget"):
+            chart.validate_schema(chart.merge_values({"autoscaling": {"unitsUsedTarget": "0.8"}}))
+
+
+def test_the_chart_scales_on_cpu_only_unless_told_units() -> None:
+    on = {"services": {s: {"autoscaling": {"enabled": True}} for s in ("mixer", "distribution")}}
+    cpu_only, _ = check.helm_render_values(on)
+    hpas = [o for o in cpu_only if o["kind"] == "HorizontalPodAutoscaler"]
+    assert len(hpas) == 2
+    assert all(h["spec"]["metrics"] == [CPU] for h in hpas)
+    assert not [o for o in cpu_only if check.is_adapter_config(o)]
+
+    with_units, _ = check.helm_render_values({**on, "autoscaling": {"metric": "units"}})
+    assert check.hpa_violations(with_units) == []
+    assert check.one_copy_violations(with_units) == []
+    for obj in with_units:
+        if obj["kind"] == "HorizontalPodAutoscaler":
+            service = obj["metadata"]["labels"]["app.kubernetes.io/component"]
+            assert check.follows_units(obj, service)
+    assert [o for o in with_units if check.is_adapter_config(o)]
+    without_rules, _ = check.helm_render_values(
+        {**on, "autoscaling": {"metric": "units", "prometheusAdapterRules": False}}
+    )
+    assert not [o for o in without_rules if check.is_adapter_config(o)]
+
+
+# -- the dashboards live once --------------------------------------------------------------------
+
+
+def test_a_second_copy_of_a_dashboard_is_reported(tmp_path: Path) -> None:
+    home = tmp_path / "deploy/k8s/components/dashboards/dashboards"
+    home.mkdir(parents=True)
+    board = {"title": "baycast / x", "panels": [], "schemaVersion": 39}
+    (home / "x.json").write_text(json.dumps(board))
+    (tmp_path / "package.json").write_text("{}")  # a JSON file that is no dashboard
+    link = tmp_path / "deploy/k8s/helm/baycast/files/dashboards"
+    link.parent.mkdir(parents=True)
+    link.symlink_to(os.path.relpath(home, link.parent))
+    assert check.dashboard_copy_violations(tmp_path, home) == []
+
+    (tmp_path / "deploy/observability/dashboards").mkdir(parents=True)
+    (tmp_path / "deploy/observability/dashboards/x.json").write_text(json.dumps(board))
+    (tmp_path / "grafana.json").write_text(json.dumps({**board, "title": "renamed"}))
+    problems = check.dashboard_copy_violations(tmp_path, home)
+    assert [p.split(":")[0] for p in problems] == [
+        "grafana.json",
+        "deploy/observability/dashboards/x.json",
+    ]
+
+
+def test_the_dashboards_live_once_and_the_renders_carry_them_as_they_are() -> None:
+    assert check.dashboard_copy_violations() == []
+    assert (check.CHART / "files/dashboards").resolve() == check.DASHBOARDS.resolve()
+    assert (check.CHART / "files/prometheus-adapter.yaml").resolve() == check.ADAPTER_RULES
+    assert {p.name for p in check.dashboard_sources()} == {
+        "platform-overview.json",
+        "program-and-outputs.json",
+        "service-internals.json",
+        "sources.json",
+    }
+    objects, _ = check.helm_render("values-production.yaml")
+    boards = [o for o in objects if "-dashboard-" in o["metadata"]["name"]]
+    assert len(boards) == 4 and check.one_copy_violations(objects) == []
+    tampered = copy.deepcopy(boards[0])
+    key = next(iter(tampered["data"]))
+    tampered["data"][key] += " "
+    assert check.one_copy_violations([tampered]) == [
+        f"ConfigMap/{tampered['metadata']['name']}: {key} differs from "
+        f"{(check.DASHBOARDS / key).relative_to(check.ROOT)}"
+    ]

@@ -71,6 +71,12 @@ ingest distribution
 {{- .Values.sharedSecrets.existingSecret | default (printf "%s-shared-secrets" (include "baycast.fullname" .)) -}}
 {{- end }}
 
+{{/* The services whose HPAs can follow the share of their units of work in use
+(autoscaling.metric units; docs/adr/0015). */}}
+{{- define "baycast.unitServices" -}}
+mixer distribution
+{{- end }}
+
 {{/* Whether a service runs more than one pod (then it gets a PDB). */}}
 {{- define "baycast.multiReplica" -}}
 {{- $svc := index .root.Values.services .name -}}
