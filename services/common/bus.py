@@ -487,7 +487,9 @@ class Bus:
                 store = await self._open_kv(bucket, history, max_age_s)
                 await self.ensure_replicas(f"KV_{bucket}")
                 return KvBucket(store, message_type)
-            except TRANSIENT as exc:
+            # Not found just after it was opened or made: a server whose view of the cluster's
+            # streams lags behind (seen while three servers and a dozen services start at once).
+            except (*TRANSIENT, nats.js.errors.NotFoundError) as exc:
                 if time.monotonic() + delay > deadline:
                     raise errors.Unavailable(
                         f"the key-value bucket {bucket} did not open ({type(exc).__name__})"
@@ -547,6 +549,9 @@ class Entry(Generic[M]):
     revision: int
 
 
+KV_READ_ATTEMPTS = 2
+
+
 class KvBucket(Generic[M]):
     """Typed JetStream key-value access with compare-and-swap updates."""
 
@@ -555,10 +560,19 @@ class KvBucket(Generic[M]):
         self.message_type = message_type
 
     async def get(self, key: str) -> Entry[M] | None:
-        try:
-            entry = await self.store.get(key)
-        except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
-            return None
+        """The key's entry, or None. A read left unanswered is asked once more: on a replicated
+        bucket any replica may answer a read, and one not yet current with a new bucket (or a
+        new leader) may leave it unanswered; a read is safe to repeat."""
+        for attempt in range(KV_READ_ATTEMPTS):
+            try:
+                entry = await self.store.get(key)
+                break
+            except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
+                return None
+            except nats.errors.TimeoutError:
+                if attempt + 1 == KV_READ_ATTEMPTS:
+                    raise
+                log.warning("kv_read_unanswered", bucket=self.store._name, key=key)
         if entry.value is None or entry.revision is None:
             return None
         return Entry(decode(entry.value, self.message_type), entry.revision)

@@ -42,6 +42,7 @@ REPO = Path(__file__).resolve().parents[2]
 SERVICES = ("ingest", "graphics", "mixer", "distribution", "monitoring", "control")
 NATS_PORT = 4222
 ROUTE_PORT = 6222
+NATS_MONITOR_PORT = 8222
 READY_TIMEOUT_S = 90.0
 STOP_TIMEOUT_S = 10.0
 # Each host mounts a /dev/shm of its own, then runs the command: pods share no shared memory.
@@ -250,6 +251,8 @@ class Cluster:
                 host.ip,
                 "-p",
                 str(NATS_PORT),
+                "-m",
+                str(NATS_MONITOR_PORT),
                 "-js",
                 "-sd",
                 str(store),
@@ -262,7 +265,7 @@ class Cluster:
                 "--routes",
                 routes,
             ]
-            self._spawn(host.name, host, argv, dict(os.environ))
+            self.spawn(host.name, host, argv, dict(os.environ))
         await self._wait_jetstream()
 
     async def _wait_jetstream(self) -> None:
@@ -310,10 +313,15 @@ class Cluster:
             self.network.add_host(name)
         for service, name in replicas:
             argv = [sys.executable, "-m", "services.cli", service]
-            self._spawn(name, self.hosts[name], argv, self.service_env(service, name))
+            self.spawn(name, self.hosts[name], argv, self.service_env(service, name))
         await asyncio.gather(*(self.wait_ready(name) for _s, name in replicas))
 
-    def _spawn(self, name: str, host: Host, argv: list[str], env: dict[str, str]) -> Process:
+    def add_host(self, name: str) -> Host:
+        """One more host on the bridge (for stations, say)."""
+        return self.network.add_host(name)
+
+    def spawn(self, name: str, host: Host, argv: list[str], env: dict[str, str]) -> Process:
+        """Run `argv` on `host` as `name`, its output in `<workdir>/<name>.log`."""
         process = Process(host, argv, env, self.workdir / f"{name}.log")
         process.start()
         self.processes[name] = process
@@ -351,6 +359,30 @@ class Cluster:
         process.start()
         if not name.startswith("nats-"):
             await self.wait_ready(name)
+
+    def traffic(self) -> dict[str, tuple[int, int]]:
+        """Bytes each host has sent and received so far (its veth's counters, seen from the
+        bridge's side: what the host sent is what the bridge received)."""
+        out = {}
+        for name, host in self.hosts.items():
+            stats = Path("/sys/class/net") / host.veth / "statistics"
+            sent = int((stats / "rx_bytes").read_text())
+            received = int((stats / "tx_bytes").read_text())
+            out[name] = (sent, received)
+        return out
+
+    async def nats_messages(self) -> int:
+        """Messages the clients connected now have published so far: the `in_msgs` of every
+        client connection of the three servers (their /connz; routes between servers not counted,
+        so a message is counted once, where it entered the cluster)."""
+        total = 0
+        async with aiohttp.ClientSession() as session:
+            for i in range(3):
+                url = f"http://{self.hosts[f'nats-{i}'].ip}:{NATS_MONITOR_PORT}/connz?limit=4096"
+                async with session.get(url, timeout=aiohttp.ClientTimeout(total=5)) as resp:
+                    connz = await resp.json()
+                total += sum(int(c.get("in_msgs", 0)) for c in connz.get("connections") or ())
+        return total
 
     async def operator_bus(self, name: str = "cluster-test") -> Bus:
         bus = Bus(self.nats_url("operator"), name, replicas=3)

@@ -54,7 +54,7 @@ load_module {module};
 events {{ worker_connections 128; }}
 rtmp {{
     server {{
-        listen 127.0.0.1:{port};
+        listen {host}:{port};
         chunk_size 4096;
         application {app} {{
             live on;
@@ -80,10 +80,19 @@ http {{
 
 
 class RtmpServer:
-    """nginx-rtmp receiving pushes on 127.0.0.1:<port>/live/<stream>, recording each one."""
+    """nginx-rtmp receiving pushes on 127.0.0.1:<port>/live/<stream>, recording each one.
 
-    def __init__(self, root: str | os.PathLike[str] | None = None, port: int | None = None) -> None:
+    `host` is the address it listens on for RTMP (another one of this machine's, for pushers in
+    other network namespaces); its statistics page stays on 127.0.0.1."""
+
+    def __init__(
+        self,
+        root: str | os.PathLike[str] | None = None,
+        port: int | None = None,
+        host: str = "127.0.0.1",
+    ) -> None:
         self._own_root = root is None
+        self.host = host
         self.root = Path(root or tempfile.mkdtemp(prefix="baycast-rtmp-"))
         self.port = port or free_port()
         self.stat_port = free_port()
@@ -95,7 +104,7 @@ class RtmpServer:
 
     def app_url(self, app: str = APP) -> str:
         """The application URL a pusher takes with a separate stream key."""
-        return f"rtmp://127.0.0.1:{self.port}/{app}"
+        return f"rtmp://{self.host}:{self.port}/{app}"
 
     def start(self, timeout: float = 10.0) -> RtmpServer:
         self.record_dir.mkdir(parents=True, exist_ok=True)
@@ -106,6 +115,7 @@ class RtmpServer:
             CONFIG.format(
                 root=self.root,
                 module=RTMP_MODULE,
+                host=self.host,
                 port=self.port,
                 stat_port=self.stat_port,
                 app=APP,
@@ -118,7 +128,7 @@ class RtmpServer:
                 stderr=subprocess.STDOUT,
             )
         try:
-            wait_for_port(self.port, timeout)
+            wait_for_port(self.port, timeout, self.host)
         except TimeoutError:
             self.stop()
             raise RuntimeError(f"nginx-rtmp did not start:\n{self.logs()}") from None

@@ -1,0 +1,530 @@
+"""Two shows on the multi-host cluster while one replica of each service after another is
+SIGKILLed (tests/cluster/harness.py: hosts in network namespaces on a bridge, no shared
+/dev/shm, a three-server NATS JetStream cluster, two replicas of every service).
+
+The shows are the demo's in small: two stations publish over WHIP from a host of their own, one
+to each ingest replica; show A has station gz on air (backed up by sz) and the LIVE badge keyed,
+show B has sz on air (backed up by gz); each pushes its program over RTMP to nginx-rtmp on the
+bridge. Before the kills, the traffic of every host and the messages NATS carries are measured
+(docs/SCALING.md). Then ingest, mixer, graphics, distribution, monitoring and control each lose
+the replica that carries the work, in turn, and the test asserts what an audience and an
+operator would see: the outputs' pictures never black and never more than 1 s apart within a
+push; exactly one publisher per output at every sample of nginx-rtmp's stat page, back within
+5 s; the badge on air again within 5 s; every alert raised once until it clears; every service
+answering.
+
+Run alone with `make test-cluster` (make test runs it with the rest)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import TypeVar
+
+import aiohttp
+import av
+import numpy as np
+import pytest
+
+from services.common import errors
+from services.common.bus import PREFIX, Bus, decode, subject
+from services.common.gen.baycast.v1 import (
+    control_pb2,
+    distribution_pb2,
+    graphics_pb2,
+    ingest_pb2,
+    media_pb2,
+    mixer_pb2,
+    monitoring_pb2,
+    operators_pb2,
+)
+from services.common.handles import HandleDirectory
+from services.common.media import proto_to_i420
+from services.common.rpc import ChannelCache
+from tests.cluster.harness import Cluster
+from tests.support.rtmp import RtmpServer
+
+pytestmark = pytest.mark.cluster
+
+WIDTH, HEIGHT = 1280, 720  # the shows' size
+WATCH = (640, 360)  # the size the test watches show A's program at
+STATION_SIZE = (320, 180)
+# show -> (the source on air, its backup)
+SHOWS = {"show-a": ("gz", "sz"), "show-b": ("sz", "gz")}
+STATIONS = {"gz": ("广州台", "ingest-a"), "sz": ("深圳台", "ingest-b")}
+KILL_ORDER = ("ingest", "mixer", "graphics", "distribution", "monitoring", "control")
+# The LIVE badge's red box (live_badge.yaml: x 1624-1824, y 54-110 of 1080p), left of its text.
+BADGE_AT = (1634 / 1920, 82 / 1080)
+MEASURE_S = 10.0
+HANDOVER_S = 5.0
+RAW_720P_MBPS = (
+    1280 * 720 * 3 / 2 * 25 * 8 / 1e6
+)  # an I420 720p25 stream: 276.5 Mbit/s  # the issue's bound for every unit's new owner
+Cmd = mixer_pb2.MixerCommand
+R = TypeVar("R")
+
+
+def badge_at(width: int, height: int) -> tuple[int, int]:
+    return round(BADGE_AT[0] * width), round(BADGE_AT[1] * height)
+
+
+def badge_in(image: np.ndarray) -> bool:
+    """Whether the badge's red (#D7141A: Y 84, V 213 in BT.601) is at its place in a packed I420
+    image of the WATCH size."""
+    width, height = WATCH
+    x, y = badge_at(width, height)
+    flat = image.reshape(-1)
+    v_plane = flat[width * height * 5 // 4 :].reshape(height // 2, width // 2)
+    return bool(image[y, x] < 130 and v_plane[y // 2, x // 2] > 180)
+
+
+@dataclass
+class ProgramWatch:
+    """Show A's program as the mixer serves it, followed through its moves between hosts."""
+
+    bus: Bus
+    production: str
+    seen: list[tuple[float, bool]] = field(default_factory=list)  # (arrival, badge keyed)
+
+    async def run(self) -> None:
+        directory = HandleDirectory(self.bus)
+        channels = ChannelCache()
+        rendition = media_pb2.Rendition(width=WATCH[0], height=WATCH[1], no_audio=True)
+        try:
+            frames = directory.frames(
+                channels, f"prod/{self.production}/program", rendition, subscriber="show-test"
+            )
+            async for message in frames:
+                if message.WhichOneof("body") == "video":
+                    image = proto_to_i420(message.video)
+                    self.seen.append((time.monotonic(), badge_in(image)))
+        finally:
+            await channels.close()
+
+    def badge_gap(self, since: float) -> float:
+        """The longest run of program pictures without the badge after `since`, in seconds
+        (to the first picture with it again)."""
+        longest, off_from = 0.0, None
+        for at, keyed in self.seen:
+            if at < since:
+                continue
+            if not keyed and off_from is None:
+                off_from = at
+            elif keyed and off_from is not None:
+                longest, off_from = max(longest, at - off_from), None
+        return longest if off_from is None else float("inf")
+
+
+@dataclass
+class Publishers:
+    """nginx-rtmp's stat page read every 100 ms: how many clients publish each stream."""
+
+    rtmp: RtmpServer
+    keys: tuple[str, ...]
+    samples: dict[str, list[tuple[float, int]]] = field(default_factory=dict)
+
+    async def run(self, stop: asyncio.Event, limit: int = 6000) -> None:
+        for _ in range(limit):  # bounded: ten minutes of samples at most
+            for key in self.keys:
+                count = await asyncio.to_thread(self.rtmp.publishers, key)
+                self.samples.setdefault(key, []).append((time.monotonic(), count))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 0.1)
+            if stop.is_set():
+                return
+
+    def now(self, key: str) -> int:
+        return self.samples[key][-1][1] if self.samples.get(key) else 0
+
+    def most(self, key: str) -> int:
+        return max(n for _, n in self.samples[key])
+
+    def longest_without(self, key: str) -> float:
+        """The longest time nobody published `key`, between the first and last publisher."""
+        longest, gone = 0.0, None
+        for at, n in self.samples[key]:
+            if n == 0 and gone is None:
+                gone = at
+            elif n > 0 and gone is not None:
+                longest, gone = max(longest, at - gone), None
+        return longest
+
+
+@dataclass
+class Recorded:
+    frames: int
+    darkest: float  # the lowest mean luma of a picture
+    longest_gap_s: float  # between consecutive pictures' timestamps
+    with_badge: int
+
+
+def decode_recording(path: Path) -> Recorded:
+    frames, darkest, gap, badge, last = 0, 255.0, 0.0, 0, None
+    with av.open(str(path)) as container:
+        for frame in container.decode(video=0):
+            luma = frame.to_ndarray(format="gray")
+            frames += 1
+            darkest = min(darkest, float(luma.mean()))
+            if frame.time is not None:
+                if last is not None:
+                    gap = max(gap, frame.time - last)
+                last = frame.time
+            rgb = frame.to_ndarray(format="rgb24")
+            x, y = badge_at(frame.width, frame.height)
+            r, g, b = (int(c) for c in rgb[y, x])
+            badge += r > 160 and g < 90 and b < 90
+    return Recorded(frames, darkest, gap, badge)
+
+
+async def until(check: Callable[[], Awaitable[bool]], timeout: float, what: str) -> float:
+    """Seconds until `check()` holds (polled every 100 ms); fails after `timeout`."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        with contextlib.suppress(errors.BaycastError, aiohttp.ClientError, TimeoutError):
+            if await check():
+                return time.monotonic() - started
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"{what}: not within {timeout:.0f} s")
+
+
+async def retried(call: Callable[[], Awaitable[R]], seconds: float = 30.0) -> R:
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            return await call()
+        except errors.Unavailable:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.3)
+
+
+@pytest.fixture
+async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
+    async with Cluster(tmp_path) as running:
+        yield running
+
+
+class Show:
+    """The two productions and what they need, set up through the operator's commands."""
+
+    def __init__(self, cluster: Cluster, bus: Bus, rtmp: RtmpServer) -> None:
+        self.cluster = cluster
+        self.bus = bus
+        self.rtmp = rtmp
+        self.token = ""  # the director's, once added
+
+    async def control_answers(self, name: str, path: str = "/api/me") -> bool:
+        """Whether control replica `name` answers the director's API call."""
+        url = f"{self.cluster.http_url(name)}{path}"
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(
+                url,
+                headers={"Authorization": f"Bearer {self.token}"},
+                timeout=aiohttp.ClientTimeout(total=3),
+            ) as response,
+        ):
+            return response.status == 200
+
+    async def mixer(self, prod: str, command: Cmd) -> mixer_pb2.MixerState:
+        return await retried(
+            lambda: self.bus.request(
+                subject("prod", prod, "mixer", "cmd"), command, mixer_pb2.MixerState, timeout=3
+            )
+        )
+
+    async def owner(self, service: str, unit: str) -> str:
+        entry = await (await self.bus.kv(f"{service}-leases", control_pb2.Lease)).get(unit)
+        return entry.value.owner if entry is not None else ""
+
+    async def start_stations(self, workdir: Path) -> None:
+        plan_stations = []
+        for station, (name, ingest) in STATIONS.items():
+            add = ingest_pb2.StationCommand(add=ingest_pb2.AddStation(id=station, name=name))
+            reply = await retried(
+                partial(
+                    self.bus.request,
+                    subject("ingest", "station", "cmd"),
+                    add,
+                    ingest_pb2.StationReply,
+                )
+            )
+            whip = f"{self.cluster.http_url(ingest)}/whip/{station}"
+            plan_stations.append({"id": station, "name": name, "token": reply.token, "whip": whip})
+        host = self.cluster.add_host("stations")
+        plan = workdir / "stations.json"
+        plan.write_text(
+            json.dumps(
+                {
+                    "stations": plan_stations,
+                    "ice_hosts": [host.ip],
+                    "size": list(STATION_SIZE),
+                    "fps": 25,
+                }
+            )
+        )
+        command = f"exec {sys.executable} -m services.up.stations < {plan}"
+        self.cluster.spawn("stations", host, ["sh", "-c", command], dict(os.environ))
+
+    async def create(self, prod: str) -> None:
+        on_air, backup = SHOWS[prod]
+        production = mixer_pb2.Production(id=prod, width=WIDTH, height=HEIGHT, fps=25)
+        production.sources.add(id=on_air, backup=backup)
+        production.sources.add(id=backup)
+        for source in (on_air, backup):
+            production.audio.add(source=source, gain_db=-17, afv=True)
+        await retried(
+            lambda: self.bus.request(
+                subject("mixer", "production", "cmd"),
+                mixer_pb2.ProductionCommand(create=production),
+                mixer_pb2.ProductionReply,
+                timeout=10,
+            )
+        )
+        await self.mixer(prod, Cmd(cut=Cmd.Cut(source=on_air)))
+        spec = distribution_pb2.OutputSpec(
+            id="push",
+            kind=distribution_pb2.OUTPUT_KIND_RTMP,
+            url=self.rtmp.app_url(),
+            stream_key=prod,
+            enabled=True,
+        )
+        await retried(
+            lambda: self.bus.request(
+                subject("prod", prod, "dist", "cmd"),
+                distribution_pb2.DistCommand(add=distribution_pb2.AddOutput(output=spec)),
+                distribution_pb2.DistReply,
+                timeout=5,
+            )
+        )
+
+    async def stop_output(self, prod: str) -> None:
+        stop = distribution_pb2.DistCommand(stop=distribution_pb2.OutputRef(id="push"))
+        await retried(
+            lambda: self.bus.request(
+                subject("prod", prod, "dist", "cmd"), stop, distribution_pb2.DistReply, timeout=5
+            )
+        )
+
+    async def key_badge(self, prod: str) -> None:
+        show = graphics_pb2.GfxShow(template="live_badge", instance="badge", layer=10, cut=True)
+        await retried(
+            lambda: self.bus.request(
+                subject("prod", prod, "gfx", "cmd"),
+                graphics_pb2.GfxCommand(show=show),
+                graphics_pb2.GfxReply,
+                timeout=5,
+            )
+        )
+
+    async def operator_token(self) -> str:
+        add = operators_pb2.OperatorCommand(
+            add=operators_pb2.AddOperator(
+                id="cluster-director", name="导演", role=operators_pb2.ROLE_DIRECTOR
+            )
+        )
+        reply = await retried(
+            lambda: self.bus.request(subject("operator", "cmd"), add, operators_pb2.OperatorReply)
+        )
+        return reply.token
+
+
+async def is_recovered(
+    show: Show,
+    watch: ProgramWatch,
+    publishers: Publishers,
+    service: str,
+    other: str,
+    killed_at: float,
+    recordings: int,
+) -> bool:
+    """Whether `service` has recovered from the kill of its replica that carried the work."""
+    if service == "ingest":  # show B's source lost: its backup on air
+        state = await show.mixer("show-b", Cmd(get=Cmd.Get()))
+        return state.showing["sz"] == "backup:gz"
+    if service == "mixer":  # show A run by the other mixer, its program flowing again
+        state = await show.mixer("show-a", Cmd(get=Cmd.Get()))
+        return state.instance == other and any(at > killed_at for at, _ in watch.seen)
+    if service == "graphics":  # the scene run by the other replica, the badge keyed again
+        owner = await show.owner("graphics", "show-a")
+        back = any(keyed for at, keyed in watch.seen if at > killed_at)
+        return owner == other and back and watch.seen[-1][1]
+    if service == "distribution":  # a new publish of show A, one publisher for each show
+        fresh = len(show.rtmp.recordings("show-a")) > recordings
+        return fresh and all(publishers.now(k) == 1 for k in SHOWS)
+    if service == "monitoring":
+        return await show.owner("monitoring", "alerts") == other
+    return await show.control_answers(other)
+
+
+async def test_two_shows_go_on_while_each_service_loses_a_replica(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    rtmp = RtmpServer(tmp_path / "rtmp", host=cluster.network.gateway).start()
+    bus = await cluster.operator_bus()
+    stop = asyncio.Event()
+    tasks: list[asyncio.Task[None]] = []
+    alerts: list[monitoring_pb2.Alert] = []
+    try:
+        show = Show(cluster, bus, rtmp)
+        # Idle: every service up, nothing to do.
+        idle_from, idle_messages = time.monotonic(), await cluster.nats_messages()
+        await asyncio.sleep(MEASURE_S / 2)
+        idle_rate = (await cluster.nats_messages() - idle_messages) / (time.monotonic() - idle_from)
+
+        async def on_alert(msg: object) -> None:
+            alerts.append(decode(msg.data, monitoring_pb2.Alert))  # type: ignore[attr-defined]
+
+        await bus.nc.subscribe(PREFIX + "alert.*", cb=on_alert)
+        await show.start_stations(tmp_path)
+        for prod in SHOWS:
+            await show.create(prod)
+        await show.key_badge("show-a")
+        publishers = Publishers(rtmp, tuple(SHOWS))
+        tasks.append(asyncio.create_task(publishers.run(stop)))
+
+        async def both_live() -> bool:
+            states = [await show.mixer(p, Cmd(get=Cmd.Get())) for p in SHOWS]
+            live = all(s.showing[SHOWS[s.production][0]] == "live" for s in states)
+            return live and all(publishers.now(k) == 1 for k in SHOWS)
+
+        await until(both_live, 60, "both shows live on air and pushing")
+
+        # The traffic of a steady show: each host's bytes and the bus's messages.
+        await asyncio.sleep(2.0)
+        before, messages, started = (
+            cluster.traffic(),
+            await cluster.nats_messages(),
+            time.monotonic(),
+        )
+        await asyncio.sleep(MEASURE_S)
+        after, elapsed = cluster.traffic(), time.monotonic() - started
+        show_rate = (await cluster.nats_messages() - messages) / elapsed
+        sent = {
+            name: (after[name][0] - before[name][0]) * 8 / elapsed / 1e6
+            for name in after
+            if name in before
+        }
+        per_show = (show_rate - idle_rate) / len(SHOWS)
+        print(
+            f"\nNATS: {idle_rate:.0f} msgs/s idle, {show_rate:.0f} with two shows: "
+            f"{per_show:.0f} msgs/s a show\nsent (Mbit/s) over {elapsed:.1f} s: "
+            + ", ".join(f"{name} {mbps:.2f}" for name, mbps in sorted(sent.items()))
+        )
+        # docs/SCALING.md's figures. Between hosts a source travels raw at each production's
+        # size: gz is in both shows, so ingest-a sends it twice at 720p; each mixer sends its
+        # show's program raw to distribution (and small renditions to monitoring).
+        assert per_show <= 60, per_show
+        for ingest in ("ingest-a", "ingest-b"):
+            assert 1.9 * RAW_720P_MBPS <= sent[ingest] <= 2.2 * RAW_720P_MBPS, sent
+        mixers = sent["mixer-a"] + sent["mixer-b"]
+        assert 0.95 * RAW_720P_MBPS * 2 <= mixers <= 1.2 * RAW_720P_MBPS * 2, sent
+        assert sent["distribution-a"] + sent["distribution-b"] <= 4.0, sent
+        assert sent["stations"] <= 2.0, sent
+
+        watch = ProgramWatch(bus, "show-a")
+        tasks.append(asyncio.create_task(watch.run()))
+        await until(
+            lambda: asyncio.sleep(0, result=any(keyed for _, keyed in watch.seen[-5:])),
+            20,
+            "the badge on show A's program",
+        )
+        token = await show.operator_token()
+
+        show.token = token
+
+        figures: dict[str, float] = {}
+        for service in KILL_ORDER:
+            if service == "ingest":
+                victim = STATIONS["sz"][1]  # show B's source: B falls back to gz
+            elif service == "monitoring":
+                victim = await show.owner("monitoring", "alerts")
+            elif service == "control":
+                await until(partial(show.control_answers, "control-a"), 10, "control-a answering")
+                victim = "control-a"
+            else:
+                victim = await show.owner(service, "show-a")
+            assert victim in cluster.processes, (service, victim)
+            recordings = len(rtmp.recordings("show-a"))
+            killed_at = time.monotonic()
+            cluster.kill(victim)
+            other = next(n for n in cluster.replica_names(service) if n != victim)
+
+            recovered = partial(
+                is_recovered, show, watch, publishers, service, other, killed_at, recordings
+            )
+            figures[service] = await until(recovered, 20, f"{service} after {victim} was killed")
+            await cluster.restart(victim)
+            await asyncio.sleep(1.0)
+        figures["badge_gap"] = watch.badge_gap(0.0)
+        stop.set()
+        print(
+            "recovered after the kill (s): "
+            + ", ".join(f"{name} {seconds:.2f}" for name, seconds in figures.items())
+        )
+
+        # Exactly one publisher per output at every sample; back within 5 s.
+        for key in SHOWS:
+            assert publishers.most(key) == 1, key
+            assert publishers.longest_without(key) <= HANDOVER_S, key
+        assert figures["distribution"] <= HANDOVER_S
+        assert figures["mixer"] <= HANDOVER_S
+        assert figures["graphics"] <= HANDOVER_S and figures["badge_gap"] <= HANDOVER_S
+        assert figures["monitoring"] <= HANDOVER_S
+        assert figures["ingest"] <= 3.0  # the backup after backup_after_ms (1 s) + detection
+        assert figures["control"] <= 1.0  # stateless: the other one answers at once
+
+        # What the audience got: each push decoded, never black, no gap over 1 s within a push.
+        # The pushes end first, so that decoding them does not take the CPU from them.
+        for prod in SHOWS:
+            await show.stop_output(prod)
+        for prod in SHOWS:
+            await until(
+                partial(asyncio.to_thread, lambda p=prod: rtmp.publishers(p) == 0), 10, "ended"
+            )
+        for prod in SHOWS:
+            pushes = [decode_recording(path) for path in rtmp.recordings(prod)]
+            print(f"{prod}: {[(p.frames, round(p.longest_gap_s, 2)) for p in pushes]}")
+            assert len(pushes) == 2, prod  # the first publish and the one after the takeover
+            # Black is Y 16; the darkest picture allowed is distribution's "program will resume"
+            # slate (navy, mean Y 30) while the mixer's show moves.
+            assert all(p.frames > 25 * 5 and p.darkest > 24 for p in pushes), pushes
+            assert all(p.longest_gap_s <= 1.0 for p in pushes), pushes
+            badges = sum(p.with_badge for p in pushes)
+            if prod == "show-a":
+                assert badges > 0.9 * sum(p.frames for p in pushes)
+            else:
+                assert badges == 0  # each show its own program
+
+        # Every alert raised once until it clears, and cleared with its raise's id.
+        firing: dict[tuple[str, str], str] = {}
+        for alert in alerts:
+            about = (alert.condition, alert.target)
+            if alert.state == monitoring_pb2.ALERT_STATE_RAISED:
+                assert about not in firing, f"{about} raised twice"
+                firing[about] = alert.id
+            else:
+                assert firing.pop(about, None) == alert.id, f"{about} cleared without its raise"
+        assert any(a.condition == "source_lost" and a.target == "sz" for a in alerts)
+
+        # Every replica is back, and the control room lists the shows (asking the mixers).
+        for name in (n for s in KILL_ORDER for n in cluster.replica_names(s)):
+            assert cluster.processes[name].alive, name
+        for name in cluster.replica_names("control"):
+            listed = partial(show.control_answers, name, "/api/productions")
+            await until(listed, 10, f"{name} listing the productions")
+    finally:
+        stop.set()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await bus.drain()
+        rtmp.cleanup()
