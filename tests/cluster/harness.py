@@ -8,9 +8,10 @@ its own /dev/shm, so media crosses hosts over gRPC as between pods (no shared me
         await cluster.restart("mixer-a")
         bus = await cluster.operator_bus()         # the operator's NATS user, every server
 
-`python -m tests.cluster.harness` (`make cluster`) starts the same and leaves it running with the
-addresses printed, until Ctrl-C. Needs root (namespaces, a bridge); nothing here leaves the
-machine: the bridge has no uplink and every address is in 10.0.0.0/8 on it alone.
+`python -m tests.cluster.harness` (`make cluster`) starts the same with two small shows on air
+(tests/cluster/show.py) and leaves it running with the addresses printed, until Ctrl-C. Needs
+root (namespaces, a bridge); nothing here leaves the machine: the bridge has no uplink and every
+address is in 10.0.0.0/8 on it alone.
 """
 
 from __future__ import annotations
@@ -402,17 +403,33 @@ class Cluster:
 
 
 async def main() -> None:
+    from tests.cluster.show import SHOWS, Show
+    from tests.support.rtmp import RtmpServer
+
     workdir = Path(tempfile.mkdtemp(prefix="baycast-cluster-"))
     cluster = Cluster(workdir)
     print(f"starting a 3-server NATS cluster and two replicas of each service in {workdir}…")
     await cluster.start()
+    rtmp = RtmpServer(workdir / "rtmp", host=cluster.network.gateway)
+    bus = None
     try:
         for name, host in cluster.hosts.items():
             print(f"  {name:16} {host.ip:15} netns {host.netns}")
+        rtmp.start()
+        bus = await cluster.operator_bus()
+        show = Show(cluster, bus, rtmp)
+        await show.start(workdir)
+        print("two shows on air, pushing to nginx-rtmp on the bridge:")
+        for prod in SHOWS:
+            print(f"  ffplay {rtmp.url(prod)}")
+        print(f"control room: {cluster.http_url('control-a')}/ (director's token: {show.token})")
         print(f"operator: BAYCAST_NATS_URL='{cluster.nats_url('operator')}' baycast ctl status")
         print(f"logs: {workdir}; Ctrl-C stops everything")
         await asyncio.Event().wait()
     finally:
+        if bus is not None:
+            await bus.drain()
+        rtmp.cleanup()
         await cluster.stop()
         shutil.rmtree(workdir, ignore_errors=True)
 
