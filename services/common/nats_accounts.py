@@ -80,7 +80,13 @@ GRANTS: dict[str, Grants] = {
         subscribes=("prod.*.tally", "prod.*.mixer.state"),
         serves=("prod.*.dist.cmd", "prod.*.exchange.cmd"),
         sends=("prod.*.mixer.cmd",),  # the current tally and talkback of a production, at start
-        buckets=("dist_outputs", "distribution-leases", "exchange-cues", HANDLES),
+        buckets=(
+            "dist_outputs",
+            "distribution-leases",
+            "distribution-tally-leases",
+            "exchange-cues",
+            HANDLES,
+        ),
     ),
     "monitoring": Grants(
         publishes=("alert.*", "prod.*.loudness"),

@@ -23,6 +23,7 @@ from services.distribution.live_encoding import LiveEncodings
 from services.distribution.owned_productions import OwnedProductions
 from services.distribution.settings import DistributionSettings
 from services.distribution.srt_return import Returns
+from services.distribution.tally_duty import TallyDuty
 from services.distribution.viewers import ViewerRegistry
 from services.distribution.whep import WhepEndpoint
 
@@ -84,6 +85,9 @@ class DistributionService(BaseService[DistributionSettings]):
         )
         self.exchange.add_routes(self.http.app)
         await self.exchange.start()
+        # One replica sends the stations' tally (services/distribution/tally_duty.py).
+        self.tally_duty = TallyDuty(self.bus, s, self.exchange.tally_out)
+        await self.tally_duty.open()
         self.spawn(self._audience_loop(), "audience")
         self.spawn(self.whep.enforce_access(), "whep-access")
         self.spawn(self.whep_viewers.measure_forever(), "whep-stats")
@@ -92,6 +96,7 @@ class DistributionService(BaseService[DistributionSettings]):
     async def before_drain(self) -> None:
         # While the bus is up: the productions' leases are released, other replicas take them.
         await self.owned.close()
+        await self.tally_duty.close()
         await self.whep_viewers.close_all("distribution is draining")
 
     async def teardown(self) -> None:

@@ -8,6 +8,9 @@ One sender per station that has a tally address (the `stations` bucket, followed
   (0.5 s doubling to 10 s) and sending the current state on every (re)connect, then each change.
   A peer that stops reading is dropped once the small send buffer fills, and reconnected.
 
+Only the distribution replica on tally duty sends (services/distribution/tally_duty.py): two
+replicas would each hold a TCP connection to a device that takes one, and double every datagram.
+
 Nothing here waits on a device: a datagram is handed to the kernel, a TCP write to the
 transport's bounded buffer. A station that is a source of several productions is lit by all of
 them together: left red when on program anywhere, right green when on preview anywhere, and the
@@ -297,19 +300,31 @@ def make_sender(station: str, target: TallyTarget, name: str, lights: Lights) ->
 
 
 class TallyOut:
-    """A sender per station with a tally address, fed by every production's tally."""
+    """A sender per station with a tally address, fed by every production's tally, while this
+    replica is on duty (`send`) and none while it is not (`stop_sending`)."""
 
     def __init__(self, stations: KvMirror[ingest_pb2.Station], watch: SwitcherWatch) -> None:
         self.stations = stations
         self.watch = watch
         self.senders: dict[str, TallySender] = {}
+        self.sending = False
         self._stopping: set[asyncio.Task[None]] = set()
 
     def start(self) -> None:
+        """Follow the stations and the tallies (senders start with `send`)."""
         self.stations.on_change(self._station_changed)
         self.watch.on_tally(self._tally_changed)
+
+    def send(self) -> None:
+        """On duty: a sender for each station with a tally address."""
+        self.sending = True
         for key, station in self.stations.items().items():
             self._station_changed(key, station)
+
+    async def stop_sending(self) -> None:
+        """Off duty: every sender stopped, its socket closed."""
+        self.sending = False
+        await self.close()
 
     async def close(self) -> None:
         for station in list(self.senders):
@@ -333,7 +348,7 @@ class TallyOut:
         if current is not None and current.target != target:
             self._stop(key)
             current = None
-        if target is None or station is None:
+        if target is None or station is None or not self.sending:
             return
         if current is None:
             current = make_sender(key, target, station.name, self.lights(key))
