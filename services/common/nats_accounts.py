@@ -77,7 +77,8 @@ GRANTS: dict[str, Grants] = {
             "prod.*.cue",
             "prod.*.asrun",  # cues and their acknowledgements
         ),
-        subscribes=("prod.*.tally", "prod.*.mixer.state"),
+        # Tallies and talkback; the other replicas' viewers.
+        subscribes=("prod.*.tally", "prod.*.mixer.state", "prod.*.exchange.state"),
         serves=("prod.*.dist.cmd", "prod.*.exchange.cmd"),
         sends=("prod.*.mixer.cmd",),  # the current tally and talkback of a production, at start
         buckets=(

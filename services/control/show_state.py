@@ -25,6 +25,7 @@ from google.protobuf.message import Message
 
 from services.common import errors
 from services.common.bus import PREFIX, Bus, encode, subject, subject_token
+from services.common.exchange_shares import ExchangeShares
 from services.common.gen.baycast.v1 import (
     control_pb2,
     distribution_pb2,
@@ -117,12 +118,15 @@ class ShowState:
     productions: dict[str, ProductionState] = field(default_factory=dict)
     stats: dict[str, control_pb2.SourceStats] = field(default_factory=dict)
     alerts: dict[str, monitoring_pb2.Alert] = field(default_factory=dict)
+    # Each distribution replica's viewers, merged into the production's exchange state.
+    exchange: ExchangeShares = field(default_factory=ExchangeShares)
 
     def production(self, production: str) -> ProductionState:
         return self.productions.setdefault(production, ProductionState())
 
     def forget(self, production: str) -> None:
         self.productions.pop(production, None)
+        self.exchange.forget(production)
 
     async def start(self) -> None:
         for name, (pattern, message_type) in EVENTS.items():
@@ -132,6 +136,10 @@ class ShowState:
         async def on_event(message: Message, subj: str) -> None:
             production = subject_token(subj, 1) if subj.startswith(PREFIX + "prod.") else ""
             self.apply(name, production, message)
+            if isinstance(message, exchange_pb2.ExchangeState):
+                # The pages get every replica's viewers, not the share just heard.
+                merged = self.production(production).exchange
+                message = merged if merged is not None else message
             if self.listening():
                 metrics.EVENTS.labels(name).inc()
                 self.publish(Event.of(name, production, message))
@@ -153,6 +161,9 @@ class ShowState:
                 self.alerts.pop(message.id, None)
             else:
                 self.alerts[message.id] = message
+        elif isinstance(message, exchange_pb2.ExchangeState) and production:
+            self.exchange.add(message)
+            self.production(production).exchange = self.exchange.merged(production)
         elif production:
             self._apply_production(name, self.production(production), message)
 
@@ -176,8 +187,6 @@ class ShowState:
                 state.scene[message.instance.id] = message.instance
         elif isinstance(message, distribution_pb2.OutputState) and state.outputs is not None:
             state.outputs[message.id] = message
-        elif isinstance(message, exchange_pb2.ExchangeState):
-            state.exchange = message
 
     # -- what a new stream gets first -----------------------------------------------------------
 

@@ -18,6 +18,7 @@ from aiohttp import web
 from services.common import errors
 from services.common.bus import PREFIX, Bus, subject
 from services.common.credentials import CredentialBook
+from services.common.exchange_shares import ExchangeShares
 from services.common.gen.baycast.v1 import exchange_pb2, mixer_pb2
 from services.common.kv_mirror import KvMirror
 from services.distribution.cues import CueDesk, now_us
@@ -42,8 +43,12 @@ class ExchangeDesk:
         cues: CueDesk,
         base_url: Callable[[], str],
         viewers: Viewers,
+        instance: str,
     ) -> None:
         self.bus = bus
+        self.instance = instance
+        # The other replicas' viewers, from their exchange state (services/common/exchange_shares).
+        self.shares = ExchangeShares()
         self.credentials = credentials
         self.productions = productions
         self.cues = cues
@@ -63,9 +68,10 @@ class ExchangeDesk:
         productions: KvMirror[mixer_pb2.Production],
         base_url: Callable[[], str],
         viewers: Viewers,
+        instance: str,
     ) -> ExchangeDesk:
         cues = await CueDesk.open(bus, credentials.station, productions)
-        return cls(bus, credentials, productions, cues, base_url, viewers)
+        return cls(bus, credentials, productions, cues, base_url, viewers, instance)
 
     def add_routes(self, app: web.Application) -> None:
         self.station_events.add_routes(app)
@@ -75,6 +81,9 @@ class ExchangeDesk:
         self.tally_out.start()
         self.cues.on_change(self._cue_changed)
         await self.watch.start()
+        await self.bus.subscribe(
+            PREFIX + "prod.*.exchange.state", exchange_pb2.ExchangeState, self._share
+        )
         await self.bus.serve_each(
             COMMAND_SUBJECT, exchange_pb2.ExchangeCommand, self.handle, queue="distribution"
         )
@@ -106,7 +115,7 @@ class ExchangeDesk:
         if kind == "cues":
             return exchange_pb2.ExchangeReply(cues=self.cues.open_cues(production))
         if kind == "viewers":
-            return exchange_pb2.ExchangeReply(viewers=self.viewers(production))
+            return exchange_pb2.ExchangeReply(viewers=self.all_viewers(production))
         if kind == "feeds":
             return exchange_pb2.ExchangeReply(feeds=self.feeds(production, command.feeds.station))
         raise errors.InvalidArgument("the command is empty", field="command")
@@ -134,12 +143,25 @@ class ExchangeDesk:
         self.state_changed(cue.production)
 
     def state(self, production: str) -> exchange_pb2.ExchangeState:
+        """This replica's share: its own viewers (each replica publishes its own)."""
         return exchange_pb2.ExchangeState(
             production=production,
             viewers=self.viewers(production),
             cues=self.cues.open_cues(production),
             time_us=now_us(),
+            instance=self.instance,
         )
+
+    def all_viewers(self, production: str) -> list[exchange_pb2.Viewer]:
+        """The production's viewers on every replica: ours now, the others' as they last said."""
+        merged = self.shares.merged(production)
+        others = list(merged.viewers) if merged is not None else []
+        own = {v.id for v in self.viewers(production)}
+        return [*self.viewers(production), *(v for v in others if v.id not in own)]
+
+    async def _share(self, state: exchange_pb2.ExchangeState, _subject: str) -> None:
+        if state.instance != self.instance:
+            self.shares.add(state)
 
     async def _state_loop(self) -> None:
         loop = asyncio.get_running_loop()

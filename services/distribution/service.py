@@ -82,6 +82,7 @@ class DistributionService(BaseService[DistributionSettings]):
             self.productions,
             self.base_url,
             lambda production: self.whep_viewers.viewers(production),
+            s.instance,
         )
         self.exchange.add_routes(self.http.app)
         await self.exchange.start()
