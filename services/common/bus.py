@@ -47,6 +47,8 @@ STATUS_HEADER = "Baycast-Status"
 OPERATOR_HEADER = "Baycast-Operator"
 SUBJECT_HEADER = "Baycast-Subject"  # the subject a command forwarded to its owner was sent on
 FORWARD_TIMEOUT_S = 4.0
+# The mixer's productions, which other services follow read-only.
+PRODUCTIONS_BUCKET = "mixer-productions"
 DEFAULT_MAX_COMMAND_BYTES = 64 * 1024
 # A dead or hung server is noticed after ping_interval * max_outstanding_pings (< 10 s).
 PING_INTERVAL_S = 3

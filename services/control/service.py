@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from services.common.bus import subject
+from services.common.bus import PRODUCTIONS_BUCKET, subject
 from services.common.credentials import CredentialBook
 from services.common.gen.baycast.v1 import control_pb2, mixer_pb2, operators_pb2
 from services.common.kv_mirror import KvMirror
@@ -26,7 +26,6 @@ from services.control.settings import ControlSettings
 from services.control.show_state import ShowState
 from services.control.web_modules import load_web_modules
 
-PRODUCTIONS_BUCKET = "mixer-productions"
 SOURCES_BUCKET = "sources"
 OPERATOR_COMMANDS = subject("operator", "cmd")
 

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 from services.common import ice
+from services.common.bus import PRODUCTIONS_BUCKET
 from services.common.credentials import CredentialBook
 from services.common.gen.baycast.v1 import media_pb2, mixer_pb2
 from services.common.handles import HandleDirectory
@@ -29,7 +30,6 @@ from services.distribution.whep import WhepEndpoint
 
 AUDIENCE_INTERVAL_S = 5.0
 REAP_INTERVAL_S = 1.0
-PRODUCTIONS_BUCKET = "mixer-productions"
 
 
 class DistributionService(BaseService[DistributionSettings]):

@@ -102,6 +102,12 @@ class Scenes:
             del self._revisions[key]
         self._count()
 
+    async def forget(self, production: str) -> None:
+        """The production is gone: its stored scene goes too."""
+        assert self._kv is not None, "open() first"
+        with contextlib.suppress(Exception):
+            await self._kv.delete(production)
+
     # -- changes -------------------------------------------------------------------------------
 
     def next_revision(self, production: str, iid: str) -> int:

@@ -13,8 +13,9 @@ from zoneinfo import ZoneInfo
 import aiohttp
 
 from services.common import errors
-from services.common.bus import PREFIX, subject_token
-from services.common.gen.baycast.v1 import graphics_pb2
+from services.common.bus import PREFIX, PRODUCTIONS_BUCKET, subject_token
+from services.common.gen.baycast.v1 import graphics_pb2, mixer_pb2
+from services.common.kv_mirror import KvMirror
 from services.common.lifecycle import BaseService, run
 from services.common.settings import load_settings
 from services.common.steward import Steward
@@ -50,6 +51,10 @@ class GraphicsService(BaseService[GraphicsSettings]):
         self.desk = GraphicsDesk(self.bus, self.library, self.session)
         self.desk.rescan()
         await self.desk.open()
+        # A deleted production's scene is let go and its stored graphics removed, so no
+        # replica keeps rendering it (or takes it up again after a restart).
+        self.productions = await KvMirror.open(self.bus, PRODUCTIONS_BUCKET, mixer_pb2.Production)
+        self.productions.on_change(self._production_changed)
         renderer = Renderer(ZoneInfo(s.timezone))
         self.layers = Layers(self.settings, self._scene_here, renderer)
         self.desk.previewer = LayerPreview(renderer, self.layers.frame_size)
@@ -90,8 +95,21 @@ class GraphicsService(BaseService[GraphicsSettings]):
         await self.desk.close()
 
     async def teardown(self) -> None:
+        await self.productions.close()
         await self.layers.close()
         await self.session.close()
+
+    def _production_changed(self, production: str, value: mixer_pb2.Production | None) -> None:
+        if value is None:
+            self.spawn(self._production_gone(production), f"scene-gone-{production}")
+
+    async def _production_gone(self, production: str) -> None:
+        """Every replica hears of it: the owner lets the scene go, and the stored scene (which
+        would make it wanted again) is removed."""
+        if self.steward.owns(production):
+            await self.steward.drop(production)
+            self.log.info("scene_removed", production=production, reason="production deleted")
+        await self.desk.scenes.forget(production)
 
     async def _stop_scene(self, production: str) -> None:
         await self.desk.stop_scene(production)

@@ -8,10 +8,10 @@ from collections.abc import Awaitable, Callable
 import nats.js.errors
 
 from services.common import errors
-from services.common.bus import Bus, KvBucket, encode
+from services.common.bus import PRODUCTIONS_BUCKET, Bus, KvBucket, encode
 from services.common.gen.baycast.v1 import mixer_pb2
 
-BUCKET = "mixer-productions"
+BUCKET = PRODUCTIONS_BUCKET
 FORMATS = {(1920, 1080), (1280, 720)}
 FRAME_RATES = {25, 30}
 SAMPLE_RATE = 48_000

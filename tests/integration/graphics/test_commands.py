@@ -11,11 +11,14 @@ from prometheus_client import REGISTRY
 
 from services.common import errors
 from services.common.bus import Bus, subject
-from services.common.gen.baycast.v1 import graphics_pb2
+from services.common.gen.baycast.v1 import graphics_pb2, mixer_pb2
 from services.common.handles import HandleDirectory
 from services.graphics.service import GraphicsService
 from services.graphics.settings import GraphicsSettings
+from services.mixer.service import MixerService
+from services.mixer.settings import MixerSettings
 from tests.integration.graphics.receiver import LayerReceiver, at_rest, shipped
+from tests.support.mixer import admin
 from tests.support.nats import NatsServer
 from tests.support.services import running_service, service_process
 
@@ -195,4 +198,49 @@ async def test_baycast_graphics_runs_as_a_process_and_withdraws_its_handle_on_si
         assert await directory.resolve(f"gfx/{production}") is None
     finally:
         proc.stop()
+        await bus.drain()
+
+
+async def test_a_deleted_production_s_scene_is_let_go_and_removed(
+    nats_server: NatsServer, production: str
+) -> None:
+    """The mixer deletes a production with a badge on air: graphics stops running its scene
+    (the handle withdrawn) and removes the stored scene, so no replica takes it up again."""
+    bus = Bus(nats_server.url, "test-ctl")
+    await bus.connect()
+    directory = HandleDirectory(bus)
+    try:
+        async with (
+            running_service(MixerService, MixerSettings, nats_server.url, unready_seconds=0.0),
+            running_service(GraphicsService, GraphicsSettings, nats_server.url) as svc,
+        ):
+            created = mixer_pb2.Production(
+                id=production, width=1280, height=720, fps=25, sources=[{"id": "gz"}]
+            )
+            await admin(bus, mixer_pb2.ProductionCommand(create=created))
+            await command(bus, production, show("live_badge", "badge"))
+            stored = await bus.kv("gfx", graphics_pb2.GfxScene)
+            assert (entry := await stored.get(production)) and len(entry.value.instances) == 1
+            assert await directory.resolve(f"gfx/{production}") is not None
+            assert svc.steward.owns(production)
+
+            delete = mixer_pb2.ProductionCommand.Delete(id=production)
+            await admin(bus, mixer_pb2.ProductionCommand(delete=delete))
+
+            async def gone() -> bool:
+                return not (
+                    svc.steward.owns(production)
+                    or await stored.get(production) is not None
+                    or await directory.resolve(f"gfx/{production}") is not None
+                )
+
+            for _ in range(200):  # 10 s
+                if await gone():
+                    break
+                await asyncio.sleep(0.05)
+            else:
+                raise AssertionError("the deleted production's scene is still run or stored")
+            assert production not in svc.desk.scenes.running
+            assert production not in await svc.desk.scenes.wanted()
+    finally:
         await bus.drain()
