@@ -552,6 +552,7 @@ class Entry(Generic[M]):
 
 
 KV_READ_ATTEMPTS = 2
+WRONG_LAST_SEQUENCE = 10071  # JetStream's err_code for a compare-and-set that lost
 
 
 class KvBucket(Generic[M]):
@@ -610,8 +611,17 @@ class KvBucket(Generic[M]):
                 continue
         raise errors.Conflict(f"{key} changed under us {attempts} times in a row")
 
-    async def delete(self, key: str) -> None:
-        await self.store.delete(key)
+    async def delete(self, key: str, *, last: int | None = None) -> bool:
+        """Delete `key`; with `last`, only while its revision is still `last` (False if not)."""
+        try:
+            await self.store.delete(key, last=last)
+        except nats.js.errors.KeyWrongLastSequenceError:
+            return False
+        except nats.js.errors.BadRequestError as exc:  # nats-py leaves a delete's refusal raw
+            if exc.err_code == WRONG_LAST_SEQUENCE:
+                return False
+            raise
+        return True
 
     async def keys(self) -> list[str]:
         """The keys that hold a value now.

@@ -44,11 +44,12 @@ class HandleDirectory:
         return handle
 
     async def withdraw(self, name: str, endpoint: str) -> None:
-        """Remove `name`, unless another producer has announced it since."""
+        """Remove `name`, unless another producer has announced it since (compare-and-delete:
+        an owner that lost its unit while paused never removes its successor's announcement)."""
         bucket = await self.bucket()
         entry = await bucket.get(name)
         if entry is not None and entry.value.endpoint == endpoint:
-            await bucket.delete(name)
+            await bucket.delete(name, last=entry.revision)
 
     async def resolve(self, name: str) -> str | None:
         """The endpoint serving `name`, or None if nobody announces it."""
