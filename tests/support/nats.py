@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -44,6 +45,21 @@ def wait_for_port(port: int, timeout: float = 10.0, host: str = "127.0.0.1") -> 
         except OSError:
             time.sleep(0.05)
     raise TimeoutError(f"nothing listens on {host}:{port} after {timeout} s")
+
+
+# How a refused client reads: nats-server logs `Publish Violation` / `Subscription Violation`,
+# and `authentication error` for a wrong password; nats-py reports the server's `-ERR`
+# lowercased ("nats: permissions violation for publish to ...") or as it came
+# ("'Authorization Violation'").
+VIOLATION = re.compile(
+    r"\b((publish|subscription|permissions|authorization) violation|authentication error)\b",
+    re.I,
+)
+
+
+def permission_violations(log: str) -> list[str]:
+    """The lines of a log (a nats-server's, a service's or both) that report a refused action."""
+    return [line for line in log.splitlines() if VIOLATION.search(line)]
 
 
 class NatsServer:
