@@ -62,19 +62,25 @@ async def read_sdp(
         raise errors.InvalidArgument(
             f"Content-Type must be {SDP_TYPE}, not {request.content_type or 'missing'}"
         )
-    body = bytearray()
-    try:
-        async with asyncio.timeout(timeout_s):
-            while True:
-                chunk = await request.content.read(max_bytes + 1 - len(body))
-                if not chunk:
-                    break
-                body += chunk
-                if len(body) > max_bytes:
-                    raise errors.PayloadTooLarge(f"the offer is over {max_bytes} bytes")
-    except TimeoutError:
-        raise errors.InvalidArgument(f"the offer did not arrive within {timeout_s:g} s") from None
+    body = await read_body(request, max_bytes, timeout_s, "the offer")
     try:
         return body.decode()
     except UnicodeDecodeError:
         raise errors.InvalidArgument("the offer is not UTF-8 text") from None
+
+
+async def read_body(request: web.Request, max_bytes: int, timeout_s: float, what: str) -> bytes:
+    """The request's body read to its end within `timeout_s`: PayloadTooLarge past `max_bytes`
+    (with a Content-Length or in chunks), InvalidArgument when it does not arrive in time."""
+    if request.content_length is not None and request.content_length > max_bytes:
+        raise errors.PayloadTooLarge(f"{what} is over {max_bytes} bytes")
+    body = bytearray()
+    try:
+        async with asyncio.timeout(timeout_s):
+            while chunk := await request.content.read(max_bytes + 1 - len(body)):
+                body += chunk
+                if len(body) > max_bytes:
+                    raise errors.PayloadTooLarge(f"{what} is over {max_bytes} bytes")
+    except TimeoutError:
+        raise errors.InvalidArgument(f"{what} did not arrive within {timeout_s:g} s") from None
+    return bytes(body)

@@ -6,13 +6,13 @@ time; query parameters must be the documented ones, each once (a typo is refused
 
 from __future__ import annotations
 
-import asyncio
 import re
 
 from aiohttp import web
 
 from services.common import errors
 from services.common.errors import UnsupportedMediaType
+from services.common.web import read_body
 from services.control.replies import JSON
 from services.control.routes import COMMAND_ID, PRODUCTION_ID
 
@@ -34,20 +34,7 @@ async def read_json_body(request: web.Request, max_bytes: int) -> bytes:
         raise UnsupportedMediaType(
             f"Content-Type must be {JSON}, not {request.content_type or 'missing'}"
         )
-    if request.content_length is not None and request.content_length > max_bytes:
-        raise errors.PayloadTooLarge(f"the body is over {max_bytes} bytes")
-    body = bytearray()
-    try:
-        async with asyncio.timeout(BODY_TIMEOUT_S):
-            while chunk := await request.content.read(max_bytes + 1 - len(body)):
-                body += chunk
-                if len(body) > max_bytes:
-                    raise errors.PayloadTooLarge(f"the body is over {max_bytes} bytes")
-    except TimeoutError:
-        raise errors.InvalidArgument(
-            f"the body did not arrive within {BODY_TIMEOUT_S:g} s"
-        ) from None
-    return bytes(body)
+    return await read_body(request, max_bytes, BODY_TIMEOUT_S, "the body")
 
 
 def check_query(request: web.Request, known: set[str]) -> None:
