@@ -20,6 +20,8 @@ from services.ingest import metrics
 BUCKET = "stations"
 STATION_ID = PRINCIPAL_ID
 MAX_NAME_CHARS = 64
+# What a token for a station that does not exist is checked against (it matches no token).
+UNKNOWN_STATION = ingest_pb2.Station(token_salt="00" * 16, token_sha256="")
 
 
 def check_station_id(station_id: str, field: str = "id") -> str:
@@ -67,10 +69,13 @@ class StationRegistry:
         return entry.value if entry else None
 
     async def authenticate(self, station_id: str, token: str) -> ingest_pb2.Station:
-        """The station if `token` is its current token; NotFound or Unauthenticated otherwise."""
+        """The station if `token` is its current token; Unauthenticated otherwise, the same for
+        a station that does not exist (its token checked against a stand-in, so the answer
+        takes as long), so a caller without a token learns nothing of which stations exist."""
         station = await self.get(station_id)
         if station is None:
-            raise errors.NotFound(f"no station {station_id!r}")
+            token_matches(UNKNOWN_STATION, token)
+            raise errors.Unauthenticated("missing, wrong or revoked token")
         if not token_matches(station, token):
             raise errors.Unauthenticated("missing, wrong or revoked token")
         return station

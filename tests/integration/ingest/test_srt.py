@@ -164,7 +164,7 @@ async def test_srt_wrong_passphrase_is_refused_and_rotation_changes_it(
         info = await caller(ingest, "srt-jm", token)
         # The caller URL is for the token holder only.
         assert (await asyncio.to_thread(get_caller, ingest, "srt-jm", token + "x"))[0] == 401
-        assert (await asyncio.to_thread(get_caller, ingest, "nope", token))[0] == 404
+        assert (await asyncio.to_thread(get_caller, ingest, "nope", token))[0] == 401
 
         wrong = info["url"].replace(info["passphrase"], "Z" * 32)
         push = await ffmpeg_push(wrong, "mpegts", seconds=2)

@@ -67,8 +67,9 @@ async def test_bad_requests_are_refused_and_change_nothing(nats_server: NatsServ
             assert status == 401 and headers["WWW-Authenticate"].startswith("Bearer")
             assert (await post(http, url, offer, "wrong-token"))[0] == 401
             assert (await post(http, url, offer, other))[0] == 401  # another station's token
+            # A station that does not exist: the same answer as a wrong token.
             status, text, _ = await post(http, whip_url(ingest, "nobody"), offer, token)
-            assert status == 404
+            assert status == 401 and "wrong" in text
             status, text, _ = await post(http, url, b"hello, not sdp", token)
             assert status == 400 and "not SDP" in text
             status, text, _ = await post(http, url, offer, token, ctype="text/plain")
