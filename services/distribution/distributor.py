@@ -196,6 +196,18 @@ class Distributor:
             metrics.forget_output(prod, output_id)
         log.info("production_unloaded", production=prod, outputs=len(production.outputs))
 
+    async def forget(self, prod: str) -> None:
+        """The production was deleted: its outputs stop (where they run here) and their specs
+        leave the bucket, so no replica runs them again."""
+        await self.unload(prod)
+        assert self._specs is not None
+        bucket = self._specs.bucket
+        for key in await bucket.keys():
+            if key.partition(".")[0] == prod:
+                await bucket.delete(key)
+                self._specs.note(key, None, 0)
+        log.info("production_forgotten", production=prod)
+
     async def _stored(self, prod: str) -> list[dist.OutputSpec]:
         """The production's specs read from the bucket itself: the mirror may lag a write made
         by the replica that ran the production a moment ago."""

@@ -87,6 +87,7 @@ class OwnedProductions:
         self._subscriptions: list[Any] = []
         self._closing = False
         self._sweeper: asyncio.Task[None] | None = None
+        self._gone_tasks: set[asyncio.Task[None]] = set()
         metrics.PRODUCTIONS_OWNED.set(0)
 
     @property
@@ -162,6 +163,25 @@ class OwnedProductions:
         finally:
             self._letting_go.discard(prod)
             self._empty_since.pop(prod, None)
+
+    def production_deleted(self, prod: str) -> None:
+        """The mixer deleted `prod` (every replica hears it): its outputs stop and go."""
+        task = asyncio.create_task(self._production_gone(prod), name=f"dist-gone-{prod}")
+        self._gone_tasks.add(task)
+        task.add_done_callback(self._gone_tasks.discard)
+
+    async def _production_gone(self, prod: str) -> None:
+        async with self._lock(prod):
+            self._letting_go.add(prod)
+            try:
+                await self.distributor.forget(prod)
+                if self.steward.owns(prod):
+                    await self.steward.drop(prod)
+            except Exception:
+                log.exception("production_gone_failed", production=prod)
+            finally:
+                self._letting_go.discard(prod)
+                self._empty_since.pop(prod, None)
 
     def _lock(self, prod: str) -> asyncio.Lock:
         lock = self._locks.get(prod)

@@ -75,6 +75,8 @@ class DistributionService(BaseService[DistributionSettings]):
         # One replica runs each production's outputs and applies its commands (docs/adr/0015).
         self.owned = OwnedProductions(self.distributor, self.bus, s)
         await self.owned.open()
+        # A deleted production's outputs stop and go (every replica hears of it).
+        self.productions.on_change(self._production_changed)
         # Tally, cues and the station event streams (docs/adr/0012).
         self.exchange = await ExchangeDesk.open(
             self.bus,
@@ -108,6 +110,10 @@ class DistributionService(BaseService[DistributionSettings]):
         await self.exchange.close()
         await self.productions.close()
         await self.credentials.close()
+
+    def _production_changed(self, production: str, value: mixer_pb2.Production | None) -> None:
+        if value is None:
+            self.owned.production_deleted(production)
 
     def base_url(self) -> str:
         """Where stations and players reach this service (WHEP, station events)."""

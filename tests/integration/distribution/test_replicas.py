@@ -310,3 +310,55 @@ async def test_a_full_replica_refuses_and_a_draining_one_hands_over_at_once(
         await bus.drain()
     print(f"\nreplica drained: its production taken by the other after {handed:.2f} s")
     assert handed <= 2 * RENEW_S + 0.5
+
+
+async def test_a_deleted_production_s_outputs_stop_and_go(
+    own_nats_server: NatsServer, tmp_path: Path
+) -> None:
+    """The mixer deletes a production whose recording runs: the replica running it stops it and
+    lets the production go, and its stored outputs are removed, so no replica takes it again."""
+    nats_url = own_nats_server.url
+    tag = uuid.uuid4().hex[:6]
+    prod = f"gone-{tag}"
+    bus = Bus(nats_url, "deleted-test")
+    await bus.connect()
+    try:
+        async with (
+            running_service(
+                MixerService, MixerSettings, nats_url, lease_renew_seconds=0.3, unready_seconds=0.0
+            ),
+            running_service(
+                DistributionService,
+                DistributionSettings,
+                nats_url,
+                data_dir=str(tmp_path / "data"),
+                unready_seconds=0.0,
+            ) as svc,
+        ):
+            created = mixer_pb2.Production(
+                id=prod, width=1280, height=720, fps=FPS, sources=[{"id": "gz"}]
+            )
+            await admin(bus, mixer_pb2.ProductionCommand(create=created))
+            spec = dist.OutputSpec(id="archive", kind=dist.OUTPUT_KIND_RECORDING, enabled=True)
+            await bus.request(
+                subject("prod", prod, "dist", "cmd"),
+                dist.DistCommand(add=dist.AddOutput(output=spec)),
+                dist.DistReply,
+                timeout=10,
+            )
+            assert svc.owned.names == [prod] and svc.distributor.runs(prod)
+            specs = await bus.kv("dist_outputs", dist.OutputSpec)
+            assert f"{prod}.archive" in await specs.keys()
+
+            delete = mixer_pb2.ProductionCommand.Delete(id=prod)
+            await admin(bus, mixer_pb2.ProductionCommand(delete=delete))
+
+            async def gone() -> bool:
+                stored = [k for k in await specs.keys() if k.startswith(f"{prod}.")]
+                return not (svc.owned.names or svc.distributor.runs(prod) or stored)
+
+            took = await until(gone, 10, "the deleted production's outputs gone")
+            print(f"\noutputs of the deleted production stopped and removed in {took:.2f} s")
+            assert prod not in await svc.distributor.wanted()
+    finally:
+        await bus.drain()
