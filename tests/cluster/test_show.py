@@ -8,9 +8,9 @@ each pushing over RTMP to nginx-rtmp on the bridge. Before the kills, the traffi
 the messages NATS carries are measured (docs/SCALING.md). Then ingest, mixer, graphics,
 distribution, monitoring and control each lose the replica that carries the work, in turn, and the
 test asserts what an audience and an operator would see: the outputs' pictures never black and
-never more than 1 s apart within a push; exactly one publisher per output at every sample of nginx-
-rtmp's stat page, back within 5 s; the badge on air again within 5 s; every alert raised once until
-it clears; every service answering.
+never more than 0.5 s apart within a push (the target: 1 s); exactly one publisher per output at
+every sample of nginx- rtmp's stat page, back within 5 s; the badge on air again within 5 s; every
+alert raised once until it clears; every service answering.
 
 Run alone with `make test-cluster` (make test runs it with the rest)."""
 
@@ -128,9 +128,10 @@ class Publishers:
 
     def longest_without(self, key: str) -> float:
         """The longest time nobody published `key`, between the first and last publisher."""
-        longest, gone = 0.0, None
+        longest, gone, seen = 0.0, None, False
         for at, n in self.samples[key]:
-            if n == 0 and gone is None:
+            seen = seen or n > 0
+            if n == 0 and gone is None and seen:
                 gone = at
             elif n > 0 and gone is not None:
                 longest, gone = max(longest, at - gone), None
@@ -307,22 +308,26 @@ async def test_two_shows_go_on_while_each_service_loses_a_replica(
             await cluster.restart(victim)
             await asyncio.sleep(1.0)
         figures["badge_gap"] = watch.badge_gap(0.0)
+        for key in SHOWS:
+            figures[f"{key}_without_publisher"] = publishers.longest_without(key)
         stop.set()
         print(
             "recovered after the kill (s): "
             + ", ".join(f"{name} {seconds:.2f}" for name, seconds in figures.items())
         )
 
-        # Exactly one publisher per output at every sample; back within 5 s.
+        # Exactly one publisher per output at every sample; back within 5 s. Each bound is the
+        # issue's 5 s, or near what the mechanism gives (docs/RELIABILITY.md row 15).
         for key in SHOWS:
             assert publishers.most(key) == 1, key
-            assert publishers.longest_without(key) <= HANDOVER_S, key
+            assert figures[f"{key}_without_publisher"] <= HANDOVER_S, key
         assert figures["distribution"] <= HANDOVER_S
         assert figures["mixer"] <= HANDOVER_S
-        assert figures["graphics"] <= HANDOVER_S and figures["badge_gap"] <= HANDOVER_S
-        assert figures["monitoring"] <= HANDOVER_S
-        assert figures["ingest"] <= 3.0  # the backup after backup_after_ms (1 s) + detection
-        assert figures["control"] <= 1.0  # stateless: the other one answers at once
+        # Leases of 2 s renewed every 0.5 s: taken within 2.5 s, plus the polls.
+        assert figures["graphics"] <= 3.5 and figures["monitoring"] <= 3.5
+        assert figures["badge_gap"] <= 0.5  # the mixer keeps the last layer meanwhile
+        assert figures["ingest"] <= 1.5  # backup_after_ms (1 s) after the loss
+        assert figures["control"] <= 0.5  # stateless: the other one answers at once
 
         # What the audience got: each push decoded, never black, no gap over 1 s within a push.
         # The pushes end first, so that decoding them does not take the CPU from them.
@@ -342,7 +347,7 @@ async def test_two_shows_go_on_while_each_service_loses_a_replica(
             # Black is Y 16; the darkest picture allowed is distribution's "program will resume"
             # slate (navy, mean Y 30) while the mixer's show moves.
             assert all(p.frames > 25 * 5 and p.darkest > 24 for p in pushes), pushes
-            assert all(p.longest_gap_s <= 1.0 for p in pushes), pushes
+            assert all(p.longest_gap_s <= 0.5 for p in pushes), pushes  # the target: 1 s
             badges = sum(p.with_badge for p in pushes)
             if prod == "show-a":
                 assert badges > 0.9 * sum(p.frames for p in pushes)
