@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import time
 
 import numpy as np
 import pytest
@@ -226,6 +227,7 @@ async def test_a_deleted_production_s_scene_is_let_go_and_removed(
 
             delete = mixer_pb2.ProductionCommand.Delete(id=production)
             await admin(bus, mixer_pb2.ProductionCommand(delete=delete))
+            deleted_at = time.monotonic()
 
             async def gone() -> bool:
                 return not (
@@ -240,6 +242,9 @@ async def test_a_deleted_production_s_scene_is_let_go_and_removed(
                 await asyncio.sleep(0.05)
             else:
                 raise AssertionError("the deleted production's scene is still run or stored")
+            took = time.monotonic() - deleted_at
+            print(f"\nthe deleted production's scene let go and removed in {took:.2f} s")
+            assert took <= 1.0, took
             assert production not in svc.desk.scenes.running
             assert production not in await svc.desk.scenes.wanted()
     finally:
