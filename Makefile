@@ -107,7 +107,7 @@ types: setup ## static types
 	$(BIN)/mypy
 
 test: setup lint types k8s-check ## lint, types, manifests and every test
-	$(BIN)/pytest -q -rs -p no:cacheprovider
+	$(BIN)/pytest -q -rs -p no:cacheprovider --durations=20
 
 cluster: setup ## a 3-server NATS cluster and two replicas of each service, each on a host of its own (network namespaces, root), until Ctrl-C
 	$(PY) -m tests.cluster.harness

@@ -1,4 +1,8 @@
-"""Fixtures of the reliability suite: a client on the bus, a real gRPC card producer."""
+"""Fixtures of the reliability suite: a client on the bus.
+
+Sources are real stations (`baycast station` processes publishing to an ingest process, see
+`helpers.live_station`); no test of this suite stands in for a service that can run.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +11,6 @@ from collections.abc import AsyncIterator
 import pytest
 
 from services.common.bus import Bus
-
-# The distribution show (a program producer, distribution, its output events) and an RTMP server.
-from tests.integration.distribution.conftest import rtmp, show  # noqa: F401
-from tests.support.media_source import FakeMediaServer
 from tests.support.nats import NatsServer
 
 
@@ -20,12 +20,3 @@ async def bus(nats_server: NatsServer) -> AsyncIterator[Bus]:
     await b.connect()
     yield b
     await b.drain()
-
-
-@pytest.fixture
-async def media() -> AsyncIterator[FakeMediaServer]:
-    server = await FakeMediaServer().start()
-    yield server
-    for card in server.cards.values():
-        card.ended = True
-    await server.stop()

@@ -1,4 +1,5 @@
-"""What the reliability tests share: services as subprocesses, stations, program recordings."""
+"""What the reliability tests share: services as subprocesses, stations, program recordings,
+readiness read from real answers, and what a picture shows."""
 
 from __future__ import annotations
 
@@ -15,11 +16,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import grpc
+import numpy as np
 
 from services.common.bus import Bus, subject
 from services.common.gen.baycast.v1 import ingest_pb2, media_pb2, media_pb2_grpc, mixer_pb2
 from services.common.rpc import CHANNEL_OPTIONS
+from services.distribution.settings import DEFAULT_SLATE_TEXT
+from services.distribution.slate import slate_i420
+from services.mixer.slates import slate as mixer_slate
+from services.station.testcard import station_colours
+from tests.reliability.proc_stats import metric_value
+from tests.support.mixer import close_to, yuv_at
 from tests.support.nats import free_port, free_udp_port
 from tests.support.services import ServiceProcess, service_process
 
@@ -63,9 +72,77 @@ def graphics_process(nats_url: str, tmp_path: Path, **env: str) -> ServiceProces
     return service_process("graphics", nats_url, tmp_path, "graphics", env={**QUICK_STOP, **env})
 
 
+# What distribution encodes in these tests: small and quick, as the distribution tests do.
+PUSH_WIDTH, PUSH_HEIGHT, PUSH_FPS = 640, 360, 25
+
+
+def distribution_process(nats_url: str, tmp_path: Path, **env: str) -> ServiceProcess:
+    """A distribution subprocess encoding 640x360 at 25 fps (x264 ultrafast) into `tmp_path`."""
+    return service_process(
+        "distribution",
+        nats_url,
+        tmp_path,
+        "distribution",
+        env={
+            "BAYCAST_DISTRIBUTION_DATA_DIR": str(tmp_path / "distribution"),
+            "BAYCAST_DISTRIBUTION_WIDTH": str(PUSH_WIDTH),
+            "BAYCAST_DISTRIBUTION_HEIGHT": str(PUSH_HEIGHT),
+            "BAYCAST_DISTRIBUTION_FPS": str(PUSH_FPS),
+            "BAYCAST_DISTRIBUTION_VIDEO_BITRATE_KBPS": "600",
+            "BAYCAST_DISTRIBUTION_AUDIO_BITRATE_KBPS": "64",
+            "BAYCAST_DISTRIBUTION_X264_PRESET": "ultrafast",
+            **QUICK_STOP,
+            **env,
+        },
+    )
+
+
+def monitoring_process(nats_url: str, tmp_path: Path, **env: str) -> ServiceProcess:
+    return service_process(
+        "monitoring", nats_url, tmp_path, "monitoring", env={**QUICK_STOP, **env}
+    )
+
+
+# -- readiness, from real answers ----------------------------------------------------------------
+
+READY, UNREADY = 200, 503
+# How long a probe waits for its answer: a service whose event loop is slow (a busy box, a
+# frozen NATS connection being noticed) answers late; that is no answer yet, not "not ready".
+READYZ_ANSWER_S = 10.0
+
+
+async def readyz(proc: ServiceProcess, timeout: float = READYZ_ANSWER_S) -> int | None:
+    """What `/readyz` answered: 200 (ready) or 503 (not ready). None when there was no answer:
+    nothing listening (not started yet, or gone) or no reply within `timeout`."""
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as http,
+            http.get(proc.http + "/readyz") as resp,
+        ):
+            await resp.read()
+            return resp.status
+    except (aiohttp.ClientError, TimeoutError, OSError):
+        return None
+
+
+async def until_readiness(
+    proc: ServiceProcess, status: int, seconds: float, what: str, every: float = 0.02
+) -> float:
+    """Seconds from now until `/readyz` answers `status`, taken when that answer arrived (a late
+    answer makes the figure larger, never smaller); TimeoutError after `seconds`."""
+    start = time.monotonic()
+    while True:
+        answer = await readyz(proc)
+        if answer == status:
+            return time.monotonic() - start
+        if time.monotonic() - start > seconds:
+            raise TimeoutError(f"{what}: /readyz did not answer {status} within {seconds} s")
+        await asyncio.sleep(every)
+
+
 @contextlib.contextmanager
 def processes(*procs: ServiceProcess, timeout: float = 40.0) -> Iterator[None]:
-    """Start all in parallel (imports dominate), stop all afterwards."""
+    """Start all in parallel (imports dominate), stop all in parallel afterwards."""
     started: list[ServiceProcess] = []
     try:
         for p in procs:
@@ -76,8 +153,15 @@ def processes(*procs: ServiceProcess, timeout: float = 40.0) -> Iterator[None]:
             p.wait_ready(timeout)
         yield
     finally:
-        for p in started:
-            p.stop()
+        running = [p.proc for p in started if p.proc is not None and p.proc.poll() is None]
+        for proc in running:
+            proc.send_signal(signal.SIGTERM)
+        for proc in running:
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
 
 
 @dataclass
@@ -119,6 +203,31 @@ def station_process(
         yield station
     finally:
         station.stop()
+
+
+async def source_online(ingest: ServiceProcess, station: str, seconds: float = 30.0) -> float:
+    """Until ingest's `baycast_ingest_source_online` says the station's source is online."""
+    start = time.monotonic()
+    while (
+        await asyncio.to_thread(metric_value, ingest.http, "baycast_ingest_source_online", station)
+        != 1
+    ):
+        if time.monotonic() - start > seconds:
+            raise TimeoutError(f"source {station} not online within {seconds} s")
+        await asyncio.sleep(0.1)
+    return time.monotonic() - start
+
+
+@contextlib.asynccontextmanager
+async def live_station(
+    bus: Bus, ingest: ServiceProcess, station: str, name: str, tmp_path: Path
+) -> AsyncIterator[StationProcess]:
+    """A station added to ingest and publishing its test card from a `baycast station` process,
+    online (decoded by ingest) when the block starts."""
+    token = await add_station(bus, station, name)
+    with station_process(f"{ingest.http}/whip/{station}", token, tmp_path) as proc:
+        await source_online(ingest, station)
+        yield proc
 
 
 async def add_station(bus: Bus, station: str, name: str) -> str:
@@ -241,6 +350,40 @@ async def ctl(nats_url: str, *args: str, timeout: float = 45.0) -> tuple[int, st
         raise
     assert proc.returncode is not None
     return proc.returncode, out.decode(errors="replace")
+
+
+# -- what a picture shows ----------------------------------------------------------------------
+
+
+def card_points(station: str) -> list[tuple[float, float, tuple[int, int, int]]]:
+    """(x, y as fractions, YUV) of places on a station's test card whose colour never changes:
+    the accent block's centre and the background at the top right."""
+    background, accent = station_colours(station)
+    return [(0.125, 0.125, accent), (0.875, 0.125, background)]
+
+
+def shows_card(image: np.ndarray, station: str, tolerance: int = 8) -> bool:
+    """Whether a packed I420 picture shows `station`'s test card full frame."""
+    height, width = image.shape[0] * 2 // 3, image.shape[1]
+    return all(
+        close_to(yuv_at(image, int(x * width) & ~1, int(y * height) & ~1), yuv, tolerance)
+        for x, y, yuv in card_points(station)
+    )
+
+
+def corner_yuv(image: np.ndarray) -> tuple[int, int, int]:
+    return yuv_at(image, 4, 4)
+
+
+def mixer_slate_corner() -> tuple[int, int, int]:
+    """The colour of the mixer's signal-lost slate in its corner."""
+    picture = mixer_slate("x", 320, 180)
+    return corner_yuv(picture.data)
+
+
+def distribution_slate_corner() -> tuple[int, int, int]:
+    """The colour of distribution's own slate (sent while the program is gone) in its corner."""
+    return corner_yuv(slate_i420(PUSH_WIDTH, PUSH_HEIGHT, DEFAULT_SLATE_TEXT))
 
 
 async def gfx_command(bus: Bus, prod: str, cmd: Any) -> Any:

@@ -37,10 +37,12 @@ from services.station.publisher import WhipPublisher
 from services.station.testcard import TestCard
 from services.station.tracks import PacketLoopTrack, ToneAudioTrack, encode_loop
 from tests.reliability.helpers import (
+    READY,
     Recording,
     add_station,
     ingest_process,
     processes,
+    readyz,
     recording,
     wait_for,
 )
@@ -55,6 +57,16 @@ TAG_HEADER = 11
 VIDEO_TAG = 9
 AVC_NALU = 1
 AVC_PAYLOAD = 5  # codec byte, packet type, composition time
+STATS_INTERVAL_S = 0.5  # ingest_process's BAYCAST_INGEST_STATS_INTERVAL_S
+# Near the figures of docs/RELIABILITY.md (row 13), with room for a busy 2-core box. RTMP: the
+# same damaged clip gave 67 decode errors every run, the damaged source up to 18 fps, the clean
+# one 24-26 fps. WebRTC: 53-67 decode errors for 54-55 pictures cut short (which never decode),
+# 17.4-20.5 pictures/s of a damaged source delivered, the clean one 23-26 fps.
+RTMP_ERRORS_AT_LEAST = 50
+DAMAGED_FPS_AT_LEAST = 9
+CLEAN_FPS_AT_LEAST = 20
+SHORT_CUTS_DECODED_AT_MOST = 0.25  # of the pictures cut short, at most this share uncounted
+DELIVERED_AT_LEAST = 12.0  # pictures/s of a damaged WebRTC source
 
 
 def flv_tags(data: bytes) -> Iterator[tuple[int, bytes, bytes]]:
@@ -166,7 +178,8 @@ async def test_damaged_h264_and_corrupt_rtmp(
         outcomes = await garbage(rtmp_port)
         await wait_for(lambda: latest[bad].decode_errors > 0, 20, "decode errors reported")
         codes = [await asyncio.wait_for(p.wait(), 40) for p in pushes]
-        alive = ingest.proc is not None and ingest.proc.poll() is None and ingest.ready()
+        alive = ingest.proc is not None and ingest.proc.poll() is None
+        alive = alive and await readyz(ingest) == READY
     for sub in subs:
         await sub.unsubscribe()
 
@@ -177,10 +190,10 @@ async def test_damaged_h264_and_corrupt_rtmp(
         f" {latest[good].decode_errors} errors, {min(steady):.0f}-{max(steady):.0f} fps;"
         f" garbage connections: {outcomes}; ingest alive: {alive}"
     )
-    assert latest[bad].decode_errors > 0
-    assert max(peak_fps[bad]) > 5  # the undamaged pictures still come through
+    assert RTMP_ERRORS_AT_LEAST <= latest[bad].decode_errors <= damaged_pictures
+    assert max(peak_fps[bad]) >= DAMAGED_FPS_AT_LEAST  # the undamaged pictures come through
     assert latest[good].decode_errors == 0
-    assert steady and min(steady) >= 20
+    assert steady and min(steady) >= CLEAN_FPS_AT_LEAST
     assert alive
     assert codes == [0, 0]
 
@@ -332,7 +345,15 @@ async def test_damaged_vp8_and_h264_over_webrtc(
                 10,
                 "decode errors reported",
             )
-            await asyncio.sleep(1.0)  # one more report of every source after the damage
+            # A report of every source taken a second after the damage was sampled: what was
+            # sent by then has been decoded (or failed to) and counted.
+            await wait_for(
+                lambda: all(
+                    fps[s] and fps[s][-1][0] >= damage_to + 2 * STATS_INTERVAL_S for s in tracks
+                ),
+                10,
+                "a report of every source after the damage",
+            )
             errors = {s: latest[s].decode_errors for s in tracks}
             damaged_so_far = {
                 s: d.cut_to_third + d.cut_short + d.flipped for s, d in damaged.items()
@@ -342,7 +363,8 @@ async def test_damaged_vp8_and_h264_over_webrtc(
                 f" + {d.flipped} bit-flipped"
                 for s, d in damaged.items()
             }
-            alive = ingest.proc is not None and ingest.proc.poll() is None and ingest.ready()
+            alive = ingest.proc is not None and ingest.proc.poll() is None
+            alive = alive and await readyz(ingest) == READY
         finally:
             stop.set()
             for task in publishers:
@@ -371,8 +393,9 @@ async def test_damaged_vp8_and_h264_over_webrtc(
     for station in damaged:
         # A picture cut short never decodes (the rest are mostly concealed); nothing is counted
         # twice, and nothing that was not damaged.
-        assert 0 < short_cuts[station] / 2 <= errors[station] <= damaged_so_far[station], errors
-        assert rate(station) > 5  # the undamaged pictures still come through
+        at_least = (1 - SHORT_CUTS_DECODED_AT_MOST) * short_cuts[station]
+        assert 0 < at_least <= errors[station] <= damaged_so_far[station], errors
+        assert rate(station) >= DELIVERED_AT_LEAST  # the undamaged pictures come through
     assert errors[good] == 0
-    assert steady(good) and min(steady(good)) >= 20
+    assert steady(good) and min(steady(good)) >= CLEAN_FPS_AT_LEAST
     assert alive

@@ -3,7 +3,8 @@
 A real `baycast station` process publishes over WHIP to an ingest process; a mixer process has
 it on program with a second station as its backup. The station is frozen with SIGSTOP: its
 packets stop, no DELETE, no RTCP BYE. The program must hold the last frame, then show the slate
-or the backup within 1 s, and never miss a frame.
+or the backup within 1 s, and never miss a frame; once the station resumes it is back on program
+after the clear time, not before.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import pytest
 
 from services.common.bus import Bus, subject
 from services.common.gen.baycast.v1 import media_pb2, mixer_pb2
+from services.mixer.productions import DEFAULT_CLEAR_MS, DEFAULT_HOLD_MS
 from tests.reliability.helpers import (
     Recording,
     add_station,
@@ -34,9 +36,16 @@ from tests.support.nats import NatsServer
 pytestmark = pytest.mark.timeout(120)
 
 FRAME_US = 40_000
-# Arrival time of program frames on a loaded 2-core box (other services and the station
-# processes share it): allowed lateness on top of one frame interval.
-ARRIVAL_TOLERANCE_S = 0.25
+HOLD_S = DEFAULT_HOLD_MS / 1000
+CLEAR_S = DEFAULT_CLEAR_MS / 1000
+# Near the figures of docs/RELIABILITY.md (row 1), with room for a busy 2-core box:
+# the slate came 486-546 ms after the freeze (the 0.5 s hold), the backup 1000-1046 ms, the
+# longest arrival gap between program frames was 43-75 ms, and the station was back on program
+# 3.02-3.08 s after it resumed (the 3 s clear time).
+SLATE_WITHIN_S = 0.8
+BACKUP_WITHIN_S = 1.6
+LONGEST_GAP_S = 0.15
+BACK_WITHIN_S = CLEAR_S + 0.5
 
 
 def y_digest(frame: media_pb2.VideoFrame) -> str:
@@ -107,7 +116,10 @@ async def test_dead_feed_on_program_is_held_then_replaced_within_1_s(
     first_replaced = after[0][0]
     first_backup = next(t for t, s in after if s.startswith("backup:"))
     assert after[0][1] in ("slate", f"backup:{b}"), after
-    assert first_replaced <= 1.0, after
+    assert first_replaced <= 1.0, after  # the target
+    # The last frame was held for the hold time (less what was in flight), then the slate.
+    assert HOLD_S - 0.1 <= first_slate <= SLATE_WITHIN_S, after
+    assert first_backup <= BACKUP_WITHIN_S, after
 
     # Held: between the freeze (plus what was in flight) and the slate, one picture repeated.
     held = [f for f in rec.frames if frozen_at + 0.2 <= f.at <= frozen_at + first_replaced - 0.1]
@@ -124,5 +136,5 @@ async def test_dead_feed_on_program_is_held_then_replaced_within_1_s(
         f" back on program {back_after:.2f} s after the station resumed"
     )
     assert steps == {FRAME_US}, steps
-    assert gap <= FRAME_US / 1e6 + ARRIVAL_TOLERANCE_S, gap
-    assert back_after >= 3.0, back_after
+    assert gap <= LONGEST_GAP_S, gap
+    assert CLEAR_S <= back_after <= BACK_WITHIN_S, back_after

@@ -2,41 +2,67 @@
 
 A nats-server runs with the generated configuration. A client without credentials (or with a
 wrong password) is refused; the graphics user cannot publish a mixer command; ingest, mixer and
-graphics run as processes, each with its own user, and do their work (commands answered, state
-stored, graphics keyed by the mixer) without a single permissions violation in their logs.
+graphics run as processes, each with its own user, and do their work (a station added and its
+`baycast station` process publishing to ingest, the mixer finding its source and the graphics
+layer through the handles bucket, commands answered, state stored) without a single permissions
+violation in their logs.
 """
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
+import json
 import uuid
+from pathlib import Path
 
 import nats
 import nats.aio.msg
 import pytest
+import structlog
 
 from services.common.bus import Bus, subject
-from services.common.gen.baycast.v1 import graphics_pb2, ingest_pb2, mixer_pb2
+from services.common.gen.baycast.v1 import graphics_pb2, mixer_pb2
 from services.common.handles import HandleDirectory
+from services.common.media import proto_to_i420
 from services.common.nats_accounts import generate_passwords, server_config, user_url
+from services.common.telemetry import mask_secrets
 from tests.reliability.helpers import (
-    STATION_COMMANDS,
     create_production,
     gfx_command,
     graphics_process,
     ingest_process,
+    live_station,
     mixer_command,
     mixer_process,
     processes,
     recording,
+    shows_card,
     wait_for,
 )
-from tests.support.media_source import Card, FakeMediaServer
-from tests.support.nats import NatsServer, free_port
+from tests.support.nats import NatsServer, free_port, permission_violations
 
 pytestmark = pytest.mark.timeout(120)
 
 Cmd = mixer_pb2.MixerCommand
+MARKER = b'{"marker": true}'
+
+
+def service_log_line(event: str, **fields: str) -> str:
+    """One line as a service's JSON log writes it (the same processors and renderer)."""
+    entry = mask_secrets(None, "warning", {"event": event, "level": "warning", **fields})
+    rendered = structlog.processors.JSONRenderer(ensure_ascii=False)(None, "warning", entry)
+    return str(rendered)
+
+
+def test_the_log_search_finds_a_logged_violation() -> None:
+    """What a service logs when the server refuses one of its publishes (the bus's error
+    callback: `nats_error` with the client's error text, as nats-py words it) is what the search
+    finds; the test below feeds it the error its own refused publish raised as well."""
+    refused = 'nats: permissions violation for publish to "baycast.v1.prod.x.mixer.cmd"'
+    line = service_log_line("nats_error", error=refused)
+    assert json.loads(line)["error"] == refused
+    assert permission_violations("other line\n" + line + "\n") == [line]
+    assert permission_violations(service_log_line("nats_error", error="nats: timeout")) == []
 
 
 async def refused(url: str) -> str:
@@ -49,7 +75,7 @@ async def refused(url: str) -> str:
     return ""
 
 
-async def test_users_and_subject_permissions(media: FakeMediaServer, tmp_path) -> None:
+async def test_users_and_subject_permissions(tmp_path: Path) -> None:
     passwords = generate_passwords()
     config = tmp_path / "nats.conf"
     config.write_text(server_config(passwords))
@@ -78,26 +104,27 @@ async def test_users_and_subject_permissions(media: FakeMediaServer, tmp_path) -
             received.append(msg.data)
 
         spy = await operator.nc.subscribe("baycast.v1.prod.x.mixer.cmd", cb=spy_cb)
+        await operator.nc.flush()
         await gfx_nc.publish("baycast.v1.prod.x.mixer.cmd", b'{"take": {}}')
         await gfx_nc.flush()
         await wait_for(lambda: bool(violations), 5, "permissions violation reported")
-        await asyncio.sleep(0.2)
+        # The server refused the publish before it said so; a message the operator may send on
+        # the same subject afterwards reaches the spy after anything the server let through.
+        await operator.nc.publish("baycast.v1.prod.x.mixer.cmd", MARKER)
+        await wait_for(lambda: MARKER in received, 5, "the operator's marker")
         await spy.unsubscribe()
         await gfx_nc.close()
 
-        media.add(Card(f"source/{a}", (81, 90, 240)))
-        media.add(Card(f"source/{b}", (145, 54, 34)))
         services = {
             "ingest": ingest_process(urls["ingest"], tmp_path),
             "mixer": mixer_process(urls["mixer"], tmp_path),
             "graphics": graphics_process(urls["graphics"], tmp_path),
         }
-        with processes(*services.values()):
-            await media.announce(HandleDirectory(operator))
-            station = await operator.request(
-                STATION_COMMANDS,
-                ingest_pb2.StationCommand(add=ingest_pb2.AddStation(id=f"p{tag}", name="站")),
-                ingest_pb2.StationReply,
+        async with contextlib.AsyncExitStack() as stack:
+            stack.enter_context(processes(*services.values()))
+            # A real station publishing to ingest (which announces its source with its own user).
+            await stack.enter_async_context(
+                live_station(operator, services["ingest"], a, "广州台", tmp_path)
             )
             await create_production(
                 operator,
@@ -123,6 +150,7 @@ async def test_users_and_subject_permissions(media: FakeMediaServer, tmp_path) -
             async with recording(endpoint, f"prod/{prod_id}/program") as rec:
                 await wait_for(lambda: len(rec.frames) >= 10, 15, "program frames")
             gfx_handle = await HandleDirectory(operator).resolve(f"gfx/{prod_id}")
+            source_handle = await HandleDirectory(operator).resolve(f"source/{a}")
             state_events: list[mixer_pb2.MixerState] = []
 
             async def on_state(state: mixer_pb2.MixerState, _s: str) -> None:
@@ -131,28 +159,38 @@ async def test_users_and_subject_permissions(media: FakeMediaServer, tmp_path) -
             sub = await operator.subscribe(
                 subject("prod", prod_id, "mixer", "state"), mixer_pb2.MixerState, on_state
             )
-            await mixer_command(operator, prod_id, Cmd(cut=Cmd.Cut(source=a)))
+            back = await mixer_command(operator, prod_id, Cmd(cut=Cmd.Cut(source=a)))
             await wait_for(lambda: bool(state_events), 5, "mixer state event")
             await sub.unsubscribe()
-            logs = {name: proc.logs() for name, proc in services.items()}
+            # The station's pictures, from ingest through the mixer, on program.
+            async with recording(endpoint, f"prod/{prod_id}/program") as on_air:
+                await wait_for(
+                    lambda: any(shows_card(proto_to_i420(f.frame), a) for f in on_air.frames[-3:]),
+                    15,
+                    "the station on program",
+                )
+        logs = {name: proc.logs() for name, proc in services.items()}
         await operator.drain()
     finally:
         nats_server.cleanup()
 
     print(
         f"\nitem 12: anonymous refused ({anonymous!r}), wrong password refused ({wrong!r});"
-        f" graphics -> mixer.cmd: {violations[0]!r}, delivered {len(received)};"
-        f" ingest/mixer/graphics worked with their own users"
-        f" ({len(rec.frames)} program frames, graphics handle {gfx_handle})"
+        f" graphics -> mixer.cmd: {violations[0]!r}, delivered {len(received) - 1} (before the"
+        f" operator's marker); ingest/mixer/graphics worked with their own users"
+        f" ({len(rec.frames)} program frames, station {source_handle}, graphics {gfx_handle})"
     )
-    assert "authorization" in anonymous.lower() or "auth" in anonymous.lower(), anonymous
+    assert "authorization violation" in anonymous.lower(), anonymous
+    assert "authorization violation" in wrong.lower(), wrong
     assert "permissions violation" in violations[0].lower()
-    assert received == []
-    assert station.token
+    # The search of the services' logs below finds this very error as a service would log it.
+    assert permission_violations(service_log_line("nats_error", error=violations[0]))
+    assert received == [MARKER]
     assert cut.switcher.program == b
+    assert back.switcher.program == a
     assert shown.instances[0].template == "live_badge"
-    assert gfx_handle is not None
+    assert gfx_handle is not None and source_handle is not None
     for name, text in logs.items():
-        assert "ermissions violation" not in text, (name, text[-3000:])
+        assert permission_violations(text) == [], (name, text[-3000:])
         for password in passwords.values():
             assert password not in text, name

@@ -4,7 +4,8 @@ An aiortc station connects (ICE, DTLS, media decoded: the source goes online), t
 session with DELETE, over and over against one ingest process. Memory (RSS), open files, threads
 and asyncio tasks (`baycast_ingest_asyncio_tasks`) must come back to within 5 % of the baseline
 taken after a warm-up: the first few dozen sessions grow the heap by ~6 MiB (codecs, thread
-pools, allocator arenas), after which RSS is flat; the test prints RSS every 50 cycles.
+pools, allocator arenas), after which RSS is flat: RSS every 50 cycles stays within the 5 % too.
+What comes back is polled for (bounded), not read once after a fixed wait.
 """
 
 from __future__ import annotations
@@ -30,8 +31,14 @@ pytestmark = pytest.mark.timeout(240)
 
 WARMUP_CYCLES = 60
 CYCLES = 200
-TOLERANCE = 0.05
+TOLERANCE = 0.05  # RSS (the target); measured +1.8 % to +2.6 %
 FPS = 25
+# Near the figures of docs/RELIABILITY.md (row 8), with room for a busy 2-core box: a cycle
+# took 140-185 ms on average (288 ms once, with the box under heavy load).
+CYCLE_WITHIN_S = 0.37
+# Open files, threads and asyncio tasks came back exactly to the baseline.
+COUNTED = ("fds", "threads", "tasks")
+SETTLE_S = 15.0
 
 
 def snapshot(ingest: ServiceProcess) -> dict[str, float]:
@@ -53,7 +60,24 @@ async def settle(ingest: ServiceProcess, station: str) -> None:
         "sessions ended",
         every=0.1,
     )
-    await asyncio.sleep(1.0)
+
+
+def within(baseline: dict[str, float], now: dict[str, float]) -> bool:
+    return now["rss_mib"] <= baseline["rss_mib"] * (1 + TOLERANCE) and all(
+        now[k] <= baseline[k] for k in COUNTED
+    )
+
+
+async def steady_snapshot(ingest: ServiceProcess) -> dict[str, float]:
+    """A snapshot once two in a row, half a second apart, agree on what is counted."""
+    last = snapshot(ingest)
+    for _ in range(int(SETTLE_S / 0.5)):
+        await asyncio.sleep(0.5)
+        now = snapshot(ingest)
+        if all(now[k] == last[k] for k in COUNTED):
+            return now
+        last = now
+    return last
 
 
 async def test_whip_cycles_leave_no_leak(nats_server: NatsServer, bus: Bus, tmp_path) -> None:
@@ -93,7 +117,7 @@ async def test_whip_cycles_leave_no_leak(nats_server: NatsServer, bus: Bus, tmp_
             for _ in range(WARMUP_CYCLES):
                 await cycle(http)
             await settle(ingest, station)
-            baseline = snapshot(ingest)
+            baseline = await steady_snapshot(ingest)
             started = time.monotonic()
             rss_every_50: list[float] = []
             for i in range(CYCLES):
@@ -102,12 +126,21 @@ async def test_whip_cycles_leave_no_leak(nats_server: NatsServer, bus: Bus, tmp_
                     rss_every_50.append(rss_bytes(ingest) / 2**20)
             took = time.monotonic() - started
             await settle(ingest, station)
+            # Back to the baseline: a bounded poll that a leak (which stays) fails.
             after = snapshot(ingest)
+            deadline = time.monotonic() + SETTLE_S
+            while not within(baseline, after) and time.monotonic() < deadline:
+                await asyncio.sleep(0.5)
+                after = snapshot(ingest)
 
     print(
         f"\nfault 8: {CYCLES} WHIP cycles in {took:.0f} s ({took / CYCLES * 1000:.0f} ms each);"
         + ", ".join(f" {k} {baseline[k]:g} -> {after[k]:g}" for k in baseline)
         + f"; RSS every 50 cycles {[round(r, 1) for r in rss_every_50]} MiB"
     )
-    for key in baseline:
-        assert after[key] <= baseline[key] * (1 + TOLERANCE), (key, baseline, after)
+    assert after["rss_mib"] <= baseline["rss_mib"] * (1 + TOLERANCE), (baseline, after)
+    for key in COUNTED:
+        assert after[key] <= baseline[key], (key, baseline, after)
+    # Flat after the warm-up: no 50 cycles went past the tolerance either.
+    assert max(rss_every_50) <= baseline["rss_mib"] * (1 + TOLERANCE), rss_every_50
+    assert took / CYCLES <= CYCLE_WITHIN_S, took

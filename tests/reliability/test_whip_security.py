@@ -19,10 +19,12 @@ import pytest
 from services.common.bus import Bus
 from services.common.gen.baycast.v1 import ingest_pb2
 from tests.reliability.helpers import (
+    READY,
     STATION_COMMANDS,
     add_station,
     ingest_process,
     processes,
+    readyz,
     station_process,
     wait_for,
 )
@@ -35,7 +37,9 @@ OFFERS = 200
 OFFER_SPACING_S = 0.05  # 200 offers in 10 s
 RATE_PER_S, BURST = 4, 10
 ONE_MIB = 1024 * 1024
-RSS_GROWTH_LIMIT = 16 * 1024 * 1024
+# Near the figures of docs/RELIABILITY.md (row 10), with room for a busy 2-core box: ingest's
+# RSS grew by 0.5-1.7 MiB over the two 1 MiB offers and the 200-offer flood.
+RSS_GROWTH_LIMIT = 3 * ONE_MIB
 
 OFFER = (
     "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n"
@@ -132,7 +136,7 @@ async def test_whip_refuses_bad_tokens_floods_and_huge_offers(
                     statuses.append(resp.status)
             flood_s = time.monotonic() - started
             rss_after = rss_bytes(ingest)
-            healthy = ingest.ready()
+            healthy = await readyz(ingest) == READY
         logs = ingest.logs()
 
     limited = statuses.count(429)
@@ -146,9 +150,10 @@ async def test_whip_refuses_bad_tokens_floods_and_huge_offers(
         assert got == [401, 401, 401], (label, got)
     assert sessions_after_refusals == 0
     assert huge_status == 413 and chunked_status == 413
-    # The bucket lets the burst and the refill through, refuses the rest.
+    # The bucket lets the burst and the refill through (within a second's refill), refuses the
+    # rest.
     allowed = OFFERS - limited
-    assert BURST <= allowed <= BURST + RATE_PER_S * flood_s + 2, statuses
+    assert abs(allowed - (BURST + RATE_PER_S * flood_s)) <= RATE_PER_S + 2, statuses
     assert set(statuses) == {401, 429}
     assert rss_after - rss_before < RSS_GROWTH_LIMIT
     assert healthy
