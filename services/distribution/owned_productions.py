@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import weakref
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import structlog
@@ -164,14 +165,17 @@ class OwnedProductions:
             self._letting_go.discard(prod)
             self._empty_since.pop(prod, None)
 
-    def production_deleted(self, prod: str) -> None:
-        """The mixer deleted `prod` (every replica hears it): its outputs stop and go."""
-        task = asyncio.create_task(self._production_gone(prod), name=f"dist-gone-{prod}")
+    def production_deleted(self, prod: str, exists: Callable[[str], Awaitable[bool]]) -> None:
+        """The mixer deleted `prod` (every replica hears it): its outputs stop and go, unless
+        `exists(prod)` says it is back already (deleted and made again, as `baycast up` does)."""
+        task = asyncio.create_task(self._production_gone(prod, exists), name=f"dist-gone-{prod}")
         self._gone_tasks.add(task)
         task.add_done_callback(self._gone_tasks.discard)
 
-    async def _production_gone(self, prod: str) -> None:
+    async def _production_gone(self, prod: str, exists: Callable[[str], Awaitable[bool]]) -> None:
         async with self._lock(prod):
+            if await exists(prod):
+                return
             self._letting_go.add(prod)
             try:
                 await self.distributor.forget(prod)

@@ -113,7 +113,10 @@ class DistributionService(BaseService[DistributionSettings]):
 
     def _production_changed(self, production: str, value: mixer_pb2.Production | None) -> None:
         if value is None:
-            self.owned.production_deleted(production)
+            self.owned.production_deleted(production, self._production_exists)
+
+    async def _production_exists(self, production: str) -> bool:
+        return await self.productions.bucket.get(production) is not None
 
     def base_url(self) -> str:
         """Where stations and players reach this service (WHEP, station events)."""

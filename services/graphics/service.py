@@ -54,7 +54,6 @@ class GraphicsService(BaseService[GraphicsSettings]):
         # A deleted production's scene is let go and its stored graphics removed, so no
         # replica keeps rendering it (or takes it up again after a restart).
         self.productions = await KvMirror.open(self.bus, PRODUCTIONS_BUCKET, mixer_pb2.Production)
-        self.productions.on_change(self._production_changed)
         renderer = Renderer(ZoneInfo(s.timezone))
         self.layers = Layers(self.settings, self._scene_here, renderer)
         self.desk.previewer = LayerPreview(renderer, self.layers.frame_size)
@@ -72,6 +71,7 @@ class GraphicsService(BaseService[GraphicsSettings]):
             renew_seconds=s.lease_renew_seconds,
         )
         await self.steward.open()
+        self.productions.on_change(self._production_changed)
         self._command_subs: list[Any] = await self.steward.serve(
             COMMAND_SUBJECTS,
             graphics_pb2.GfxCommand,
@@ -105,7 +105,10 @@ class GraphicsService(BaseService[GraphicsSettings]):
 
     async def _production_gone(self, production: str) -> None:
         """Every replica hears of it: the owner lets the scene go, and the stored scene (which
-        would make it wanted again) is removed."""
+        would make it wanted again) is removed; unless the production is back already (deleted
+        and made again, as `baycast up` does), whose new graphics stay."""
+        if await self.productions.bucket.get(production) is not None:
+            return
         if self.steward.owns(production):
             await self.steward.drop(production)
             self.log.info("scene_removed", production=production, reason="production deleted")
