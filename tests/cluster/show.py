@@ -8,19 +8,14 @@ gz); each pushes its program over RTMP to nginx-rtmp on the bridge's own address
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import sys
-import time
-from collections.abc import Awaitable, Callable
 from functools import partial
 from pathlib import Path
-from typing import TypeVar
 
 import aiohttp
 
-from services.common import errors
 from services.common.bus import Bus, subject
 from services.common.gen.baycast.v1 import (
     control_pb2,
@@ -31,6 +26,7 @@ from services.common.gen.baycast.v1 import (
     operators_pb2,
 )
 from tests.cluster.harness import Cluster
+from tests.support.command_load import retried
 from tests.support.rtmp import RtmpServer
 
 WIDTH, HEIGHT = 1280, 720  # the shows' size
@@ -40,18 +36,6 @@ SHOWS = {"show-a": ("gz", "sz"), "show-b": ("sz", "gz")}
 STATIONS = {"gz": ("广州台", "ingest-a"), "sz": ("深圳台", "ingest-b")}
 DIRECTOR = "cluster-director"
 Cmd = mixer_pb2.MixerCommand
-R = TypeVar("R")
-
-
-async def retried(call: Callable[[], Awaitable[R]], seconds: float = 30.0) -> R:
-    deadline = time.monotonic() + seconds
-    while True:
-        try:
-            return await call()
-        except errors.Unavailable:
-            if time.monotonic() > deadline:
-                raise
-            await asyncio.sleep(0.3)
 
 
 class Show:
@@ -170,7 +154,7 @@ class Show:
     async def operator_token(self) -> str:
         add = operators_pb2.OperatorCommand(
             add=operators_pb2.AddOperator(
-                id="cluster-director", name="导演", role=operators_pb2.ROLE_DIRECTOR
+                id=DIRECTOR, name="导演", role=operators_pb2.ROLE_DIRECTOR
             )
         )
         reply = await retried(
