@@ -155,9 +155,10 @@ class ExchangeDesk:
     def all_viewers(self, production: str) -> list[exchange_pb2.Viewer]:
         """The production's viewers on every replica: ours now, the others' as they last said."""
         merged = self.shares.merged(production)
-        others = list(merged.viewers) if merged is not None else []
-        own = {v.id for v in self.viewers(production)}
-        return [*self.viewers(production), *(v for v in others if v.id not in own)]
+        mine = self.viewers(production)
+        own = {v.id for v in mine}
+        others = merged.viewers if merged is not None else []
+        return [*mine, *(v for v in others if v.id not in own)]
 
     async def _share(self, state: exchange_pb2.ExchangeState, _subject: str) -> None:
         if state.instance != self.instance:

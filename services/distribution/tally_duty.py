@@ -34,10 +34,6 @@ class TallyDuty:
             renew_seconds=settings.lease_renew_seconds,
         )
 
-    @property
-    def on_duty(self) -> bool:
-        return self.steward.owns(UNIT)
-
     async def open(self) -> None:
         await self.steward.open()
 
