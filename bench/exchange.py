@@ -254,7 +254,7 @@ async def _conversation(runs: int) -> Figures:
     two = cards("ex", 2)
     card_ids = [c.name.removeprefix("source/") for c in two]
     async with platform("exchange") as p, aiohttp.ClientSession() as http:
-        with card_peer(p.launcher.nats_url_for("operator"), "ex", 2):
+        with card_peer(p.launcher.nats_url_for("ingest"), "ex", 2):
             creds = await demo.register_stations(p.bus, [STATION], p.http("ingest"))
             token = creds[0]["token"]
             picture, own = FlipTrack(), ToneTrack(OWN_HZ, on=True)
@@ -373,7 +373,8 @@ def _returns_show(ids: list[str]) -> mixer_pb2.Production:
 
 async def _twelve_returns() -> Cost:
     async with platform("exchange-cost") as p:
-        nats = p.launcher.nats_url_for("operator")
+        # The cards stand in for ingest's sources: they announce with ingest's rights.
+        nats = p.launcher.nats_url_for("ingest")
         with RtmpServer() as rtmp, card_peer(nats, "ra", 10), card_peer(nats, "rb", 2):
             ids = [c.name.removeprefix("source/") for c in cards("ra", 10) + cards("rb", 2)]
             stations = [demo.Station(sid, sid, sid, sid) for sid in ids]

@@ -61,7 +61,7 @@ async def _run(runs: int) -> dict[int, Level]:
     figures: dict[int, Level] = {}
     with RtmpServer() as rtmp:
         async with platform("fanout") as p:
-            with card_peer(p.launcher.nats_url_for("operator"), "fo", 1):
+            with card_peer(p.launcher.nats_url_for("ingest"), "fo", 1):
                 one = cards("fo", 1)
                 await admin(p.bus, mixer_pb2.ProductionCommand(create=production(PROD, one)))
                 source = one[0].name.removeprefix("source/")

@@ -178,7 +178,7 @@ async def _run(runs: int) -> Figures:
     flips = max(3, 2 * runs)
     with RtmpServer() as rtmp:
         async with platform("latency") as p:
-            with card_peer(p.launcher.nats_url_for("operator"), "lt", 2):
+            with card_peer(p.launcher.nats_url_for("ingest"), "lt", 2):
                 creds = await demo.register_stations(p.bus, [STATION], p.http("ingest"))
                 track = FlipTrack()
                 stop = asyncio.Event()

@@ -75,7 +75,7 @@ async def _measure(p: Platform, prod_id: str, runs: int) -> tuple[list[float], f
 
 async def _platform_run(runs: int) -> tuple[list[float], float, int]:
     async with platform("mixer") as p:
-        with card_peer(p.launcher.nats_url_for("operator"), "mc", 10):
+        with card_peer(p.launcher.nats_url_for("ingest"), "mc", 10):
             await start_show(p, "bench-mixer", "mc")
             return await _measure(p, "bench-mixer", runs)
 

@@ -123,7 +123,7 @@ async def platform(name: str) -> AsyncIterator[Platform]:
                 "mixer": {"BAYCAST_LOG_LEVEL": "warning"},
             }
         )
-        bus = Bus(launcher.nats_url_for("operator"), f"bench-{name}")
+        bus = Bus(launcher.nats_url_for("admin"), f"bench-{name}")
         await bus.connect()
         yield Platform(launcher, bus, HandleDirectory(bus), root)
     finally:

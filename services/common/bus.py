@@ -25,7 +25,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import nats
 import nats.errors
@@ -91,6 +91,17 @@ def subject(*parts: str) -> str:
         if not part or any(c in part for c in " .*>\t\r\n"):
             raise errors.InvalidArgument(f"{part!r} cannot be part of a subject")
     return PREFIX + ".".join(parts)
+
+
+def inbox_prefix(user: str) -> str:
+    """Where replies to `user`'s requests arrive: `_INBOX.<user>`, a prefix only that user may
+    subscribe (nats_accounts.py), so no service reads the replies another one asked for."""
+    return f"_INBOX.{user}" if user else "_INBOX"
+
+
+def url_user(url: str) -> str:
+    """The user named in the first server of a NATS URL ("" for none)."""
+    return unquote(urlsplit(url.split(",")[0].strip()).username or "")
 
 
 def subject_token(subj: str, index: int) -> str:
@@ -210,6 +221,7 @@ class Bus:
                     disconnected_cb=self._on_disconnected,
                     reconnected_cb=self._on_reconnected,
                     closed_cb=self._on_closed,
+                    inbox_prefix=inbox_prefix(url_user(self.url)),
                 )
                 break
             except (OSError, nats.errors.NoServersError, TimeoutError) as exc:

@@ -30,6 +30,7 @@ from typing import Protocol, TypeVar
 from services.common.bus import Bus
 from services.common.gen.baycast.v1 import ingest_pb2, operators_pb2
 from services.common.kv_mirror import KvMirror
+from services.common.telemetry import register_secret
 
 STATIONS_BUCKET = "stations"
 OPERATORS_BUCKET = "operators"
@@ -96,7 +97,9 @@ def srt_passphrase(secret: str, station: ingest_pb2.Station) -> str:
     digest = hmac.new(
         secret.encode(), f"srt:{station.id}:{station.token_salt}".encode(), hashlib.sha256
     ).digest()
-    return base64.urlsafe_b64encode(digest).decode()[:SRT_PASSPHRASE_CHARS]
+    passphrase = base64.urlsafe_b64encode(digest).decode()[:SRT_PASSPHRASE_CHARS]
+    register_secret(passphrase)  # masked in every log line that would show it
+    return passphrase
 
 
 def _grant_mac(secret: str, operator: str, expires_us: int, salt: str) -> str:

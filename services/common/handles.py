@@ -5,7 +5,9 @@ the JetStream key-value bucket `handles`, and withdraws it when the stream ends.
 a handle up each time it (re)subscribes, so it follows a producer that restarted elsewhere.
 
 Handle names: `source/<source>` (ingest), `prod/<prod>/program|clean|preview|multiview` and
-`prod/<prod>/mixminus/<source>` (mixer), `gfx/<prod>` (graphics).
+`prod/<prod>/mixminus/<source>` (mixer), `gfx/<prod>` (graphics). A handle's key in the bucket
+has dots for slashes (`prod.qihang.program`), so that the bus lets each producer write only its
+own kind (`$KV.handles.prod.>` for the mixer: nats_accounts.py). Ids never contain a dot.
 """
 
 from __future__ import annotations
@@ -21,6 +23,20 @@ BUCKET = "handles"
 # A director's microphone is an ingest source like a station's, named after the operator; no
 # station id can take this form (station ids have no "_").
 TALK_SOURCE_PREFIX = "talk_"
+
+
+def key_prefix(kind: str) -> str:
+    """The first token of the keys of one kind of handle (`source`, `prod`, `gfx`)."""
+    return kind
+
+
+def handle_key(name: str) -> str:
+    """`prod/qihang/program` -> `prod.qihang.program`."""
+    return name.replace("/", ".")
+
+
+def key_name(key: str) -> str:
+    return key.replace(".", "/")
 
 
 def talk_source_id(operator: str) -> str:
@@ -40,24 +56,33 @@ class HandleDirectory:
 
     async def announce(self, name: str, endpoint: str) -> control_pb2.StreamHandle:
         handle = control_pb2.StreamHandle(name=name, endpoint=endpoint)
-        await (await self.bucket()).put(name, handle)
+        await (await self.bucket()).put(handle_key(name), handle)
         return handle
 
     async def withdraw(self, name: str, endpoint: str) -> None:
         """Remove `name`, unless another producer has announced it since (compare-and-delete:
         an owner that lost its unit while paused never removes its successor's announcement)."""
         bucket = await self.bucket()
-        entry = await bucket.get(name)
+        key = handle_key(name)
+        entry = await bucket.get(key)
         if entry is not None and entry.value.endpoint == endpoint:
-            await bucket.delete(name, last=entry.revision)
+            await bucket.delete(key, last=entry.revision)
+
+    async def lookup(self, name: str) -> str | None:
+        """The endpoint serving `name`, or None if nobody announces it; raises if the bus does."""
+        entry = await (await self.bucket()).get(handle_key(name))
+        return entry.value.endpoint if entry else None
 
     async def resolve(self, name: str) -> str | None:
-        """The endpoint serving `name`, or None if nobody announces it."""
+        """The endpoint serving `name`, or None if nobody announces it (or the bus is down)."""
         try:
-            entry = await (await self.bucket()).get(name)
+            return await self.lookup(name)
         except Exception:  # the bus is down: the caller retries
             return None
-        return entry.value.endpoint if entry else None
+
+    async def names(self) -> list[str]:
+        """Every announced handle's name."""
+        return [key_name(k) for k in await (await self.bucket()).keys()]
 
     def frames(
         self,

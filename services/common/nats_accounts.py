@@ -2,11 +2,22 @@
 
 Each service connects as its own user and may publish and subscribe only what `GRANTS` lists:
 its events, the commands it answers (with `allow_responses`, so it can reply without a blanket
-`_INBOX.>` publish right), the commands it sends, JetStream's API and the `$KV.<bucket>.>`
-subjects of the key-value buckets it writes. A client without credentials is refused; graphics
-cannot publish a mixer command. `server_config()` renders the `authorization` block of a
-nats-server configuration file (JSON, which nats-server reads) from a map of passwords, and
-`user_url()` the `BAYCAST_NATS_URL` each service is given.
+`_INBOX.>` publish right), the commands it sends, and replies only under its own inbox prefix
+(`_INBOX.<user>`, which the bus uses), so no user reads another's replies. JetStream rights name
+streams: the key-value buckets it writes (their `$KV.<bucket>.>` subjects) and those it only
+reads, and the streams it keeps (the as-run log); nobody may delete or purge a stream. In the
+`handles` bucket each producer writes only its own kind of handle (`source.*` ingest, `prod.*`
+the mixer, `gfx.*` graphics). A client without credentials is refused; graphics cannot publish
+a mixer command or read `dist_outputs`.
+
+`admin` is the platform administrator (`baycast ctl`, `baycast up`'s demo driver): it sends every
+command and follows every event, but writes no bucket, reads no secret and answers nothing.
+Operators of the control room act through the control service, which names each one in its
+commands (ADR 0014).
+
+`server_config()` renders the `authorization` block of a nats-server configuration file (JSON,
+which nats-server reads) from a map of passwords, `cluster_authorization()` the block that
+authenticates a cluster's routes, and `user_url()` the `BAYCAST_NATS_URL` each service is given.
 
     passwords = generate_passwords()
     Path("nats.conf").write_text(server_config(passwords))
@@ -22,8 +33,12 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
-from services.common.bus import PREFIX
+from services.common.asrun import ASRUN_STREAM
+from services.common.bus import PREFIX, PRODUCTIONS_BUCKET, inbox_prefix
 from services.common.command_log import BUCKET as COMMAND_LOG
+from services.common.credentials import OPERATORS_BUCKET, STATIONS_BUCKET
+from services.common.handles import BUCKET as HANDLES
+from services.common.handles import key_prefix
 
 
 @dataclass(frozen=True)
@@ -34,24 +49,56 @@ class Grants:
     subscribes: tuple[str, ...] = ()  # events it listens to
     serves: tuple[str, ...] = ()  # commands it answers
     sends: tuple[str, ...] = ()  # commands it sends (request/reply)
-    buckets: tuple[str, ...] = ()  # key-value buckets it writes ("*": every bucket)
-    everything: bool = False  # the operator: every baycast subject
+    buckets: tuple[str, ...] = ()  # key-value buckets it writes
+    reads: tuple[str, ...] = ()  # key-value buckets it only reads
+    handles: tuple[str, ...] = ()  # the kinds of handle it announces (first part of the name)
+    streams: tuple[str, ...] = ()  # other JetStream streams it keeps and reads
 
     def service_subjects(self, user: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
         """(publish, subscribe) of its own heartbeat and status subjects, and the route subjects
         on which its replicas forward a unit's commands to the unit's owner (steward.py)."""
+        if not self.serves:
+            return (), ()
         route = f"svc.{user}.*.route"
         return (f"svc.{user}.*.heartbeat", route), (f"svc.{user}.*.status", route)
 
+    def kv_streams(self) -> tuple[str, ...]:
+        """The streams behind every bucket it opens (written, read, or its handles)."""
+        buckets = [*self.buckets, *self.reads]
+        if self.handles:
+            buckets.append(HANDLES)
+        if self.serves:
+            buckets.append(COMMAND_LOG)  # a command its queue group serves is applied once
+        return tuple(dict.fromkeys(f"KV_{b}" for b in buckets))
 
-HANDLES = "handles"
+
+# Everything the services publish as events, for those that follow them all.
+EVENTS = (
+    "svc.*.*.heartbeat",
+    "source.*.state",
+    "source.*.stats",
+    "prod.*.mixer.state",
+    "prod.*.mixer.levels",
+    "prod.*.tally",
+    "prod.*.rundown.state",
+    "prod.*.gfx.state",
+    "prod.*.dist.output.*.state",
+    "prod.*.exchange.state",
+    "prod.*.cue",
+    "prod.*.asrun",
+    "prod.*.loudness",
+    "alert.*",
+)
 
 # The one table: who may publish and subscribe what.
 GRANTS: dict[str, Grants] = {
     "ingest": Grants(
         publishes=("source.*.state", "source.*.stats"),
         serves=("ingest.station.cmd",),
-        buckets=("stations", "sources", "ingest-live", HANDLES),
+        buckets=("stations", "sources", "ingest-live"),
+        # A director's microphone is published with the operator's token or media grant.
+        reads=(OPERATORS_BUCKET, PRODUCTIONS_BUCKET),
+        handles=("source",),
     ),
     "mixer": Grants(
         publishes=(
@@ -63,12 +110,17 @@ GRANTS: dict[str, Grants] = {
         ),
         serves=("mixer.production.cmd", "prod.*.mixer.cmd", "prod.*.rundown.cmd"),
         sends=("prod.*.gfx.cmd",),  # rundown graphics cues
-        buckets=("mixer-productions", "mixer-leases", "mixer-state", "mixer-rundowns", HANDLES),
+        buckets=(PRODUCTIONS_BUCKET, "mixer-leases", "mixer-state", "mixer-rundowns"),
+        reads=(STATIONS_BUCKET,),
+        handles=("prod",),
+        streams=(ASRUN_STREAM,),
     ),
     "graphics": Grants(
         publishes=("prod.*.gfx.state",),
         serves=("prod.*.gfx.cmd",),
-        buckets=("gfx", "graphics-leases", HANDLES),
+        buckets=("gfx", "graphics-leases"),
+        reads=(PRODUCTIONS_BUCKET,),
+        handles=("gfx",),
     ),
     "distribution": Grants(
         publishes=(
@@ -86,8 +138,9 @@ GRANTS: dict[str, Grants] = {
             "distribution-leases",
             "distribution-tally-leases",
             "exchange-cues",
-            HANDLES,
         ),
+        reads=(STATIONS_BUCKET, OPERATORS_BUCKET, PRODUCTIONS_BUCKET, HANDLES),
+        streams=(ASRUN_STREAM,),
     ),
     "monitoring": Grants(
         publishes=("alert.*", "prod.*.loudness"),
@@ -100,28 +153,15 @@ GRANTS: dict[str, Grants] = {
             "prod.*.dist.output.*.state",
         ),
         serves=("monitoring.alerts",),
-        buckets=("sources", "monitoring-leases", "monitoring-alerts", HANDLES),
+        buckets=("monitoring-leases", "monitoring-alerts"),
+        reads=("sources", PRODUCTIONS_BUCKET, HANDLES),
     ),
     # The control room: it acts for the operators it has logged in (each command names its
     # operator in a header), keeps the operators, follows every event the pages show, and writes
     # who did what into the as-run log.
     "control": Grants(
         publishes=("prod.*.asrun",),
-        subscribes=(
-            "source.*.state",
-            "source.*.stats",
-            "prod.*.mixer.state",
-            "prod.*.mixer.levels",
-            "prod.*.tally",
-            "prod.*.rundown.state",
-            "prod.*.gfx.state",
-            "prod.*.dist.output.*.state",
-            "prod.*.exchange.state",
-            "prod.*.cue",
-            "prod.*.asrun",
-            "prod.*.loudness",
-            "alert.*",
-        ),
+        subscribes=tuple(e for e in EVENTS if not e.startswith("svc.")),
         serves=("operator.cmd",),
         sends=(
             "mixer.production.cmd",
@@ -132,17 +172,44 @@ GRANTS: dict[str, Grants] = {
             "prod.*.exchange.cmd",
             "monitoring.alerts",
         ),
-        buckets=("operators",),
+        buckets=(OPERATORS_BUCKET,),
+        reads=(STATIONS_BUCKET, "sources", PRODUCTIONS_BUCKET),
+        streams=(ASRUN_STREAM,),
     ),
-    # `baycast ctl`, `baycast up`'s demo driver, test harnesses.
-    "operator": Grants(everything=True, buckets=("*",)),
 }
+# The administrator: every command the services answer, every event; reads the sources and the
+# handles (`baycast ctl source list`, snapshots) and the as-run log.
+GRANTS["admin"] = Grants(
+    subscribes=EVENTS,
+    sends=tuple(dict.fromkeys(s for g in GRANTS.values() for s in g.serves)),
+    reads=("sources", HANDLES),
+    streams=(ASRUN_STREAM,),
+)
 USERS = tuple(GRANTS)
+# The user the servers of a cluster authenticate each other's routes with (its password is in
+# each route's URL: `nats://route:<password>@host:6222`).
+ROUTE_USER = "route"
 
-JETSTREAM_API = "$JS.API.>"
-# Replies to a JetStream flow-control message and acks of a consumer the client reads.
-JETSTREAM_CLIENT = ("$JS.FC.>", "$JS.ACK.>")
-INBOX = "_INBOX.>"
+# Replies to a JetStream flow-control message and acks of a consumer the client reads, and the
+# API calls on one stream a client opens, reads and watches (never delete or purge).
+STREAM_API = (
+    "$JS.API.STREAM.INFO.{s}",
+    "$JS.API.STREAM.CREATE.{s}",
+    "$JS.API.STREAM.UPDATE.{s}",
+    "$JS.API.STREAM.MSG.GET.{s}",
+    "$JS.API.DIRECT.GET.{s}",
+    "$JS.API.DIRECT.GET.{s}.>",
+    "$JS.API.CONSUMER.CREATE.{s}",
+    "$JS.API.CONSUMER.CREATE.{s}.>",
+    "$JS.API.CONSUMER.DURABLE.CREATE.{s}.*",
+    "$JS.API.CONSUMER.INFO.{s}.*",
+    "$JS.API.CONSUMER.DELETE.{s}.*",
+    "$JS.API.CONSUMER.MSG.NEXT.{s}.*",
+    "$JS.ACK.{s}.>",
+    "$JS.FC.{s}.>",
+)
+# The account's JetStream limits and usage (no stream's content).
+ACCOUNT_INFO = "$JS.API.INFO"
 
 
 def _full(subjects: Iterable[str]) -> list[str]:
@@ -152,21 +219,18 @@ def _full(subjects: Iterable[str]) -> list[str]:
 def permissions(user: str) -> dict[str, Any]:
     """The nats-server `permissions` block of `user`."""
     g = GRANTS[user]
-    if g.everything:
-        publish = [PREFIX + ">"]
-        subscribe = [PREFIX + ">"]
-    else:
-        own_pub, own_sub = g.service_subjects(user)
-        publish = _full((*g.publishes, *g.sends, *own_pub))
-        subscribe = _full((*g.subscribes, *g.serves, *own_sub))
-    publish += [JETSTREAM_API, *JETSTREAM_CLIENT]
-    publish += [f"$KV.{b}.>" if b != "*" else "$KV.>" for b in g.buckets]
-    if g.serves and not g.everything:
-        # A command its queue group serves is applied once across replicas (command_log.py).
+    own_pub, own_sub = g.service_subjects(user)
+    publish = _full((*g.publishes, *g.sends, *own_pub))
+    subscribe = _full((*g.subscribes, *g.serves, *own_sub))
+    for stream in (*g.kv_streams(), *g.streams):
+        publish += [api.format(s=stream) for api in STREAM_API]
+    publish += [ACCOUNT_INFO, *(f"$KV.{b}.>" for b in g.buckets)]
+    publish += [f"$KV.{HANDLES}.{key_prefix(kind)}.>" for kind in g.handles]
+    if g.serves:
         publish.append(f"$KV.{COMMAND_LOG}.>")
-    subscribe += [INBOX]  # replies to its requests and to JetStream API calls
+    subscribe.append(inbox_prefix(user) + ".>")  # replies to its requests and JetStream calls
     out: dict[str, Any] = {"publish": {"allow": publish}, "subscribe": {"allow": subscribe}}
-    if g.serves or g.everything:
+    if g.serves:
         # Publish to the reply subject of a request it received, once, within a minute.
         out["allow_responses"] = {"max": 1, "expires": "1m"}
     return out

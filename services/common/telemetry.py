@@ -1,13 +1,17 @@
 """Logs and the per-service HTTP endpoint: `/metrics`, `/healthz` (liveness), `/readyz`.
 
 Logs are JSON when stderr is not a terminal (what Kubernetes collects) and pretty on a TTY.
-Secrets never reach a log line: values under keys that look like secrets are masked here, in the
-one processor every logger passes through.
+Secrets never reach a log line. One processor, which every structlog logger and every library's
+standard `logging` record (aiortc, grpc, aiohttp, PyAV) passes through, masks: values under keys
+that look like secrets; in any text, the credentials of a URL (`nats://user:***@host`), secret
+query parameters (`?token=***`), bearer tokens; and every secret a service has registered with
+`register_secret` (stream keys and passphrases, wherever they appear, an RTMP URL's path included).
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from collections.abc import Callable, MutableMapping
 from typing import Any
@@ -38,16 +42,56 @@ def _is_secret(key: str) -> bool:
     return any(lowered == s or lowered.endswith("_" + s) for s in SECRET_KEYS)
 
 
+# Secrets a service knows (an output's stream key): masked wherever they appear in a line. Too
+# short a value would mask ordinary words, so such values are not taken.
+MIN_REGISTERED = 6
+_registered: set[str] = set()
+_URL_CREDENTIALS = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^\s/@:]*:[^\s/@]*@")
+_QUERY_SECRET = re.compile(
+    r"(?i)([?&;](?:[a-z_]*(?:token|key|passphrase|password|secret|grant)|streamid)=)[^&\s\"']+"
+)
+_BEARER = re.compile(r"(?i)\b(bearer\s+)[a-z0-9._~+/=-]+")
+
+
+def register_secret(value: str) -> None:
+    """Mask `value` in every log line from now on."""
+    if len(value) >= MIN_REGISTERED:
+        _registered.add(value)
+
+
+def mask_text(text: str) -> str:
+    """`text` with URL credentials, secret query values, bearer tokens and registered secrets
+    replaced by `***`."""
+    for secret in _registered:
+        if secret in text:
+            text = text.replace(secret, MASK)
+    if "://" in text:
+        text = _URL_CREDENTIALS.sub(rf"\g<1>{MASK}@", text)
+    if "=" in text:
+        text = _QUERY_SECRET.sub(rf"\g<1>{MASK}", text)
+    return _BEARER.sub(rf"\g<1>{MASK}", text)
+
+
 def mask_secrets(
     _logger: Any, _method: str, event: MutableMapping[str, Any]
 ) -> MutableMapping[str, Any]:
     for key in list(event):
-        if _is_secret(key) and event[key]:
+        value = event[key]
+        if _is_secret(key) and value:
             event[key] = MASK
+        elif isinstance(value, str):
+            event[key] = mask_text(value)
+        elif isinstance(value, BaseException | list | tuple | dict):
+            text = str(value)
+            masked = mask_text(text)
+            if masked != text:
+                event[key] = masked
     return event
 
 
 def configure_logging(fmt: str = "auto", level: str = "info", *, stream: Any = None) -> None:
+    """structlog for the services' own lines; the standard library's records (the libraries')
+    rendered by the same processors, at WARNING and above unless `level` is debug."""
     stream = stream or sys.stderr
     if fmt == "auto":
         fmt = "console" if stream.isatty() else "json"
@@ -56,13 +100,16 @@ def configure_logging(fmt: str = "auto", level: str = "info", *, stream: Any = N
         if fmt == "console"
         else structlog.processors.JSONRenderer(ensure_ascii=False)
     )
+    shared: list[Any] = [
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            mask_secrets,
+            *shared,
             structlog.processors.format_exc_info,
+            mask_secrets,
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(
@@ -71,6 +118,21 @@ def configure_logging(fmt: str = "auto", level: str = "info", *, stream: Any = N
         logger_factory=structlog.PrintLoggerFactory(stream),
         cache_logger_on_first_use=True,
     )
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.format_exc_info,
+                mask_secrets,
+                renderer,
+            ],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers = [handler]
+    root.setLevel(logging.DEBUG if level.lower() == "debug" else logging.WARNING)
 
 
 class HttpServer:

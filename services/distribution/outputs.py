@@ -20,7 +20,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import structlog
 
 from services.common.gen.baycast.v1 import distribution_pb2 as dist
-from services.common.telemetry import MASK
+from services.common.telemetry import MASK, register_secret
 from services.distribution import metrics
 from services.distribution.encoder import Templates
 from services.distribution.packet_queue import EncodedPacket, PacketQueue
@@ -111,6 +111,8 @@ class Output:
         self._last_sample = time.monotonic()
         metrics.OUTPUT_STATE.labels(*self._labels).set(self.status)
         self.log = log.bind(production=spec.production, output=spec.id, url=masked_url(spec))
+        for secret in (spec.stream_key, spec.passphrase):
+            register_secret(secret)  # masked in every log line, the libraries' too
 
     @property
     def key(self) -> str:

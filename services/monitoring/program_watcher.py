@@ -228,7 +228,7 @@ class ProgramWatchers:
     async def run(self) -> None:
         while True:
             try:
-                keys = await (await self.directory.bucket()).keys()
+                keys = await self.directory.names()
             except Exception as exc:  # the bus is down: keep what we watch, look again later
                 log.debug("discovery_failed", error=str(exc) or type(exc).__name__)
             else:
@@ -264,8 +264,7 @@ class ProgramWatchers:
     async def _still_announced(self, production: str) -> bool:
         """A key listing of a busy bucket can come back short: ask for the key itself."""
         try:
-            bucket = await self.directory.bucket()
-            return await bucket.get(program_handle(production)) is not None
+            return await self.directory.lookup(program_handle(production)) is not None
         except Exception:  # cannot tell now: keep watching, look again next round
             return True
 

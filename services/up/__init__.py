@@ -133,7 +133,7 @@ async def _demo(
     console.say(f"    baycast ctl talk {demo.PRODUCTION} --to gz --tone 1000 --seconds 5")
     console.say("    baycast ctl operator add zhang --name 张导 --role director")
     console.say("  Ctrl-C stops everything.")
-    # The director's token sits next to the operator's NATS password, readable by us only.
+    # The director's token sits next to the admin's NATS password, readable by us only.
     pages = {c["id"]: f"{ingest}/station/{c['id']}#token={c['token']}" for c in creds}
     launcher.write_endpoints(
         {
@@ -163,7 +163,7 @@ async def _up(args: argparse.Namespace) -> int:
         await launcher.start_services(service_env(args, data_dir))
         path = launcher.write_endpoints({})
         console.say(f"platform ready; endpoints in {path}")
-        bus = Bus(launcher.nats_url_for("operator"), "baycast-up")
+        bus = Bus(launcher.nats_url_for("admin"), "baycast-up")
         await bus.connect()
         if not args.no_demo:
             page = await _demo(args, launcher, console, bus)

@@ -279,10 +279,10 @@ class Launcher:
             for c in self.children
             if c.name in SERVICES
         }
-        return {"nats": self.nats_url_for("operator"), "services": services}
+        return {"nats": self.nats_url_for("admin"), "services": services}
 
     def write_endpoints(self, extra: dict[str, object]) -> Path:
-        """What `baycast ctl` reads; it holds the operator's NATS password, so only we read it."""
+        """What `baycast ctl` reads; it holds the admin's NATS password, so only we read it."""
         path = self.state_dir / "endpoints.json"
         path.touch(mode=0o600)
         path.chmod(0o600)  # also when an older file was left readable

@@ -6,7 +6,7 @@ its own /dev/shm, so media crosses hosts over gRPC as between pods (no shared me
         cluster.hosts["mixer-a"].ip                # 10.x.y.z
         cluster.kill("mixer-a")                    # SIGKILL, as a node losing a pod
         await cluster.restart("mixer-a")
-        bus = await cluster.operator_bus()         # the operator's NATS user, every server
+        bus = await cluster.inspector_bus()        # a test's user with every right, every server
 
 `python -m tests.cluster.harness` (`make cluster`) starts the same with two small shows on air
 (tests/cluster/show.py) and leaves it running with the addresses printed, until Ctrl-C. Needs
@@ -35,9 +35,9 @@ from types import TracebackType
 import aiohttp
 
 from services.common.bus import Bus
-from services.common.nats_accounts import generate_passwords, server_config, user_url
+from services.common.nats_accounts import ROUTE_USER, USERS, generate_passwords, user_url
 from services.common.settings import DEFAULT_PORTS
-from tests.support.nats import nats_server_binary
+from tests.support.nats import INSPECTOR, config_with_inspector, nats_server_binary
 
 REPO = Path(__file__).resolve().parents[2]
 SERVICES = ("ingest", "graphics", "mixer", "distribution", "monitoring", "control")
@@ -193,7 +193,7 @@ class Cluster:
         self.replicas = replicas
         self.services = services
         self.network = Network()
-        self.passwords = generate_passwords()
+        self.passwords = generate_passwords((*USERS, INSPECTOR, ROUTE_USER))
         self.shared_env = {
             "BAYCAST_SRT_SECRET": secrets.token_urlsafe(32),
             "BAYCAST_MEDIA_GRANT_SECRET": secrets.token_urlsafe(32),
@@ -238,9 +238,14 @@ class Cluster:
 
     async def _start_nats(self) -> None:
         hosts = [self.network.add_host(f"nats-{i}") for i in range(3)]
-        routes = ",".join(f"nats://{h.ip}:{ROUTE_PORT}" for h in hosts)
+        # Routes authenticate: each server's listen URL carries the route user, and so does every
+        # route it solicits.
+        route_pw = self.passwords[ROUTE_USER]
+        routes = ",".join(
+            user_url(f"nats://{h.ip}:{ROUTE_PORT}", ROUTE_USER, route_pw) for h in hosts
+        )
         config = self.workdir / "nats-auth.conf"
-        config.write_text(server_config(self.passwords))
+        config.write_text(config_with_inspector(self.passwords))
         for i, host in enumerate(hosts):
             store = self.workdir / host.name
             store.mkdir(parents=True, exist_ok=True)
@@ -262,7 +267,7 @@ class Cluster:
                 "--cluster_name",
                 "baycast",
                 "--cluster",
-                f"nats://{host.ip}:{ROUTE_PORT}",
+                user_url(f"nats://{host.ip}:{ROUTE_PORT}", ROUTE_USER, route_pw),
                 "--routes",
                 routes,
             ]
@@ -271,7 +276,7 @@ class Cluster:
 
     async def _wait_jetstream(self) -> None:
         """Until the cluster answers a JetStream request (its meta leader is elected)."""
-        bus = Bus(self.nats_url("operator"), "cluster-probe")
+        bus = Bus(self.nats_url(INSPECTOR), "cluster-probe")
         await bus.connect()
         try:
             deadline = time.monotonic() + 60
@@ -385,8 +390,10 @@ class Cluster:
                 total += sum(int(c.get("in_msgs", 0)) for c in connz.get("connections") or ())
         return total
 
-    async def operator_bus(self, name: str = "cluster-test") -> Bus:
-        bus = Bus(self.nats_url("operator"), name, replicas=3)
+    async def inspector_bus(self, name: str = "cluster-test") -> Bus:
+        """A connection as the test's own user (every right), to send commands and look into
+        buckets and streams."""
+        bus = Bus(self.nats_url(INSPECTOR), name, replicas=3)
         await bus.connect()
         return bus
 
@@ -416,14 +423,14 @@ async def main() -> None:
         for name, host in cluster.hosts.items():
             print(f"  {name:16} {host.ip:15} netns {host.netns}")
         rtmp.start()
-        bus = await cluster.operator_bus()
+        bus = await cluster.inspector_bus()
         show = Show(cluster, bus, rtmp)
         await show.start(workdir)
         print("two shows on air, pushing to nginx-rtmp on the bridge:")
         for prod in SHOWS:
             print(f"  ffplay {rtmp.url(prod)}")
         print(f"control room: {cluster.http_url('control-a')}/ (director's token: {show.token})")
-        print(f"operator: BAYCAST_NATS_URL='{cluster.nats_url('operator')}' baycast ctl status")
+        print(f"admin: BAYCAST_NATS_URL='{cluster.nats_url('admin')}' baycast ctl status")
         print(f"logs: {workdir}; Ctrl-C stops everything")
         await asyncio.Event().wait()
     finally:

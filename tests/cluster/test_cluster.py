@@ -59,7 +59,7 @@ async def test_no_acknowledged_command_is_lost_through_two_leader_kills(
     the stations' bucket is killed, then the next leader: every acknowledged station is stored,
     and a command retried with its id (to whichever replica) is answered, not applied again."""
     cluster = ingest_cluster
-    bus = await cluster.operator_bus()
+    bus = await cluster.inspector_bus()
     subj = subject("ingest", "station", "cmd")
     replies: dict[str, ingest_pb2.StationReply] = {}
     stop = asyncio.Event()

@@ -227,7 +227,7 @@ async def test_two_shows_go_on_while_each_service_loses_a_replica(
     cluster: Cluster, tmp_path: Path
 ) -> None:
     rtmp = RtmpServer(tmp_path / "rtmp", host=cluster.network.gateway).start()
-    bus = await cluster.operator_bus()
+    bus = await cluster.inspector_bus()
     stop = asyncio.Event()
     tasks: list[asyncio.Task[None]] = []
     alerts: list[monitoring_pb2.Alert] = []

@@ -24,7 +24,7 @@ from services.common.bus import Bus, subject
 from services.common.gen.baycast.v1 import graphics_pb2, mixer_pb2
 from services.common.handles import HandleDirectory
 from services.common.media import proto_to_i420
-from services.common.nats_accounts import generate_passwords, server_config, user_url
+from services.common.nats_accounts import USERS, generate_passwords, user_url
 from services.common.telemetry import mask_secrets
 from tests.reliability.helpers import (
     create_production,
@@ -39,7 +39,13 @@ from tests.reliability.helpers import (
     shows_card,
     wait_for,
 )
-from tests.support.nats import NatsServer, free_port, permission_violations
+from tests.support.nats import (
+    INSPECTOR,
+    NatsServer,
+    config_with_inspector,
+    free_port,
+    permission_violations,
+)
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -76,9 +82,9 @@ async def refused(url: str) -> str:
 
 
 async def test_users_and_subject_permissions(tmp_path: Path) -> None:
-    passwords = generate_passwords()
+    passwords = generate_passwords((*USERS, INSPECTOR))
     config = tmp_path / "nats.conf"
-    config.write_text(server_config(passwords))
+    config.write_text(config_with_inspector(passwords))
     nats_server = NatsServer(port=free_port(), config=str(config)).start()
     base = nats_server.url
     urls = {user: user_url(base, user, pw) for user, pw in passwords.items()}
@@ -96,22 +102,24 @@ async def test_users_and_subject_permissions(tmp_path: Path) -> None:
             violations.append(str(exc))
 
         gfx_nc = await nats.connect(urls["graphics"], error_cb=on_error)
-        operator = Bus(urls["operator"], "perm-operator")
+        inspector = Bus(urls[INSPECTOR], "perm-inspector")
+        await inspector.connect()
+        operator = Bus(urls["admin"], "perm-admin")
         await operator.connect()
         received: list[bytes] = []
 
         async def spy_cb(msg: nats.aio.msg.Msg) -> None:
             received.append(msg.data)
 
-        spy = await operator.nc.subscribe("baycast.v1.prod.x.mixer.cmd", cb=spy_cb)
-        await operator.nc.flush()
+        spy = await inspector.nc.subscribe("baycast.v1.prod.x.mixer.cmd", cb=spy_cb)
+        await inspector.nc.flush()
         await gfx_nc.publish("baycast.v1.prod.x.mixer.cmd", b'{"take": {}}')
         await gfx_nc.flush()
         await wait_for(lambda: bool(violations), 5, "permissions violation reported")
-        # The server refused the publish before it said so; a message the operator may send on
-        # the same subject afterwards reaches the spy after anything the server let through.
-        await operator.nc.publish("baycast.v1.prod.x.mixer.cmd", MARKER)
-        await wait_for(lambda: MARKER in received, 5, "the operator's marker")
+        # The server refused the publish before it said so; a message the test may send on the
+        # same subject afterwards reaches the spy after anything the server let through.
+        await inspector.nc.publish("baycast.v1.prod.x.mixer.cmd", MARKER)
+        await wait_for(lambda: MARKER in received, 5, "the test's marker")
         await spy.unsubscribe()
         await gfx_nc.close()
 
@@ -171,13 +179,14 @@ async def test_users_and_subject_permissions(tmp_path: Path) -> None:
                 )
         logs = {name: proc.logs() for name, proc in services.items()}
         await operator.drain()
+        await inspector.drain()
     finally:
         nats_server.cleanup()
 
     print(
         f"\nitem 12: anonymous refused ({anonymous!r}), wrong password refused ({wrong!r});"
         f" graphics -> mixer.cmd: {violations[0]!r}, delivered {len(received) - 1} (before the"
-        f" operator's marker); ingest/mixer/graphics worked with their own users"
+        f" test's marker); ingest/mixer/graphics worked with their own users"
         f" ({len(rec.frames)} program frames, station {source_handle}, graphics {gfx_handle})"
     )
     assert "authorization violation" in anonymous.lower(), anonymous

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -176,3 +177,21 @@ class NatsCluster:
     def cleanup(self) -> None:
         for server in self.servers:
             server.cleanup()
+
+
+# A test's own user with every right, to look into buckets and streams; never a service's.
+INSPECTOR = "inspector"
+
+
+def config_with_inspector(passwords: dict[str, str]) -> str:
+    """The services' authorization (nats_accounts.server_config) plus `INSPECTOR`, whose
+    password is `passwords[INSPECTOR]`."""
+    from services.common.nats_accounts import server_config
+
+    users = {u: p for u, p in passwords.items() if u != INSPECTOR}
+    config = json.loads(server_config(users))
+    everything = {"publish": {"allow": [">"]}, "subscribe": {"allow": [">"]}}
+    config["authorization"]["users"].append(
+        {"user": INSPECTOR, "password": passwords[INSPECTOR], "permissions": everything}
+    )
+    return json.dumps(config, indent=2)

@@ -1,7 +1,8 @@
 """The control service as its own NATS user: everything it does fits its grants (nats_accounts).
 
 A nats-server runs with the generated users; the mixer and the control service connect as
-`mixer` and `control`, `baycast ctl` as `operator`. Operators are added, a director cuts through
+`mixer` and `control`, `baycast ctl` as `admin` (the test's own user stands in for ingest's
+handles). Operators are added, a director cuts through
 the API, the event stream follows, the as-run log is written and read, and the server logs not a
 single permissions violation.
 """
@@ -18,7 +19,7 @@ import pytest
 from services.common.bus import Bus
 from services.common.gen.baycast.v1 import mixer_pb2, operators_pb2
 from services.common.handles import HandleDirectory
-from services.common.nats_accounts import generate_passwords, server_config, user_url
+from services.common.nats_accounts import USERS, generate_passwords, user_url
 from services.control.service import ControlService
 from services.control.settings import ControlSettings
 from services.mixer.service import MixerService
@@ -26,7 +27,7 @@ from services.mixer.settings import MixerSettings
 from tests.integration.control.conftest import SseReader, base_url, control_settings, operator_cmd
 from tests.support.media_source import FakeMediaServer
 from tests.support.mixer import admin, cards, command, production, unique
-from tests.support.nats import NatsServer
+from tests.support.nats import INSPECTOR, NatsServer, config_with_inspector
 from tests.support.services import running_service
 
 Cmd = mixer_pb2.MixerCommand
@@ -34,9 +35,9 @@ Cmd = mixer_pb2.MixerCommand
 
 @pytest.fixture
 async def secured(tmp_path: Path) -> AsyncIterator[tuple[NatsServer, dict[str, str]]]:
-    passwords = generate_passwords()
+    passwords = generate_passwords((*USERS, INSPECTOR))
     config = tmp_path / "nats.conf"
-    config.write_text(server_config(passwords))
+    config.write_text(config_with_inspector(passwords))
     server = NatsServer(config=str(config)).start()
     try:
         yield server, {user: user_url(server.url, user, pw) for user, pw in passwords.items()}
@@ -48,13 +49,15 @@ async def test_the_control_user_has_every_subject_it_needs(
     secured: tuple[NatsServer, dict[str, str]],
 ) -> None:
     server, urls = secured
-    operator = Bus(urls["operator"], "grants-operator")
+    operator = Bus(urls["admin"], "grants-admin")
     await operator.connect()
+    inspector = Bus(urls[INSPECTOR], "grants-inspector")
+    await inspector.connect()
     media = await FakeMediaServer().start()
     try:
         prod_id = unique("grants")
         card_list = [media.add(c) for c in cards(prod_id, 2)]
-        await media.announce(HandleDirectory(operator))
+        await media.announce(HandleDirectory(inspector))
         mixer = running_service(
             MixerService, MixerSettings, urls["mixer"], lease_renew_seconds=0.3, unready_seconds=0.0
         )
@@ -105,3 +108,4 @@ async def test_the_control_user_has_every_subject_it_needs(
             card.ended = True
         await media.stop()
         await operator.drain()
+        await inspector.drain()

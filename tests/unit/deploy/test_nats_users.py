@@ -58,7 +58,7 @@ def test_the_authorization_block_is_grants_with_password_variables() -> None:
     assert (
         tuple(users)
         == USERS
-        == ("ingest", "mixer", "graphics", "distribution", "monitoring", "control", "operator")
+        == ("ingest", "mixer", "graphics", "distribution", "monitoring", "control", "admin")
     )
     for user in USERS:
         assert users[user]["permissions"] == permissions(user)
@@ -115,19 +115,19 @@ def test_each_service_must_connect_as_its_own_user(dev: Objects) -> None:
     objects = copy.deepcopy(dev)
     graphics = deployment(objects, "graphics")
     env_var(graphics, "BAYCAST_NATS_URL")["value"] = (
-        "nats://operator:$(NATS_PASSWORD)@baycast-nats:4222"
+        "nats://admin:$(NATS_PASSWORD)@baycast-nats:4222"
     )
     env_var(deployment(objects, "mixer"), "NATS_PASSWORD")["valueFrom"]["secretKeyRef"]["key"] = (
-        "operator"
+        "admin"
     )
     env_var(deployment(objects, "ingest"), "BAYCAST_NATS_URL")["value"] = "nats://baycast-nats:4222"
     nats_pod = next(o for o in objects if o["kind"] == "StatefulSet")
-    env_var(nats_pod, "OPERATOR_NATS_PASSWORD")["valueFrom"]["secretKeyRef"]["key"] = "ingest"
+    env_var(nats_pod, "ADMIN_NATS_PASSWORD")["valueFrom"]["secretKeyRef"]["key"] = "ingest"
     assert sorted(check.nats_auth_violations(objects)) == [
         "Deployment/baycast-graphics: BAYCAST_NATS_URL does not name the NATS user graphics",
         "Deployment/baycast-ingest: BAYCAST_NATS_URL does not name the NATS user ingest",
         "Deployment/baycast-mixer: NATS_PASSWORD is not key mixer of the NATS Secret",
-        "StatefulSet/baycast-nats: OPERATOR_NATS_PASSWORD is not key operator of a Secret",
+        "StatefulSet/baycast-nats: ADMIN_NATS_PASSWORD is not key admin of a Secret",
     ]
 
 
@@ -159,10 +159,10 @@ def test_a_secret_without_every_user_is_reported(dev: Objects) -> None:
         "apiVersion": "v1",
         "kind": "Secret",
         "metadata": {"name": "baycast-nats-users"},
-        "data": {user: "eA==" for user in USERS if user != "operator"},
+        "data": {user: "eA==" for user in USERS if user != "admin"},
     }
     assert check.nats_auth_violations([*dev, secret]) == [
-        "Secret/baycast-nats-users: no password for NATS user operator"
+        "Secret/baycast-nats-users: no password for NATS user admin"
     ]
 
 

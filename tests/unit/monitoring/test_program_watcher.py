@@ -53,15 +53,11 @@ def test_a_short_plane_is_a_value_error() -> None:
 class EmptyDirectory:
     """A handle directory in which no program is announced."""
 
-    class Bucket:
-        async def keys(self) -> list[str]:
-            return ["source/gz"]
+    async def names(self) -> list[str]:
+        return ["source/gz"]
 
-        async def get(self, _key: str) -> None:
-            return None
-
-    async def bucket(self) -> EmptyDirectory.Bucket:
-        return self.Bucket()
+    async def lookup(self, _name: str) -> None:
+        return None
 
 
 async def test_program_alerts_adopted_for_a_program_no_longer_announced_are_cleared() -> None:
