@@ -93,6 +93,35 @@ def subject(*parts: str) -> str:
     return PREFIX + ".".join(parts)
 
 
+# The verb token of a command with none set (its service refuses it as invalid).
+NO_VERB = "_"
+
+
+def command_verb(command: Message) -> str:
+    """The field set in the command's `command` oneof (`cut`), or NO_VERB."""
+    if "command" not in command.DESCRIPTOR.oneofs_by_name:
+        return NO_VERB
+    return command.WhichOneof("command") or NO_VERB
+
+
+def command_subject(subj: str, command: Message) -> str:
+    """A command travels on its verb's subject: `…prod.qh.mixer.cmd` + a cut ->
+    `…prod.qh.mixer.cmd.cut`, so a user's grants can name some verbs of a service and not
+    others (a control-room role's: services/common/roles.py). Other subjects are unchanged."""
+    return f"{subj}.{command_verb(command)}" if subj.endswith(".cmd") else subj
+
+
+def verb_pattern(pattern: str) -> str:
+    """What a server of `…cmd` subscribes: every verb (`…cmd.*`)."""
+    return f"{pattern}.*" if pattern.endswith(".cmd") else pattern
+
+
+def split_verb(subj: str) -> tuple[str, str | None]:
+    """`…mixer.cmd.cut` -> (`…mixer.cmd`, "cut"); any other subject -> (it, None)."""
+    base, _, verb = subj.rpartition(".")
+    return (base, verb) if base.endswith(".cmd") else (subj, None)
+
+
 def inbox_prefix(user: str) -> str:
     """Where replies to `user`'s requests arrive: `_INBOX.<user>`, a prefix only that user may
     subscribe (nats_accounts.py), so no service reads the replies another one asked for."""
@@ -308,12 +337,13 @@ class Bus:
     async def serve_each(
         self, pattern: str, request_type: type[M], handler: SubjectHandler[M], *, queue: str = ""
     ) -> Any:
-        """`serve` for a wildcard subject (`prod.*.gfx.cmd`): the handler also gets the subject."""
+        """`serve` for a wildcard subject (`prod.*.gfx.cmd`): the handler also gets the subject
+        (without the command's verb)."""
 
         async def on_msg(msg: Msg) -> None:
             await self._serve_msg(msg, msg.subject, request_type, handler, shared=bool(queue))
 
-        return await self.nc.subscribe(pattern, queue=queue, cb=on_msg)
+        return await self.nc.subscribe(verb_pattern(pattern), queue=queue, cb=on_msg)
 
     async def serve_owned(
         self,
@@ -336,8 +366,8 @@ class Bus:
         async def on_msg(msg: Msg) -> None:
             try:
                 # A command that cannot be applied is refused here: it must not move a unit.
-                self._parse(msg, request_type)
-                target = await owner_of(msg.subject)
+                self._parse(msg, msg.subject, request_type)
+                target = await owner_of(split_verb(msg.subject)[0])
             except errors.BaycastError as exc:
                 await self._respond(msg, error_reply(exc), {STATUS_HEADER: "error"})
                 return
@@ -360,7 +390,7 @@ class Bus:
             await self._serve_msg(msg, original, request_type, handler, shared=True)
 
         return [
-            await self.nc.subscribe(pattern, queue=queue, cb=on_msg),
+            await self.nc.subscribe(verb_pattern(pattern), queue=queue, cb=on_msg),
             await self.nc.subscribe(route_subject, cb=on_routed),
         ]
 
@@ -387,8 +417,9 @@ class Bus:
         *,
         shared: bool,
     ) -> None:
-        """Answer one command sent on `subj`, once per command id: from this replica's cache,
-        from the shared record (`shared`: a queue group serves it), or by applying it."""
+        """Answer one command sent on `subj` (with its verb), once per command id: from this
+        replica's cache, from the shared record (`shared`: a queue group serves it), or by
+        applying it. The record and the handler see the subject without the verb."""
         command_id = (msg.headers or {}).get(COMMAND_ID_HEADER, "")
         if command_id and command_id in self._replies:
             data, headers = self._replies[command_id]
@@ -396,7 +427,7 @@ class Bus:
             return
         record = self.shared_replies if shared and command_id else None
         try:
-            stored = await record.begin(subj, command_id) if record else None
+            stored = await record.begin(split_verb(subj)[0], command_id) if record else None
         except errors.Unavailable as exc:  # the record is out of reach: the client retries
             await self._respond(msg, error_reply(exc), {STATUS_HEADER: "error"})
             return
@@ -404,6 +435,7 @@ class Bus:
             await self._respond(msg, *stored)
             return
         data, headers, passing = await self._handle(msg, subj, request_type, handler)
+        subj = split_verb(subj)[0]
         if record is not None:
             await record.end(subj, command_id, data, headers, keep=not passing)
         if command_id and not passing:
@@ -418,10 +450,10 @@ class Bus:
         """The reply, its headers, and whether it is a passing failure (UNAVAILABLE: a retry
         of the same command id must be applied, not answered from a cache)."""
         try:
-            request = self._parse(msg, request_type)
+            request = self._parse(msg, subj, request_type)
             token = _operator.set((msg.headers or {}).get(OPERATOR_HEADER, "")[:64])
             try:
-                reply = await handler(request, subj)
+                reply = await handler(request, split_verb(subj)[0])
             finally:
                 _operator.reset(token)
             return encode(reply), {STATUS_HEADER: "ok"}, False
@@ -445,12 +477,20 @@ class Bus:
             failure = error_reply(errors.BaycastError(f"internal error: {type(exc).__name__}"))
             return failure, {STATUS_HEADER: "error"}, False
 
-    def _parse(self, msg: Msg, request_type: type[M]) -> M:
+    def _parse(self, msg: Msg, subj: str, request_type: type[M]) -> M:
+        """The command, if it fits and its verb is the one its subject names."""
         if len(msg.data) > self.max_command_bytes:
             raise errors.PayloadTooLarge(
                 f"command is {len(msg.data)} bytes, the limit is {self.max_command_bytes}"
             )
-        return decode(msg.data, request_type)
+        request = decode(msg.data, request_type)
+        verb = split_verb(subj)[1]
+        if verb is not None and command_verb(request) != verb:
+            raise errors.InvalidArgument(
+                f"the subject names the verb {verb!r}, the command is {command_verb(request)!r}",
+                field="command",
+            )
+        return request
 
     async def _respond(self, msg: Msg, data: bytes, headers: dict[str, str]) -> None:
         if not msg.reply:
@@ -472,6 +512,7 @@ class Bus:
         headers = {COMMAND_ID_HEADER: command_id or uuid.uuid4().hex}
         if operator:
             headers[OPERATOR_HEADER] = operator
+        subj = command_subject(subj, command)
         try:
             msg = await self.nc.request(subj, encode(command), timeout=timeout, headers=headers)
         except nats.errors.NoRespondersError:

@@ -10,6 +10,12 @@ reads, and the streams it keeps (the as-run log); nobody may delete or purge a s
 the mixer, `gfx.*` graphics). A client without credentials is refused; graphics cannot publish
 a mixer command or read `dist_outputs`.
 
+Commands travel on their verb's subject (`prod.<p>.mixer.cmd.cut`: bus.py), so a grant may name
+single verbs. Each control-room role has a user (`role_director`, `role_graphics`, `role_audio`,
+`role_viewer`) that may send exactly the verbs `services/common/roles.py` gives the role; the
+control service sends an operator's commands through the user of the operator's role, so the bus
+refuses a graphics operator's cut even if the control service's own check were bypassed.
+
 `admin` is the platform administrator (`baycast ctl`, `baycast up`'s demo driver): it sends every
 command and follows every event, but writes no bucket, reads no secret and answers nothing.
 Operators of the control room act through the control service, which names each one in its
@@ -28,17 +34,18 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from services.common.asrun import ASRUN_STREAM
-from services.common.bus import PREFIX, PRODUCTIONS_BUCKET, inbox_prefix
+from services.common.bus import PREFIX, PRODUCTIONS_BUCKET, inbox_prefix, verb_pattern
 from services.common.command_log import BUCKET as COMMAND_LOG
-from services.common.credentials import OPERATORS_BUCKET, STATIONS_BUCKET
+from services.common.credentials import OPERATORS_BUCKET, ROLE_NAMES, STATIONS_BUCKET
 from services.common.handles import BUCKET as HANDLES
 from services.common.handles import key_prefix
+from services.common.roles import READS, ROLE_USERS, WRITES, Role, role_kinds
 
 
 @dataclass(frozen=True)
@@ -47,8 +54,8 @@ class Grants:
 
     publishes: tuple[str, ...] = ()  # events (and JetStream-stored subjects) it publishes
     subscribes: tuple[str, ...] = ()  # events it listens to
-    serves: tuple[str, ...] = ()  # commands it answers
-    sends: tuple[str, ...] = ()  # commands it sends (request/reply)
+    serves: tuple[str, ...] = ()  # commands it answers (every verb of a `…cmd` subject)
+    sends: tuple[str, ...] = ()  # commands it sends: `…cmd` every verb, `…cmd.<verb>` one
     buckets: tuple[str, ...] = ()  # key-value buckets it writes
     reads: tuple[str, ...] = ()  # key-value buckets it only reads
     handles: tuple[str, ...] = ()  # the kinds of handle it announces (first part of the name)
@@ -90,6 +97,24 @@ EVENTS = (
     "alert.*",
 )
 
+# The command subject of each service a control-room role commands (services/common/roles.py).
+COMMAND_SUBJECTS = {
+    "mixer": "prod.*.mixer.cmd",
+    "rundown": "prod.*.rundown.cmd",
+    "gfx": "prod.*.gfx.cmd",
+    "dist": "prod.*.dist.cmd",
+    "exchange": "prod.*.exchange.cmd",
+}
+
+
+def role_grants(role: Role) -> Grants:
+    """A control-room role's user: the verbs the role may send, nothing else."""
+    kinds = sorted(role_kinds(role))
+    return Grants(
+        sends=tuple(f"{COMMAND_SUBJECTS[k.split('.')[0]]}.{k.split('.')[1]}" for k in kinds)
+    )
+
+
 # The one table: who may publish and subscribe what.
 GRANTS: dict[str, Grants] = {
     "ingest": Grants(
@@ -109,7 +134,7 @@ GRANTS: dict[str, Grants] = {
             "prod.*.asrun",
         ),
         serves=("mixer.production.cmd", "prod.*.mixer.cmd", "prod.*.rundown.cmd"),
-        sends=("prod.*.gfx.cmd",),  # rundown graphics cues
+        sends=tuple(f"prod.*.gfx.cmd.{verb}" for verb in WRITES["gfx"]),  # rundown graphics cues
         buckets=(PRODUCTIONS_BUCKET, "mixer-leases", "mixer-state", "mixer-rundowns"),
         reads=(STATIONS_BUCKET,),
         handles=("prod",),
@@ -132,7 +157,7 @@ GRANTS: dict[str, Grants] = {
         # Tallies and talkback; the other replicas' viewers.
         subscribes=("prod.*.tally", "prod.*.mixer.state", "prod.*.exchange.state"),
         serves=("prod.*.dist.cmd", "prod.*.exchange.cmd"),
-        sends=("prod.*.mixer.cmd",),  # the current tally and talkback of a production, at start
+        sends=("prod.*.mixer.cmd.get",),  # the current tally and talkback of a production, at start
         buckets=(
             "dist_outputs",
             "distribution-leases",
@@ -156,27 +181,28 @@ GRANTS: dict[str, Grants] = {
         buckets=("monitoring-leases", "monitoring-alerts"),
         reads=("sources", PRODUCTIONS_BUCKET, HANDLES),
     ),
-    # The control room: it acts for the operators it has logged in (each command names its
-    # operator in a header), keeps the operators, follows every event the pages show, and writes
-    # who did what into the as-run log.
+    # The control room: it keeps the operators, follows every event the pages show, reads the
+    # show's state, and writes who did what into the as-run log. It sends an operator's commands
+    # through the user of the operator's role (below), never through its own.
     "control": Grants(
         publishes=("prod.*.asrun",),
         subscribes=tuple(e for e in EVENTS if not e.startswith("svc.")),
         serves=("operator.cmd",),
         sends=(
-            "mixer.production.cmd",
-            "prod.*.mixer.cmd",
-            "prod.*.rundown.cmd",
-            "prod.*.gfx.cmd",
-            "prod.*.dist.cmd",
-            "prod.*.exchange.cmd",
+            "mixer.production.cmd.list",
             "monitoring.alerts",
+            *(
+                f"{COMMAND_SUBJECTS[service]}.{verb}"
+                for service, verbs in READS.items()
+                for verb in verbs
+            ),
         ),
         buckets=(OPERATORS_BUCKET,),
         reads=(STATIONS_BUCKET, "sources", PRODUCTIONS_BUCKET),
         streams=(ASRUN_STREAM,),
     ),
 }
+GRANTS.update({user: role_grants(role) for role, user in ROLE_USERS.items()})
 # The administrator: every command the services answer, every event; reads the sources and the
 # handles (`baycast ctl source list`, snapshots) and the as-run log.
 GRANTS["admin"] = Grants(
@@ -220,8 +246,8 @@ def permissions(user: str) -> dict[str, Any]:
     """The nats-server `permissions` block of `user`."""
     g = GRANTS[user]
     own_pub, own_sub = g.service_subjects(user)
-    publish = _full((*g.publishes, *g.sends, *own_pub))
-    subscribe = _full((*g.subscribes, *g.serves, *own_sub))
+    publish = _full((*g.publishes, *map(verb_pattern, g.sends), *own_pub))
+    subscribe = _full((*g.subscribes, *map(verb_pattern, g.serves), *own_sub))
     for stream in (*g.kv_streams(), *g.streams):
         publish += [api.format(s=stream) for api in STREAM_API]
     publish += [ACCOUNT_INFO, *(f"$KV.{b}.>" for b in g.buckets)]
@@ -246,6 +272,12 @@ def server_config(passwords: Mapping[str, str]) -> str:
         for user, password in passwords.items()
     ]
     return json.dumps({"authorization": {"users": users}}, indent=2) + "\n"
+
+
+def control_role_urls(url_for: Callable[[str], str]) -> dict[str, str]:
+    """The control service's settings naming each role's NATS URL (`director_nats_url`: …),
+    `url_for(user)` giving a user's URL; as environment: `BAYCAST_CONTROL_<FIELD>`."""
+    return {f"{ROLE_NAMES[role]}_nats_url": url_for(user) for role, user in ROLE_USERS.items()}
 
 
 def generate_passwords(users: Iterable[str] = USERS) -> dict[str, str]:

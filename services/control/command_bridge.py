@@ -1,7 +1,8 @@
 """Operators' commands onto the bus: the same proto commands `baycast ctl` sends, one code path.
 
 `send` checks the operator's role for the command's kind (`roles.py`), sends it on the service's
-subject with the operator's id in `Baycast-Operator` (the service applying it may log who asked),
+subject through the NATS user of the operator's role (`role_buses.py`: the bus checks the role
+again) with the operator's id in `Baycast-Operator` (the service applying it may log who asked),
 and maps the service's error reply back to its code. Every state-changing command, applied or
 refused by its service, is appended to the production's as-run log with a sentence for people.
 A command id from the client (`Baycast-Command-Id` or `Idempotency-Key`) is passed on as the NATS
@@ -30,6 +31,7 @@ from services.common.media import now_us
 from services.control import metrics, narrator, roles
 from services.control.access import Caller
 from services.control.asrun import AsRunLog
+from services.control.role_buses import RoleBuses
 
 # service -> (command, reply, subject after prod.<prod>.)
 TARGETS: dict[str, tuple[type[Message], type[Message], tuple[str, ...]]] = {
@@ -54,12 +56,12 @@ def worth_logging(command: Message) -> bool:
 class CommandBridge:
     def __init__(
         self,
-        bus: Bus,
+        buses: RoleBuses,
         asrun: AsRunLog,
         source_names: Callable[[str], Mapping[str, str]],
         timeout_s: float,
     ) -> None:
-        self.bus = bus
+        self.buses = buses
         self.asrun = asrun
         self.source_names = source_names
         self.timeout_s = timeout_s
@@ -78,7 +80,9 @@ class CommandBridge:
             raise
         command_id = f"{caller.id}:{key}" if key else None
         try:
-            reply = await self.request(production, service, command, caller.id, command_id)
+            reply = await self.request(
+                production, service, command, caller.id, command_id, self.buses.bus(caller.role)
+            )
         except errors.BaycastError as exc:
             metrics.COMMANDS.labels(kind, exc.code).inc()
             if roles.is_write(kind):
@@ -96,10 +100,12 @@ class CommandBridge:
         command: Message,
         operator: str = "",
         command_id: str | None = None,
+        bus: Bus | None = None,
     ) -> Message:
-        """The bare request (no role check, no log): also the service's own reads."""
+        """The bare request (no role check, no log): also the service's own reads (on the
+        service's own connection unless `bus` is given)."""
         _command_type, reply_type, suffix = TARGETS[service]
-        return await self.bus.request(
+        return await (bus or self.buses.service_bus).request(
             subject("prod", production, *suffix),
             command,
             reply_type,

@@ -21,6 +21,7 @@ from services.control.event_stream import EventHub
 from services.control.middleware import Middleware
 from services.control.operators import OperatorRegistry
 from services.control.pages import Pages
+from services.control.role_buses import RoleBuses
 from services.control.sessions import SessionBook
 from services.control.settings import ControlSettings
 from services.control.show_state import ShowState
@@ -58,8 +59,16 @@ class ControlService(BaseService[ControlSettings]):
             self.bus, self.sources, self.hub.publish, lambda: bool(self.hub.clients)
         )
         await self.state.start()
+        self.role_buses = RoleBuses(s, self.bus)
+        await self.role_buses.connect(self.stopping)
+        self.http.add_check(
+            "nats-roles", lambda: (self.role_buses.connected, "a role's NATS user is not connected")
+        )
         self.bridge = CommandBridge(
-            self.bus, self.asrun, source_names(self.productions, self.sources), s.command_timeout_s
+            self.role_buses,
+            self.asrun,
+            source_names(self.productions, self.sources),
+            s.command_timeout_s,
         )
         self.api = ControlApi(
             s,
@@ -102,6 +111,7 @@ class ControlService(BaseService[ControlSettings]):
         self.hub.close()
 
     async def teardown(self) -> None:
+        await self.role_buses.drain()
         await self.productions.close()
         await self.sources.close()
         await self.credentials.close()

@@ -5,6 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from services.common.bus import url_user
+from services.common.gen.baycast.v1 import operators_pb2
+from services.common.roles import Role
 from services.common.settings import ServiceSettings, SettingsError
 
 # A browser session lasts a show day at most, and ends after this long without a request.
@@ -66,6 +69,20 @@ class ControlSettings(ServiceSettings):
     grant_burst: int = DEFAULT_GRANT_BURST
     # The npm packages folder holding preact/ and htm/ (the image sets its own).
     web_modules: str = DEFAULT_WEB_MODULES
+    # The NATS URL of each control-room role's user (role_buses.py): required when the service's
+    # own URL names a user; without users every role shares the service's connection.
+    director_nats_url: str = ""
+    graphics_nats_url: str = ""
+    audio_nats_url: str = ""
+    viewer_nats_url: str = ""
+
+    def role_nats_urls(self) -> dict[Role, str]:
+        return {
+            operators_pb2.ROLE_DIRECTOR: self.director_nats_url,
+            operators_pb2.ROLE_GRAPHICS: self.graphics_nats_url,
+            operators_pb2.ROLE_AUDIO: self.audio_nats_url,
+            operators_pb2.ROLE_VIEWER: self.viewer_nats_url,
+        }
 
     @property
     def exchange_origin(self) -> str:
@@ -105,3 +122,17 @@ class ControlSettings(ServiceSettings):
                 raise SettingsError(f"BAYCAST_CONTROL_{name} must be positive")
         if self.credential_check_s > 2.0:
             raise SettingsError("BAYCAST_CONTROL_CREDENTIAL_CHECK_S must be at most 2 s")
+        # With NATS users, the service's own user may send no operator's write: each role's
+        # user is needed, or every command of the control room would be refused by the bus.
+        role_urls = {
+            "DIRECTOR_NATS_URL": self.director_nats_url,
+            "GRAPHICS_NATS_URL": self.graphics_nats_url,
+            "AUDIO_NATS_URL": self.audio_nats_url,
+            "VIEWER_NATS_URL": self.viewer_nats_url,
+        }
+        missing = [name for name, url in role_urls.items() if not url]
+        if url_user(self.nats_url) and missing:
+            raise SettingsError(
+                f"BAYCAST_CONTROL_{missing[0]} is required when BAYCAST_NATS_URL names a user: "
+                "each control-room role sends its commands as its own NATS user"
+            )

@@ -24,7 +24,12 @@ from pathlib import Path
 import aiohttp
 
 from services.common.bus import redact_url
-from services.common.nats_accounts import generate_passwords, server_config, user_url
+from services.common.nats_accounts import (
+    control_role_urls,
+    generate_passwords,
+    server_config,
+    user_url,
+)
 from services.common.settings import DEFAULT_PORTS
 
 SERVICES = ("ingest", "graphics", "mixer", "distribution", "monitoring", "control")
@@ -211,6 +216,10 @@ class Launcher:
             "PYTHONUNBUFFERED": "1",
             **extra_env,
         }
+        if name == "control":
+            # Each control-room role sends its commands as its own NATS user.
+            for field, url in control_role_urls(self.nats_url_for).items():
+                env.setdefault(prefix + field.upper(), url)
         argv = [sys.executable, "-m", "services.cli", name]
         return Child(name, argv, env, http_port, grpc_port)
 

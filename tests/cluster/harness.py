@@ -35,7 +35,13 @@ from types import TracebackType
 import aiohttp
 
 from services.common.bus import Bus
-from services.common.nats_accounts import ROUTE_USER, USERS, generate_passwords, user_url
+from services.common.nats_accounts import (
+    ROUTE_USER,
+    USERS,
+    control_role_urls,
+    generate_passwords,
+    user_url,
+)
 from services.common.settings import DEFAULT_PORTS
 from tests.support.nats import INSPECTOR, config_with_inspector, nats_server_binary
 
@@ -309,6 +315,9 @@ class Cluster:
         }
         if service in ("ingest", "distribution"):
             env[prefix + "ICE_HOSTS"] = host.ip  # WebRTC from the host's own address
+        if service == "control":
+            for field, url in control_role_urls(self.nats_url).items():
+                env[prefix + field.upper()] = url
         if service == "ingest" and "distribution" in self.services:
             env[prefix + "EXCHANGE_URL"] = self.http_url(self.replica_names("distribution")[0])
         return env

@@ -26,7 +26,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from nats.aio.client import Client
 
-from services.common.bus import COMMAND_ID_HEADER, STATUS_HEADER, Bus, subject
+from services.common import errors
+from services.common.bus import (
+    COMMAND_ID_HEADER,
+    NO_VERB,
+    STATUS_HEADER,
+    Bus,
+    command_verb,
+    decode,
+    subject,
+)
 from services.common.gen.baycast.v1 import (
     graphics_pb2,
     ingest_pb2,
@@ -90,10 +99,14 @@ class Platform:
         return out
 
     async def send(self, subj: str, payload: bytes, command_id: str) -> tuple[bool, bool]:
-        """(answered, ok) for one raw command."""
+        """(answered, ok) for one raw command, on its verb's subject as a sender would address
+        it (the verb of what the payload decodes to; `_` when it decodes to none)."""
         try:
             msg = await self.nc.request(
-                subj, payload, timeout=5, headers={COMMAND_ID_HEADER: command_id}
+                f"{subj}.{raw_verb(subj, payload)}",
+                payload,
+                timeout=5,
+                headers={COMMAND_ID_HEADER: command_id},
             )
         except Exception:
             return False, False
@@ -241,6 +254,18 @@ CASES: dict[str, tuple[Callable[[str], str], type[Message]]] = {
     "graphics": (lambda prod: subject("prod", prod, "gfx", "cmd"), graphics_pb2.GfxCommand),
     "rundown": (lambda prod: subject("prod", prod, "rundown", "cmd"), rundown_pb2.RundownCommand),
 }
+
+
+def raw_verb(subj: str, payload: bytes) -> str:
+    """The verb of what `payload` decodes to as the command type of `subj`'s service."""
+    kind = subj.split(".")[-2:]
+    message_type = next(t for f, t in CASES.values() if f("p").split(".")[-2:] == kind)
+    try:
+        return command_verb(decode(payload, message_type))
+    except errors.InvalidArgument:
+        return NO_VERB
+
+
 VALID = {
     "ingest.station": ingest_pb2.StationCommand(list=ingest_pb2.ListStations()),
     "mixer.production": mixer_pb2.ProductionCommand(list=mixer_pb2.ProductionCommand.List()),

@@ -64,7 +64,7 @@ def test_the_log_search_finds_a_logged_violation() -> None:
     """What a service logs when the server refuses one of its publishes (the bus's error
     callback: `nats_error` with the client's error text, as nats-py words it) is what the search
     finds; the test below feeds it the error its own refused publish raised as well."""
-    refused = 'nats: permissions violation for publish to "baycast.v1.prod.x.mixer.cmd"'
+    refused = 'nats: permissions violation for publish to "baycast.v1.prod.x.mixer.cmd.take"'
     line = service_log_line("nats_error", error=refused)
     assert json.loads(line)["error"] == refused
     assert permission_violations("other line\n" + line + "\n") == [line]
@@ -111,14 +111,14 @@ async def test_users_and_subject_permissions(tmp_path: Path) -> None:
         async def spy_cb(msg: nats.aio.msg.Msg) -> None:
             received.append(msg.data)
 
-        spy = await inspector.nc.subscribe("baycast.v1.prod.x.mixer.cmd", cb=spy_cb)
+        spy = await inspector.nc.subscribe("baycast.v1.prod.x.mixer.cmd.take", cb=spy_cb)
         await inspector.nc.flush()
-        await gfx_nc.publish("baycast.v1.prod.x.mixer.cmd", b'{"take": {}}')
+        await gfx_nc.publish("baycast.v1.prod.x.mixer.cmd.take", b'{"take": {}}')
         await gfx_nc.flush()
         await wait_for(lambda: bool(violations), 5, "permissions violation reported")
         # The server refused the publish before it said so; a message the test may send on the
         # same subject afterwards reaches the spy after anything the server let through.
-        await inspector.nc.publish("baycast.v1.prod.x.mixer.cmd", MARKER)
+        await inspector.nc.publish("baycast.v1.prod.x.mixer.cmd.take", MARKER)
         await wait_for(lambda: MARKER in received, 5, "the test's marker")
         await spy.unsubscribe()
         await gfx_nc.close()

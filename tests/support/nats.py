@@ -184,11 +184,11 @@ INSPECTOR = "inspector"
 
 
 def config_with_inspector(passwords: dict[str, str]) -> str:
-    """The services' authorization (nats_accounts.server_config) plus `INSPECTOR`, whose
-    password is `passwords[INSPECTOR]`."""
-    from services.common.nats_accounts import server_config
+    """The services' authorization (nats_accounts.server_config) for the users of `passwords`
+    that have grants, plus `INSPECTOR`, whose password is `passwords[INSPECTOR]`."""
+    from services.common.nats_accounts import GRANTS, server_config
 
-    users = {u: p for u, p in passwords.items() if u != INSPECTOR}
+    users = {u: p for u, p in passwords.items() if u in GRANTS}
     config = json.loads(server_config(users))
     everything = {"publish": {"allow": [">"]}, "subscribe": {"allow": [">"]}}
     config["authorization"]["users"].append(

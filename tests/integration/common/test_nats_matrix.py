@@ -16,18 +16,26 @@ from pathlib import Path
 import nats
 import pytest
 
-from services.common.bus import PREFIX
+from services.common.bus import PREFIX, verb_pattern
 from services.common.nats_accounts import (
+    COMMAND_SUBJECTS,
     GRANTS,
     USERS,
     generate_passwords,
     permissions,
     user_url,
 )
+from services.common.roles import READS, WRITES
 from tests.reliability.helpers import wait_for
 from tests.support.nats import INSPECTOR, NatsServer, config_with_inspector
 
 pytestmark = pytest.mark.timeout(60)
+
+
+# Every verb of the services the control-room roles command (the rest: one unknown verb).
+VERBS = {
+    subj: (*READS[service], *WRITES[service], "x") for service, subj in COMMAND_SUBJECTS.items()
+}
 
 
 def matches(pattern: str, subj: str) -> bool:
@@ -55,7 +63,11 @@ def others_subjects(user: str) -> Iterator[tuple[str, str]]:
     for other, g in GRANTS.items():
         if other == user:
             continue
-        for s in (*g.serves, *g.publishes):
+        for s in g.serves:
+            for verb in VERBS.get(s, ("x",)):
+                yield "publish", concrete(PREFIX + s) + f".{verb}"
+            yield "subscribe", concrete(PREFIX + verb_pattern(s))
+        for s in g.publishes:
             yield "publish", concrete(PREFIX + s)
             yield "subscribe", concrete(PREFIX + s)
         yield "subscribe", f"_INBOX.{other}.>"
@@ -80,7 +92,7 @@ def forbidden(user: str) -> list[tuple[str, str]]:
 def own_publishes(user: str) -> list[str]:
     """Plain subjects the user's grants name (commands, events, its buckets and handles)."""
     g = GRANTS[user]
-    out = [concrete(PREFIX + s) for s in (*g.publishes, *g.sends)]
+    out = [concrete(PREFIX + s) for s in (*g.publishes, *map(verb_pattern, g.sends))]
     out += [f"$KV.{b}.k" for b in g.buckets]
     out += [f"$KV.handles.{kind}.x" for kind in g.handles]
     return out
@@ -99,6 +111,14 @@ def test_the_matrix_is_not_empty() -> None:
     writers = [u for u in USERS if allowed(u, "publish", "$KV.handles.prod.p.program")]
     assert (readers, writers) == (["distribution"], ["mixer"])
     assert [u for u in USERS if allowed(u, "subscribe", "_INBOX.ingest.abc")] == ["ingest"]
+    # The roles, on the bus: who may cut, move a fader, show a graphic; nobody else writes.
+    cut, fader, show = (
+        f"{PREFIX}prod.p.{k}" for k in ("mixer.cmd.cut", "mixer.cmd.audio", "gfx.cmd.show")
+    )
+    may = {s: [u for u in USERS if allowed(u, "publish", s)] for s in (cut, fader, show)}
+    assert may[cut] == ["role_director", "admin"]
+    assert may[fader] == ["role_director", "role_audio", "admin"]
+    assert may[show] == ["mixer", "role_director", "role_graphics", "admin"]
 
 
 async def test_every_user_is_refused_everything_its_grants_do_not_name(tmp_path: Path) -> None:

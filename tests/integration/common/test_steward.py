@@ -185,12 +185,12 @@ async def test_a_command_that_cannot_apply_moves_no_unit(nats_server: NatsServer
     await client.connect()
     try:
         reply = await client.nc.request(
-            subject("prod", "alpha", service, "cmd"), b'{"nonsense": 1}', timeout=5
+            subject("prod", "alpha", service, "cmd", "_"), b'{"nonsense": 1}', timeout=5
         )
         error = decode(reply.data, control_pb2.ErrorReply)
         assert (error.code, error.field) == ("INVALID_ARGUMENT", "nonsense")
         reply = await client.nc.request(
-            f"baycast.v1.prod.caf\u00e9.{service}.cmd", b"{}", timeout=5
+            f"baycast.v1.prod.caf\u00e9.{service}.cmd._", b"{}", timeout=5
         )
         assert decode(reply.data, control_pb2.ErrorReply).code == "INVALID_ARGUMENT"
         assert replica.running == set() and replica.steward.units == []

@@ -1,10 +1,10 @@
 """The control service as its own NATS user: everything it does fits its grants (nats_accounts).
 
 A nats-server runs with the generated users; the mixer and the control service connect as
-`mixer` and `control`, `baycast ctl` as `admin` (the test's own user stands in for ingest's
-handles). Operators are added, a director cuts through
-the API, the event stream follows, the as-run log is written and read, and the server logs not a
-single permissions violation.
+`mixer` and `control` (and each control-room role as its own user), `baycast ctl` as `admin` (the
+test's own user stands in for ingest's handles). Operators are added, a director cuts through the
+API, the event stream follows, the as-run log is written and read; a cut sent through the
+graphics role's user is refused by the server, and that is the one permissions violation it logs.
 """
 
 from __future__ import annotations
@@ -16,10 +16,11 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from services.common.bus import Bus
+from services.common import errors
+from services.common.bus import Bus, subject
 from services.common.gen.baycast.v1 import mixer_pb2, operators_pb2
 from services.common.handles import HandleDirectory
-from services.common.nats_accounts import USERS, generate_passwords, user_url
+from services.common.nats_accounts import USERS, control_role_urls, generate_passwords, user_url
 from services.control.service import ControlService
 from services.control.settings import ControlSettings
 from services.mixer.service import MixerService
@@ -27,7 +28,12 @@ from services.mixer.settings import MixerSettings
 from tests.integration.control.conftest import SseReader, base_url, control_settings, operator_cmd
 from tests.support.media_source import FakeMediaServer
 from tests.support.mixer import admin, cards, command, production, unique
-from tests.support.nats import INSPECTOR, NatsServer, config_with_inspector
+from tests.support.nats import (
+    INSPECTOR,
+    NatsServer,
+    config_with_inspector,
+    permission_violations,
+)
 from tests.support.services import running_service
 
 Cmd = mixer_pb2.MixerCommand
@@ -62,7 +68,11 @@ async def test_the_control_user_has_every_subject_it_needs(
             MixerService, MixerSettings, urls["mixer"], lease_renew_seconds=0.3, unready_seconds=0.0
         )
         control = running_service(
-            ControlService, ControlSettings, urls["control"], **control_settings()
+            ControlService,
+            ControlSettings,
+            urls["control"],
+            **control_settings(),
+            **control_role_urls(urls.__getitem__),
         )
         async with mixer, control as service, aiohttp.ClientSession() as http:
             spec = production(prod_id, card_list)
@@ -99,10 +109,23 @@ async def test_the_control_user_has_every_subject_it_needs(
             assert entries[-1]["detail"] == "张导 cut to 深圳台"
             async with http.post(f"{url}/api/session", json={"token": reply.token}) as response:
                 assert response.status == 200
+            # The bus enforces the roles as well: a cut sent through the graphics role's user (as
+            # if the control room's own check were bypassed) is refused by the server, and the
+            # program stays where the director put it.
+            graphics = service.role_buses.bus(operators_pb2.ROLE_GRAPHICS)
+            assert service.role_buses.enforced and graphics is not service.bus
+            back = Cmd(cut=Cmd.Cut(source=spec.sources[0].id))
+            with pytest.raises(errors.Unavailable):
+                await graphics.request(
+                    subject("prod", prod_id, "mixer", "cmd"), back, mixer_pb2.MixerState, timeout=1
+                )
+            assert (await command(operator, prod_id, Cmd(get=Cmd.Get()))).switcher.program == sz
         # Both services drained their connections on the way out: the server has handled (and
-        # logged) everything they sent.
+        # logged) everything they sent. The one refusal is the graphics role's cut.
         log = await asyncio.to_thread(Path(server.log_path).read_text, errors="replace")
-        assert "Violation" not in log, [line for line in log.splitlines() if "Violation" in line]
+        refused = permission_violations(log)
+        assert len(refused) == 1, refused
+        assert "role_graphics" in refused[0] and f"{prod_id}.mixer.cmd.cut" in refused[0]
     finally:
         for card in media.cards.values():
             card.ended = True

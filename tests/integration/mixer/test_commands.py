@@ -78,7 +78,8 @@ async def test_invalid_commands_name_the_field_and_change_nothing(
             await command(bus, prod_id, cmd)
         assert info.value.field == field, (cmd, info.value.field, info.value.message)
     # A malformed payload never reaches the handler.
-    reply = await bus.nc.request(subject("prod", prod_id, "mixer", "cmd"), b'{"cut": {"sauce": 1}}')
+    cut = subject("prod", prod_id, "mixer", "cmd", "cut")
+    reply = await bus.nc.request(cut, b'{"cut": {"sauce": 1}}')
     assert b"INVALID_ARGUMENT" in reply.data and b"sauce" in reply.data
     after = await command(bus, prod_id, Cmd(get=Cmd.Get()))
     assert after.switcher == before.switcher
