@@ -16,6 +16,24 @@ WHIP_RATE_LIMITED = Counter(
     "baycast_ingest_whip_rate_limited_total",
     "WHIP offers refused with 429 because their client address sent too many",
 )
+HTTP_RATE_LIMITED = Counter(
+    "baycast_ingest_http_rate_limited_total",
+    "Requests to unauthenticated routes (pages, WHIP's other methods, /srt) refused with 429 "
+    "because their client address sent too many, by route",
+    ["route"],
+)
+RTMP_REFUSED = Counter(
+    "baycast_ingest_rtmp_refused_total",
+    "RTMP connections ended by ingest before a publish was accepted, by reason: a connection "
+    "cap (per_address, total, evicted), the negotiation deadline, a size or count limit of the "
+    "chunk stream, an AMF0 command over its bounds, a protocol error, stream-key tries over "
+    "their rate (key_rate_address, key_rate_total), a wrong key, or the publish refused",
+    ["reason"],
+)
+RTMP_NEGOTIATING = Gauge(
+    "baycast_ingest_rtmp_negotiating",
+    "RTMP connections between their accept and an accepted publish",
+)
 ASYNCIO_TASKS = Gauge(
     "baycast_ingest_asyncio_tasks", "asyncio tasks alive in the ingest process's event loop"
 )

@@ -12,6 +12,11 @@ instance or another: live_claims.py), a full ingest or a draining one are refuse
 with their reason. An accepted publish becomes an `RtmpSource` in the `SourceRegistry` (source
 id = station id, protocol "rtmp"), which decodes the FLV tags (`rtmp_flv`) and feeds the hub
 like a WHIP session. The key is never logged.
+
+Until the key is accepted a client is a stranger, and what it may cost is bounded
+(`rtmp_limits`): connections negotiating per address and in all, one deadline from the accept to
+the accepted key, small command messages and no media, bounded AMF0 decoding, and stream-key
+tries per address and in all (a try over the rate is answered as a wrong key, unlooked-up).
 """
 
 from __future__ import annotations
@@ -25,12 +30,14 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import nats.errors
 import structlog
 
 from services.common import errors
 from services.common.credentials import token_matches
 from services.common.gen.baycast.v1 import ingest_pb2
 from services.common.settings import split_addr
+from services.ingest import metrics
 from services.ingest.jitter import InterarrivalJitter
 from services.ingest.live_claims import Claim
 from services.ingest.rtmp_amf import AmfError, decode, encode
@@ -49,6 +56,7 @@ from services.ingest.rtmp_chunks import (
     VIDEO,
     WINDOW_ACK_SIZE,
     ChunkError,
+    ChunkLimits,
     ChunkParser,
     ChunkWriter,
     Message,
@@ -57,36 +65,68 @@ from services.ingest.rtmp_chunks import (
     user_control,
 )
 from services.ingest.rtmp_flv import FlvDecoder, UnsupportedMedia
+from services.ingest.rtmp_limits import (
+    AMF,
+    DEADLINE,
+    EVICTED,
+    ConnectionGate,
+    RefusalLog,
+    RtmpLimits,
+    address_key,
+)
 from services.ingest.source import FrameSink, Source, TransportStats
 from services.ingest.sources import SourceRegistry
-from services.ingest.stations import StationRegistry
+from services.ingest.stations import STATION_ID, StationRegistry
 from services.ingest.tcp_info import tcp_info
 
 LOOKUP_APP = "live"  # rtmp://host/live/<token>: find the station by its token
-HANDSHAKE_TIMEOUT_S = 10.0
-COMMAND_TIMEOUT_S = 10.0  # from the handshake to `publish`
 MEDIA_TIMEOUT_S = 10.0  # a publisher silent this long is gone
 SERVER_WINDOW = 2_500_000
 SERVER_CHUNK_SIZE = 4096
 READ_SIZE = 64 * 1024
+# Before the publish: commands of a few hundred bytes; small reads bound each wake-up's parsing.
+NEGOTIATION_READ_SIZE = 4096
 STREAM_ID = 1
 ENDING_COMMANDS = ("deleteStream", "FCUnpublish", "closeStream")
+WRONG_KEY = "unknown, wrong or revoked stream key"
+# What a key check that cannot reach the stations bucket raises.
+LOOKUP_FAILED = (errors.BaycastError, nats.errors.Error, TimeoutError)
 
 log = structlog.get_logger("ingest.rtmp")
 
 
 class Refused(Exception):
-    """A publish this server will not take; the message is sent to the publisher."""
+    """A publish this server will not take: `reason` is the metric label, the message is sent
+    to the publisher."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def loggable_app(app: str) -> str:
+    """The application as a log line may show it: `live` or a station id, nothing else (an
+    encoder given the whole URL with its key as the server would put the key there)."""
+    return app if app == LOOKUP_APP or STATION_ID.match(app) else "(other)"
 
 
 class RtmpConnection:
     """One TCP connection: handshake, message reading with acknowledgements, replies."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def __init__(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        limits: ChunkLimits | None = None,
+        *,
+        read_size: int = READ_SIZE,
+    ) -> None:
         self.reader = reader
         self.writer = writer
-        self.parser = ChunkParser()
+        self.parser = ChunkParser(limits)
+        self.read_size = read_size
         self.out = ChunkWriter()
+        self.ended_by = ""  # the reason when ingest cut the connection (`abort`)
         self.bytes_received = 0
         self.arrived_at = 0.0  # when the bytes that completed the last message came in
         self._window = 0
@@ -98,16 +138,27 @@ class RtmpConnection:
         """The connection's socket (for TCP_INFO), None once closed."""
         return self.writer.get_extra_info("socket")
 
+    @property
+    def peer_host(self) -> str:
+        peer = self.writer.get_extra_info("peername")
+        return str(peer[0]) if peer else ""
+
+    def publishing(self, limits: ChunkLimits) -> None:
+        """The publish is accepted: media may come, within `limits`, in large reads."""
+        self.parser.limits = limits
+        self.read_size = READ_SIZE
+
     async def handshake(self) -> None:
         c0c1 = await self.reader.readexactly(1 + HANDSHAKE_SIZE)
         self.writer.write(handshake_reply(c0c1))
         await self.writer.drain()
         await self.reader.readexactly(HANDSHAKE_SIZE)  # C2: an echo of S1, nothing to check
 
-    async def next_message(self, timeout: float) -> Message | None:
-        """The next whole message, None when the peer closed (TimeoutError when silent)."""
+    async def next_message(self, timeout: float | None) -> Message | None:
+        """The next whole message, None when the peer closed (TimeoutError when silent for
+        `timeout`; None: no timeout of its own)."""
         while not self._pending:
-            data = await asyncio.wait_for(self.reader.read(READ_SIZE), timeout)
+            data = await asyncio.wait_for(self.reader.read(self.read_size), timeout)
             if not data:
                 return None
             arrived = time.monotonic()
@@ -140,6 +191,11 @@ class RtmpConnection:
     def close(self) -> None:
         self.writer.close()
 
+    def abort(self, reason: str) -> None:
+        """Cut the connection at once (no goodbye: the peer gets a reset)."""
+        self.ended_by = reason
+        self.writer.transport.abort()
+
 
 def command_values(message: Message) -> list[Any] | None:
     """The AMF0 values of a command message, None for any other message."""
@@ -151,10 +207,12 @@ def command_values(message: Message) -> list[Any] | None:
 
 
 async def negotiate(conn: RtmpConnection) -> tuple[str, str, int]:
-    """Answer the commands up to `publish`; returns (application, stream key, stream id)."""
+    """Answer the commands up to `publish`; returns (application, stream key, stream id).
+
+    No time limit of its own: the caller's deadline covers the whole negotiation."""
     app = ""
     while True:
-        message = await conn.next_message(COMMAND_TIMEOUT_S)
+        message = await conn.next_message(None)
         if message is None:
             raise ConnectionError("closed before publishing")
         values = command_values(message)
@@ -298,6 +356,7 @@ class RtmpServer:
         addr: str,
         max_sessions: int,
         is_busy: Callable[[str], bool] | None = None,
+        limits: RtmpLimits | None = None,
     ) -> None:
         self.stations = stations
         self.sources = sources
@@ -305,6 +364,12 @@ class RtmpServer:
         self.max_sessions = max_sessions
         # Whether a station is live or being admitted by another protocol (WHIP's pending offers).
         self.is_busy = is_busy or (lambda station_id: station_id in sources.live)
+        self.limits = limits or RtmpLimits()
+        self.gate: ConnectionGate[RtmpConnection] = ConnectionGate(
+            self.limits.max_connections, self.limits.max_connections_per_addr
+        )
+        self.key_tries = self.limits.key_tries()
+        self.refusals = RefusalLog()
         self.accepting = True
         self._server: asyncio.Server | None = None
         self._negotiating: set[asyncio.Task[None]] = set()
@@ -320,7 +385,7 @@ class RtmpServer:
         """Listen on `addr`. A port already taken is logged, not fatal: WHIP and SRT carry on."""
         host, port = split_addr(self.addr)
         try:
-            self._server = await asyncio.start_server(self._connection, host, port)
+            self._server = await asyncio.start_server(self._accepted, host, port)
         except OSError as exc:
             log.error("rtmp_listen_failed", addr=self.addr, error=exc.strerror)
             return
@@ -335,49 +400,106 @@ class RtmpServer:
             task.cancel()
         await asyncio.gather(*self._negotiating, return_exceptions=True)
 
-    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
+    def _accepted(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """A new connection: through the gate into a negotiation, or cut at once (a refused
+        one costs no task: a flood of them is cheap)."""
+        conn = RtmpConnection(
+            reader, writer, self.limits.negotiating_chunks(), read_size=NEGOTIATION_READ_SIZE
+        )
+        address = address_key(conn.peer_host)
+        refusal, displaced = self.gate.enter(address, conn)
+        metrics.RTMP_NEGOTIATING.set(self.gate.total)
+        if refusal:
+            self.refusals.refused("rtmp_connection_refused", refusal, peer=address)
+            conn.abort(refusal)
+            return
+        if displaced is not None:
+            self.refusals.refused("rtmp_connection_refused", EVICTED, peer=displaced[0])
+            displaced[1].abort(EVICTED)
+        task = asyncio.get_running_loop().create_task(self._connection(conn, address))
         self._negotiating.add(task)
-        conn = RtmpConnection(reader, writer)
+        task.add_done_callback(self._negotiating.discard)
+
+    async def _connection(self, conn: RtmpConnection, address: str) -> None:
         handed_over = False
+        deadline = asyncio.timeout(self.limits.negotiation_timeout_s)
         try:
-            await asyncio.wait_for(conn.handshake(), HANDSHAKE_TIMEOUT_S)
-            app, key, stream_id = await negotiate(conn)
-            try:
-                station = await self._admit(app, key)
-            except Refused as exc:
-                conn.status(stream_id, "error", "NetStream.Publish.BadName", str(exc))
-                await conn.flush()
-                log.info("rtmp_publish_refused", app=app, reason=str(exc))
-                return
-            # No await between the claim and `start`: the claim is released when the source ends.
-            self.sources.start(RtmpSource(conn, station))
-            handed_over = True
-            conn.send(CSID_CONTROL, user_control(STREAM_BEGIN, stream_id))
-            conn.status(stream_id, "status", "NetStream.Publish.Start", "publishing")
-            await conn.flush()
-            log.info("rtmp_publish_started", station=station.id)
-        except (TimeoutError, ConnectionError, asyncio.IncompleteReadError) as exc:
-            log.info("rtmp_connection_dropped", reason=type(exc).__name__)
-        except (ChunkError, AmfError) as exc:
-            log.info("rtmp_connection_dropped", reason=f"protocol error: {exc}")
+            async with deadline:
+                handed_over = await self._negotiate(conn, address)
+        except TimeoutError:
+            if not deadline.expired():
+                raise
+            self.refusals.refused(
+                "rtmp_connection_refused",
+                DEADLINE,
+                peer=address,
+                detail=f"no accepted publish within {self.limits.negotiation_timeout_s:g} s",
+            )
+        except (ConnectionError, asyncio.IncompleteReadError) as exc:
+            if not conn.ended_by:  # cut by ingest: counted when it was cut
+                self.refusals.noted("rtmp_connection_dropped", type(exc).__name__, peer=address)
+        except ChunkError as exc:
+            self.refusals.refused(
+                "rtmp_connection_refused", exc.reason, peer=address, detail=str(exc)
+            )
+        except AmfError as exc:
+            self.refusals.refused("rtmp_connection_refused", AMF, peer=address, detail=str(exc))
         finally:
-            self._negotiating.discard(task)
+            self.gate.leave(address, conn)
+            metrics.RTMP_NEGOTIATING.set(self.gate.total)
             if not handed_over:
                 conn.close()
+        if handed_over:
+            await conn.flush()
 
-    async def _admit(self, app: str, key: str) -> ingest_pb2.Station:
-        station = await find_station(self.stations, app, key)
+    async def _negotiate(self, conn: RtmpConnection, address: str) -> bool:
+        """Handshake, commands, key and admission; True once the publish became a source."""
+        await conn.handshake()
+        app, key, stream_id = await negotiate(conn)
+        try:
+            station = await self._find(address, app, key)
+            await self._admit(station)
+        except Refused as exc:
+            conn.status(stream_id, "error", "NetStream.Publish.BadName", str(exc))
+            await conn.flush()
+            self.refusals.refused(
+                "rtmp_publish_refused",
+                exc.reason,
+                peer=address,
+                app=loggable_app(app),
+                detail=str(exc),
+            )
+            return False
+        conn.publishing(self.limits.publishing_chunks())
+        # No await between the claim (in `_admit`) and `start`: the claim is released when the
+        # source ends.
+        self.sources.start(RtmpSource(conn, station))
+        conn.send(CSID_CONTROL, user_control(STREAM_BEGIN, stream_id))
+        conn.status(stream_id, "status", "NetStream.Publish.Start", "publishing")
+        log.info("rtmp_publish_started", station=station.id, peer=address)
+        return True
+
+    async def _find(self, address: str, app: str, key: str) -> ingest_pb2.Station:
+        """The station the key opens; a try over the rate is refused as a wrong key, unread."""
+        over_rate = self.key_tries.take(address)
+        if over_rate:
+            raise Refused(over_rate, WRONG_KEY)
+        try:
+            station = await find_station(self.stations, app, key)
+        except LOOKUP_FAILED as exc:
+            log.warning("rtmp_key_check_failed", peer=address, error=type(exc).__name__)
+            raise Refused("unavailable", "cannot check the stream key now: try again") from None
         if station is None:
-            raise Refused("unknown, wrong or revoked stream key")
+            raise Refused("key", WRONG_KEY)
+        return station
+
+    async def _admit(self, station: ingest_pb2.Station) -> None:
         if not self.accepting:
-            raise Refused("ingest is shutting down")
+            raise Refused("draining", "ingest is shutting down")
         if self.is_busy(station.id):
-            raise Refused(f"station {station.id} is {Claim.LIVE_HERE.value}")
+            raise Refused("busy", f"station {station.id} is {Claim.LIVE_HERE.value}")
         if len(self.sources.live) >= self.max_sessions:
-            raise Refused(f"this ingest serves at most {self.max_sessions} sessions")
+            raise Refused("full", f"this ingest serves at most {self.max_sessions} sessions")
         claim = await self.sources.claim(station.id)
         if claim is not Claim.TAKEN:
-            raise Refused(f"station {station.id} is {claim.value}")
-        return station
+            raise Refused("busy", f"station {station.id} is {claim.value}")

@@ -15,10 +15,12 @@ from services.common.rate_limiter import RateLimiter
 from services.common.settings import load_settings, split_addr
 from services.common.telemetry import configure_logging
 from services.ingest import metrics
+from services.ingest.http_limits import RouteRateLimit
 from services.ingest.live_claims import LiveClaims
 from services.ingest.media_server import SourceMedia
 from services.ingest.reporter import ReporterPage
 from services.ingest.rtmp import RtmpServer
+from services.ingest.rtmp_limits import RtmpLimits
 from services.ingest.settings import IngestSettings
 from services.ingest.sources import SourceRegistry
 from services.ingest.srt import SrtListeners
@@ -69,6 +71,7 @@ class IngestService(BaseService[IngestSettings]):
             rate_limiter=RateLimiter(s.whip_rate_per_s, s.whip_rate_burst),
             credentials=self.credentials,
         )
+        RouteRateLimit(RateLimiter(s.http_rate_per_s, s.http_rate_burst)).install(self.http.app)
         self.whip.add_routes(self.http.app)
         ReporterPage(self.stations, s.exchange_url, s.exchange_origin).add_routes(self.http.app)
         self.spawn(self.whip.enforce_revocations(), "enforce-revocations")
@@ -78,6 +81,7 @@ class IngestService(BaseService[IngestSettings]):
             addr=s.rtmp_addr,
             max_sessions=s.max_sessions,
             is_busy=lambda station: station in self.sources.live or station in self.whip._pending,
+            limits=RtmpLimits.from_settings(s),
         )
         await self.rtmp.start()
         srt_host, srt_port = split_addr(s.srt_addr)

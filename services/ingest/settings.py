@@ -19,6 +19,19 @@ DEFAULT_WHIP_RATE_PER_S = 5.0
 DEFAULT_WHIP_RATE_BURST = 20
 DEFAULT_LIVE_CLAIM_TTL_S = 6.0
 DEFAULT_LIVE_CLAIM_REFRESH_S = 2.0
+DEFAULT_HTTP_RATE_PER_S = 20.0
+DEFAULT_HTTP_RATE_BURST = 60
+DEFAULT_RTMP_MAX_CONNECTIONS = 64
+DEFAULT_RTMP_MAX_CONNECTIONS_PER_ADDR = 8
+DEFAULT_RTMP_NEGOTIATION_TIMEOUT_S = 10.0
+DEFAULT_RTMP_MAX_COMMAND_BYTES = 64 * 1024
+DEFAULT_RTMP_MAX_MEDIA_BYTES = 8 * 1024 * 1024
+DEFAULT_RTMP_MAX_PARTIAL_STREAMS = 8
+DEFAULT_RTMP_MAX_PARTIAL_BYTES = 16 * 1024 * 1024
+DEFAULT_RTMP_KEY_RATE_PER_S = 1.0
+DEFAULT_RTMP_KEY_RATE_BURST = 10
+DEFAULT_RTMP_KEY_RATE_TOTAL_PER_S = 20.0
+DEFAULT_RTMP_KEY_RATE_TOTAL_BURST = 40
 
 
 @dataclass(frozen=True)
@@ -36,6 +49,10 @@ class IngestSettings(ServiceSettings):
     # WHIP offers each client address may POST: a token bucket refilled at this rate, this deep.
     whip_rate_per_s: float = DEFAULT_WHIP_RATE_PER_S
     whip_rate_burst: int = DEFAULT_WHIP_RATE_BURST
+    # Every other request to an unauthenticated route (station pages and their configuration,
+    # WHIP's DELETE/PATCH/OPTIONS, /srt/<station>) the same way; probes and /metrics are free.
+    http_rate_per_s: float = DEFAULT_HTTP_RATE_PER_S
+    http_rate_burst: int = DEFAULT_HTTP_RATE_BURST
     # The base URL stations use to reach WHIP (printed by `station add`); default: http_addr.
     public_url: str = ""
     subscriber_queue: int = DEFAULT_SUBSCRIBER_QUEUE
@@ -43,6 +60,23 @@ class IngestSettings(ServiceSettings):
     # RTMP and SRT contribution listeners.
     rtmp_addr: str = DEFAULT_RTMP_ADDR
     srt_addr: str = DEFAULT_SRT_ADDR
+    # RTMP before a publish is accepted (rtmp_limits.py): connections negotiating at once, in
+    # all and per client address (IPv6: per /64); one deadline from the handshake to the
+    # accepted key; the largest command or data message (and, until accepted, every message:
+    # no media before that) and audio/video message; chunk streams holding a partial message
+    # and their bytes together, per connection; stream-key tries per address and in all (a
+    # token bucket each: refused tries answer as a wrong key, with no lookup).
+    rtmp_max_connections: int = DEFAULT_RTMP_MAX_CONNECTIONS
+    rtmp_max_connections_per_addr: int = DEFAULT_RTMP_MAX_CONNECTIONS_PER_ADDR
+    rtmp_negotiation_timeout_s: float = DEFAULT_RTMP_NEGOTIATION_TIMEOUT_S
+    rtmp_max_command_bytes: int = DEFAULT_RTMP_MAX_COMMAND_BYTES
+    rtmp_max_media_bytes: int = DEFAULT_RTMP_MAX_MEDIA_BYTES
+    rtmp_max_partial_streams: int = DEFAULT_RTMP_MAX_PARTIAL_STREAMS
+    rtmp_max_partial_bytes: int = DEFAULT_RTMP_MAX_PARTIAL_BYTES
+    rtmp_key_rate_per_s: float = DEFAULT_RTMP_KEY_RATE_PER_S
+    rtmp_key_rate_burst: int = DEFAULT_RTMP_KEY_RATE_BURST
+    rtmp_key_rate_total_per_s: float = DEFAULT_RTMP_KEY_RATE_TOTAL_PER_S
+    rtmp_key_rate_total_burst: int = DEFAULT_RTMP_KEY_RATE_TOTAL_BURST
     # SRT: station N (in creation order) listens on srt_addr's port + N, for N < srt_ports; 0
     # turns SRT off. Passphrases are derived from srt_secret (random per process when empty).
     srt_ports: int = DEFAULT_SRT_PORTS
@@ -108,6 +142,11 @@ class IngestSettings(ServiceSettings):
             raise SettingsError(
                 "BAYCAST_INGEST_WHIP_RATE_PER_S must be positive and WHIP_RATE_BURST at least 1"
             )
+        if self.http_rate_per_s <= 0 or self.http_rate_burst < 1:
+            raise SettingsError(
+                "BAYCAST_INGEST_HTTP_RATE_PER_S must be positive and HTTP_RATE_BURST at least 1"
+            )
+        self._validate_rtmp()
         if self.live_claim_refresh_s <= 0 or self.live_claim_ttl_s < 2 * self.live_claim_refresh_s:
             raise SettingsError(
                 "BAYCAST_INGEST_LIVE_CLAIM_REFRESH_S must be positive and LIVE_CLAIM_TTL_S at "
@@ -118,4 +157,34 @@ class IngestSettings(ServiceSettings):
         if self.srt_ports < 0 or (self.srt_ports and srt_port + self.srt_ports > 65536):
             raise SettingsError(
                 "BAYCAST_INGEST_SRT_PORTS must be >= 0 and fit above SRT_ADDR's port"
+            )
+
+    def _validate_rtmp(self) -> None:
+        if not 1 <= self.rtmp_max_connections_per_addr <= self.rtmp_max_connections:
+            raise SettingsError(
+                "BAYCAST_INGEST_RTMP_MAX_CONNECTIONS_PER_ADDR must be at least 1 and at most "
+                "RTMP_MAX_CONNECTIONS"
+            )
+        if self.rtmp_negotiation_timeout_s <= 0:
+            raise SettingsError("BAYCAST_INGEST_RTMP_NEGOTIATION_TIMEOUT_S must be positive")
+        # A connect or publish of a few hundred bytes must fit; a keyframe needs room.
+        if self.rtmp_max_command_bytes < 1024 or self.rtmp_max_media_bytes < 64 * 1024:
+            raise SettingsError(
+                "BAYCAST_INGEST_RTMP_MAX_COMMAND_BYTES must be at least 1024 and "
+                "RTMP_MAX_MEDIA_BYTES at least 65536"
+            )
+        if self.rtmp_max_partial_streams < 2 or self.rtmp_max_partial_bytes < max(
+            self.rtmp_max_media_bytes, self.rtmp_max_command_bytes
+        ):
+            raise SettingsError(
+                "BAYCAST_INGEST_RTMP_MAX_PARTIAL_STREAMS must be at least 2 (audio and video) "
+                "and RTMP_MAX_PARTIAL_BYTES at least RTMP_MAX_MEDIA_BYTES"
+            )
+        if (
+            min(self.rtmp_key_rate_per_s, self.rtmp_key_rate_total_per_s) <= 0
+            or min(self.rtmp_key_rate_burst, self.rtmp_key_rate_total_burst) < 1
+        ):
+            raise SettingsError(
+                "BAYCAST_INGEST_RTMP_KEY_RATE_(TOTAL_)PER_S must be positive and "
+                "RTMP_KEY_RATE_(TOTAL_)BURST at least 1"
             )

@@ -16,9 +16,10 @@ The director's microphone comes the same way (talkback, docs/adr/0012), with an 
 Both go through one path; only who may publish, and as which source, differ (`Publisher`).
 Refusals change nothing and never allocate a peer connection before the token is checked:
 429 more offers from one client address than its token bucket allows (checked first, so a
-flood costs no token check), 401 missing/wrong token or a station that does not exist (the same
-answer, so no one learns which stations exist; PATCH and DELETE too; for talk whether or not the
-operator exists), 403 a valid token that may not publish there
+flood costs no token check; DELETE, PATCH and OPTIONS take from the bucket every unauthenticated
+route of ingest shares, `http_limits.py`), 401 missing/wrong token or a station that does not
+exist (the same answer, so no one learns which stations exist; PATCH and DELETE too; for talk
+whether or not the operator exists), 403 a valid token that may not publish there
 (a station's, another operator's, an operator who is not a director), 413 offer over
 `max_sdp_bytes`, 400 not SDP (with the reason), 503 over `max_sessions`, 409 the source is
 already live, on this ingest instance or on another one (live_claims.py; the live session keeps

@@ -1,9 +1,9 @@
 // The station's page beyond contributing (reporter.js does that): the return player, tally,
 // talkback and cues, from distribution's exchange routes (docs/adr/0012).
 //
-// The exchange's address comes from /station/<id>/config.json (empty: this origin). The token is
-// the one reporter.js put into the form (from the link's fragment or typed in); a new token
-// restarts everything here.
+// The exchange's address comes from /station/<id>/config.json (empty: this origin), and the
+// station's name too when asked with the station's token. The token is the one reporter.js put
+// into the form (from the link's fragment or typed in); a new token restarts everything here.
 
 import { CueBoard, field } from "./cues.js";
 import { followEventStream, HttpError } from "./sse.js";
@@ -16,6 +16,7 @@ const TALLY_LABELS = { program: "ON AIR 直播中", preview: "PREVIEW 预监", o
 
 let exchange = location.origin;
 let token = "";
+let configToken = null; // the token the configuration was last asked with
 let events = null; // AbortController of the current event stream
 let feeds = [];
 let freshStream = false; // the stream just (re)connected: its hello comes with every open cue
@@ -235,6 +236,7 @@ function start() {
   const typed = $("token").value.trim();
   if (!typed || typed === token) return;
   token = typed;
+  if (configToken !== token) loadConfig(); // the name, now that there is a token
   if (events) events.abort();
   events = new AbortController();
   const { signal } = events;
@@ -252,9 +254,12 @@ function start() {
 }
 
 async function loadConfig() {
+  const asked = $("token").value.trim();
+  configToken = asked;
   try {
     const response = await fetch(`/station/${encodeURIComponent(station)}/config.json`, {
       cache: "no-store",
+      headers: asked ? { Authorization: `Bearer ${asked}` } : {},
     });
     if (!response.ok) return;
     const config = await response.json();
