@@ -3,7 +3,9 @@
 A command is checked completely before anything changes (template, instance id, every field's
 kind, every binding); an accepted change is applied to the scene, written to the key-value bucket
 `gfx` (so the replica that runs the production next puts the same graphics back on air) and
-announced on `prod.<prod>.gfx.state`. Bound fields are fed by watchers of files and URLs.
+announced on `prod.<prod>.gfx.state`. Bound fields are fed by watchers of files and URLs, read
+as the data policy allows (data_policy.py); a source refused while watched is announced as the
+event `binding_refused`.
 
 Commands reach the replica that runs the production (services/common/steward.py); a command, a
 start and a stop of one production take turns, so a command never sees a half-restored scene.
@@ -17,15 +19,16 @@ import re
 from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 
-import aiohttp
 import structlog
 
 from services.common import errors
-from services.common.bus import Bus
+from services.common.bus import Bus, subject
 from services.common.gen.baycast.v1 import graphics_pb2
 from services.common.media import now_us
 from services.graphics import metrics
 from services.graphics.binding import DataBinding, check_binding
+from services.graphics.data_policy import BindingRefused
+from services.graphics.data_reader import DataReader
 from services.graphics.preview import LayerPreview
 from services.graphics.scene import OnAir, Scene
 from services.graphics.scenes import BUCKET as BUCKET
@@ -73,10 +76,10 @@ class GraphicsDesk:
         self,
         bus: Bus,
         library: TemplateLibrary,
-        session: aiohttp.ClientSession,
+        reader: DataReader,
     ) -> None:
         self.library = library
-        self.session = session
+        self.reader = reader
         self.scenes = Scenes(bus, library)
         self._turns: dict[str, asyncio.Lock] = {}
         self._bindings: dict[tuple[str, str], list[asyncio.Task[None]]] = {}
@@ -306,13 +309,18 @@ class GraphicsDesk:
                     f"template {template.name!r} has no field {b.field!r}",
                     field=f"{where}[{i}].field",
                 )
-            check_binding(b, f"{where}[{i}]")
+            check_binding(b, f"{where}[{i}]", self.reader.policy)
 
     def _start_bindings(self, production: str, inst: graphics_pb2.GfxInstance) -> None:
         self._stop_bindings(production, inst.id)
         tasks = []
         for spec in inst.bindings:
-            watcher = DataBinding(spec, self.session, self._feeder(production, inst.id, spec.field))
+            watcher = DataBinding(
+                spec,
+                self.reader,
+                self._feeder(production, inst.id, spec.field),
+                self._refusal_reporter(production, inst.id, spec),
+            )
             tasks.append(asyncio.create_task(watcher.run(), name=f"binding-{inst.id}-{spec.field}"))
         if tasks:
             self._bindings[(production, inst.id)] = tasks
@@ -322,6 +330,32 @@ class GraphicsDesk:
             await self.bound_value(production, iid, field, text)
 
         return feed
+
+    def _refusal_reporter(
+        self, production: str, iid: str, spec: graphics_pb2.GfxBinding
+    ) -> Callable[[BindingRefused], Awaitable[None]]:
+        async def report(refused: BindingRefused) -> None:
+            # In the production's turn, so it never follows the instance's `hidden`.
+            async with self._turn(production):
+                scene = self.scenes.running.get(production)
+                on_air = scene.on_air.get(iid) if scene is not None else None
+                if on_air is None:
+                    return
+                state = graphics_pb2.GfxState(
+                    production=production,
+                    event="binding_refused",
+                    instance=on_air.instance,
+                    time_us=now_us(),
+                    refusal=graphics_pb2.GfxBindingRefusal(
+                        field=spec.field,
+                        target=spec.file or spec.url,
+                        rule=refused.rule,
+                        message=refused.message,
+                    ),
+                )
+                await self.scenes.bus.publish(subject("prod", production, "gfx", "state"), state)
+
+        return report
 
     def _stop_bindings(self, production: str, iid: str) -> None:
         for task in self._bindings.pop((production, iid), []):

@@ -49,6 +49,12 @@ BINDING_ERRORS = Counter(
     "Failed reads of bound data, by source kind",
     ["source"],
 )
+BINDING_REFUSALS = Counter(
+    "baycast_graphics_binding_refusals_total",
+    "Binding sources refused by the data policy (in commands and while watched), by source kind "
+    "and rule (host_not_allowed, address_loopback, outside_data_dir ...)",
+    ["source", "rule"],
+)
 SCENES_RUN = Gauge(
     "baycast_graphics_scenes_run",
     "Productions whose scene this replica runs (one replica runs each: docs/adr/0015)",

@@ -10,8 +10,6 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import aiohttp
-
 from services.common import errors
 from services.common.bus import PREFIX, PRODUCTIONS_BUCKET, subject_token
 from services.common.gen.baycast.v1 import graphics_pb2, mixer_pb2
@@ -20,6 +18,8 @@ from services.common.lifecycle import BaseService, run
 from services.common.settings import load_settings
 from services.common.steward import Steward
 from services.common.telemetry import configure_logging
+from services.graphics.data_policy import DataPolicy
+from services.graphics.data_reader import DataReader
 from services.graphics.desk import GraphicsDesk, check_production
 from services.graphics.layers import Layers
 from services.graphics.preview import LayerPreview
@@ -47,8 +47,9 @@ class GraphicsService(BaseService[GraphicsSettings]):
         if s.templates_dir:
             folders.append(Path(s.templates_dir))
         self.library = TemplateLibrary(folders, default_font=s.font_path)
-        self.session = aiohttp.ClientSession()
-        self.desk = GraphicsDesk(self.bus, self.library, self.session)
+        # Bindings read only what the data policy allows (BAYCAST_GRAPHICS_BINDING_*).
+        self.reader = DataReader(DataPolicy.from_settings(s))
+        self.desk = GraphicsDesk(self.bus, self.library, self.reader)
         self.desk.rescan()
         await self.desk.open()
         # A deleted production's scene is let go and its stored graphics removed, so no
@@ -97,7 +98,7 @@ class GraphicsService(BaseService[GraphicsSettings]):
     async def teardown(self) -> None:
         await self.productions.close()
         await self.layers.close()
-        await self.session.close()
+        await self.reader.close()
 
     def _production_changed(self, production: str, value: mixer_pb2.Production | None) -> None:
         if value is None:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from services.common.settings import ServiceSettings, SettingsError
 from services.common.steward import DEFAULT_LEASE_SECONDS, DEFAULT_RENEW_SECONDS
+from services.graphics.data_policy import HOSTS_VAR, NETWORKS_VAR, parse_hosts, parse_networks
 
 DEFAULT_FONT_PATH = "/usr/share/fonts/truetype/wqy/wqy-microhei.ttc"
 DEFAULT_TIMEZONE = "Asia/Shanghai"
@@ -19,6 +20,14 @@ DEFAULT_FPS = 25
 DEFAULT_TEMPLATE_SCAN_S = 2.0
 # A layer stream with no subscriber left stops rendering after this long.
 DEFAULT_IDLE_STOP_S = 5.0
+# Data bindings (services/graphics/data_policy.py): no host is allowed until named, no
+# non-public network is reachable until listed, and files come from this folder only.
+DEFAULT_BINDING_HOSTS: tuple[str, ...] = ()
+DEFAULT_BINDING_NETWORKS: tuple[str, ...] = ()
+DEFAULT_BINDING_DATA_DIR = ".baycast/graphics-data"
+# A bound document larger than this is refused; a URL answers within this time or not at all.
+DEFAULT_BINDING_MAX_BYTES = 1024 * 1024
+DEFAULT_BINDING_TIMEOUT_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -36,6 +45,16 @@ class GraphicsSettings(ServiceSettings):
     lease_seconds: float = DEFAULT_LEASE_SECONDS
     # How often a replica renews its leases and takes the scenes nobody runs.
     lease_renew_seconds: float = DEFAULT_RENEW_SECONDS
+    # The hosts a URL binding may name: `host`, `*.domain`, either with `:port` (without: the
+    # scheme's default port), comma-separated.
+    binding_hosts: tuple[str, ...] = DEFAULT_BINDING_HOSTS
+    # Networks of non-public addresses (loopback, private, link-local ...) bindings may reach,
+    # as CIDRs; a cloud metadata address needs a network of that one address.
+    binding_networks: tuple[str, ...] = DEFAULT_BINDING_NETWORKS
+    # The folder file bindings read from; a relative binding path is taken from here.
+    binding_data_dir: str = DEFAULT_BINDING_DATA_DIR
+    binding_max_bytes: int = DEFAULT_BINDING_MAX_BYTES
+    binding_timeout_s: float = DEFAULT_BINDING_TIMEOUT_S
 
     def validate(self) -> None:
         super().validate()
@@ -55,3 +74,17 @@ class GraphicsSettings(ServiceSettings):
             raise SettingsError(
                 "BAYCAST_GRAPHICS_LEASE_RENEW_SECONDS must be positive and below LEASE_SECONDS"
             )
+        try:
+            parse_hosts(self.binding_hosts)
+        except ValueError as exc:
+            raise SettingsError(f"{HOSTS_VAR}: {exc}") from None
+        try:
+            parse_networks(self.binding_networks)
+        except ValueError as exc:
+            raise SettingsError(f"{NETWORKS_VAR}: {exc}") from None
+        if not self.binding_data_dir:
+            raise SettingsError("BAYCAST_GRAPHICS_BINDING_DATA_DIR must name a folder")
+        if self.binding_max_bytes < 1:
+            raise SettingsError("BAYCAST_GRAPHICS_BINDING_MAX_BYTES must be positive")
+        if not 0 < self.binding_timeout_s <= 60:
+            raise SettingsError("BAYCAST_GRAPHICS_BINDING_TIMEOUT_S must be between 0 and 60")

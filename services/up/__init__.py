@@ -34,6 +34,10 @@ def service_env(args: argparse.Namespace, data_dir: str) -> dict[str, dict[str, 
     return {
         "ingest": ingest,
         "distribution": {"BAYCAST_DISTRIBUTION_DATA_DIR": data_dir},
+        # File bindings read only inside this folder (docs/adr/0017).
+        "graphics": {
+            "BAYCAST_GRAPHICS_BINDING_DATA_DIR": str(Path(data_dir) / "graphics-data"),
+        },
     }
 
 

@@ -21,7 +21,7 @@ import numpy as np
 
 from services.common.bus import Bus, decode, subject
 from services.common.gen.baycast.v1 import control_pb2, graphics_pb2, media_pb2
-from services.common.handles import HandleDirectory
+from services.common.handles import HandleDirectory, handle_key
 from services.common.rpc import ChannelCache
 from tests.integration.graphics.receiver import at_rest, shipped
 from tests.support.nats import NatsServer
@@ -125,7 +125,7 @@ async def test_one_replica_runs_a_scene_and_the_other_takes_it_over(
     async def on_state(state: graphics_pb2.GfxState, _subject: str) -> None:
         states.append(state)
 
-    await bus.nc.subscribe(f"$KV.handles.{handle}", cb=on_handle)
+    await bus.nc.subscribe(f"$KV.handles.{handle_key(handle)}", cb=on_handle)
     await bus.subscribe(
         subject("prod", production, "gfx", "state"), graphics_pb2.GfxState, on_state
     )

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from aiohttp import web
+from prometheus_client import REGISTRY
 
 from services.common import errors
 from services.common.bus import Bus, subject
@@ -157,7 +158,15 @@ async def test_fields_follow_a_json_file_and_an_http_url(
 
     try:
         async with (
-            running_service(GraphicsService, GraphicsSettings, nats_server.url) as svc,
+            running_service(
+                GraphicsService,
+                GraphicsSettings,
+                nats_server.url,
+                # The data policy allows this folder, and the feed's address and port only.
+                binding_data_dir=str(tmp_path),
+                binding_hosts=(f"127.0.0.1:{port}",),
+                binding_networks=("127.0.0.1/32",),
+            ) as svc,
             LayerReceiver(f"127.0.0.1:{svc.grpc.port}", production, 1280, 720) as rx,
         ):
             lower = graphics_pb2.GfxShow(
@@ -214,9 +223,20 @@ async def test_fields_follow_a_json_file_and_an_http_url(
                 lambda: np.array_equal(rx.canvas[y0:y1, x0:x1], expected[y0:y1, x0:x1])
             )
 
-            # A value that does not fit its field is refused, the field keeps its value.
+            # A value that does not fit its field is refused (counted), the field keeps its value.
+            def refused_values() -> float:
+                labels = {"source": "value"}
+                return (
+                    REGISTRY.get_sample_value("baycast_graphics_binding_errors_total", labels) or 0
+                )
+
+            before = refused_values()
             served["headlines"] = "not a list"
-            await asyncio.sleep(0.5)
+            async with asyncio.timeout(10):  # polled: a metric has no event to wait on
+                while True:
+                    if refused_values() > before:
+                        break
+                    await asyncio.sleep(0.05)
             assert json.loads((await fields())["news"]["items"]) == ["第一条", "第二条 breaking"]
 
             # A binding naming a field the template lacks is refused up front.
