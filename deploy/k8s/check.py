@@ -21,13 +21,20 @@
 6. baycast's own policy over everything rendered: the probe paths, /tmp, grace > drain and NATS'
    lame duck, PDBs, HPAs (the metric each follows exists: a custom metric is one of
    prometheus-adapter's rules, over gauges the service exports; a replica followed by its units
-   is full by its CPU budget when it takes nothing more), the NetworkPolicies (default
-   deny and exactly the flows the design needs); each service's environment loads with its own
-   settings code and names only settings it has; NATS has every GRANTS user, each service
-   connects as its own user with its password from the Secret, and no object but a Secret
-   carries a password (docs/adr/0009); the exchange (check_exchange.py): ingest's and
-   distribution's WebRTC ranges as hostPorts, their public Services, and the secrets control,
-   ingest and distribution share from one Secret.
+   is full by its CPU budget when it takes nothing more); each service's environment loads with
+   its own settings code and names only settings it has; NATS has every GRANTS user, each
+   service connects as its own user with its password from the Secret (its namespace's copy),
+   and no object but a Secret carries a password (docs/adr/0009); what a pod, Service, PDB or
+   HPA names by name is in its own namespace, and a Secret's copies hold the same values; the
+   exchange (check_exchange.py): ingest's and distribution's WebRTC ranges as hostPorts, their
+   public Services, and the secrets control, ingest and distribution share from one Secret;
+   Pod Security (check_pod_security.py): every pod meets "restricted" but for those hostPorts,
+   and every namespace enforces the strictest level its pods meet (the Helm release namespace
+   as its NOTES tell the operator to label it), audits and warns against "restricted";
+   NetworkPolicies in every render (check_network.py): default deny in each namespace, a policy
+   of its own for every workload, exactly the flows the design needs across the two
+   namespaces, and outside the cluster only ingest's ICE checks and the destinations listed
+   for distribution (outputs) and graphics (binding hosts), none by default.
 7. Parity: kustomize and Helm render the same objects for the same settings
    (overlays/dev == chart defaults, overlays/prod == values-production.yaml), and the dashboards'
    and the adapter rules' ConfigMaps carry their one source file as it is.
@@ -78,8 +85,9 @@ if str(K8S) not in sys.path:
     sys.path.insert(0, str(K8S))
 
 import check_exchange  # noqa: E402
+import check_network  # noqa: E402
+import check_pod_security  # noqa: E402
 from check_objects import (  # noqa: E402
-    SERVICES,
     Obj,
     component,
     env_settings,
@@ -101,8 +109,12 @@ NAMESPACE = "baycast"
 # Kinds the bundled Kubernetes schemas do not cover (Prometheus Operator CRDs): their schemas
 # live in the operator's CRDs, which are not vendored here. The policy checks still read them.
 CRD_KINDS = frozenset({"ServiceMonitor", "PrometheusRule"})
-# Kinds only kustomize renders: Helm leaves the namespace to `helm install --create-namespace`.
-KUSTOMIZE_ONLY_KINDS = frozenset({"Namespace"})
+# ingest and distribution run in a namespace of their own (check_network.EDGE_NAMESPACE, the
+# chart's default <release namespace>-edge), whose Pod Security level admits their hostPorts
+# (docs/adr/0005); everything else in NAMESPACE, which enforces "restricted".
+# Objects only kustomize renders: Helm cannot own the namespace it installs into; the operator
+# labels it as the chart's NOTES say (helm_release_namespaces reads them).
+KUSTOMIZE_ONLY_OBJECTS = frozenset({("Namespace", "", NAMESPACE)})
 DEFAULT_DRAIN_SECONDS = 10.0
 # The generated-name suffix kustomize gives a ConfigMap (a content hash): pods roll on change.
 KUSTOMIZE_HASH = re.compile(r"-[bcdfghkmt2-9]{10}$")
@@ -118,6 +130,9 @@ class Render:
     # Dashboards and rules the render must carry (production renders only).
     dashboards: list[str] = field(default_factory=list)
     rules: list[str] = field(default_factory=list)
+    # Namespaces the render uses without carrying them, as the operator is told to label them
+    # (Helm: the release namespace, from the NOTES).
+    assumed_namespaces: list[Obj] = field(default_factory=list)
 
 
 class CheckError(Exception):
@@ -161,6 +176,8 @@ def generated_files() -> dict[Path, str]:
         generators.append(
             {
                 "name": f"baycast-dashboard-{file_stem(source)}",
+                # A component names its objects' namespace itself: they could go to either.
+                "namespace": NAMESPACE,
                 "files": [f"dashboards/{source.name}"],
             }
         )
@@ -195,6 +212,7 @@ def generated_files() -> dict[Path, str]:
                 "kind": "PrometheusRule",
                 "metadata": {
                     "name": f"baycast-rules-{file_stem(source)}",
+                    "namespace": NAMESPACE,
                     "labels": {
                         "app.kubernetes.io/name": "baycast",
                         "app.kubernetes.io/instance": "baycast",
@@ -363,6 +381,33 @@ def helm_render_values(
     values: dict[str, Any], label: str = "values"
 ) -> tuple[list[Obj], list[str]]:
     """Objects of the chart rendered with `values` over its defaults, and lint findings."""
+    objects, problems, _ = helm_render_notes(values, label)
+    return objects, problems
+
+
+# `kubectl label namespace <name> --overwrite k=v ...`, as the chart's NOTES print it.
+NOTES_LABEL = re.compile(r"kubectl label namespace (\S+) --overwrite((?: [\w./-]+=[\w.-]+)+)")
+
+
+def helm_release_namespaces(notes: str) -> list[Obj]:
+    """The Namespaces the chart's NOTES tell the operator to label, as they will be labelled."""
+    return [
+        {
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {
+                "name": found.group(1),
+                "labels": dict(pair.split("=", 1) for pair in found.group(2).split()),
+            },
+        }
+        for found in NOTES_LABEL.finditer(notes)
+    ]
+
+
+def helm_render_notes(
+    values: dict[str, Any], label: str = "values"
+) -> tuple[list[Obj], list[str], str]:
+    """Objects of the chart rendered with `values` over its defaults, lint findings, NOTES."""
     import helm_python as helm
 
     problems: list[str] = []
@@ -383,11 +428,13 @@ def helm_render_values(
             problems.append(f"helm lint {label}: {message.get('path')}: {message.get('error')}")
     problems += [f"helm lint {label}: {error}" for error in report.get("errors", [])]
     objects = []
+    notes = ""
     for template, text in sorted(manifests.items()):
         if template.endswith("NOTES.txt"):
+            notes = text
             continue
         objects += parse_documents(text)
-    return objects, problems
+    return objects, problems, notes
 
 
 # -- schema validation ----------------------------------------------------------------------------
@@ -456,14 +503,11 @@ CHECKOV_REPLACES = {
 }
 # checkov's checks that do not fit baycast, each with why.
 CHECKOV_SKIPS = {
-    "CKV2_K8S_6": "a NetworkPolicy for every pod: the NetworkPolicies are an opt-in component (the "
-    "production renders have them) whose flows network_policy_violations evaluates, default "
-    "deny and exactly the flows the design needs; checkov's graph check would also count one "
-    "render's policies for another render's pods",
     "CKV_K8S_15": "pull policy Always: images are fixed release tags (CKV_K8S_14), so IfNotPresent "
     "starts a replacement pod without waiting on the registry",
     "CKV_K8S_26": "hostPort: ingest's and distribution's WebRTC ranges are published on the node "
-    "by design (docs/adr/0005); check_exchange allows exactly those ranges and no other hostPort",
+    "by design (docs/adr/0005), from a namespace of their own whose Pod Security level admits "
+    "them; check_exchange allows exactly those ranges and no other hostPort",
     "CKV_K8S_35": "secrets as files: the services read their settings, and nats-server its users' "
     "passwords, from the environment; the values come from Secrets (secretKeyRef), never "
     "literals (password_literal_violations)",
@@ -852,7 +896,9 @@ def dashboard_copy_violations(root: Path = ROOT, dashboards: Path = DASHBOARDS) 
                 continue
             try:
                 board = json.loads(path.read_text(encoding="utf-8"))
-            except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            except (OSError, ValueError, RecursionError):
+                # Not JSON, or JSON no parser should take in whole (fuzzing corpora hold
+                # 4301-digit integers and arrays nested past the recursion limit): no dashboard.
                 board = None
             is_board = isinstance(board, dict) and "panels" in board and "schemaVersion" in board
             if name in names or is_board:
@@ -864,226 +910,6 @@ def dashboard_copy_violations(root: Path = ROOT, dashboards: Path = DASHBOARDS) 
     link = root / CHART.relative_to(ROOT) / "files" / "dashboards"
     if link.exists() and link.resolve() != home:
         problems.append(f"{link.relative_to(root)} does not lead to {dashboards.relative_to(root)}")
-    return problems
-
-
-# -- NetworkPolicy evaluation ---------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Peer:
-    """A traffic end: a pod of the namespace (labels), or something outside it."""
-
-    name: str
-    labels: tuple[tuple[str, str], ...] = ()
-    namespace_labels: tuple[tuple[str, str], ...] = ()
-    ip: str | None = None  # outside the cluster
-
-    @property
-    def in_namespace(self) -> bool:
-        return not self.namespace_labels and self.ip is None
-
-
-def peer_of(component_name: str) -> Peer:
-    return Peer(
-        component_name,
-        (
-            ("app.kubernetes.io/component", component_name),
-            ("app.kubernetes.io/instance", RELEASE),
-            ("app.kubernetes.io/name", "baycast"),
-        ),
-    )
-
-
-PROMETHEUS = Peer(
-    "prometheus",
-    (("app.kubernetes.io/name", "prometheus"),),
-    (("kubernetes.io/metadata.name", "monitoring"),),
-)
-INTERNET = Peer("internet", ip="203.0.113.7")
-
-
-def _peer_matches(rule_peer: Obj, peer: Peer) -> bool:
-    if "ipBlock" in rule_peer:
-        block = rule_peer["ipBlock"]
-        return peer.ip is not None and block["cidr"] == "0.0.0.0/0" and not block.get("except")
-    if peer.ip is not None:
-        return False
-    ns_sel = rule_peer.get("namespaceSelector")
-    if ns_sel is None and not peer.in_namespace:
-        return False
-    if ns_sel is not None and not selects(ns_sel, dict(peer.namespace_labels)):
-        return False
-    return selects(rule_peer.get("podSelector", {}), dict(peer.labels))
-
-
-def _ports_match(ports: list[Obj] | None, protocol: str, port: int) -> bool:
-    if not ports:
-        return True
-    for p in ports:
-        if p.get("protocol", "TCP") != protocol:
-            continue
-        if "port" not in p:
-            return True
-        low = int(p["port"])
-        if low <= port <= int(p.get("endPort", low)):
-            return True
-    return False
-
-
-def _direction_allows(
-    policies: list[Obj], subject: Peer, other: Peer, protocol: str, port: int, direction: str
-) -> bool:
-    """Whether `subject` (a pod of the namespace) may exchange traffic with `other`."""
-    key, peers_key = ("ingress", "from") if direction == "Ingress" else ("egress", "to")
-    selecting = [
-        p
-        for p in policies
-        if direction in p["spec"].get("policyTypes", ["Ingress"])
-        and selects(p["spec"].get("podSelector", {}), dict(subject.labels))
-    ]
-    if not selecting:
-        return True  # no policy isolates this pod in this direction
-    for policy in selecting:
-        for rule in policy["spec"].get(key, []):
-            peers = rule.get(peers_key)
-            if peers and not any(_peer_matches(rp, other) for rp in peers):
-                continue
-            if _ports_match(rule.get("ports"), protocol, port):
-                return True
-    return False
-
-
-def flow_allowed(policies: list[Obj], src: Peer, dst: Peer, protocol: str, port: int) -> bool:
-    egress = not src.in_namespace or _direction_allows(policies, src, dst, protocol, port, "Egress")
-    ingress = not dst.in_namespace or _direction_allows(
-        policies, dst, src, protocol, port, "Ingress"
-    )
-    return egress and ingress
-
-
-HTTP = {
-    "ingest": 8101,
-    "mixer": 8102,
-    "graphics": 8103,
-    "distribution": 8104,
-    "monitoring": 8105,
-    "control": 8106,
-}
-GRPC = {
-    "ingest": 9101,
-    "mixer": 9102,
-    "graphics": 9103,
-    "distribution": 9104,
-    "monitoring": 9105,
-    "control": 9106,
-}
-
-
-# What stations reach from outside when a render does not say: ingest's WebRTC range,
-# distribution's (WHEP) and the UDP ports of SRT returns in listener mode.
-INGEST_RTC = (40000, 40015)
-DISTRIBUTION_RTC = (40100, 40115)
-SRT_RETURNS = (9200, 9207)
-# Ports stations' devices listen on, for the egress flows: a TSL tally receiver (any port a
-# station's tally_url names), an SRT decoder a return calls, a browser's ICE candidate.
-TALLY_PORT = 8900
-DECODER_PORT = 9000
-VIEWER_PORT = 50000
-
-
-def required_flows(
-    rtc: tuple[int, int],
-    whep: tuple[int, int] = DISTRIBUTION_RTC,
-    srt_returns: tuple[int, int] = SRT_RETURNS,
-) -> list[tuple[Peer, Peer, str, int]]:
-    nats = peer_of("nats")
-    flows = [(peer_of(s), nats, "TCP", 4222) for s in SERVICES]
-    flows += [(nats, nats, "TCP", 6222)]
-    flows += [
-        (peer_of("mixer"), peer_of("ingest"), "TCP", GRPC["ingest"]),
-        (peer_of("mixer"), peer_of("graphics"), "TCP", GRPC["graphics"]),
-        (peer_of("distribution"), peer_of("mixer"), "TCP", GRPC["mixer"]),
-        (peer_of("monitoring"), peer_of("mixer"), "TCP", GRPC["mixer"]),
-        (peer_of("monitoring"), peer_of("ingest"), "TCP", GRPC["ingest"]),
-    ]
-    flows += [(PROMETHEUS, peer_of(s), "TCP", HTTP[s]) for s in SERVICES]
-    flows += [
-        (INTERNET, peer_of("ingest"), "TCP", HTTP["ingest"]),  # WHIP
-        (INTERNET, peer_of("ingest"), "TCP", 1935),  # RTMP
-        (INTERNET, peer_of("ingest"), "UDP", 9000),  # SRT
-        (INTERNET, peer_of("ingest"), "UDP", rtc[0]),  # WebRTC media
-        (INTERNET, peer_of("ingest"), "UDP", rtc[1]),
-        # HLS, WHEP, the /exchange/... event streams
-        (INTERNET, peer_of("distribution"), "TCP", HTTP["distribution"]),
-        (INTERNET, peer_of("distribution"), "UDP", whep[0]),  # WHEP media
-        (INTERNET, peer_of("distribution"), "UDP", whep[1]),
-        (INTERNET, peer_of("distribution"), "UDP", srt_returns[0]),  # SRT returns, listener
-        (INTERNET, peer_of("distribution"), "UDP", srt_returns[1]),
-        (INTERNET, peer_of("control"), "TCP", HTTP["control"]),  # the control room
-        (peer_of("distribution"), INTERNET, "TCP", 1935),  # RTMP push
-        (peer_of("distribution"), INTERNET, "TCP", 443),  # RTMPS push
-        (peer_of("distribution"), INTERNET, "UDP", DECODER_PORT),  # SRT push, return (caller)
-        (peer_of("distribution"), INTERNET, "UDP", TALLY_PORT),  # TSL tally over UDP
-        (peer_of("distribution"), INTERNET, "TCP", TALLY_PORT),  # TSL tally over TCP
-        (peer_of("distribution"), INTERNET, "UDP", VIEWER_PORT),  # ICE, media to viewers
-        (peer_of("ingest"), INTERNET, "UDP", rtc[0]),  # ICE checks
-    ]
-    return flows
-
-
-def forbidden_flows(
-    rtc: tuple[int, int],
-    whep: tuple[int, int] = DISTRIBUTION_RTC,
-    srt_returns: tuple[int, int] = SRT_RETURNS,
-) -> list[tuple[Peer, Peer, str, int]]:
-    """Flows the design does not need: a sample of what default deny must stop."""
-    return [
-        (peer_of("graphics"), peer_of("ingest"), "TCP", GRPC["ingest"]),
-        (peer_of("distribution"), peer_of("ingest"), "TCP", GRPC["ingest"]),
-        (peer_of("ingest"), peer_of("mixer"), "TCP", GRPC["mixer"]),
-        (peer_of("monitoring"), peer_of("graphics"), "TCP", GRPC["graphics"]),
-        (peer_of("mixer"), peer_of("distribution"), "TCP", GRPC["distribution"]),
-        (INTERNET, peer_of("mixer"), "TCP", HTTP["mixer"]),
-        (INTERNET, peer_of("ingest"), "TCP", GRPC["ingest"]),
-        (INTERNET, peer_of("ingest"), "UDP", rtc[1] + 1),
-        (INTERNET, peer_of("nats"), "TCP", 4222),
-        (peer_of("graphics"), INTERNET, "TCP", 443),
-        (peer_of("mixer"), INTERNET, "TCP", 443),
-        (peer_of("control"), INTERNET, "TCP", 443),
-        (peer_of("control"), peer_of("mixer"), "TCP", GRPC["mixer"]),
-        (peer_of("control"), peer_of("ingest"), "TCP", HTTP["ingest"]),
-        (INTERNET, peer_of("control"), "TCP", GRPC["control"]),
-        (INTERNET, peer_of("distribution"), "TCP", GRPC["distribution"]),
-        (INTERNET, peer_of("distribution"), "UDP", whep[1] + 1),
-        (INTERNET, peer_of("distribution"), "UDP", srt_returns[1] + 1),
-        (peer_of("distribution"), INTERNET, "SCTP", TALLY_PORT),
-    ]
-
-
-def network_policy_violations(objects: list[Obj]) -> list[str]:
-    policies = [o for o in objects if o.get("kind") == "NetworkPolicy"]
-    problems = []
-    deny = [
-        p
-        for p in policies
-        if p["spec"].get("podSelector") == {}
-        and set(p["spec"].get("policyTypes", [])) == {"Ingress", "Egress"}
-        and not p["spec"].get("ingress")
-        and not p["spec"].get("egress")
-    ]
-    if not deny:
-        problems.append("NetworkPolicies: no default-deny policy (podSelector {}, no rules)")
-    rtc = check_exchange.webrtc_range(objects, "ingest") or INGEST_RTC
-    whep = check_exchange.webrtc_range(objects, "distribution") or DISTRIBUTION_RTC
-    listeners = check_exchange.public_udp_ports(objects, "distribution")
-    srt_returns = (listeners[0], listeners[-1]) if listeners else SRT_RETURNS
-    for src, dst, protocol, port in required_flows(rtc, whep, srt_returns):
-        if not flow_allowed(policies, src, dst, protocol, port):
-            problems.append(f"NetworkPolicies block {src.name} -> {dst.name} {protocol}/{port}")
-    for src, dst, protocol, port in forbidden_flows(rtc, whep, srt_returns):
-        if flow_allowed(policies, src, dst, protocol, port):
-            problems.append(f"NetworkPolicies allow {src.name} -> {dst.name} {protocol}/{port}")
     return problems
 
 
@@ -1120,6 +946,112 @@ def password_literal_violations(objects: list[Obj]) -> list[str]:
                 if secret_name and "value" in var:
                     problems.append(f"{ident(obj)}: {var['name']} has a literal value")
     return problems
+
+
+def namespace_of(obj: Obj) -> str:
+    return str(obj.get("metadata", {}).get("namespace") or "")
+
+
+def secret_copy_violations(objects: list[Obj]) -> list[str]:
+    """A Secret rendered in several namespaces (a pod reads Secrets of its own namespace only)
+    holds the same value under every key its copies share: the NATS passwords, the shared
+    secrets."""
+    copies: dict[str, list[Obj]] = {}
+    for obj in objects:
+        if obj.get("kind") == "Secret":
+            copies.setdefault(obj["metadata"]["name"], []).append(obj)
+    problems = []
+    for name, found in sorted(copies.items()):
+        values: dict[str, set[str]] = {}
+        for obj in found:
+            for key, value in (obj.get("data") or {}).items():
+                values.setdefault(key, set()).add(str(value))
+        for key, seen in sorted(values.items()):
+            if len(seen) > 1:
+                where = ", ".join(sorted(namespace_of(o) for o in found))
+                problems.append(f"Secret/{name}: its copies ({where}) differ in {key}")
+    return problems
+
+
+def _pod_references(spec: Obj) -> Iterator[tuple[str, str]]:
+    """(kind, name) of each ConfigMap, Secret and ServiceAccount a pod spec names."""
+    if spec.get("serviceAccountName"):
+        yield "ServiceAccount", spec["serviceAccountName"]
+    for volume in spec.get("volumes", []):
+        if "configMap" in volume:
+            yield "ConfigMap", volume["configMap"]["name"]
+        if "secret" in volume:
+            yield "Secret", volume["secret"]["secretName"]
+    for container in [*spec.get("initContainers", []), *spec.get("containers", [])]:
+        for source in container.get("envFrom", []):
+            if "configMapRef" in source:
+                yield "ConfigMap", source["configMapRef"]["name"]
+            if "secretRef" in source:
+                yield "Secret", source["secretRef"]["name"]
+        for var in container.get("env", []):
+            ref = var.get("valueFrom", {})
+            if "configMapKeyRef" in ref:
+                yield "ConfigMap", ref["configMapKeyRef"]["name"]
+            if "secretKeyRef" in ref:
+                yield "Secret", ref["secretKeyRef"]["name"]
+
+
+def namespace_reference_violations(objects: list[Obj]) -> list[str]:
+    """What refers to something by name finds it in its own namespace, now that the objects
+    span two: a pod's ConfigMaps, Secrets and ServiceAccount (when the render carries one of that
+    name anywhere: kustomize leaves the Secrets to the operator), the pods a Service or a PDB
+    selects, the Deployment an HPA scales."""
+    present = {(o.get("kind"), namespace_of(o), o["metadata"]["name"]) for o in objects}
+    named = {(kind, name) for kind, _, name in present}
+    problems = []
+    workloads = [o for o in objects if pod_template(o) is not None]
+    for obj in workloads:
+        namespace = namespace_of(obj)
+        for ref_kind, name in sorted(set(_pod_references(obj["spec"]["template"]["spec"]))):
+            if (ref_kind, name) in named and (ref_kind, namespace, name) not in present:
+                problems.append(
+                    f"{ident(obj)}: its {ref_kind} {name} is not in its namespace {namespace}"
+                )
+    for obj in objects:
+        kind = str(obj.get("kind"))
+        if kind == "Service":
+            selector = {"matchLabels": obj["spec"].get("selector") or {}}
+            if not selector["matchLabels"]:
+                continue
+        elif kind == "PodDisruptionBudget":
+            selector = obj["spec"].get("selector", {})
+        elif kind == "HorizontalPodAutoscaler":
+            target = obj["spec"]["scaleTargetRef"]
+            key = (target.get("kind"), namespace_of(obj), target.get("name"))
+            if (target.get("kind"), target.get("name")) in named and key not in present:
+                problems.append(
+                    f"{ident(obj)}: scales {target.get('kind')}/{target.get('name')}, which is "
+                    f"not in its namespace {namespace_of(obj)}"
+                )
+            continue
+        else:
+            continue
+        matched = [
+            w
+            for w in workloads
+            if selects(selector, w["spec"]["template"]["metadata"].get("labels", {}))
+        ]
+        if matched and not any(namespace_of(w) == namespace_of(obj) for w in matched):
+            problems.append(
+                f"{ident(obj)}: selects the pods of {ident(matched[0])}, which run in namespace "
+                f"{namespace_of(matched[0])}, not its own ({namespace_of(obj)})"
+            )
+    return problems
+
+
+def names_service(host: str, namespace: str, services: set[tuple[str, str]]) -> bool:
+    """Whether a pod of `namespace` reaches one of `services` ((namespace, name)) at `host`: its
+    name in its own namespace, else <name>.<namespace>[.svc[.cluster.local]]."""
+    parts = host.split(".")
+    if len(parts) == 1:
+        return (namespace, host) in services
+    suffix = ".".join(parts[2:])
+    return (parts[1], parts[0]) in services and suffix in ("", "svc", "svc.cluster.local")
 
 
 def parse_authorization(text: str) -> Obj | None:
@@ -1177,12 +1109,14 @@ def nats_auth_violations(objects: list[Obj]) -> list[str]:
             problems.append(f"{ident(obj)}: NATS user {user} is not in GRANTS")
 
     secrets: set[str] = set()
-    nats_services = set()
+    nats_services: set[tuple[str, str]] = set()  # (namespace, name)
+    nats_namespaces: set[str] = set()
     for obj in objects:
         if obj.get("kind") == "Service" and component(obj) == "nats":
-            nats_services.add(obj["metadata"]["name"])
+            nats_services.add((namespace_of(obj), obj["metadata"]["name"]))
         if obj.get("kind") != "StatefulSet" or component(obj) != "nats":
             continue
+        nats_namespaces.add(namespace_of(obj))
         for container in obj["spec"]["template"]["spec"]["containers"]:
             env = {v["name"]: v for v in container.get("env", [])}
             for user in users:
@@ -1195,11 +1129,31 @@ def nats_auth_violations(objects: list[Obj]) -> list[str]:
                     secrets.add(ref[0])
     if len(secrets) > 1:
         problems.append(f"NATS passwords come from several Secrets: {sorted(secrets)}")
+    # The users whose passwords each namespace's pods read (a pod reads its own namespace's copy).
+    readers: dict[str, set[str]] = {}
+    for obj in objects:
+        for container in (pod_template(obj) or {}).get("spec", {}).get("containers", []):
+            ref = secret_ref(
+                next((v for v in container.get("env", []) if v["name"] == "NATS_PASSWORD"), None)
+            )
+            if ref is not None and ref[0] in secrets:
+                readers.setdefault(namespace_of(obj), set()).add(ref[1])
     for obj in objects:
         if obj.get("kind") == "Secret" and obj["metadata"]["name"] in secrets:
             keys = set(obj.get("data") or {}) | set(obj.get("stringData") or {})
+            namespace = namespace_of(obj)
+            if not namespace or not nats_namespaces or namespace in nats_namespaces:
+                needed = set(users)  # NATS' own copy: every user
+            else:
+                needed = readers.get(namespace, set())
+                extra = sorted(keys - needed)
+                if extra:
+                    problems.append(
+                        f"{ident(obj)} in {namespace}: holds the NATS passwords of "
+                        f"{', '.join(extra)}, which no pod of {namespace} uses"
+                    )
             for user in users:
-                if user not in keys:
+                if user in needed and user not in keys:
                     problems.append(f"{ident(obj)}: no password for NATS user {user}")
     if not configs:
         return problems
@@ -1229,7 +1183,7 @@ def nats_auth_violations(objects: list[Obj]) -> list[str]:
                 )
             elif names.index("NATS_PASSWORD") > names.index("BAYCAST_NATS_URL"):
                 problems.append(f"{ident(obj)}: NATS_PASSWORD must come before BAYCAST_NATS_URL")
-            if url.hostname not in nats_services:
+            if not names_service(url.hostname or "", namespace_of(obj), nats_services):
                 problems.append(f"{ident(obj)}: BAYCAST_NATS_URL's host is not the NATS Service")
     return problems
 
@@ -1261,7 +1215,6 @@ def production_violations(render: Render) -> list[str]:
     nats = [o for o in objects if o.get("kind") == "StatefulSet" and component(o) == "nats"]
     if not nats or nats[0]["spec"].get("replicas", 1) < 3:
         problems.append("NATS: fewer than 3 servers")
-    problems += network_policy_violations(objects)
     if ("ServiceMonitor", RELEASE) not in kinds:
         problems.append("no ServiceMonitor")
     for stem in render.dashboards:
@@ -1287,15 +1240,22 @@ def policy_violations(render: Render) -> list[str]:
     problems += [f"{render.label}: {p}" for p in one_copy_violations(render.objects)]
     problems += [f"{render.label}: {p}" for p in nats_auth_violations(render.objects)]
     problems += [f"{render.label}: {p}" for p in password_literal_violations(render.objects)]
+    problems += [f"{render.label}: {p}" for p in secret_copy_violations(render.objects)]
+    problems += [f"{render.label}: {p}" for p in namespace_reference_violations(render.objects)]
     exchange = [
         *check_exchange.host_port_overlap_violations(render.objects),
-        *check_exchange.pod_security_violations(render.objects),
         *check_exchange.public_service_violations(render.objects, render.production),
         *check_exchange.shared_secret_violations(render.objects),
     ]
     problems += [f"{render.label}: {p}" for p in exchange]
-    if any(o.get("kind") == "NetworkPolicy" for o in render.objects) and not render.production:
-        problems += [f"{render.label}: {p}" for p in network_policy_violations(render.objects)]
+    pod_security = [
+        *check_pod_security.pod_violations(render.objects),
+        *check_pod_security.namespace_violations(render.objects, render.assumed_namespaces),
+    ]
+    problems += [f"{render.label}: {p}" for p in pod_security]
+    problems += [
+        f"{render.label}: {p}" for p in check_network.network_policy_violations(render.objects)
+    ]
     if render.production:
         problems += production_violations(render)
     return problems
@@ -1307,14 +1267,18 @@ def policy_violations(render: Render) -> list[str]:
 # ingest, distribution and control share (kustomize cannot make random values; with kustomize
 # the operator creates those Secrets, docs/adr/0009 and the README).
 SHARED_SECRET = f"{RELEASE}-shared-secrets"
+# (In either namespace: kind and name are enough to know them.)
 HELM_ONLY_OBJECTS = frozenset({("Secret", NATS_SECRET), ("Secret", SHARED_SECRET)})
+# A parity key: (kind, namespace, name).
+Key = tuple[str, str, str]
 
 # Labels and annotations only Helm writes (chart version, release bookkeeping, config checksum).
 HELM_ONLY_LABELS = ("app.kubernetes.io/version", "app.kubernetes.io/managed-by", "helm.sh/chart")
 
 
-def normalise(objects: list[Obj], *, kustomize_names: bool) -> dict[tuple[str, str], Obj]:
-    """Objects keyed by (kind, name), without what legitimately differs between the tools:
+def normalise(objects: list[Obj], *, kustomize_names: bool) -> dict[Key, Obj]:
+    """Objects keyed by (kind, namespace, name), without what legitimately differs between the
+    tools:
     kustomize's ConfigMap hash suffixes, Helm's bookkeeping labels and checksum annotations,
     comments and spacing inside nats.conf."""
     renames: dict[str, str] = {}
@@ -1346,11 +1310,11 @@ def normalise(objects: list[Obj], *, kustomize_names: bool) -> dict[tuple[str, s
 
     result = {}
     for obj in objects:
-        if obj.get("kind") in KUSTOMIZE_ONLY_KINDS:
-            continue
         norm = walk(copy.deepcopy(obj))
         norm["metadata"]["name"] = renames.get(norm["metadata"]["name"], norm["metadata"]["name"])
-        norm["metadata"].pop("namespace", None)
+        key = (norm["kind"], str(norm["metadata"].get("namespace") or ""), norm["metadata"]["name"])
+        if key in KUSTOMIZE_ONLY_OBJECTS:
+            continue
         data = norm.get("data", {})
         if "nats.conf" in data:
             data["nats.conf"] = "\n".join(
@@ -1360,7 +1324,7 @@ def normalise(objects: list[Obj], *, kustomize_names: bool) -> dict[tuple[str, s
             )
         if norm["kind"] == "ConfigMap":
             norm["data"] = {k: str(v) for k, v in data.items()}
-        result[(norm["kind"], norm["metadata"]["name"])] = norm
+        result[key] = norm
     return result
 
 
@@ -1385,17 +1349,22 @@ def parity_violations(kustomized: Render, helmed: Render) -> list[str]:
     k = normalise(kustomized.objects, kustomize_names=True)
     h = normalise(helmed.objects, kustomize_names=False)
     label = f"{kustomized.label} vs {helmed.label}"
-    problems = [
-        f"{label}: {kind}/{name} only in kustomize" for kind, name in sorted(set(k) - set(h))
-    ]
+    problems = [f"{label}: {shown(key)} only in kustomize" for key in sorted(set(k) - set(h))]
     problems += [
-        f"{label}: {kind}/{name} only in Helm"
-        for kind, name in sorted(set(h) - set(k) - HELM_ONLY_OBJECTS)
+        f"{label}: {shown(key)} only in Helm"
+        for key in sorted(set(h) - set(k))
+        if (key[0], key[2]) not in HELM_ONLY_OBJECTS
     ]
     for key in sorted(set(k) & set(h)):
         for diff in differences(k[key], h[key]):
-            problems.append(f"{label}: {key[0]}/{key[1]}{diff}")
+            problems.append(f"{label}: {shown(key)}{diff}")
     return problems
+
+
+def shown(key: Key) -> str:
+    """Kind/name, and the namespace when it is not the main one."""
+    kind, namespace, name = key
+    return f"{kind}/{name}" + (f" ({namespace})" if namespace not in ("", NAMESPACE) else "")
 
 
 # -- main -----------------------------------------------------------------------------------------
@@ -1593,10 +1562,13 @@ def render_checks(renders: dict[str, Render], summary: list[str], problems: list
         problems += policy_violations(render)
         problems += settings_violations(render)
     summary.append(
-        "policy: probe paths, /tmp, grace > drain, PDBs, HPAs and the metrics they follow, "
-        "NetworkPolicy flows; settings load with each service's code; NATS users from GRANTS, "
-        "each service its own user, no password outside a Secret; WebRTC hostPort ranges "
-        "(ingest, distribution), public Services, shared secrets"
+        "policy: probe paths, /tmp, grace > drain, PDBs, HPAs and the metrics they follow; "
+        "settings load with each service's code; NATS users from GRANTS, each service its own "
+        "user, no password outside a Secret; references within each namespace; WebRTC hostPort "
+        "ranges (ingest, distribution), public Services, shared secrets; Pod Security "
+        "(restricted but the hostPorts, each namespace enforcing the strictest level its pods "
+        "meet); NetworkPolicies (default deny per namespace, the design's flows, egress only to "
+        "listed destinations)"
     )
     problems += parity_violations(renders["kustomize dev"], renders["helm defaults"])
     problems += parity_violations(renders["kustomize prod"], renders["helm production"])
@@ -1633,12 +1605,24 @@ def run_checks() -> tuple[list[str], list[str]]:
         "kustomize dev": Render("kustomize dev", kustomize("dev"), production=False),
         "kustomize prod": Render("kustomize prod", kustomize("prod"), True, dashboards, rules),
     }
-    helm_default, lint_default = helm_render(None)
-    helm_prod, lint_prod = helm_render("values-production.yaml")
+    helm_default, lint_default, notes_default = helm_render_notes({}, "values.yaml")
+    helm_prod, lint_prod, notes_prod = helm_render_notes(
+        load_values("values-production.yaml"), "values-production.yaml"
+    )
     problems += lint_default + lint_prod
-    renders["helm defaults"] = Render("helm defaults", helm_default, production=False)
+    renders["helm defaults"] = Render(
+        "helm defaults",
+        helm_default,
+        production=False,
+        assumed_namespaces=helm_release_namespaces(notes_default),
+    )
     renders["helm production"] = Render(
-        "helm production", helm_prod, production=True, dashboards=dashboards, rules=rules
+        "helm production",
+        helm_prod,
+        production=True,
+        dashboards=dashboards,
+        rules=rules,
+        assumed_namespaces=helm_release_namespaces(notes_prod),
     )
     checkov = start_checkov(renders.values())
     try:

@@ -5,12 +5,12 @@
   takes no more sessions or viewers than the range has ports; ICE binds the pod address and the
   SDP answer announces the node's (or a fixed one); a required anti-affinity keeps one pod per
   node and rollouts replace in place (a surge pod would find no node with the ports free). No
-  other container publishes a hostPort, no two workloads publish the same one, and no namespace
-  enforces a Pod Security level that refuses them.
-* Their public Services: each selects its pods, keeps a client on one pod (ClientIP: a WHIP or
-  WHEP DELETE reaches the pod that answered the POST), keeps the client's address
-  (externalTrafficPolicy Local on a LoadBalancer), publishes the HTTP port and leads only to
-  ports the pod declares; a production render makes them LoadBalancers.
+  other container publishes a hostPort, and no two workloads publish the same one. (That their
+  namespace's Pod Security level admits the hostPorts: check_pod_security.)
+* Their public Services: each selects its pods (in their namespace), keeps a client on one pod
+  (ClientIP: a WHIP or WHEP DELETE reaches the pod that answered the POST), keeps the client's
+  address (externalTrafficPolicy Local on a LoadBalancer), publishes the HTTP port and leads
+  only to ports the pod declares; a production render makes them LoadBalancers.
 * Shared secrets: BAYCAST_SRT_SECRET (ingest, distribution: a station's SRT passphrase derives
   from it) and BAYCAST_MEDIA_GRANT_SECRET (control, ingest, distribution: media grants) come
   from one Secret, the same keys for every pod that uses them, never from a ConfigMap or a
@@ -38,8 +38,6 @@ from check_objects import (
 # port each: WHIP and WHEP bundle audio and video).
 WEBRTC_SERVICES = {"ingest": "MAX_SESSIONS", "distribution": "MAX_VIEWERS"}
 HOSTNAME = "kubernetes.io/hostname"
-# Pod Security levels that refuse hostPorts.
-NO_HOST_PORTS = frozenset({"baseline", "restricted"})
 
 # Variable -> (key in the shared Secret, services that use it).
 SHARED_SECRETS = {
@@ -205,30 +203,6 @@ def host_port_overlap_violations(objects: list[Obj]) -> list[str]:
     ]
 
 
-def pod_security_violations(objects: list[Obj]) -> list[str]:
-    """A namespace enforcing baseline or restricted refuses the WebRTC pods (docs/adr/0005)."""
-    publishing = sorted(
-        ident(o)
-        for o in objects
-        if any(
-            p.get("hostPort")
-            for c in (pod_template(o) or {}).get("spec", {}).get("containers", [])
-            for p in c.get("ports", [])
-        )
-    )
-    problems = []
-    for obj in objects:
-        if obj.get("kind") != "Namespace" or not publishing:
-            continue
-        level = obj["metadata"].get("labels", {}).get("pod-security.kubernetes.io/enforce")
-        if level in NO_HOST_PORTS:
-            problems.append(
-                f"{ident(obj)}: enforces Pod Security {level!r}, which refuses the hostPorts of "
-                f"{', '.join(publishing)}"
-            )
-    return problems
-
-
 def _declares(container: Obj, target: int | str, protocol: str) -> bool:
     for port in container.get("ports", []):
         if port.get("protocol", "TCP") != protocol:
@@ -259,6 +233,11 @@ def public_service_violations(objects: list[Obj], production: bool) -> list[str]
             where = ident(svc)
             if not spec.get("selector") or not selects({"matchLabels": spec["selector"]}, labels):
                 problems.append(f"{where}: does not select the {service} pods")
+            elif svc["metadata"].get("namespace") != obj["metadata"].get("namespace"):
+                problems.append(
+                    f"{where}: is not in the namespace of the {service} pods "
+                    f"({obj['metadata'].get('namespace')}): it selects none of them"
+                )
             if spec.get("sessionAffinity") != "ClientIP":
                 problems.append(
                     f"{where}: sessionAffinity is not ClientIP: a session's DELETE could reach "

@@ -24,6 +24,8 @@ from tests.unit.deploy.test_k8s_check import (
 )
 
 exchange = check.check_exchange
+net = check.check_network
+pod_security = check.check_pod_security
 Obj = dict[str, Any]
 Objects = list[Obj]
 
@@ -92,7 +94,8 @@ def helm_objects(values: dict[str, Any]) -> Objects:
 def test_the_real_renders_carry_the_exchange(dev: Objects, prod: Objects) -> None:
     for objs, production in ((dev, False), (prod, True)):
         assert exchange.host_port_overlap_violations(objs) == []
-        assert exchange.pod_security_violations(objs) == []
+        assert pod_security.namespace_violations(objs) == []
+        assert pod_security.pod_violations(objs) == []
         assert exchange.public_service_violations(objs, production) == []
         assert exchange.shared_secret_violations(objs) == []
         for service in ("ingest", "distribution"):
@@ -220,13 +223,26 @@ def test_two_workloads_cannot_publish_the_same_host_ports() -> None:
 
 def test_a_namespace_enforcing_baseline_refuses_the_webrtc_pods(prod: Objects) -> None:
     objs = copy.deepcopy(prod)
-    find(objs, "Namespace", "baycast")["metadata"]["labels"][
+    find(objs, "Namespace", "baycast-edge")["metadata"]["labels"][
         "pod-security.kubernetes.io/enforce"
     ] = "baseline"
-    assert exchange.pod_security_violations(objs) == [
-        "Namespace/baycast: enforces Pod Security 'baseline', which refuses the hostPorts of "
-        "Deployment/baycast-distribution, Deployment/baycast-ingest"
+    assert pod_security.namespace_violations(objs) == [
+        "Namespace/baycast-edge: enforces 'baseline', which refuses the pods of "
+        "Deployment/baycast-distribution (they meet 'privileged')",
+        "Namespace/baycast-edge: enforces 'baseline', which refuses the pods of "
+        "Deployment/baycast-ingest (they meet 'privileged')",
     ]
+
+
+def test_the_webrtc_services_run_apart_under_privileged(prod: Objects) -> None:
+    for service in ("ingest", "distribution"):
+        dep = find(prod, "Deployment", f"baycast-{service}")
+        assert dep["metadata"]["namespace"] == "baycast-edge"
+        # hostPorts are their one departure from "restricted".
+        assert set(pod_security.restricted_departures(dep["spec"]["template"])) == {"hostPorts"}
+    labels = find(prod, "Namespace", "baycast-edge")["metadata"]["labels"]
+    assert labels["pod-security.kubernetes.io/enforce"] == "privileged"
+    assert labels["pod-security.kubernetes.io/audit"] == "restricted"
 
 
 # -- public Services -------------------------------------------------------------------------------
@@ -302,22 +318,40 @@ def _policy(objs: Objects, name: str) -> Obj:
     return spec
 
 
-def test_stations_reach_distribution_and_it_reaches_them(prod: Objects) -> None:
-    policies = [o for o in prod if o["kind"] == "NetworkPolicy"]
-    dist = check.peer_of("distribution")
-    allowed = [
-        (check.INTERNET, dist, "TCP", 8104),  # WHEP, /exchange/... events
-        (check.INTERNET, dist, "UDP", 40100),
-        (check.INTERNET, dist, "UDP", 40115),
-        (check.INTERNET, dist, "UDP", 9207),  # an SRT return's decoder calls
-        (dist, check.INTERNET, "UDP", 8900),  # TSL tally
-        (dist, check.INTERNET, "TCP", 8900),
-        (dist, check.INTERNET, "UDP", 9000),  # an SRT return calls the decoder
+# A station's network, listed as distribution's outputs (its tally receiver, its SRT decoder).
+STATIONS = "198.51.100.0/24"
+STATION = net.Peer("station", ip="198.51.100.41")
+
+
+def _outputs(objs: Objects, cidr: str = STATIONS) -> Objects:
+    """`objs` with `cidr` listed as distribution's outputs, as an overlay's egress.yaml does."""
+    _policy(objs, "baycast-distribution-outputs")["egress"] = [
+        {"to": [{"ipBlock": {"cidr": cidr}}], "ports": [{"protocol": "TCP"}, {"protocol": "UDP"}]}
     ]
-    for src, dst, protocol, port in allowed:
-        assert check.flow_allowed(policies, src, dst, protocol, port), (dst.name, protocol, port)
+    return objs
+
+
+def test_stations_reach_distribution_and_it_reaches_only_listed_outputs(prod: Objects) -> None:
+    policies = [o for o in prod if o["kind"] == "NetworkPolicy"]
+    dist = net.peer_of("distribution")
+    for protocol, port in (("TCP", 8104), ("UDP", 40100), ("UDP", 40115), ("UDP", 9207)):
+        # WHEP and the /exchange/... events, WHEP media, an SRT return's decoder calling
+        assert net.flow_allowed(policies, net.INTERNET, dist, protocol, port), (protocol, port)
     for protocol, port in (("UDP", 40116), ("UDP", 9208), ("TCP", 9104)):
-        assert not check.flow_allowed(policies, check.INTERNET, dist, protocol, port)
+        assert not net.flow_allowed(policies, net.INTERNET, dist, protocol, port)
+    # No output listed: distribution opens no connection outside the cluster.
+    assert net.destinations(prod, "distribution") == []
+    for protocol, port in (("UDP", 8900), ("TCP", 8900), ("UDP", 9000), ("TCP", 1935)):
+        assert not net.flow_allowed(policies, dist, STATION, protocol, port)
+
+    listed = _outputs(copy.deepcopy(prod))
+    assert net.destinations(listed, "distribution") == [STATIONS]
+    assert net.network_policy_violations(listed) == []
+    policies = [o for o in listed if o["kind"] == "NetworkPolicy"]
+    for protocol, port in (("UDP", 8900), ("TCP", 8900), ("UDP", 9000)):
+        # TSL tally, an SRT return calling the station's decoder
+        assert net.flow_allowed(policies, dist, STATION, protocol, port), (protocol, port)
+    assert not net.flow_allowed(policies, dist, net.INTERNET, "TCP", 1935)
 
 
 def _no_whep_ingress(objs: Objects) -> None:
@@ -326,19 +360,62 @@ def _no_whep_ingress(objs: Objects) -> None:
 
 
 def _tcp_only_egress(objs: Objects) -> None:
-    _policy(objs, "baycast-distribution")["egress"][-1]["ports"] = [{"protocol": "TCP"}]
+    _policy(_outputs(objs), "baycast-distribution-outputs")["egress"][0]["ports"] = [
+        {"protocol": "TCP"}
+    ]
 
 
 def _any_protocol_egress(objs: Objects) -> None:
-    _policy(objs, "baycast-distribution")["egress"][-1].pop("ports")
+    _policy(_outputs(objs), "baycast-distribution-outputs")["egress"][0].pop("ports")
+
+
+def _everywhere(objs: Objects) -> None:
+    _outputs(objs, "0.0.0.0/0")
+
+
+def _no_peer(objs: Objects) -> None:
+    _policy(_outputs(objs), "baycast-distribution-outputs")["egress"][0].pop("to")
+
+
+def _graphics_anywhere_over_tcp(objs: Objects) -> None:
+    _policy(objs, "baycast-graphics-bindings")["egress"] = [{"ports": [{"protocol": "TCP"}]}]
+
+
+def _ingest_over_tcp(objs: Objects) -> None:
+    _policy(objs, "baycast-ingest")["egress"][-1]["ports"].append({"protocol": "TCP"})
 
 
 @pytest.mark.parametrize(
     ("mutate", "expected"),
     [
         (_no_whep_ingress, "NetworkPolicies block internet -> distribution UDP/40100"),
-        (_tcp_only_egress, "NetworkPolicies block distribution -> internet UDP/8900"),
-        (_any_protocol_egress, "NetworkPolicies allow distribution -> internet SCTP/8900"),
+        (
+            _tcp_only_egress,
+            f"NetworkPolicies block distribution -> {STATIONS} UDP/9000, a destination it lists",
+        ),
+        (_any_protocol_egress, f"NetworkPolicies allow distribution -> {STATIONS} SCTP/8900"),
+        (
+            _everywhere,
+            "NetworkPolicies: distribution may open connections anywhere (0.0.0.0/0): list its "
+            "destinations instead",
+        ),
+        (
+            _no_peer,
+            "NetworkPolicies: an egress rule of distribution names no peer: it reaches "
+            "everywhere, inside the cluster and out",
+        ),
+        (
+            _no_peer,
+            "NetworkPolicies allow distribution -> 203.0.113.7 TCP/443, which it does not list",
+        ),
+        (
+            _graphics_anywhere_over_tcp,
+            "NetworkPolicies allow graphics -> 203.0.113.7 TCP/443, which it does not list",
+        ),
+        (
+            _ingest_over_tcp,
+            "NetworkPolicies allow ingest -> 203.0.113.7 TCP/443, which it does not list",
+        ),
     ],
 )
 def test_a_missing_or_loose_exchange_flow_is_reported(
@@ -346,7 +423,7 @@ def test_a_missing_or_loose_exchange_flow_is_reported(
 ) -> None:
     objs = copy.deepcopy(prod)
     mutate(objs)
-    assert expected in check.network_policy_violations(objs)
+    assert expected in net.network_policy_violations(objs)
 
 
 # -- shared secrets --------------------------------------------------------------------------------
@@ -530,10 +607,7 @@ def test_the_chart_publishes_a_fixed_public_address_and_its_ranges() -> None:
                     "srtReturns": {"portMin": 9300, "portMax": 9301},
                 }
             },
-            "networkPolicy": {
-                "enabled": True,
-                "distributionEgressCIDRs": ["198.51.100.0/24", "203.0.113.0/24"],
-            },
+            "networkPolicy": {"distributionEgressCIDRs": ["198.51.100.0/24", "203.0.113.0/24"]},
         }
     )
     dist = find(objs, "Deployment", "baycast-distribution")
@@ -542,7 +616,9 @@ def test_the_chart_publishes_a_fixed_public_address_and_its_ranges() -> None:
     assert config(objs, "distribution")["BAYCAST_DISTRIBUTION_MAX_VIEWERS"] == "4"
     assert exchange.public_udp_ports(objs, "distribution") == [9300, 9301]
     assert exchange.public_service_violations(objs, production=False) == []
-    egress = _policy(objs, "baycast-distribution")["egress"][-1]
+    assert net.destinations(objs, "distribution") == ["198.51.100.0/24", "203.0.113.0/24"]
+    assert net.network_policy_violations(objs) == []
+    egress = _policy(objs, "baycast-distribution-outputs")["egress"][-1]
     assert egress == {
         "to": [{"ipBlock": {"cidr": "198.51.100.0/24"}}, {"ipBlock": {"cidr": "203.0.113.0/24"}}],
         "ports": [{"protocol": "TCP"}, {"protocol": "UDP"}],

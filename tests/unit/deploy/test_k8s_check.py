@@ -29,6 +29,7 @@ def _load_check() -> ModuleType:
 
 
 check = _load_check()
+net = check.check_network
 
 
 def labels(component: str) -> dict[str, str]:
@@ -190,7 +191,19 @@ CHECKOV_CASES: list[tuple[Any, set[str]]] = [
     ),
     (lambda d: pod_spec(d)["securityContext"].update(runAsUser=1000), {"CKV_K8S_40"}),
     (lambda d: pod_spec(d).pop("automountServiceAccountToken"), {"CKV_K8S_38"}),
+    # Pods no NetworkPolicy selects (the render's policy selects the mixer's labels).
+    (lambda d: d["spec"]["template"]["metadata"].update(labels=labels("other")), {"CKV2_K8S_6"}),
 ]
+
+
+def network_policy(selector: dict[str, Any]) -> dict[str, Any]:
+    """A default-deny NetworkPolicy over the pods `selector` selects."""
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": "baycast-default-deny", "namespace": "baycast"},
+        "spec": {"podSelector": selector, "policyTypes": ["Ingress", "Egress"]},
+    }
 
 
 @pytest.fixture(scope="module")
@@ -204,9 +217,10 @@ def checkov_findings() -> dict[str, set[str]]:
         mutate(dep)
         deployments.append(dep)
     findings: dict[str, set[str]] = {d["metadata"]["name"]: set() for d in deployments}
-    for violation in check.checkov_violations(check.Render("t", deployments, False)):
+    policy = network_policy({"matchLabels": labels("mixer")})
+    for violation in check.checkov_violations(check.Render("t", [*deployments, policy], False)):
         _, resource, finding = violation.split(": ", 2)
-        findings[resource.split("/", 1)[1]].add(finding.split()[0])
+        findings.setdefault(resource.split("/", 1)[1], set()).add(finding.split()[0])
     return findings
 
 
@@ -359,33 +373,43 @@ def _policies(objs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def test_the_network_policies_allow_the_design_flows_and_nothing_sampled_else(
     prod_kustomize: list[dict[str, Any]],
 ) -> None:
-    assert check.network_policy_violations(prod_kustomize) == []
+    assert net.network_policy_violations(prod_kustomize) == []
     policies = _policies(prod_kustomize)
-    mixer, ingest = check.peer_of("mixer"), check.peer_of("ingest")
-    assert check.flow_allowed(policies, mixer, ingest, "TCP", 9101)
-    assert not check.flow_allowed(policies, ingest, mixer, "TCP", 9102)
-    assert check.flow_allowed(policies, check.INTERNET, ingest, "UDP", 40015)
-    assert not check.flow_allowed(policies, check.INTERNET, ingest, "UDP", 40016)
+    # mixer in baycast, ingest in baycast-edge: the flow crosses the namespaces.
+    mixer, ingest = net.peer_of("mixer"), net.peer_of("ingest")
+    assert (mixer.namespace, ingest.namespace) == ("baycast", "baycast-edge")
+    assert net.flow_allowed(policies, mixer, ingest, "TCP", 9101)
+    assert not net.flow_allowed(policies, ingest, mixer, "TCP", 9102)
+    assert net.flow_allowed(policies, net.INTERNET, ingest, "UDP", 40015)
+    assert not net.flow_allowed(policies, net.INTERNET, ingest, "UDP", 40016)
+    # The same labels in another namespace are other pods.
+    stranger = net.peer_of("mixer", "default")
+    assert not net.flow_allowed(policies, stranger, ingest, "TCP", 9101)
 
 
 def test_missing_default_deny_or_a_dropped_flow_is_reported(
     prod_kustomize: list[dict[str, Any]],
 ) -> None:
     no_deny = [o for o in prod_kustomize if o["metadata"]["name"] != "baycast-default-deny"]
-    assert any("no default-deny" in v for v in check.network_policy_violations(no_deny))
+    assert [v for v in net.network_policy_violations(no_deny) if "no default deny" in v] == [
+        "NetworkPolicies: no default deny in namespace baycast (podSelector {}, Ingress and "
+        "Egress, no rules)",
+        "NetworkPolicies: no default deny in namespace baycast-edge (podSelector {}, Ingress and "
+        "Egress, no rules)",
+    ]
 
     no_graphics_ingress = copy.deepcopy(prod_kustomize)
     for obj in no_graphics_ingress:
         if obj["kind"] == "NetworkPolicy" and obj["metadata"]["name"] == "baycast-graphics":
             obj["spec"]["ingress"] = []
-    violations = check.network_policy_violations(no_graphics_ingress)
+    violations = net.network_policy_violations(no_graphics_ingress)
     assert "NetworkPolicies block mixer -> graphics TCP/9103" in violations
 
     open_mixer = copy.deepcopy(prod_kustomize)
     for obj in open_mixer:
         if obj["kind"] == "NetworkPolicy" and obj["metadata"]["name"] == "baycast-mixer":
             obj["spec"]["ingress"].append({})  # from anywhere, any port
-    violations = check.network_policy_violations(open_mixer)
+    violations = net.network_policy_violations(open_mixer)
     assert "NetworkPolicies allow internet -> mixer TCP/8102" in violations
 
 
@@ -405,6 +429,14 @@ def test_parity_ignores_the_kustomize_hash_and_reports_real_differences() -> Non
         "k vs h: Deployment/baycast-mixer.spec.template.spec.containers[0].image: kustomize "
         '"ghcr.io/baycast/baycast:0.1.0" != Helm "ghcr.io/baycast/baycast:0.2.0"',
     ]
+    # The same object in another namespace is another object.
+    container(h_dep)["image"] = "ghcr.io/baycast/baycast:0.1.0"
+    helmed.objects.pop()
+    h_dep["metadata"]["namespace"] = "baycast-edge"
+    assert check.parity_violations(kustomized, helmed) == [
+        "k vs h: Deployment/baycast-mixer only in kustomize",
+        "k vs h: Deployment/baycast-mixer (baycast-edge) only in Helm",
+    ]
 
 
 def test_the_chart_refuses_a_grace_period_not_longer_than_the_drain() -> None:
@@ -418,11 +450,20 @@ def test_the_chart_refuses_a_grace_period_not_longer_than_the_drain() -> None:
 
 
 def test_the_real_manifests_and_chart_pass(prod_kustomize: list[dict[str, Any]]) -> None:
-    helm_objects, lint = check.helm_render("values-production.yaml")
+    helm_objects, lint, notes = check.helm_render_notes(
+        check.load_values("values-production.yaml"), "values-production.yaml"
+    )
     dashboards = [check.file_stem(p) for p in check.dashboard_sources()]
     rules = [check.file_stem(p) for p in check.rule_sources()]
     kustomized = check.Render("kustomize prod", prod_kustomize, True, dashboards, rules)
-    helmed = check.Render("helm production", helm_objects, True, dashboards, rules)
+    helmed = check.Render(
+        "helm production",
+        helm_objects,
+        True,
+        dashboards,
+        rules,
+        assumed_namespaces=check.helm_release_namespaces(notes),
+    )
     assert lint == []
     assert check.policy_violations(kustomized) == []
     assert check.policy_violations(helmed) == []
@@ -695,6 +736,10 @@ def test_a_second_copy_of_a_dashboard_is_reported(tmp_path: Path) -> None:
     board = {"title": "baycast / x", "panels": [], "schemaVersion": 39}
     (home / "x.json").write_text(json.dumps(board))
     (tmp_path / "package.json").write_text("{}")  # a JSON file that is no dashboard
+    # Fuzzing corpora: JSON no parser takes in whole is no dashboard either.
+    (tmp_path / "huge-integer.json").write_text("1" * 4301)
+    (tmp_path / "deep.json").write_text("[" * 100_000 + "]" * 100_000)
+    (tmp_path / "broken.json").write_text("{")
     link = tmp_path / "deploy/k8s/helm/baycast/files/dashboards"
     link.parent.mkdir(parents=True)
     link.symlink_to(os.path.relpath(home, link.parent))

@@ -18,6 +18,7 @@ import nats.errors
 import pytest
 
 from services.common import nats_accounts
+from services.common.bus import inbox_prefix
 from services.common.nats_accounts import GRANTS, USERS, permissions
 from tests.support.nats import NatsServer, free_port
 from tests.unit.deploy.test_k8s_check import check
@@ -58,7 +59,19 @@ def test_the_authorization_block_is_grants_with_password_variables() -> None:
     assert (
         tuple(users)
         == USERS
-        == ("ingest", "mixer", "graphics", "distribution", "monitoring", "control", "admin")
+        == (
+            "ingest",
+            "mixer",
+            "graphics",
+            "distribution",
+            "monitoring",
+            "control",
+            "role_director",
+            "role_graphics",
+            "role_audio",
+            "role_viewer",
+            "admin",
+        )
     )
     for user in USERS:
         assert users[user]["permissions"] == permissions(user)
@@ -74,6 +87,10 @@ def test_the_real_renders_have_every_user_and_no_password(dev: Objects) -> None:
     mixer = deployment(dev, "mixer")
     assert env_var(mixer, "BAYCAST_NATS_URL")["value"] == (
         "nats://mixer:$(NATS_PASSWORD)@baycast-nats:4222"
+    )
+    # From the edge namespace, the NATS Service by its namespace-qualified name.
+    assert env_var(deployment(dev, "ingest"), "BAYCAST_NATS_URL")["value"] == (
+        "nats://ingest:$(NATS_PASSWORD)@baycast-nats.baycast.svc:4222"
     )
     assert env_var(mixer, "NATS_PASSWORD")["valueFrom"]["secretKeyRef"] == {
         "name": "baycast-nats-users",
@@ -201,7 +218,11 @@ async def test_the_rendered_config_runs_with_a_user_per_service(
             url = env_var(deployment(dev, service), "BAYCAST_NATS_URL")["value"]
             # What Kubernetes does with $(NATS_PASSWORD); the test reaches the server locally.
             url = url.replace("$(NATS_PASSWORD)", passwords[service])
-            urls[service] = url.replace("@baycast-nats:4222", f"@127.0.0.1:{server.port}")
+            # ingest and distribution name it from their namespace (baycast-edge).
+            urls[service] = re.sub(
+                r"@baycast-nats(\.baycast\.svc)?:4222$", f"@127.0.0.1:{server.port}", url
+            )
+            assert urls[service] != url
         with pytest.raises(Exception, match=r"[Aa]uthorization"):
             await nats.connect(server.url, allow_reconnect=False, connect_timeout=2)
 
@@ -214,12 +235,20 @@ async def test_the_rendered_config_runs_with_a_user_per_service(
         async def on_error(exc: Exception) -> None:
             errors.append(str(exc))
 
-        mixer = await nats.connect(urls["mixer"], allow_reconnect=False)
-        graphics = await nats.connect(urls["graphics"], allow_reconnect=False, error_cb=on_error)
+        # Each with its own reply inbox, as the services' bus connects.
+        mixer = await nats.connect(
+            urls["mixer"], allow_reconnect=False, inbox_prefix=inbox_prefix("mixer")
+        )
+        graphics = await nats.connect(
+            urls["graphics"],
+            allow_reconnect=False,
+            error_cb=on_error,
+            inbox_prefix=inbox_prefix("graphics"),
+        )
         try:
             kv = await mixer.jetstream().create_key_value(bucket="mixer-state")
             assert await kv.put("p1", b"on air") == 1
-            await graphics.publish("baycast.v1.prod.p1.mixer.cmd", b"cut")
+            await graphics.publish("baycast.v1.prod.p1.mixer.cmd.cut", b"cut")
             await graphics.flush()
             for _ in range(50):
                 if errors:

@@ -45,13 +45,20 @@ external one when nats.auth.existingSecret names the Secret of its users' passwo
 {{- if or .Values.nats.enabled .Values.nats.auth.existingSecret -}}true{{- end -}}
 {{- end }}
 
-{{/* BAYCAST_NATS_URL of one service's user: (dict "root" $ "name" "mixer"). */}}
+{{/* BAYCAST_NATS_URL of one service's user: (dict "root" $ "name" "mixer"); from the edge
+namespace, the NATS Service by its namespace-qualified name. "var" names the variable holding the
+password (NATS_PASSWORD unless given). */}}
 {{- define "baycast.natsUserURL" -}}
+{{- $var := .var | default "NATS_PASSWORD" -}}
 {{- if .root.Values.nats.enabled -}}
-nats://{{ .name }}:$(NATS_PASSWORD)@{{ include "baycast.fullname" .root }}-nats:4222
+{{- $host := printf "%s-nats" (include "baycast.fullname" .root) -}}
+{{- if ne (include "baycast.namespace" (dict "root" .root "component" .name)) .root.Release.Namespace -}}
+{{- $host = printf "%s.%s.svc" $host .root.Release.Namespace -}}
+{{- end -}}
+nats://{{ .name }}:$({{ $var }})@{{ $host }}:4222
 {{- else -}}
 {{- $url := urlParse (include "baycast.natsURL" .root) -}}
-{{ $url.scheme }}://{{ .name }}:$(NATS_PASSWORD)@{{ $url.host }}
+{{ $url.scheme }}://{{ .name }}:$({{ $var }})@{{ $url.host }}
 {{- end -}}
 {{- end }}
 
@@ -61,9 +68,35 @@ nats://{{ .name }}:$(NATS_PASSWORD)@{{ include "baycast.fullname" .root }}-nats:
 {{- end }}
 
 {{/* The services that publish a WebRTC UDP range with hostPort, one pod per node
-(docs/adr/0005): ingest (WHIP) and distribution (WHEP). */}}
+(docs/adr/0005): ingest (WHIP) and distribution (WHEP). They run in the edge namespace. */}}
 {{- define "baycast.webrtcServices" -}}
 ingest distribution
+{{- end }}
+
+{{/* The namespace of ingest and distribution: hostPorts are admitted only by the "privileged"
+Pod Security level, which the release namespace ("restricted") does not give. */}}
+{{- define "baycast.edgeNamespace" -}}
+{{- .Values.podSecurity.edgeNamespace.name | default (printf "%s-edge" .Release.Namespace) -}}
+{{- end }}
+
+{{/* The namespace of one component: (dict "root" $ "component" "ingest"). */}}
+{{- define "baycast.namespace" -}}
+{{- if has .component (splitList " " (include "baycast.webrtcServices" .root)) -}}
+{{- include "baycast.edgeNamespace" .root -}}
+{{- else -}}
+{{- .root.Release.Namespace -}}
+{{- end -}}
+{{- end }}
+
+{{/* The Pod Security labels of a namespace enforcing `level` (audit and warn: restricted). */}}
+{{- define "baycast.podSecurityLabels" -}}
+{{- $v := .root.Values.podSecurity.version -}}
+pod-security.kubernetes.io/enforce: {{ .level }}
+pod-security.kubernetes.io/enforce-version: {{ $v }}
+pod-security.kubernetes.io/audit: restricted
+pod-security.kubernetes.io/audit-version: {{ $v }}
+pod-security.kubernetes.io/warn: restricted
+pod-security.kubernetes.io/warn-version: {{ $v }}
 {{- end }}
 
 {{/* The Secret ingest, distribution and control share (keys srt-secret, media-grant-secret). */}}
@@ -151,8 +184,15 @@ BAYCAST_CONTROL_TRUST_PROXY: "true"
 {{- end }}
 {{- end }}
 
-{{/* A NetworkPolicy peer: the pods of one component. */}}
+{{/* A NetworkPolicy peer: the pods of one component, seen from a policy in namespace `from`:
+(dict "root" $ "component" "nats" "from" "baycast-edge"). */}}
 {{- define "baycast.peer" -}}
+{{- $ns := include "baycast.namespace" . -}}
+{{- if ne $ns .from }}
+namespaceSelector:
+  matchLabels:
+    kubernetes.io/metadata.name: {{ $ns }}
+{{- end }}
 podSelector:
   matchLabels:
     {{- include "baycast.selectorLabels" . | nindent 4 }}
