@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import sys
 from typing import Any, TypeVar
 
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
@@ -61,7 +62,8 @@ def _no_constant(name: str) -> Any:
 
 
 def load(body: bytes) -> Any:
-    """Strict JSON: UTF-8, no duplicate keys, no bare NaN or Infinity."""
+    """Strict JSON: UTF-8, no duplicate keys, no bare NaN or Infinity; InvalidArgument for
+    anything else, however deep or long (no body is nested or numbered like that by right)."""
     try:
         return json.loads(
             body.decode(), object_pairs_hook=_no_duplicates, parse_constant=_no_constant
@@ -70,6 +72,10 @@ def load(body: bytes) -> Any:
         raise errors.InvalidArgument("the body is not UTF-8") from None
     except json.JSONDecodeError as exc:
         raise errors.InvalidArgument(f"the body is not JSON: {exc.msg}") from None
+    except RecursionError:  # the decoder's own bound on nesting (about 1000 levels)
+        raise errors.InvalidArgument("the body is nested too deeply") from None
+    except ValueError:  # an integer over Python's 4300 digits
+        raise errors.InvalidArgument("the body has a number with too many digits") from None
 
 
 def parse(body: bytes, message_type: type[M]) -> M:
@@ -125,6 +131,15 @@ def _within(value: Any, bounds: tuple[int, int]) -> bool:
     return _is_integer(value) and bounds[0] <= value <= bounds[1]
 
 
+def _finite_number(value: Any) -> bool:
+    """A JSON number a double holds (an integer literal may be far larger than any)."""
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return -sys.float_info.max <= value <= sys.float_info.max
+    return isinstance(value, float) and math.isfinite(value)
+
+
 def _singular(value: Any, field: FieldDescriptor, path: str) -> None:
     kind = field.type
     if kind == F.TYPE_MESSAGE:
@@ -145,10 +160,7 @@ def _singular(value: Any, field: FieldDescriptor, path: str) -> None:
         as_text = isinstance(value, str) and pattern.match(value) is not None
         ok, want = as_text or _within(value, bounds), "an integer (or its decimal string)"
     elif kind in FLOATS:
-        number = (
-            isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-        )
-        ok = number or (isinstance(value, str) and value in NON_FINITE)
+        ok = _finite_number(value) or (isinstance(value, str) and value in NON_FINITE)
         want = 'a number, "NaN", "Infinity" or "-Infinity"'
     else:
         ok, want = False, "a value of a type this API does not take"

@@ -19,6 +19,8 @@ DEFAULT_PROFILE_LEVEL_ID = "42e01f"
 
 
 Codec = RTCRtpCodecCapability | RTCRtpCodecParameters
+# What WebRTC offers carry: media, and a data channel (answered, never used).
+SECTION_KINDS = ("audio", "video", "application")
 
 
 class OfferError(ValueError):
@@ -33,14 +35,21 @@ def check_offer(text: str) -> SessionDescription:
         parsed = SessionDescription.parse(text)
     except Exception as exc:  # aiortc raises ValueError, IndexError, KeyError on bad lines
         raise OfferError(f"malformed SDP: {type(exc).__name__}: {exc}") from None
+    for section in parsed.media:
+        if section.kind not in SECTION_KINDS:  # aiortc would answer it as a data channel
+            raise OfferError(f"the offer has a section of kind {section.kind!r} (m={section.kind})")
     media = [m for m in parsed.media if m.kind in ("audio", "video")]
     kinds = sorted(m.kind for m in media)
     if kinds != ["audio", "video"]:
         raise OfferError(
             f"the offer must have one audio and one video section (it has {kinds or 'none'})"
         )
+    check_transports(parsed)
     for section in media:
-        if section.direction not in (None, "recvonly", "sendrecv"):
+        if section.direction is None:
+            # SDP's default is sendrecv, but aiortc fails to answer a section without one.
+            raise OfferError(f"the {section.kind} section has no direction (a=recvonly)")
+        if section.direction not in ("recvonly", "sendrecv"):
             raise OfferError(
                 f"the {section.kind} section must be recvonly (it is {section.direction})"
             )
@@ -57,6 +66,33 @@ def check_offer(text: str) -> SessionDescription:
         if section.kind == "audio" and not any(is_opus(c) for c in codecs):
             raise OfferError("the audio section offers no Opus: that is what the exchange sends")
     return parsed
+
+
+def check_transports(parsed: SessionDescription) -> None:
+    """Each section has a mid of its own, a BUNDLE group names only those (RFC 8843), and a section
+    that carries a transport does not end its candidates before giving one. aiortc bundles onto
+    a transport it never made otherwise (and fails in the answer and at close), or prunes the
+    transport and answers without a candidate of its own."""
+    mids = [m.rtp.muxId for m in parsed.media]
+    for media, mid in zip(parsed.media, mids, strict=True):
+        if not mid:  # WebRTC names every section (JSEP); aiortc pairs answers by it
+            raise OfferError(f"the {media.kind} section has no mid (a=mid)")
+        if mids.count(mid) > 1:
+            raise OfferError(f"two media sections have the mid {mid!r} (a=mid)")
+    bundled: set[str] = set()
+    for group in parsed.group:
+        if group.semantic == "BUNDLE":
+            items = [str(item) for item in group.items]  # aiortc types them int | str
+            for mid in items:
+                if mid not in mids:
+                    raise OfferError(f"a=group:BUNDLE names the mid {mid!r}, which no section has")
+            bundled.update(items[1:])  # these ride on the first one's transport
+    for media in parsed.media:
+        if media.rtp.muxId in bundled or media.ice_candidates or not media.ice_candidates_complete:
+            continue
+        raise OfferError(
+            f"the {media.kind} section ends its ICE candidates (a=end-of-candidates) without one"
+        )
 
 
 def is_shared_h264(codec: Codec) -> bool:

@@ -218,7 +218,10 @@ async def negotiate(conn: RtmpConnection) -> tuple[str, str, int]:
         values = command_values(message)
         if not values or not isinstance(values[0], str):
             continue
-        name, txid = values[0], values[1] if len(values) > 1 else 0
+        # Only a number is echoed back as the transaction id (anything else the client sent
+        # could be made to fail the encoding of the answer).
+        name = values[0]
+        txid = values[1] if len(values) > 1 and isinstance(values[1], float) else 0
         if name == "connect":
             props = values[2] if len(values) > 2 and isinstance(values[2], dict) else {}
             app = str(props.get("app", "")).strip("/")

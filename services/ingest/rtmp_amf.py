@@ -55,6 +55,8 @@ def _encode(value: Any) -> bytes:
 
 def _key(key: str) -> bytes:
     raw = key.encode()
+    if len(raw) > 0xFFFF:
+        raise AmfError(f"an object key of {len(raw)} bytes does not fit AMF0 (65535 at most)")
     return struct.pack(">H", len(raw)) + raw
 
 

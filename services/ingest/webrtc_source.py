@@ -37,6 +37,10 @@ RTT_PROBE_TIMEOUT_S = 1.0
 log = structlog.get_logger("ingest.whip")
 
 
+# What WebRTC offers carry: media, and a data channel (answered, never used).
+SECTION_KINDS = ("audio", "video", "application")
+
+
 class SdpError(ValueError):
     """The offer is not an SDP offer this server can answer; the message says why."""
 
@@ -52,16 +56,50 @@ def check_offer(text: str) -> SessionDescription:
     kinds = [m.kind for m in parsed.media]
     if not any(k in ("audio", "video") for k in kinds):
         raise SdpError("the offer has no audio or video section")
+    for kind in kinds:
+        if kind not in SECTION_KINDS:  # aiortc would answer it as a data channel it never made
+            raise SdpError(f"the offer has a section of kind {kind!r} (m={kind})")
+    check_transports(parsed)
     for media in parsed.media:
         if media.kind not in ("audio", "video"):
             continue
-        if media.direction not in (None, "sendonly", "sendrecv"):
+        if media.direction is None:
+            # SDP's default is sendrecv, but aiortc fails to answer a section without one.
+            raise SdpError(f"the {media.kind} section has no direction (a=sendonly)")
+        if media.direction not in ("sendonly", "sendrecv"):
             raise SdpError(f"the {media.kind} section must be sendonly (it is {media.direction})")
         if not (media.ice and media.ice.usernameFragment):
             raise SdpError(f"the {media.kind} section has no ICE credentials (a=ice-ufrag)")
         if media.dtls is None or not media.dtls.fingerprints:
             raise SdpError(f"the {media.kind} section has no DTLS fingerprint")
     return parsed
+
+
+def check_transports(parsed: SessionDescription) -> None:
+    """Each section has a mid of its own, a BUNDLE group names only those (RFC 8843), and a section
+    that carries a transport does not end its candidates before giving one. aiortc bundles onto
+    a transport it never made otherwise (and fails in the answer and at close), or prunes the
+    transport and answers without a candidate of its own."""
+    mids = [m.rtp.muxId for m in parsed.media]
+    for media, mid in zip(parsed.media, mids, strict=True):
+        if not mid:  # WebRTC names every section (JSEP); aiortc pairs answers by it
+            raise SdpError(f"the {media.kind} section has no mid (a=mid)")
+        if mids.count(mid) > 1:
+            raise SdpError(f"two media sections have the mid {mid!r} (a=mid)")
+    bundled: set[str] = set()
+    for group in parsed.group:
+        if group.semantic == "BUNDLE":
+            items = [str(item) for item in group.items]  # aiortc types them int | str
+            for mid in items:
+                if mid not in mids:
+                    raise SdpError(f"a=group:BUNDLE names the mid {mid!r}, which no section has")
+            bundled.update(items[1:])  # these ride on the first one's transport
+    for media in parsed.media:
+        if media.rtp.muxId in bundled or media.ice_candidates or not media.ice_candidates_complete:
+            continue
+        raise SdpError(
+            f"the {media.kind} section ends its ICE candidates (a=end-of-candidates) without one"
+        )
 
 
 class WhipCertificate(PeerCertificate):
