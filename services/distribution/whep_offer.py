@@ -12,6 +12,8 @@ from __future__ import annotations
 from aiortc.rtcrtpparameters import RTCRtpCodecCapability, RTCRtpCodecParameters
 from aiortc.sdp import H264Profile, SessionDescription, parse_h264_profile_level_id
 
+from services.common.sdp_checks import transport_problem
+
 # What the shared encodings are: the offer must take these.
 H264_PROFILES = (H264Profile.PROFILE_CONSTRAINED_BASELINE, H264Profile.PROFILE_BASELINE)
 # An absent profile-level-id means Constrained Baseline level 3.1 (RFC 6184, and aiortc).
@@ -44,7 +46,9 @@ def check_offer(text: str) -> SessionDescription:
         raise OfferError(
             f"the offer must have one audio and one video section (it has {kinds or 'none'})"
         )
-    check_transports(parsed)
+    problem = transport_problem(parsed)
+    if problem:
+        raise OfferError(problem)
     for section in media:
         if section.direction is None:
             # SDP's default is sendrecv, but aiortc fails to answer a section without one.
@@ -66,33 +70,6 @@ def check_offer(text: str) -> SessionDescription:
         if section.kind == "audio" and not any(is_opus(c) for c in codecs):
             raise OfferError("the audio section offers no Opus: that is what the exchange sends")
     return parsed
-
-
-def check_transports(parsed: SessionDescription) -> None:
-    """Each section has a mid of its own, a BUNDLE group names only those (RFC 8843), and a section
-    that carries a transport does not end its candidates before giving one. aiortc bundles onto
-    a transport it never made otherwise (and fails in the answer and at close), or prunes the
-    transport and answers without a candidate of its own."""
-    mids = [m.rtp.muxId for m in parsed.media]
-    for media, mid in zip(parsed.media, mids, strict=True):
-        if not mid:  # WebRTC names every section (JSEP); aiortc pairs answers by it
-            raise OfferError(f"the {media.kind} section has no mid (a=mid)")
-        if mids.count(mid) > 1:
-            raise OfferError(f"two media sections have the mid {mid!r} (a=mid)")
-    bundled: set[str] = set()
-    for group in parsed.group:
-        if group.semantic == "BUNDLE":
-            items = [str(item) for item in group.items]  # aiortc types them int | str
-            for mid in items:
-                if mid not in mids:
-                    raise OfferError(f"a=group:BUNDLE names the mid {mid!r}, which no section has")
-            bundled.update(items[1:])  # these ride on the first one's transport
-    for media in parsed.media:
-        if media.rtp.muxId in bundled or media.ice_candidates or not media.ice_candidates_complete:
-            continue
-        raise OfferError(
-            f"the {media.kind} section ends its ICE candidates (a=end-of-candidates) without one"
-        )
 
 
 def is_shared_h264(codec: Codec) -> bool:

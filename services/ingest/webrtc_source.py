@@ -24,6 +24,7 @@ from OpenSSL import SSL, crypto
 
 from services.common.ice import announce_public_ip, probe_rtt_ms
 from services.common.peer_certificate import PeerCertificate, use_peer_certificate
+from services.common.sdp_checks import transport_problem
 from services.ingest import decode_errors, dtls_p224
 from services.ingest.source import FrameSink, Source, TransportStats
 
@@ -59,7 +60,9 @@ def check_offer(text: str) -> SessionDescription:
     for kind in kinds:
         if kind not in SECTION_KINDS:  # aiortc would answer it as a data channel it never made
             raise SdpError(f"the offer has a section of kind {kind!r} (m={kind})")
-    check_transports(parsed)
+    problem = transport_problem(parsed)
+    if problem:
+        raise SdpError(problem)
     for media in parsed.media:
         if media.kind not in ("audio", "video"):
             continue
@@ -73,33 +76,6 @@ def check_offer(text: str) -> SessionDescription:
         if media.dtls is None or not media.dtls.fingerprints:
             raise SdpError(f"the {media.kind} section has no DTLS fingerprint")
     return parsed
-
-
-def check_transports(parsed: SessionDescription) -> None:
-    """Each section has a mid of its own, a BUNDLE group names only those (RFC 8843), and a section
-    that carries a transport does not end its candidates before giving one. aiortc bundles onto
-    a transport it never made otherwise (and fails in the answer and at close), or prunes the
-    transport and answers without a candidate of its own."""
-    mids = [m.rtp.muxId for m in parsed.media]
-    for media, mid in zip(parsed.media, mids, strict=True):
-        if not mid:  # WebRTC names every section (JSEP); aiortc pairs answers by it
-            raise SdpError(f"the {media.kind} section has no mid (a=mid)")
-        if mids.count(mid) > 1:
-            raise SdpError(f"two media sections have the mid {mid!r} (a=mid)")
-    bundled: set[str] = set()
-    for group in parsed.group:
-        if group.semantic == "BUNDLE":
-            items = [str(item) for item in group.items]  # aiortc types them int | str
-            for mid in items:
-                if mid not in mids:
-                    raise SdpError(f"a=group:BUNDLE names the mid {mid!r}, which no section has")
-            bundled.update(items[1:])  # these ride on the first one's transport
-    for media in parsed.media:
-        if media.rtp.muxId in bundled or media.ice_candidates or not media.ice_candidates_complete:
-            continue
-        raise SdpError(
-            f"the {media.kind} section ends its ICE candidates (a=end-of-candidates) without one"
-        )
 
 
 class WhipCertificate(PeerCertificate):
