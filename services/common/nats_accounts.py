@@ -22,8 +22,8 @@ Operators of the control room act through the control service, which names each 
 commands (ADR 0014).
 
 `server_config()` renders the `authorization` block of a nats-server configuration file (JSON,
-which nats-server reads) from a map of passwords, `cluster_authorization()` the block that
-authenticates a cluster's routes, and `user_url()` the `BAYCAST_NATS_URL` each service is given.
+which nats-server reads) from a map of passwords, and `user_url()` the `BAYCAST_NATS_URL` each
+service is given (`ROUTE_USER` in a cluster's route URLs authenticates the routes).
 
     passwords = generate_passwords()
     Path("nats.conf").write_text(server_config(passwords))
