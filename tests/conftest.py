@@ -9,8 +9,11 @@ import pytest
 
 from services.common.telemetry import configure_logging
 from tests.support.nats import NatsServer, free_port
+from tests.support.secrets_key import export_session_key_file
 
 configure_logging("console", "warning")
+# Distribution seals outputs' secrets; every service process the tests start finds its key.
+export_session_key_file()
 
 
 @pytest.fixture(scope="session")

@@ -24,7 +24,8 @@
    is full by its CPU budget when it takes nothing more); each service's environment loads with
    its own settings code and names only settings it has; NATS has every GRANTS user, each
    service connects as its own user with its password from the Secret (its namespace's copy),
-   and no object but a Secret carries a password (docs/adr/0009); what a pod, Service, PDB or
+   and no object but a Secret carries a password (docs/adr/0009), distribution's secrets key is
+   a file of a Secret mounted read-only (docs/adr/0020); what a pod, Service, PDB or
    HPA names by name is in its own namespace, and a Secret's copies hold the same values; the
    exchange (check_exchange.py): ingest's and distribution's WebRTC ranges as hostPorts, their
    public Services, and the secrets control, ingest and distribution share from one Secret;
@@ -926,7 +927,8 @@ def _strings(node: Any) -> Iterator[str]:
 
 def password_literal_violations(objects: list[Obj]) -> list[str]:
     """No rendered object but a Secret carries a password: URLs name `$(VAR)` references, NATS
-    configs `$VAR` references, and no environment variable named like a secret has a value."""
+    configs `$VAR` references, and no environment variable named like a secret has a value (but
+    a `*_FILE` one naming a file in a Secret's volume mounted in its container)."""
     problems = []
     for obj in objects:
         if obj.get("kind") == "Secret":
@@ -940,11 +942,53 @@ def password_literal_violations(objects: list[Obj]) -> list[str]:
                 for found in CONF_PASSWORD.finditer(str(text)):
                     if not found.group(1).startswith("$"):
                         problems.append(f"{ident(obj)}: a password literal in {key}")
-        for container in (pod_template(obj) or {}).get("spec", {}).get("containers", []):
+        pod_spec = (pod_template(obj) or {}).get("spec", {})
+        secret_volumes = {v["name"] for v in pod_spec.get("volumes", []) if "secret" in v}
+        for container in pod_spec.get("containers", []):
+            secret_mounts = [
+                m["mountPath"].rstrip("/") + "/"
+                for m in container.get("volumeMounts", [])
+                if m["name"] in secret_volumes
+            ]
             for var in container.get("env", []):
                 secret_name = re.search(r"PASSWORD|SECRET|TOKEN", var["name"])
-                if secret_name and "value" in var:
-                    problems.append(f"{ident(obj)}: {var['name']} has a literal value")
+                if not secret_name or "value" not in var:
+                    continue
+                # A setting naming a secret's file holds a path: one in a Secret's volume.
+                if var["name"].endswith("_FILE") and any(
+                    var["value"].startswith(m) for m in secret_mounts
+                ):
+                    continue
+                problems.append(f"{ident(obj)}: {var['name']} has a literal value")
+    return problems
+
+
+SECRETS_KEY_SETTING = "BAYCAST_DISTRIBUTION_SECRETS_KEY_FILE"
+
+
+def secrets_key_violations(objects: list[Obj]) -> list[str]:
+    """Distribution seals outputs' secrets (docs/adr/0020): every distribution pod names its key
+    file, and that file is in a Secret's volume mounted read-only (without a key it would refuse
+    every output with a stream key)."""
+    problems = []
+    for obj in objects:
+        pod_spec = (pod_template(obj) or {}).get("spec", {})
+        secret_volumes = {v["name"] for v in pod_spec.get("volumes", []) if "secret" in v}
+        for container in pod_spec.get("containers", []):
+            if not is_baycast_container(container) or container["args"][0] != "distribution":
+                continue
+            path = pod_environment(container, objects).get(SECRETS_KEY_SETTING, "")
+            mounts = [
+                m
+                for m in container.get("volumeMounts", [])
+                if m["name"] in secret_volumes and path.startswith(m["mountPath"].rstrip("/") + "/")
+            ]
+            if not path:
+                problems.append(f"{ident(obj)}: no {SECRETS_KEY_SETTING}")
+            elif not mounts:
+                problems.append(f"{ident(obj)}: {SECRETS_KEY_SETTING} is in no Secret's volume")
+            elif not all(m.get("readOnly") for m in mounts):
+                problems.append(f"{ident(obj)}: the secrets key's volume is not read-only")
     return problems
 
 
@@ -1240,6 +1284,7 @@ def policy_violations(render: Render) -> list[str]:
     problems += [f"{render.label}: {p}" for p in one_copy_violations(render.objects)]
     problems += [f"{render.label}: {p}" for p in nats_auth_violations(render.objects)]
     problems += [f"{render.label}: {p}" for p in password_literal_violations(render.objects)]
+    problems += [f"{render.label}: {p}" for p in secrets_key_violations(render.objects)]
     problems += [f"{render.label}: {p}" for p in secret_copy_violations(render.objects)]
     problems += [f"{render.label}: {p}" for p in namespace_reference_violations(render.objects)]
     exchange = [
@@ -1267,8 +1312,12 @@ def policy_violations(render: Render) -> list[str]:
 # ingest, distribution and control share (kustomize cannot make random values; with kustomize
 # the operator creates those Secrets, docs/adr/0009 and the README).
 SHARED_SECRET = f"{RELEASE}-shared-secrets"
+# Distribution's secrets key (docs/adr/0020), random as well.
+SECRETS_KEY_SECRET = f"{RELEASE}-distribution-key"
 # (In either namespace: kind and name are enough to know them.)
-HELM_ONLY_OBJECTS = frozenset({("Secret", NATS_SECRET), ("Secret", SHARED_SECRET)})
+HELM_ONLY_OBJECTS = frozenset(
+    {("Secret", NATS_SECRET), ("Secret", SHARED_SECRET), ("Secret", SECRETS_KEY_SECRET)}
+)
 # A parity key: (kind, namespace, name).
 Key = tuple[str, str, str]
 
@@ -1564,7 +1613,8 @@ def render_checks(renders: dict[str, Render], summary: list[str], problems: list
     summary.append(
         "policy: probe paths, /tmp, grace > drain, PDBs, HPAs and the metrics they follow; "
         "settings load with each service's code; NATS users from GRANTS, each service its own "
-        "user, no password outside a Secret; references within each namespace; WebRTC hostPort "
+        "user, no password outside a Secret; distribution's secrets key from a read-only Secret "
+        "volume; references within each namespace; WebRTC hostPort "
         "ranges (ingest, distribution), public Services, shared secrets; Pod Security "
         "(restricted but the hostPorts, each namespace enforcing the strictest level its pods "
         "meet); NetworkPolicies (default deny per namespace, the design's flows, egress only to "

@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import contextvars
 import re
+import ssl
 import time
 import uuid
 from collections import OrderedDict
@@ -216,8 +217,12 @@ class Bus:
         max_command_bytes: int = DEFAULT_MAX_COMMAND_BYTES,
         on_connection_change: Callable[[bool], None] | None = None,
         replicas: int = 1,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.url = url
+        # Verifies the servers of a `tls://` URL (or of a server that requires TLS): the
+        # platform's CA on top of the system's roots (services/common/tls.py).
+        self.tls = tls
         # Replicas of every key-value bucket and stream this bus creates (the JetStream cluster's
         # size: 3 on three servers, 1 on one).
         self.replicas = replicas
@@ -251,6 +256,7 @@ class Bus:
                     reconnected_cb=self._on_reconnected,
                     closed_cb=self._on_closed,
                     inbox_prefix=inbox_prefix(url_user(self.url)),
+                    tls=self.tls,
                 )
                 break
             except (OSError, nats.errors.NoServersError, TimeoutError) as exc:

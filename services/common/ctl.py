@@ -23,6 +23,7 @@ from google.protobuf.message import Message
 from services.common import errors
 from services.common.bus import Bus
 from services.common.settings import DEFAULT_NATS_URL
+from services.common.tls import InternalTls
 
 ENDPOINTS_FILE = Path(".baycast/endpoints.json")
 RETRY_FOR_S = 30.0
@@ -47,6 +48,19 @@ def nats_url(args: argparse.Namespace) -> str:
     )
 
 
+def operator_tls() -> InternalTls:
+    """The CA (and the internal certificate, for gRPC) an operator's tools use: from
+    `BAYCAST_TLS_CA_FILE`/`_CERT_FILE`/`_KEY_FILE`, else from the endpoints file of a
+    `baycast up --tls`."""
+    files = read_endpoints().get("tls", {})
+    return InternalTls(
+        *(
+            os.environ.get(f"BAYCAST_TLS_{name.upper()}_FILE") or files.get(f"{name}_file", "")
+            for name in ("ca", "cert", "key")
+        )
+    )
+
+
 class Ctl:
     """An operator session on the bus."""
 
@@ -54,7 +68,10 @@ class Ctl:
         # A bucket ctl opens first is created at the deployment's replica count.
         replicas = os.environ.get("BAYCAST_JETSTREAM_REPLICAS", "1")
         self.bus = Bus(
-            url, f"ctl-{uuid.uuid4().hex[:6]}", replicas=int(replicas) if replicas.isdigit() else 1
+            url,
+            f"ctl-{uuid.uuid4().hex[:6]}",
+            replicas=int(replicas) if replicas.isdigit() else 1,
+            tls=operator_tls().nats_context(),
         )
 
     async def __aenter__(self) -> Ctl:

@@ -27,6 +27,7 @@ from services.common.rpc import ChannelCache, GrpcServer
 from services.common.settings import ServiceSettings
 from services.common.tasks import cancel_and_wait
 from services.common.telemetry import HttpServer, configure_logging
+from services.common.tls import server_context
 
 VERSION = "0.1.0"
 HEARTBEAT_INTERVAL_S = 2.0
@@ -66,15 +67,23 @@ class BaseService(Generic[S]):
         self.settings = settings
         self.log = structlog.get_logger(self.name).bind(instance=settings.instance)
         shared_memory.configure(settings.shared_memory)
+        internal = settings.internal_tls
         self.bus = Bus(
             settings.nats_url,
             f"{self.name}-{settings.instance}",
             replicas=settings.jetstream_replicas,
+            tls=internal.nats_context(),
         )
         self.bus.shared_replies = CommandLog(self.bus, settings.instance)
-        self.http = HttpServer(settings.http_addr)
-        self.grpc = GrpcServer(settings.grpc_addr)
-        self.channels = ChannelCache()
+        self.http = HttpServer(
+            settings.http_addr,
+            https_addr=settings.https_addr,
+            https_context=server_context(settings.https_cert_file, settings.https_key_file)
+            if settings.https_addr
+            else None,
+        )
+        self.grpc = GrpcServer(settings.grpc_addr, internal.grpc_server_credentials())
+        self.channels = ChannelCache(internal.grpc_channel_credentials())
         self.started_at_us = time.time_ns() // 1000
         self.stopping = asyncio.Event()
         self.loop_lag_s = 0.0
@@ -134,7 +143,12 @@ class BaseService(Generic[S]):
         self.spawn(self._heartbeat_loop(), "heartbeat")
         self.spawn(self._loop_lag_loop(), "loop-lag")
         await self.set_ready(True)
-        self.log.info("ready", http_port=self.http.port, grpc_port=self.grpc.port)
+        self.log.info(
+            "ready",
+            http_port=self.http.port,
+            grpc_port=self.grpc.port,
+            **({"https_port": self.http.https_port} if self.http.https_port else {}),
+        )
 
     async def set_ready(self, ready: bool) -> None:
         self.http.ready = ready

@@ -46,6 +46,7 @@ from services.common.credentials import OPERATORS_BUCKET, ROLE_NAMES, STATIONS_B
 from services.common.handles import BUCKET as HANDLES
 from services.common.handles import key_prefix
 from services.common.roles import READS, ROLE_USERS, WRITES, Role, role_kinds
+from services.common.tls import InternalTls
 
 
 @dataclass(frozen=True)
@@ -262,8 +263,10 @@ def permissions(user: str) -> dict[str, Any]:
     return out
 
 
-def server_config(passwords: Mapping[str, str]) -> str:
-    """The `authorization` block for nats-server, one user per entry of `passwords`."""
+def server_config(passwords: Mapping[str, str], tls: InternalTls | None = None) -> str:
+    """The `authorization` block for nats-server, one user per entry of `passwords`; with `tls`,
+    also the `tls` block: clients must connect over TLS (they authenticate with their password,
+    not with a certificate)."""
     unknown = set(passwords) - set(GRANTS)
     if unknown:
         raise ValueError(f"no grants for user(s) {sorted(unknown)}; known: {list(GRANTS)}")
@@ -271,7 +274,15 @@ def server_config(passwords: Mapping[str, str]) -> str:
         {"user": user, "password": password, "permissions": permissions(user)}
         for user, password in passwords.items()
     ]
-    return json.dumps({"authorization": {"users": users}}, indent=2) + "\n"
+    config: dict[str, object] = {"authorization": {"users": users}}
+    if tls is not None and tls.cert_file:
+        config["tls"] = {
+            "cert_file": tls.cert_file,
+            "key_file": tls.key_file,
+            "ca_file": tls.ca_file,
+            "timeout": 2,
+        }
+    return json.dumps(config, indent=2) + "\n"
 
 
 def control_role_urls(url_for: Callable[[str], str]) -> dict[str, str]:

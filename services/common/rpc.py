@@ -19,6 +19,7 @@ import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from services.common.gen.baycast.v1 import media_pb2_grpc
+from services.common.tls import INTERNAL_CHANNEL_OPTIONS
 
 MAX_MESSAGE_BYTES = 32 * 1024 * 1024
 CHANNEL_OPTIONS = [
@@ -93,8 +94,10 @@ def _drain_then_handle(sock: Any, handle_events: Any) -> None:
 class GrpcServer:
     """A grpc.aio server that reports its health through grpc.health.v1."""
 
-    def __init__(self, addr: str) -> None:
+    def __init__(self, addr: str, credentials: grpc.ServerCredentials | None = None) -> None:
         self.addr = addr
+        # Mutual TLS when given (services/common/tls.py); else plain.
+        self.credentials = credentials
         self.port = 0
         self._media: media_pb2_grpc.MediaServicer | None = None
         # grpc.aio objects bind to the running event loop: they are made in start().
@@ -110,7 +113,10 @@ class GrpcServer:
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         if self._media is not None:
             media_pb2_grpc.add_MediaServicer_to_server(self._media, self.server)
-        self.port = self.server.add_insecure_port(self.addr)
+        if self.credentials is not None:
+            self.port = self.server.add_secure_port(self.addr, self.credentials)
+        else:
+            self.port = self.server.add_insecure_port(self.addr)
         if self.port == 0:
             raise OSError(f"cannot bind gRPC to {self.addr}")
         await self.server.start()
@@ -135,13 +141,23 @@ class GrpcServer:
 class ChannelCache:
     """One channel per endpoint, shared by every subscription to it."""
 
-    def __init__(self) -> None:
+    def __init__(self, credentials: grpc.ChannelCredentials | None = None) -> None:
         self._channels: dict[str, grpc.aio.Channel] = {}
+        # Mutual TLS when given: the peer is checked against INTERNAL_NAME, whatever address the
+        # handle names.
+        self.credentials = credentials
 
     def channel(self, endpoint: str) -> grpc.aio.Channel:
         ch = self._channels.get(endpoint)
         if ch is None:
-            ch = grpc.aio.insecure_channel(endpoint, options=CHANNEL_OPTIONS)
+            if self.credentials is not None:
+                ch = grpc.aio.secure_channel(
+                    endpoint,
+                    self.credentials,
+                    options=[*CHANNEL_OPTIONS, *INTERNAL_CHANNEL_OPTIONS],
+                )
+            else:
+                ch = grpc.aio.insecure_channel(endpoint, options=CHANNEL_OPTIONS)
             self._channels[endpoint] = ch
             drain_completion_wakeups()
         return ch

@@ -17,6 +17,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from services.common.tls import InternalTls, TlsError
+
 DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
 DEFAULT_DRAIN_SECONDS = 10.0
 DEFAULT_UNREADY_SECONDS = 1.0
@@ -67,6 +69,21 @@ class ServiceSettings:
     # takes no unit beyond its budget (services/common/capacity.py).
     capacity_cores: float = 0.0
     unit_cores: float = 0.0
+    # TLS (services/common/tls.py, docs/adr/0019). The edge: HTTPS on `https_addr` for WHIP,
+    # WHEP, the API and the pages, with this certificate; the plain `http_addr` then answers
+    # probes and metrics only. Empty: the edges are on `http_addr`.
+    https_addr: str = ""
+    https_cert_file: str = ""
+    https_key_file: str = ""
+    # The internal identity (mutual TLS between gRPC peers) and the CA that signs it and the
+    # NATS servers' certificates; trusted on top of the system's roots.
+    tls_ca_file: str = ""
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+
+    @property
+    def internal_tls(self) -> InternalTls:
+        return InternalTls(self.tls_ca_file, self.tls_cert_file, self.tls_key_file)
 
     @property
     def grpc_endpoint(self) -> str:
@@ -82,6 +99,7 @@ class ServiceSettings:
         """Cross-field checks; subclasses extend it."""
         split_addr(self.http_addr)
         split_addr(self.grpc_addr)
+        self._validate_tls()
         if self.log_format not in ("auto", "json", "console"):
             raise SettingsError(
                 f"BAYCAST_LOG_FORMAT must be auto, json or console, not {self.log_format!r}"
@@ -99,6 +117,26 @@ class ServiceSettings:
             for u in self.nats_url.split(",")
         ):
             raise SettingsError(f"BAYCAST_NATS_URL is not a NATS URL: {self.nats_url!r}")
+
+    def _validate_tls(self) -> None:
+        if self.https_addr:
+            split_addr(self.https_addr)
+            if not (self.https_cert_file and self.https_key_file):
+                raise SettingsError(
+                    "BAYCAST_HTTPS_ADDR needs BAYCAST_HTTPS_CERT_FILE and BAYCAST_HTTPS_KEY_FILE"
+                )
+        elif self.https_cert_file or self.https_key_file:
+            raise SettingsError("BAYCAST_HTTPS_CERT_FILE and _KEY_FILE need BAYCAST_HTTPS_ADDR")
+        for path, var in (
+            (self.https_cert_file, "BAYCAST_HTTPS_CERT_FILE"),
+            (self.https_key_file, "BAYCAST_HTTPS_KEY_FILE"),
+        ):
+            if path and not os.access(path, os.R_OK):
+                raise SettingsError(f"{var}: cannot read {path}")
+        try:
+            self.internal_tls.check()
+        except TlsError as exc:
+            raise SettingsError(f"BAYCAST_TLS_*: {exc}") from None
 
 
 S = TypeVar("S", bound=ServiceSettings)

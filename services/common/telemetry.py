@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import logging
 import re
+import ssl
 import sys
-from collections.abc import Callable, MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 import structlog
@@ -21,6 +22,12 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 
 from services.common.settings import split_addr
+
+# What the plain listener still answers when the edges are on HTTPS: the kubelet's probes and
+# Prometheus's scrapes, inside the cluster.
+PLAIN_PATHS = frozenset({"/metrics", "/healthz", "/readyz"})
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+ASYNCIO_NOISE = frozenset({"returning true from eof_received() has no effect when using ssl"})
 
 SECRET_KEYS = (
     "token",
@@ -130,24 +137,49 @@ def configure_logging(fmt: str = "auto", level: str = "info", *, stream: Any = N
             ],
         )
     )
+    handler.addFilter(_known_noise)
     root = logging.getLogger()
     root.handlers = [handler]
     root.setLevel(logging.DEBUG if level.lower() == "debug" else logging.WARNING)
+
+
+def _known_noise(record: logging.LogRecord) -> bool:
+    """False for a library warning that reports nothing wrong: asyncio's about a TLS stream's
+    end (nats-py's transport says it keeps the connection half-open; over TLS it cannot), at
+    every NATS-over-TLS disconnect."""
+    return not (record.name == "asyncio" and record.getMessage() in ASYNCIO_NOISE)
+
+
+def _bound_port(site: web.TCPSite, port: int) -> int:
+    sockets = getattr(site._server, "sockets", None)
+    return int(sockets[0].getsockname()[1]) if sockets else port
 
 
 class HttpServer:
     """aiohttp server every service runs; a service adds its own routes to `app` before start."""
 
     def __init__(
-        self, addr: str, *, registry: CollectorRegistry = REGISTRY, max_body: int = 1024 * 1024
+        self,
+        addr: str,
+        *,
+        registry: CollectorRegistry = REGISTRY,
+        max_body: int = 1024 * 1024,
+        https_addr: str = "",
+        https_context: ssl.SSLContext | None = None,
     ) -> None:
         self.addr = addr
         self.registry = registry
-        self.app = web.Application(client_max_size=max_body)
+        # With an HTTPS listener, the plain one answers probes and metrics only (PLAIN_PATHS):
+        # a token never crosses it.
+        self.https_addr = https_addr if https_context is not None else ""
+        self.https_context = https_context
+        middlewares = [self._plain_guard] if self.https_addr else []
+        self.app = web.Application(client_max_size=max_body, middlewares=middlewares)
         self.checks: dict[str, ReadinessCheck] = {}
         self.ready = False
         self._runner: web.AppRunner | None = None
         self.port = 0
+        self.https_port = 0
         self.app.router.add_get("/metrics", self._metrics)
         self.app.router.add_get("/healthz", self._healthz)
         self.app.router.add_get("/readyz", self._readyz)
@@ -181,8 +213,26 @@ class HttpServer:
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port, reuse_address=True)
         await site.start()
-        sockets = getattr(site._server, "sockets", None)
-        self.port = sockets[0].getsockname()[1] if sockets else port
+        self.port = _bound_port(site, port)
+        if self.https_addr:
+            host, port = split_addr(self.https_addr)
+            secure = web.TCPSite(
+                self._runner, host, port, ssl_context=self.https_context, reuse_address=True
+            )
+            await secure.start()
+            self.https_port = _bound_port(secure, port)
+
+    @web.middleware
+    async def _plain_guard(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.secure or request.path in PLAIN_PATHS:
+            return await handler(request)
+        # Refused, not redirected: a client that sent a token here has already sent it in clear,
+        # and a redirect would teach it that this works.
+        return web.Response(
+            status=403,
+            text=f"PERMISSION_DENIED: this port serves probes and metrics only; "
+            f"use https on port {self.https_port}\n",
+        )
 
     async def stop(self) -> None:
         if self._runner is not None:

@@ -30,7 +30,11 @@ class RoleBuses:
         self.service_bus = service_bus
         urls = settings.role_nats_urls()
         self._own = {
-            role: Bus(urls[role], f"control-{settings.instance}-{ROLE_NAMES[role]}")
+            role: Bus(
+                urls[role],
+                f"control-{settings.instance}-{ROLE_NAMES[role]}",
+                tls=settings.internal_tls.nats_context(),
+            )
             for role in ROLE_USERS
             if urls.get(role)
         }

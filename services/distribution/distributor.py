@@ -1,10 +1,12 @@
 """Productions and their outputs: commands, durable specs, state events.
 
 A production gets an encoder when its first output appears and loses it with its last one. Every
-output's spec (secrets included) lives in the key-value bucket `dist_outputs` under
-`<prod>.<id>`. A replica runs only the productions it owns (owned_productions.py): it `load`s a
-production's outputs from the bucket, as they were, started or stopped, when it takes the
-production, and `unload`s them (the specs stay) when it lets the production go.
+output's spec lives in the key-value bucket `dist_outputs` under `<prod>.<id>`, its stream key
+and passphrase sealed (keyring.py, docs/adr/0020): without a secrets key, an output with a secret
+is refused; a stored one that cannot be opened shows as failed, with the reason, and does not
+start (the others do). A replica runs only the productions it owns (owned_productions.py): it
+`load`s a production's outputs from the bucket, as they were, started or stopped, when it takes
+the production, and `unload`s them (the specs stay) when it lets the production go.
 """
 
 from __future__ import annotations
@@ -17,19 +19,21 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import nats.js.errors
 import structlog
 
 from services.common import errors
-from services.common.bus import PREFIX, Bus, subject
+from services.common.bus import PREFIX, Bus, encode, subject
 from services.common.gen.baycast.v1 import distribution_pb2 as dist
 from services.common.gen.baycast.v1 import media_pb2
 from services.common.kv_mirror import KvMirror
 from services.distribution import metrics
 from services.distribution.encoder import ProgramEncoder
+from services.distribution.keyring import Keyring, SealedValueError
 from services.distribution.outputs import Output, SinkFactory
 from services.distribution.production import STOP_JOIN_S, Production
 from services.distribution.settings import DistributionSettings
-from services.distribution.sinks import make_sink
+from services.distribution.sinks import make_sink, rtmp_target
 from services.distribution.srt_return import PICTURES, Returns
 
 BUCKET = "dist_outputs"
@@ -43,10 +47,23 @@ SCHEMES = {
     dist.OUTPUT_KIND_RTMPS: ("rtmps",),
     dist.OUTPUT_KIND_SRT: ("srt",),
 }
+# A secret reaches the relay as one line of a preset file (sinks.py), which FFmpeg reads up to
+# 999 characters a line.
+MAX_SECRET_CHARS = 512
 
 log = structlog.get_logger("distribution")
 
 ProgramFrames = Callable[[str, media_pb2.Rendition], AsyncIterator[media_pb2.MediaFrame]]
+
+
+def key_out_of_url(spec: dist.OutputSpec) -> None:
+    """An RTMP(S) url's path past its application is the stream (FFmpeg reads it so): move it
+    into `stream_key`, where it is sealed and masked, in place."""
+    if spec.kind not in (dist.OUTPUT_KIND_RTMP, dist.OUTPUT_KIND_RTMPS):
+        return
+    target, options = rtmp_target(spec)
+    spec.url = f"{target}/{options['rtmp_app']}"
+    spec.stream_key = options.get("rtmp_playpath", "")
 
 
 def validate_spec(spec: dist.OutputSpec, existing: dict[str, Output]) -> None:
@@ -58,8 +75,25 @@ def validate_spec(spec: dist.OutputSpec, existing: dict[str, Output]) -> None:
         )
     if spec.kind not in dist.OutputKind.values() or spec.kind == dist.OUTPUT_KIND_UNSPECIFIED:
         raise errors.InvalidArgument("kind is required", field="add.output.kind")
+    for name in ("url", "stream_key", "passphrase"):
+        value = getattr(spec, name)
+        if any(c.isspace() or not c.isprintable() for c in value):
+            raise errors.InvalidArgument(
+                f"{name} holds spaces or control characters", field=f"add.output.{name}"
+            )
+    if len(spec.stream_key) > MAX_SECRET_CHARS:
+        raise errors.InvalidArgument(
+            f"a stream key has at most {MAX_SECRET_CHARS} characters",
+            field="add.output.stream_key",
+        )
     if spec.kind in SCHEMES:
         parts = urlsplit(spec.url)
+        if "@" in parts.netloc:
+            raise errors.InvalidArgument(
+                "no user:password in the url: the relay could only take it on its command line"
+                " (put a stream key in stream_key)",
+                field="add.output.url",
+            )
         if parts.scheme not in SCHEMES[spec.kind] or not parts.hostname:
             raise errors.InvalidArgument(
                 f"url must be {SCHEMES[spec.kind][0]}://host[:port]/...", field="add.output.url"
@@ -144,6 +178,9 @@ class Distributor:
         self._sink_factory = sink_factory
         self._returns = returns  # SRT returns to stations (docs/adr/0012); None: refused
         self._specs: KvMirror[dist.OutputSpec] | None = None
+        self.keyring = settings.keyring()
+        # Outputs whose stored secrets would not open: key -> the stored spec, kept as it is.
+        self._locked: dict[str, dist.OutputSpec] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._sampler: asyncio.Task[None] | None = None
 
@@ -176,10 +213,17 @@ class Distributor:
         """Run the production's stored outputs as they were, started or stopped."""
         stored = await self._stored(prod)
         production = self.productions.get(prod)
-        for spec in stored:
+        for spec, revision in stored:
             if production is not None and spec.id in production.outputs:
                 continue
-            output = self._create(spec)
+            key = f"{prod}.{spec.id}"
+            try:
+                opened = self.keyring.open_spec(spec, key)
+            except SealedValueError as exc:
+                self._create_locked(spec, key, str(exc))
+                continue
+            await self._reseal(key, spec, opened, revision)
+            output = self._create(opened)
             if spec.enabled:
                 output.start()
         if prod in self.productions:
@@ -194,6 +238,7 @@ class Distributor:
         await production.stop()
         for output_id in production.outputs:
             metrics.forget_output(prod, output_id)
+            self._locked.pop(f"{prod}.{output_id}", None)
         log.info("production_unloaded", production=prod, outputs=len(production.outputs))
 
     async def forget(self, prod: str) -> None:
@@ -208,9 +253,10 @@ class Distributor:
                 self._specs.note(key, None, 0)
         log.info("production_forgotten", production=prod)
 
-    async def _stored(self, prod: str) -> list[dist.OutputSpec]:
-        """The production's specs read from the bucket itself: the mirror may lag a write made
-        by the replica that ran the production a moment ago."""
+    async def _stored(self, prod: str) -> list[tuple[dist.OutputSpec, int]]:
+        """The production's specs (as stored, sealed) and their revisions, read from the bucket
+        itself: the mirror may lag a write made by the replica that ran the production a moment
+        ago."""
         assert self._specs is not None
         bucket = self._specs.bucket
         specs = []
@@ -220,8 +266,65 @@ class Distributor:
             entry = await bucket.get(key)
             if entry is not None:
                 self._specs.note(key, entry.value, entry.revision)
-                specs.append(entry.value)
+                specs.append((entry.value, entry.revision))
         return specs
+
+    def _create_locked(self, stored: dist.OutputSpec, key: str, reason: str) -> None:
+        """An output whose secrets do not open: listed as failed with the reason, never started;
+        its record stays as it is (the right key may come back)."""
+        log.error(
+            "output_secrets_unreadable",
+            production=stored.production,
+            output=stored.id,
+            reason=reason,
+        )
+        bare = dist.OutputSpec()
+        bare.CopyFrom(stored)
+        bare.stream_key = bare.passphrase = ""
+        self._locked[key] = stored
+        self._create(bare).refuse(f"cannot open its secrets: {reason}")
+
+    async def _reseal(
+        self, key: str, stored: dist.OutputSpec, opened: dist.OutputSpec, revision: int
+    ) -> None:
+        """Seal again with the current key what an older key (or none) sealed (rotation)."""
+        if not self.keyring.stale(stored):
+            return
+        if not self.keyring.can_seal:
+            log.warning(
+                "output_secret_in_clear",
+                production=stored.production,
+                output=stored.id,
+                fix="set BAYCAST_DISTRIBUTION_SECRETS_KEY_FILE: it is sealed on the next load",
+            )
+            return
+        assert self._specs is not None
+        resealed = self.keyring.seal_spec(opened, key)
+        try:
+            written = await self._specs.bucket.store.update(key, encode(resealed), last=revision)
+        except nats.js.errors.KeyWrongLastSequenceError:
+            return  # written meanwhile (by a command): that write sealed it
+        except Exception as exc:  # the bus away: the output runs; the next load seals it
+            log.warning("output_reseal_failed", output=key, error=str(exc) or type(exc).__name__)
+            return
+        self._specs.note(key, resealed, written)
+        log.info(
+            "output_resealed",
+            production=stored.production,
+            output=stored.id,
+            key_id=self.keyring.current_id,
+        )
+
+    async def _store(self, output: Output) -> None:
+        """Write an output's spec as it is stored: sealed, or (a locked output's) as it was."""
+        assert self._specs is not None
+        locked = self._locked.get(output.key)
+        if locked is not None:
+            locked.enabled = output.spec.enabled
+            stored = locked
+        else:
+            stored = self.keyring.seal_spec(output.spec, output.key)
+        self._specs.note(output.key, stored, await self._specs.bucket.put(output.key, stored))
 
     # -- commands -------------------------------------------------------------------------------
 
@@ -249,6 +352,10 @@ class Distributor:
         if which == "remove":
             await self._remove(output)
         elif which == "start":
+            if output.key in self._locked:
+                raise errors.InvalidArgument(
+                    f"output {ref.id} cannot start: {output.reason}", field="start.id"
+                )
             await self._set_enabled(output, True)
             output.start()
             await self.productions[prod].reconcile()
@@ -277,6 +384,13 @@ class Distributor:
         spec.production = prod
         production = self.productions.get(prod)
         validate_spec(spec, production.outputs if production else {})
+        key_out_of_url(spec)
+        if Keyring.holds_secret(spec) and not self.keyring.can_seal:
+            raise errors.InvalidArgument(
+                "this distribution stores no stream key or passphrase: it has no secrets key"
+                " (BAYCAST_DISTRIBUTION_SECRETS_KEY_FILE)",
+                field="add.output.stream_key" if spec.stream_key else "add.output.passphrase",
+            )
         if spec.station:
             if self._returns is None:
                 raise errors.InvalidArgument(
@@ -284,7 +398,8 @@ class Distributor:
                 )
             self._returns.validate(spec)
         key = f"{prod}.{spec.id}"
-        self._specs.note(key, spec, await self._specs.bucket.create(key, spec))
+        stored = self.keyring.seal_spec(spec, key)
+        self._specs.note(key, stored, await self._specs.bucket.create(key, stored))
         output = self._create(spec)
         if spec.enabled:
             output.start()
@@ -298,6 +413,7 @@ class Distributor:
         assert self._specs is not None
         await self._specs.bucket.delete(output.key)
         self._specs.note(output.key, None, 0)
+        self._locked.pop(output.key, None)
         await self._stop_output(output)
         production = self.productions[output.spec.production]
         del production.outputs[output.spec.id]
@@ -311,11 +427,8 @@ class Distributor:
             del self.productions[production.name]
 
     async def _set_enabled(self, output: Output, enabled: bool) -> None:
-        assert self._specs is not None
         output.spec.enabled = enabled
-        self._specs.note(
-            output.key, output.spec, await self._specs.bucket.put(output.key, output.spec)
-        )
+        await self._store(output)
 
     # -- productions and outputs ------------------------------------------------------------------
 

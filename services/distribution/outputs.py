@@ -102,6 +102,7 @@ class Output:
         self._on_change = on_change
         self._sink_factory = sink_factory
         self._recent = recent  # the encoder's packets since its last keyframe
+        self.refused = False
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._rng = random.Random()
@@ -151,8 +152,13 @@ class Output:
 
     # -- control (from the event loop) ----------------------------------------------------------
 
+    def refuse(self, reason: str) -> None:
+        """Never start (its stored secrets do not open): failed, with the reason."""
+        self.refused = True
+        self._set(dist.OUTPUT_STATUS_FAILED, reason)
+
     def start(self) -> None:
-        if self.running:
+        if self.running or self.refused:
             return
         self._stop.clear()
         self.attempts = 0

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from services.common.settings import ServiceSettings, SettingsError, split_addr
 from services.common.steward import DEFAULT_LEASE_SECONDS, DEFAULT_RENEW_SECONDS
+from services.distribution.keyring import Keyring, KeyringError
 
 DEFAULT_DATA_DIR = ".baycast/data"
 # 0 x 0: the program's own size (the first frame decides; the slate uses the fallback before it).
@@ -104,6 +105,21 @@ class DistributionSettings(ServiceSettings):
     exchange_audio_kbps: int = DEFAULT_EXCHANGE_AUDIO_KBPS
     # The platform's SRT secret, shared with ingest: a station's passphrase derives from it.
     srt_secret: str = ""
+    # Outputs' stream keys and passphrases are sealed in `dist_outputs` with this key (a file
+    # holding 32 bytes in base64, mounted from a Secret); the older keys only open what they
+    # sealed (rotation). No key: outputs with a secret are refused (docs/adr/0020).
+    secrets_key_file: str = ""
+    secrets_old_key_files: tuple[str, ...] = ()
+
+    def keyring(self) -> Keyring:
+        """The keys of `secrets_key_file` and `secrets_old_key_files`, read now (at start-up)."""
+        try:
+            return Keyring.from_files(self.secrets_key_file, self.secrets_old_key_files)
+        except KeyringError as exc:
+            raise SettingsError(
+                f"BAYCAST_DISTRIBUTION_SECRETS_KEY_FILE / SECRETS_OLD_KEY_FILES: {exc}"
+            ) from None
+
     # One replica runs a production's outputs (owned_productions.py, docs/adr/0015): another
     # takes the production this long after a dead owner's last renewal; renewed this often.
     lease_seconds: float = DEFAULT_LEASE_SECONDS
@@ -146,6 +162,10 @@ class DistributionSettings(ServiceSettings):
             )
         if self.max_productions < 0:
             raise SettingsError("BAYCAST_DISTRIBUTION_MAX_PRODUCTIONS must be 0 (no limit) or more")
+        if self.secrets_old_key_files and not self.secrets_key_file:
+            raise SettingsError(
+                "BAYCAST_DISTRIBUTION_SECRETS_OLD_KEY_FILES needs SECRETS_KEY_FILE (the new key)"
+            )
         if self.whep_rate_per_s <= 0 or self.whep_rate_burst < 1:
             raise SettingsError(
                 "BAYCAST_DISTRIBUTION_WHEP_RATE_PER_S must be positive and WHEP_RATE_BURST >= 1"

@@ -8,11 +8,15 @@ will not get better by retrying (the server refused the application or key, the 
 
 All blocking I/O happens in the output's own thread.
 
-Secrets stay off the relay's command line (where `ps` shows them): an SRT passphrase reaches the
-child `ffmpeg` as an output preset (`-fpre /dev/fd/N`), a pipe it reads `key=value` lines from and
-applies as the output's protocol options, the same as `-passphrase` would. Only the pipe's number
-is in its argv; the pipe is empty once read and never touches a disk. (FFmpeg 7's `-/opt file`
-does the same; Debian's 5.1 does not have it, and the SRT URL's `passphrase=` query would show.)
+Secrets stay off the relay's command line (where `ps` shows them): an SRT passphrase, and an
+RTMP(S) push's application and stream key, reach the child `ffmpeg` as an output preset
+(`-fpre /dev/fd/N`), a pipe it reads `key=value` lines from and applies as the output's protocol
+options, the same as `-passphrase` or `-rtmp_playpath` would. Only the pipe's number is in its
+argv (an RTMP target is `rtmp://host:port` there); the pipe is empty once read and never touches
+a disk. (FFmpeg 7's `-/opt file` does the same; Debian's 5.1 does not have it, and the SRT URL's
+`passphrase=` query would show.) The relay's environment holds none of the service's own
+settings either (`relay_environment`): the NATS credentials and shared secrets stay in the
+service.
 """
 
 from __future__ import annotations
@@ -72,6 +76,9 @@ SRT_PAYLOAD = 1316  # 7 TS packets: what fits a UDP datagram on any path
 LISTEN_BACKLOG_BYTES = 16 * 1024
 RELAY_PIPE_BYTES = 1024 * 1024  # room for a keyframe above the backlog: a write never blocks
 RESUME_STEP = Fraction(1, 50)  # the gap left between the last packet before a hold and the next
+# Variables a relay does not inherit: the service's settings and anything named like a secret.
+RELAY_ENV_DROPPED_PREFIXES = ("BAYCAST_",)
+RELAY_ENV_DROPPED_WORDS = ("SECRET", "TOKEN", "PASSWORD", "PASSPHRASE", "KEY", "CREDENTIAL")
 HLS_PLAYLIST = "index.m3u8"
 LADDER_PLAYLIST = "stream_%v.m3u8"  # one media playlist per rendition, under the master
 
@@ -86,6 +93,17 @@ class SinkRejected(SinkError):
 
 def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
+
+
+def relay_environment(environ: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment a relay runs with: the service's own, less its settings and secrets."""
+    env = dict(os.environ if environ is None else environ)
+    return {
+        name: value
+        for name, value in env.items()
+        if not name.startswith(RELAY_ENV_DROPPED_PREFIXES)
+        and not any(word in name.upper() for word in RELAY_ENV_DROPPED_WORDS)
+    }
 
 
 class Sink(ABC):
@@ -265,6 +283,9 @@ class RelaySink(ContainerSink):
         """A pipe holding the secret options as a preset file, its read end for the child."""
         if not self.secret_options:
             return None
+        if any(c in "\r\n" for item in self.secret_options.items() for c in "".join(item)):
+            # A line break would start another option: nothing the validation lets through.
+            raise SinkRejected("a secret option holds a line break")
         text = "".join(f"{name}={value}\n" for name, value in self.secret_options.items())
         read_end, write_end = os.pipe()
         try:
@@ -314,6 +335,7 @@ class RelaySink(ContainerSink):
                 stdout=subprocess.PIPE,
                 stderr=self._stderr,
                 pass_fds=(secrets_fd,) if secrets_fd is not None else (),
+                env=relay_environment(),
             )
         except OSError as exc:
             raise SinkRejected(f"cannot run {self.ffmpeg}: {exc}") from exc
@@ -619,6 +641,23 @@ def push_url(spec: dist.OutputSpec) -> str:
     return spec.url.rstrip("/") + "/" + spec.stream_key
 
 
+def rtmp_target(spec: dist.OutputSpec) -> tuple[str, dict[str, str]]:
+    """The relay's RTMP(S) URL, scheme, host and port only, and the options that name the
+    application and the stream (`rtmp_app`, `rtmp_playpath`), which go through the preset pipe.
+
+    They are split as FFmpeg splits `push_url` itself: the application is the first segment of
+    what follows the host, the stream everything after it (a query included). So the server sees
+    the same `connect` (its `tcUrl` is `rtmp://host:port/<app>`) and `publish` either way."""
+    url = push_url(spec)
+    parts = urlsplit(url)
+    rest = url.split("://", 1)[1][len(parts.netloc) :].lstrip("/")
+    app, _, playpath = rest.partition("/")
+    options = {"rtmp_app": app}
+    if playpath:
+        options["rtmp_playpath"] = playpath
+    return f"{parts.scheme}://{parts.netloc}", options
+
+
 def make_sink(spec: dist.OutputSpec, settings: DistributionSettings) -> Sink:
     """The sink for `spec`; refuses a kind it does not know."""
     data = Path(settings.data_dir)
@@ -628,13 +667,15 @@ def make_sink(spec: dist.OutputSpec, settings: DistributionSettings) -> Sink:
         options = {"send_buffer_size": str(settings.send_buffer_bytes)}
         if spec.kind == dist.OUTPUT_KIND_RTMPS and settings.tls_verify:
             options |= {"tls_verify": "1", "ca_file": settings.tls_ca_file}
+        target, secret_options = rtmp_target(spec)
         return RelaySink(
-            push_url(spec),
+            target,
             "flv",
             settings.ffmpeg,
             settings.write_timeout_s,
             RTMP_REJECTED_WORDS,
             options,
+            secret_options=secret_options,
         )
     if spec.kind == dist.OUTPUT_KIND_SRT:
         return srt_sink(spec.url, spec.passphrase, spec.srt_mode, settings)

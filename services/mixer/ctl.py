@@ -15,12 +15,12 @@ from google.protobuf import json_format
 
 from services.common import errors
 from services.common.bus import subject
-from services.common.ctl import Ctl, print_message, print_table, run_verb
+from services.common.ctl import Ctl, operator_tls, print_message, print_table, run_verb
 from services.common.gen.baycast.v1 import media_pb2, mixer_pb2
 from services.common.handles import HandleDirectory
 from services.common.media import proto_to_av
 from services.common.rpc import ChannelCache
-from services.mixer import rundown_ctl, talk_ctl
+from services.mixer import audio_ctl, rundown_ctl, talk_ctl
 
 Cmd = mixer_pb2.MixerCommand
 PCmd = mixer_pb2.ProductionCommand
@@ -180,17 +180,6 @@ async def _layout(ctl: Ctl, args: argparse.Namespace) -> int:
     return await _mixer(ctl, args.prod, Cmd(layout=command))
 
 
-async def _audio(ctl: Ctl, args: argparse.Namespace) -> int:
-    command = Cmd.Audio(source=args.source or "")
-    if args.gain_db is not None:
-        command.gain_db = args.gain_db
-    if args.mute is not None:
-        command.mute = args.mute
-    if args.afv is not None:
-        command.afv = args.afv
-    return await _mixer(ctl, args.prod, Cmd(audio=command))
-
-
 async def _ftb(ctl: Ctl, args: argparse.Namespace) -> int:
     command = Cmd.Ftb(duration_ms=args.duration_ms or 0)
     if args.on is not None:
@@ -205,7 +194,7 @@ async def grab(
     endpoint = await HandleDirectory(ctl.bus).resolve(handle)
     if endpoint is None:
         raise errors.NotFound(f"nobody serves {handle}", field="handle")
-    channels = ChannelCache()
+    channels = ChannelCache(operator_tls().grpc_channel_credentials())
     request = media_pb2.SubscribeRequest(handle=handle, rendition=rendition, subscriber="ctl")
     try:
         call = channels.media(endpoint).Subscribe(request, timeout=timeout)
@@ -311,14 +300,7 @@ def register(verbs: argparse._SubParsersAction) -> None:
     p.add_argument("--type", choices=["mix", "wipe", "dip", "cut"])
     p.add_argument("--duration-ms", type=int)
     p.add_argument("--color")
-    p = verb("audio", "set a source's (or, without source, the master's) audio", _audio)
-    p.add_argument("prod")
-    p.add_argument("source", nargs="?")
-    p.add_argument("--gain-db", type=float)
-    p.add_argument("--mute", dest="mute", action="store_true", default=None)
-    p.add_argument("--unmute", dest="mute", action="store_false")
-    p.add_argument("--afv", dest="afv", action="store_true", default=None)
-    p.add_argument("--no-afv", dest="afv", action="store_false")
+    audio_ctl.register(verbs)
     p = verb("ftb", "fade to black (toggle, or --on/--off)", _ftb)
     p.add_argument("prod")
     p.add_argument("--on", dest="on", action="store_true", default=None)

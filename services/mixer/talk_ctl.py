@@ -33,9 +33,10 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from services.common import errors, ice
 from services.common.bus import subject
-from services.common.ctl import Ctl, read_endpoints, run_verb
+from services.common.ctl import Ctl, operator_tls, read_endpoints, run_verb
 from services.common.gen.baycast.v1 import control_pb2, mixer_pb2
 from services.common.handles import talk_source_id
+from services.common.tls import http_connector
 
 SAMPLE_RATE = 48_000
 FRAME_SAMPLES = 960  # 20 ms, what Opus sends
@@ -341,7 +342,10 @@ async def talk(ctl: Ctl, args: argparse.Namespace) -> int:
         loop.add_signal_handler(signal.SIGINT, stop.set)  # Ctrl-C ends the talk, cleanly
         stack.callback(loop.remove_signal_handler, signal.SIGINT)
         http = await stack.enter_async_context(
-            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=HTTP_TIMEOUT_S))
+            aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=HTTP_TIMEOUT_S),
+                connector=http_connector(operator_tls().ca_file),
+            )
         )
         await watch.start(ctl)
         stack.push_async_callback(watch.stop)

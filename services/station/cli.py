@@ -10,6 +10,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from urllib.parse import urlparse
 
 import aiohttp
@@ -19,6 +20,7 @@ from aiortc.mediastreams import MediaStreamTrack
 
 from services.common import ice
 from services.common.telemetry import configure_logging
+from services.common.tls import http_connector
 from services.station.events import (
     RETRY_MAX_S,
     RETRY_MIN_S,
@@ -80,7 +82,9 @@ async def find_exchange(args: argparse.Namespace, stop: asyncio.Event) -> str:
         return str(args.exchange).rstrip("/")
     delay = RETRY_MIN_S
     timeout = aiohttp.ClientTimeout(total=CONFIG_TIMEOUT_S)
-    async with aiohttp.ClientSession(timeout=timeout) as http:
+    async with aiohttp.ClientSession(
+        timeout=timeout, connector=http_connector(args.ca_file)
+    ) as http:
         while not stop.is_set():
             try:
                 return await exchange_url_from_whip(http, args.whip)
@@ -108,7 +112,7 @@ async def follow_events(args: argparse.Namespace, token: str, stop: asyncio.Even
     # Events on by default: an exchange that turns out not to be there turns them off.
     absent_is_final = args.events is None
     async with StationEventStream(
-        exchange, station, token, absent_is_final=absent_is_final
+        exchange, station, token, absent_is_final=absent_is_final, ca_file=args.ca_file
     ) as stream:
         follower = StationFollower(stream)
 
@@ -132,14 +136,27 @@ async def follow_events(args: argparse.Namespace, token: str, stop: asyncio.Even
                 await asyncio.wait(acks, timeout=STOP_EVENTS_S)
 
 
+def station_token(args: argparse.Namespace) -> str:
+    """The bearer token: from --token-file, else --token, else $BAYCAST_STATION_TOKEN."""
+    if args.token_file:
+        return Path(args.token_file).read_text().strip()
+    return str(args.token or os.environ.get("BAYCAST_STATION_TOKEN", ""))
+
+
 async def _publish(args: argparse.Namespace) -> int:
     ice.configure(tuple(args.ice_host))
-    token = args.token or os.environ.get("BAYCAST_STATION_TOKEN", "")
+    try:
+        token = station_token(args)
+    except OSError as exc:
+        print(f"error: cannot read {args.token_file}: {exc.strerror}", file=sys.stderr)
+        return 2
     if not token:
-        print("error: give --token or set BAYCAST_STATION_TOKEN", file=sys.stderr)
+        print("error: give --token-file or set BAYCAST_STATION_TOKEN (or --token)", file=sys.stderr)
         return 2
     make_tracks, h264_only = track_factory(args)
-    publisher = WhipPublisher(args.whip, token, make_tracks, h264_only=h264_only)
+    publisher = WhipPublisher(
+        args.whip, token, make_tracks, h264_only=h264_only, ca_file=args.ca_file
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -165,7 +182,23 @@ async def _publish(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("station", help="publish a test card or a file to ingest over WHIP")
     p.add_argument("--whip", required=True, help="WHIP URL, e.g. http://127.0.0.1:8101/whip/gz")
-    p.add_argument("--token", default="", help="bearer token (else BAYCAST_STATION_TOKEN)")
+    p.add_argument(
+        "--ca-file",
+        default=os.environ.get("BAYCAST_TLS_CA_FILE", ""),
+        help="a CA to trust for https:// besides the system's (e.g. .baycast/tls/ca.pem of a "
+        "`baycast up --tls`; default $BAYCAST_TLS_CA_FILE)",
+    )
+    p.add_argument(
+        "--token-file",
+        default="",
+        help="a file holding the bearer token (else --token, else $BAYCAST_STATION_TOKEN)",
+    )
+    p.add_argument(
+        "--token",
+        default="",
+        help="bearer token; `ps` shows it to every user of the machine: "
+        "prefer --token-file or $BAYCAST_STATION_TOKEN",
+    )
     p.add_argument("--source", default="testcard", help="testcard, or a media file to loop")
     p.add_argument("--name", default="", help="name on the card, e.g. 广州台")
     p.add_argument("--station", default="", help="station id for the card (default: from URL)")

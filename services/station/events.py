@@ -32,6 +32,7 @@ import structlog
 from google.protobuf import json_format
 
 from services.common.gen.baycast.v1 import exchange_pb2
+from services.common.tls import http_connector
 
 RETRY_MIN_S = 0.5
 RETRY_MAX_S = 10.0
@@ -174,8 +175,10 @@ class StationEventStream:
         retry_max_s: float = RETRY_MAX_S,
         idle_timeout_s: float = IDLE_TIMEOUT_S,
         absent_is_final: bool = False,
+        ca_file: str = "",
     ) -> None:
         self.base = f"{exchange_url.rstrip('/')}/exchange/{quote(station, safe='')}"
+        self.ca_file = ca_file  # trusted on top of the system's roots (a private CA)
         self.station = station
         self.token = token
         self.retry_min_s = retry_min_s
@@ -191,7 +194,10 @@ class StationEventStream:
         return {"Authorization": f"Bearer {self.token}"}
 
     async def __aenter__(self) -> StationEventStream:
-        self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=HTTP_TIMEOUT_S))
+        self._http = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=HTTP_TIMEOUT_S),
+            connector=http_connector(self.ca_file),
+        )
         return self
 
     async def __aexit__(self, *_exc: object) -> None:

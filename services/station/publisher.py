@@ -18,6 +18,8 @@ import structlog
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamTrack
 
+from services.common.tls import http_connector
+
 RETRY_MIN_S = 0.5
 RETRY_MAX_S = 5.0
 HTTP_TIMEOUT_S = 10.0
@@ -42,8 +44,11 @@ class WhipPublisher:
         make_tracks: Callable[[], list[MediaStreamTrack]],
         *,
         h264_only: bool = False,
+        ca_file: str = "",
     ) -> None:
         self.whip_url = whip_url
+        # Trusted on top of the system's roots for an https:// WHIP URL (a private CA).
+        self.ca_file = ca_file
         self.token = token
         self.make_tracks = make_tracks
         self.h264_only = h264_only
@@ -61,7 +66,8 @@ class WhipPublisher:
         """Publish until `stop` is set, reconnecting after every failure."""
         delay = RETRY_MIN_S
         async with aiohttp.ClientSession(
-            timeout=aiohttp.ClientTimeout(total=HTTP_TIMEOUT_S)
+            timeout=aiohttp.ClientTimeout(total=HTTP_TIMEOUT_S),
+            connector=http_connector(self.ca_file),
         ) as http:
             while not stop.is_set():
                 try:

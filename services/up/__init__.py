@@ -13,8 +13,10 @@ import aiohttp
 
 from services.common.bus import Bus
 from services.common.handles import HandleDirectory
+from services.common.tls import http_connector
 from services.up import demo
 from services.up.launcher import Console, Launcher, pick_port
+from services.up.local_ca import make_local_tls
 from services.up.web import ShowPage
 
 DEFAULT_STATE_DIR = ".baycast"
@@ -55,7 +57,7 @@ async def _watch(
         ("ingest", demo.contribution_drops, "ingest dropped {n:.0f} contribution frames"),
     )
     last: dict[str, float] = {}
-    async with aiohttp.ClientSession() as http:
+    async with aiohttp.ClientSession(connector=http_connector(launcher.ca_file)) as http:
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), WATCH_INTERVAL_S)
@@ -103,10 +105,11 @@ async def _demo(
         demo.PRODUCTION,
         demo.TITLE,
         {name: s["http"] for name, s in services.items()},
+        launcher.internal_tls,
     )
     port = pick_port(args.listen, args.web_port)
     await page.start(args.listen, port)
-    web = f"http://{args.listen}:{port}"
+    web = f"{'https' if launcher.tls else 'http'}://{launcher.host()}:{port}"
     dist = services["distribution"]["http"]
     control = services["control"]["http"]
     console.say("")
@@ -122,6 +125,10 @@ async def _demo(
     console.say("                 (contribute, the station's return, tally, cues; every station's")
     console.say(f"                 link is in {Path(args.state_dir, 'endpoints.json')})")
     console.say(f"  recordings     {Path(args.state_dir, 'data', 'recordings', demo.PRODUCTION)}")
+    if launcher.tls is not None:
+        console.say(f"  TLS CA         {launcher.tls.ca_file.resolve()}")
+        console.say("                 (trust it on a phone or in a browser to open these pages;")
+        console.say("                 `baycast station --ca-file` and `baycast ctl` use it)")
     console.say("")
     console.say("  try, in another terminal:")
     console.say(f"    baycast ctl rundown status {demo.PRODUCTION}")
@@ -153,7 +160,11 @@ async def _demo(
 async def _up(args: argparse.Namespace) -> int:
     console = Console()
     state_dir = Path(args.state_dir)
-    launcher = Launcher(state_dir, args.listen, console)
+    tls = None
+    if args.tls:
+        hosts = [h for h in (args.listen, args.public_ip) if h and h != "0.0.0.0"]
+        tls = make_local_tls(state_dir / "tls", hosts)
+    launcher = Launcher(state_dir, args.listen, console, tls)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -167,7 +178,12 @@ async def _up(args: argparse.Namespace) -> int:
         await launcher.start_services(service_env(args, data_dir))
         path = launcher.write_endpoints({})
         console.say(f"platform ready; endpoints in {path}")
-        bus = Bus(launcher.nats_url_for("admin"), "baycast-up")
+        internal = launcher.internal_tls
+        bus = Bus(
+            launcher.nats_url_for("admin"),
+            "baycast-up",
+            tls=internal.nats_context() if internal else None,
+        )
         await bus.connect()
         if not args.no_demo:
             page = await _demo(args, launcher, console, bus)
@@ -208,6 +224,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--duration", type=float, default=0, help="stop after this many seconds")
     p.add_argument("--web-port", type=int, default=8080, help="show page port (default 8080)")
     p.add_argument("--no-demo", action="store_true", help="only the platform, no demo show")
+    p.add_argument(
+        "--tls",
+        action="store_true",
+        help="HTTPS edges, NATS over TLS and mutual gRPC, with a local CA made under "
+        "<state-dir>/tls (so a phone on the LAN can open the station page)",
+    )
     p.add_argument(
         "--state-dir", default=DEFAULT_STATE_DIR, help="NATS store, media output, endpoints"
     )

@@ -8,6 +8,7 @@ and kills what is left, so Ctrl-C never leaves a process behind.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import os
@@ -31,6 +32,8 @@ from services.common.nats_accounts import (
     user_url,
 )
 from services.common.settings import DEFAULT_PORTS
+from services.common.tls import InternalTls
+from services.up.local_ca import LocalTls
 
 SERVICES = ("ingest", "graphics", "mixer", "distribution", "monitoring", "control")
 COLOURS = {
@@ -45,6 +48,10 @@ COLOURS = {
 }
 RESET = "\033[0m"
 READY_TIMEOUT_S = 60.0
+SECRETS_KEY_NAME = "distribution-secrets.key"
+SECRETS_KEY_ENV = "BAYCAST_DISTRIBUTION_SECRETS_KEY_FILE"
+# Under --tls each service's HTTPS edge listens this far above its plain port (8101 -> 8441).
+HTTPS_PORT_OFFSET = 340
 STOP_TIMEOUT_S = 8.0
 
 
@@ -102,16 +109,21 @@ class Child:
     env: dict[str, str]
     http_port: int = 0
     grpc_port: int = 0
+    https_port: int = 0
     proc: asyncio.subprocess.Process | None = None
     pump: asyncio.Task[None] | None = None
     extra: dict[str, int] = field(default_factory=dict)
 
 
 class Launcher:
-    def __init__(self, state_dir: Path, listen: str, console: Console) -> None:
+    def __init__(
+        self, state_dir: Path, listen: str, console: Console, tls: LocalTls | None = None
+    ) -> None:
         self.state_dir = state_dir
         self.listen = listen
         self.console = console
+        # Under --tls: HTTPS edges, NATS over TLS, mutual gRPC, all with this one identity.
+        self.tls = tls
         self.children: list[Child] = []
         self.nats_url = ""
         # Per-service NATS users when the launcher runs its own server (none for --nats URL).
@@ -142,7 +154,12 @@ class Launcher:
 
     async def start_module(self, name: str, module: str, stdin_data: bytes) -> None:
         """A helper process (`python -m module`) whose input is `stdin_data` (kept off argv)."""
-        env = {**os.environ, "BAYCAST_LOG_FORMAT": "console", "PYTHONUNBUFFERED": "1"}
+        env = {
+            **os.environ,
+            **self.tls_env(),
+            "BAYCAST_LOG_FORMAT": "console",
+            "PYTHONUNBUFFERED": "1",
+        }
         await self._spawn(Child(name, [sys.executable, "-m", module], env), stdin_data)
 
     async def _pump(self, child: Child) -> None:
@@ -156,13 +173,14 @@ class Launcher:
             self.console.say(f"using NATS at {redact_url(url)}")
             return url
         port = pick_port("127.0.0.1", 4333)
+        monitor_port = pick_port("127.0.0.1", 8222)
         store = self.state_dir / "nats"
         store.mkdir(parents=True, exist_ok=True)
         # Every service gets a user of its own with only the subjects it needs (new each run).
         self.passwords = generate_passwords()
         config = self.state_dir / "nats.conf"
         config.touch(mode=0o600)
-        config.write_text(server_config(self.passwords))
+        config.write_text(server_config(self.passwords, self.internal_tls))
         started = time.monotonic()
         self.console.say("starting nats-server (JetStream)…")
         await self._spawn(
@@ -176,6 +194,8 @@ class Launcher:
                     "127.0.0.1",
                     "-p",
                     str(port),
+                    "-m",
+                    str(monitor_port),
                     "-js",
                     "-sd",
                     str(store),
@@ -183,32 +203,64 @@ class Launcher:
                 dict(os.environ),
             )
         )
+        # Ready when its monitoring endpoint says so (JetStream included); probing the client
+        # port instead would be a connection that never finishes its TLS handshake.
         deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            with contextlib.suppress(OSError):
-                _reader, writer = await asyncio.open_connection("127.0.0.1", port)
-                writer.close()
-                break
-            await asyncio.sleep(0.05)
-        else:
-            raise RuntimeError("nats-server did not start")
-        self.nats_url = f"nats://127.0.0.1:{port}"
+        async with aiohttp.ClientSession() as session:
+            while time.monotonic() < deadline:
+                with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+                    async with session.get(
+                        f"http://127.0.0.1:{monitor_port}/healthz",
+                        timeout=aiohttp.ClientTimeout(total=1),
+                    ) as resp:
+                        if resp.status == 200:
+                            break
+                await asyncio.sleep(0.05)
+            else:
+                raise RuntimeError("nats-server did not start")
+        self.nats_url = f"{'tls' if self.tls else 'nats'}://127.0.0.1:{port}"
         self.console.say(
             f"nats-server ready at {self.nats_url} ({time.monotonic() - started:.1f} s)"
         )
         return self.nats_url
 
+    @property
+    def ca_file(self) -> str:
+        return str(self.tls.ca_file) if self.tls else ""
+
+    @property
+    def internal_tls(self) -> InternalTls | None:
+        if self.tls is None:
+            return None
+        return InternalTls(str(self.tls.ca_file), str(self.tls.cert_file), str(self.tls.key_file))
+
+    def tls_env(self) -> dict[str, str]:
+        """The TLS files as every service and helper reads them (services/common/tls.py)."""
+        if self.tls is None:
+            return {}
+        return {
+            "BAYCAST_TLS_CA_FILE": str(self.tls.ca_file),
+            "BAYCAST_TLS_CERT_FILE": str(self.tls.cert_file),
+            "BAYCAST_TLS_KEY_FILE": str(self.tls.key_file),
+            "BAYCAST_HTTPS_CERT_FILE": str(self.tls.cert_file),
+            "BAYCAST_HTTPS_KEY_FILE": str(self.tls.key_file),
+        }
+
     def service_child(self, name: str, extra_env: dict[str, str]) -> Child:
         http_default, grpc_default = DEFAULT_PORTS[name]
-        http_port = pick_port(self.listen, http_default)
+        # Under --tls the plain listener answers probes and metrics, on loopback only.
+        plain_host = "127.0.0.1" if self.tls else self.listen
+        http_port = pick_port(plain_host, http_default)
         grpc_port = pick_port(self.listen, grpc_default)
+        https_port = pick_port(self.listen, http_default + HTTPS_PORT_OFFSET) if self.tls else 0
         prefix = f"BAYCAST_{name.upper()}_"
         env = {
             **os.environ,
+            **self.tls_env(),
             "BAYCAST_NATS_URL": self.nats_url_for(name),
             "BAYCAST_LOG_FORMAT": "console",
             "BAYCAST_INSTANCE": f"{name}-local",
-            prefix + "HTTP_ADDR": f"{self.listen}:{http_port}",
+            prefix + "HTTP_ADDR": f"{plain_host}:{http_port}",
             prefix + "GRPC_ADDR": f"{self.listen}:{grpc_port}",
             prefix + "ADVERTISE_HOST": "127.0.0.1"
             if self.listen in ("127.0.0.1", "0.0.0.0")
@@ -216,20 +268,41 @@ class Launcher:
             "PYTHONUNBUFFERED": "1",
             **extra_env,
         }
+        if https_port:
+            env[prefix + "HTTPS_ADDR"] = f"{self.listen}:{https_port}"
+            env.setdefault(prefix + "PUBLIC_URL", f"https://{self.host()}:{https_port}")
         if name == "control":
             # Each control-room role sends its commands as its own NATS user.
             for field, url in control_role_urls(self.nats_url_for).items():
                 env.setdefault(prefix + field.upper(), url)
         argv = [sys.executable, "-m", "services.cli", name]
-        return Child(name, argv, env, http_port, grpc_port)
+        return Child(name, argv, env, http_port, grpc_port, https_port)
+
+    def public_url(self, child: Child) -> str:
+        """Where people and stations reach a service: its HTTPS edge under --tls."""
+        if child.https_port:
+            return f"https://{self.host()}:{child.https_port}"
+        return f"http://{self.host()}:{child.http_port}"
 
     def host(self) -> str:
         """The host people's browsers reach the services at."""
         return "127.0.0.1" if self.listen in ("127.0.0.1", "0.0.0.0") else self.listen
 
+    def secrets_key_file(self) -> Path:
+        """Distribution's secrets key: made once, readable by its owner only, and kept with the
+        NATS store whose `dist_outputs` it seals (a new key would open none of it)."""
+        path = self.state_dir / SECRETS_KEY_NAME
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileExistsError):
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(base64.b64encode(secrets.token_bytes(32)).decode() + "\n")
+        path.chmod(0o600)  # also when an older file was left readable
+        return path
+
     async def start_services(self, extra_env: dict[str, dict[str, str]]) -> None:
         children = [self.service_child(name, extra_env.get(name, {})) for name in SERVICES]
-        ports = {c.name: c.http_port for c in children}
+        urls = {c.name: self.public_url(c) for c in children}
         # Secrets the services share for this run: stations' SRT passphrases derive from the
         # first (ingest and distribution, docs/adr/0012), the control room's media grants are
         # signed with the second (control) and checked with it (ingest, distribution).
@@ -240,20 +313,17 @@ class Launcher:
         for child in children:
             for name, value in shared.items():
                 child.env.setdefault(name, value)
+            if child.name == "distribution":
+                # Outputs' stream keys and passphrases are sealed at rest with it (ADR 0020).
+                child.env.setdefault(SECRETS_KEY_ENV, str(self.secrets_key_file()))
             if child.name == "ingest":
                 # The station page plays the return and follows tally and cues from distribution.
-                child.env.setdefault(
-                    "BAYCAST_INGEST_EXCHANGE_URL", f"http://{self.host()}:{ports['distribution']}"
-                )
+                child.env.setdefault("BAYCAST_INGEST_EXCHANGE_URL", urls["distribution"])
             if child.name == "control":
                 # The control room's pages play returns from distribution (WHEP) and send the
                 # director's microphone to ingest (WHIP): their origins join its CSP.
-                child.env.setdefault(
-                    "BAYCAST_CONTROL_EXCHANGE_URL", f"http://{self.host()}:{ports['distribution']}"
-                )
-                child.env.setdefault(
-                    "BAYCAST_CONTROL_INGEST_URL", f"http://{self.host()}:{ports['ingest']}"
-                )
+                child.env.setdefault("BAYCAST_CONTROL_EXCHANGE_URL", urls["distribution"])
+                child.env.setdefault("BAYCAST_CONTROL_INGEST_URL", urls["ingest"])
         started = time.monotonic()
         for child in children:
             self.console.say(
@@ -283,12 +353,23 @@ class Launcher:
         raise RuntimeError(f"{child.name} not ready after {READY_TIMEOUT_S:.0f} s")
 
     def endpoints(self) -> dict[str, object]:
+        # "http": where people reach a service (its HTTPS edge under --tls, with the CA below).
         services = {
-            c.name: {"http": f"http://127.0.0.1:{c.http_port}", "grpc": f"127.0.0.1:{c.grpc_port}"}
+            c.name: {
+                "http": self.public_url(c) if c.https_port else f"http://127.0.0.1:{c.http_port}",
+                "grpc": f"127.0.0.1:{c.grpc_port}",
+            }
             for c in self.children
             if c.name in SERVICES
         }
-        return {"nats": self.nats_url_for("admin"), "services": services}
+        found: dict[str, object] = {"nats": self.nats_url_for("admin"), "services": services}
+        if self.tls is not None:
+            found["tls"] = {
+                "ca_file": str(self.tls.ca_file.resolve()),
+                "cert_file": str(self.tls.cert_file.resolve()),
+                "key_file": str(self.tls.key_file.resolve()),
+            }
+        return found
 
     def write_endpoints(self, extra: dict[str, object]) -> Path:
         """What `baycast ctl` reads; it holds the admin's NATS password, so only we read it."""

@@ -40,7 +40,13 @@ async def publish_all(plan: dict[str, Any]) -> int:
         card = TestCard(station["id"], station["name"], width, height)
         card_loop = await asyncio.to_thread(CardLoop.encode, card, fps)
         publishers.append(
-            WhipPublisher(station["whip"], station["token"], card_loop.tracks, h264_only=True)
+            WhipPublisher(
+                station["whip"],
+                station["token"],
+                card_loop.tracks,
+                h264_only=True,
+                ca_file=os.environ.get("BAYCAST_TLS_CA_FILE", ""),
+            )
         )
         log.info("station_ready", station=station["id"], name=station["name"])
     results = await asyncio.gather(*(p.run(stop) for p in publishers), return_exceptions=True)

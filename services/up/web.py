@@ -21,6 +21,7 @@ from services.common.gen.baycast.v1 import media_pb2
 from services.common.handles import HandleDirectory
 from services.common.media import proto_to_av
 from services.common.rpc import ChannelCache
+from services.common.tls import InternalTls, http_connector, server_context
 
 HLS_JS = Path("build/web/node_modules/hls.js/dist/hls.min.js")
 MULTIVIEW_SIZE = (960, 540)
@@ -30,13 +31,20 @@ PAGE = string.Template((Path(__file__).parent / "page.html").read_text(encoding=
 
 class ShowPage:
     def __init__(
-        self, directory: HandleDirectory, production: str, title: str, endpoints: dict[str, str]
+        self,
+        directory: HandleDirectory,
+        production: str,
+        title: str,
+        endpoints: dict[str, str],
+        tls: InternalTls | None = None,
     ) -> None:
         self.directory = directory
         self.production = production
         self.title = title
-        self.endpoints = endpoints  # service name -> http base URL
-        self.channels = ChannelCache()
+        self.endpoints = endpoints  # service name -> http(s) base URL
+        # Under --tls: the page is served over HTTPS and reaches the services with the CA.
+        self.tls = tls
+        self.channels = ChannelCache(tls.grpc_channel_credentials() if tls else None)
         self.latest_jpeg: bytes | None = None
         self.have_hls_js = HLS_JS.exists()
         self.app = web.Application()
@@ -96,10 +104,13 @@ class ShowPage:
                     self.latest_jpeg = await asyncio.to_thread(_jpeg, frame.video)
 
     async def start(self, host: str, port: int) -> None:
-        self._session = aiohttp.ClientSession()
+        self._session = aiohttp.ClientSession(
+            connector=http_connector(self.tls.ca_file if self.tls else "")
+        )
         self._runner = web.AppRunner(self.app, access_log=None)
         await self._runner.setup()
-        await web.TCPSite(self._runner, host, port).start()
+        context = server_context(self.tls.cert_file, self.tls.key_file) if self.tls else None
+        await web.TCPSite(self._runner, host, port, ssl_context=context).start()
         self._task = asyncio.create_task(self._follow_multiview())
 
     async def stop(self) -> None:

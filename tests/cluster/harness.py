@@ -43,6 +43,7 @@ from services.common.nats_accounts import (
     user_url,
 )
 from services.common.settings import DEFAULT_PORTS
+from services.distribution.keyring import write_new_key_file
 from tests.support.nats import INSPECTOR, config_with_inspector, nats_server_binary
 
 REPO = Path(__file__).resolve().parents[2]
@@ -200,9 +201,13 @@ class Cluster:
         self.services = services
         self.network = Network()
         self.passwords = generate_passwords((*USERS, INSPECTOR, ROUTE_USER))
+        # Distribution's replicas seal outputs' secrets with one key (docs/adr/0020).
+        key_file = workdir / "distribution-secrets.key"
+        write_new_key_file(key_file)
         self.shared_env = {
             "BAYCAST_SRT_SECRET": secrets.token_urlsafe(32),
             "BAYCAST_MEDIA_GRANT_SECRET": secrets.token_urlsafe(32),
+            "BAYCAST_DISTRIBUTION_SECRETS_KEY_FILE": str(key_file),
         }
         self.processes: dict[str, Process] = {}
 

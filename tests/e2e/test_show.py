@@ -30,6 +30,7 @@ from services.common.gen.baycast.v1 import rundown_pb2
 from services.mixer.rundown import ASRUN_STREAM
 from services.up import demo
 from tests.support.nats import free_port, permission_violations
+from tests.support.processes import alive, children_of, stop_all
 
 RUN_SECONDS = 32
 READY_TIMEOUT_S = 120
@@ -62,27 +63,6 @@ def parse_playlist(text: str) -> list[tuple[str, datetime.datetime]]:
             out.append((line, pdt))
             pdt = None
     return out
-
-
-def children_of(pid: int) -> list[int]:
-    kids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                kids.append(int(entry.name))
-    return kids
-
-
-def alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 async def read_asrun(nats_url: str) -> list[rundown_pb2.AsRunEntry]:
@@ -197,9 +177,7 @@ def test_the_demo_show_end_to_end(tmp_path: Path) -> None:
         # Each service ran as its own NATS user: nothing it did was beyond its grants.
         assert permission_violations(log_path.read_text()) == []
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        stop_all(proc)
 
     # -- the HLS output ------------------------------------------------------------------------
     ordered = [segments[k] for k in sorted(segments)]

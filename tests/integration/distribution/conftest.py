@@ -25,6 +25,7 @@ from services.distribution.settings import DistributionSettings
 from tests.support.media_source import SAMPLE_RATE, Card, FakeMediaServer
 from tests.support.nats import NatsServer
 from tests.support.rtmp import RtmpServer
+from tests.support.secrets_key import session_key_file
 from tests.support.services import running_service
 
 WIDTH, HEIGHT, FPS = 640, 360, 25
@@ -132,6 +133,7 @@ async def show(
         "audio_bitrate_kbps": 64,
         "x264_preset": "ultrafast",
         "hls_segment_s": 2.0,
+        "secrets_key_file": session_key_file(),
         **overrides,
     }
     events: list[dist.OutputState] = []

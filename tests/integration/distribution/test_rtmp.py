@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import secrets
+import subprocess
 
 from services.common.gen.baycast.v1 import distribution_pb2 as dist
 from tests.integration.distribution.conftest import FPS, HEIGHT, WIDTH, Show
@@ -73,3 +75,41 @@ async def test_rtmps_push_verifies_the_certificate_and_arrives(
         video = next(s for s in info["streams"] if s["codec_type"] == "video")
         assert (video["width"], video["height"]) == (WIDTH, HEIGHT)
         assert abs(float(info["format"]["duration"]) - stopped.media_seconds) < 0.5
+
+
+async def test_the_stream_key_reaches_the_server_but_neither_argv_nor_the_bucket(
+    show: Show, rtmp: RtmpServer
+) -> None:
+    """The relay gets the application and the stream through its preset pipe: nginx-rtmp sees
+    the same publish as from the whole URL, for a key given apart (with a trailing slash on the
+    application URL), inside the URL, or below an application instance; `ps` shows no key."""
+    tag = secrets.token_hex(4)
+    cases = {
+        "apart": ({"url": rtmp.app_url() + "/", "stream_key": f"apart-{tag}"}, f"apart-{tag}"),
+        "in-url": ({"url": rtmp.url(f"inurl-{tag}")}, f"inurl-{tag}"),
+        "instance": (
+            {"url": rtmp.app_url() + "/inst", "stream_key": f"nested-{tag}"},
+            f"inst/nested-{tag}",
+        ),
+    }
+    for name, (fields, _) in cases.items():
+        state = await show.add(id=name, kind=dist.OUTPUT_KIND_RTMP, **fields)
+        assert tag not in state.url and state.url.endswith("/***"), state.url
+    for name in cases:
+        await show.wait_status(name, LIVE)
+    ps_samples = []
+    for _ in range(3):  # while every push is live (nginx counts its publisher)
+        assert all(rtmp.publishers(stream) == 1 for _, stream in cases.values()), rtmp.logs()
+        ps = await asyncio.to_thread(
+            subprocess.run, ["ps", "-ww", "-eo", "args"], capture_output=True, text=True
+        )
+        relays = [line for line in ps.stdout.splitlines() if f"127.0.0.1:{rtmp.port}" in line]
+        ps_samples.append((relays, [line for line in ps.stdout.splitlines() if tag in line]))
+        await asyncio.sleep(0.5)
+    for relays, leaks in ps_samples:
+        assert len(relays) == len(cases) and leaks == [], (relays, leaks)
+        assert all(line.endswith(f"rtmp://127.0.0.1:{rtmp.port}") for line in relays), relays
+    store = await show.bus.nc.jetstream().key_value("dist_outputs")
+    for name in cases:
+        raw = (await store.get(f"{show.prod}.{name}")).value or b""
+        assert tag.encode() not in raw and b"sealed:v1:" in raw, raw

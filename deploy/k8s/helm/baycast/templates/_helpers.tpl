@@ -104,6 +104,11 @@ pod-security.kubernetes.io/warn-version: {{ $v }}
 {{- .Values.sharedSecrets.existingSecret | default (printf "%s-shared-secrets" (include "baycast.fullname" .)) -}}
 {{- end }}
 
+{{/* Distribution's secrets key (key `key`; docs/adr/0020). */}}
+{{- define "baycast.secretsKeySecret" -}}
+{{- .Values.secretsKey.existingSecret | default (printf "%s-distribution-key" (include "baycast.fullname" .)) -}}
+{{- end }}
+
 {{/* The services whose HPAs can follow the share of their units of work in use
 (autoscaling.metric units; docs/adr/0015). */}}
 {{- define "baycast.unitServices" -}}
