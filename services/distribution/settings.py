@@ -84,8 +84,9 @@ class DistributionSettings(ServiceSettings):
     recording_segment_s: float = DEFAULT_RECORDING_SEGMENT_S
     viewer_window_s: float = DEFAULT_VIEWER_WINDOW_S
     ffmpeg: str = DEFAULT_FFMPEG
-    tls_verify: bool = True
-    tls_ca_file: str = DEFAULT_TLS_CA_FILE
+    # RTMPS outputs: check the platform's certificate against this bundle.
+    outputs_tls_verify: bool = True
+    outputs_ca_file: str = DEFAULT_TLS_CA_FILE
     # The exchange. ICE as ingest's (docs/adr/0005): the addresses it binds, the UDP port range,
     # the address announced in SDP answers.
     ice_hosts: tuple[str, ...] = DEFAULT_ICE_HOSTS

@@ -665,8 +665,8 @@ def make_sink(spec: dist.OutputSpec, settings: DistributionSettings) -> Sink:
         # A small socket buffer: a slow receiver backs up into our queue (which drops to
         # keyframes) instead of into megabytes of kernel buffer that only add delay.
         options = {"send_buffer_size": str(settings.send_buffer_bytes)}
-        if spec.kind == dist.OUTPUT_KIND_RTMPS and settings.tls_verify:
-            options |= {"tls_verify": "1", "ca_file": settings.tls_ca_file}
+        if spec.kind == dist.OUTPUT_KIND_RTMPS and settings.outputs_tls_verify:
+            options |= {"tls_verify": "1", "ca_file": settings.outputs_ca_file}
         target, secret_options = rtmp_target(spec)
         return RelaySink(
             target,

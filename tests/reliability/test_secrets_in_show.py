@@ -184,7 +184,7 @@ async def test_no_secret_in_ps_logs_or_buckets_during_a_show(tmp_path: Path) -> 
             urls["distribution"],
             tmp_path,
             BAYCAST_DISTRIBUTION_SECRETS_KEY_FILE=str(key_file),
-            BAYCAST_DISTRIBUTION_TLS_CA_FILE=str(front.cert),
+            BAYCAST_DISTRIBUTION_OUTPUTS_CA_FILE=str(front.cert),
             **shared,
         ),
     }

@@ -59,7 +59,7 @@ async def test_rtmps_push_verifies_the_certificate_and_arrives(
         # Trusting its certificate (as an operator would a private CA), the push goes through.
         distributor = show.service.distributor
         distributor.settings = dataclasses.replace(
-            distributor.settings, tls_ca_file=str(front.cert)
+            distributor.settings, outputs_ca_file=str(front.cert)
         )
         await show.add(
             id="secure",
