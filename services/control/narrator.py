@@ -30,6 +30,16 @@ def _stations(names: Names, stations: list[str], all_: bool) -> str:
     return "every station" if all_ else ", ".join(_name(names, s) for s in stations) or "nobody"
 
 
+def _block(
+    name: str,
+    block: mixer_pb2.HighPass | mixer_pb2.Equalizer | mixer_pb2.Gate | mixer_pb2.Compressor,
+) -> str:
+    """A processing block of an audio command: switched on or off, or its settings changed."""
+    if block.HasField("enabled"):
+        return f"{name} {'on' if block.enabled else 'off'}"
+    return f"{name} adjusted"
+
+
 def _gain(audio: mixer_pb2.MixerCommand.Audio) -> str:
     parts = []
     if audio.HasField("gain_db"):
@@ -38,6 +48,16 @@ def _gain(audio: mixer_pb2.MixerCommand.Audio) -> str:
         parts.append("muted" if audio.mute else "unmuted")
     if audio.HasField("afv"):
         parts.append("audio-follows-video " + ("on" if audio.afv else "off"))
+    if audio.HasField("trim_db"):
+        parts.append(f"trim {audio.trim_db:+.1f} dB")
+    if audio.HasField("high_pass"):
+        parts.append(_block("high-pass", audio.high_pass))
+    if audio.HasField("eq"):
+        parts.append(_block("EQ", audio.eq))
+    if audio.HasField("gate"):
+        parts.append(_block("gate", audio.gate))
+    if audio.HasField("compressor"):
+        parts.append(_block("compressor", audio.compressor))
     return ", ".join(parts) or "unchanged"
 
 

@@ -1,6 +1,10 @@
 """The audio mixer: per-source jitter buffers, gain, mute, audio-follow-video, master, mix-minus,
 talkback, and meters (peak, RMS, short-term loudness). One call per video frame mixes exactly one
-frame's worth of samples. Sources are metered before their fader, the program after the master.
+frame's worth of samples. Sources are metered after their input trim and before their processing
+(channel_strip.py) and fader, the program after the master.
+
+Loudness control (loudness_control.py, docs/adr/0021): the leveler's gain multiplies the master
+fader's on the program and on every return, and each then goes through a true-peak limiter.
 
 Talkback (docs/adr/0012): a talk input (the director's microphone) is buffered like a source but
 never mixed into the program; a station that hears it gets its mix-minus ducked by
@@ -18,7 +22,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from services.common.gen.baycast.v1 import mixer_pb2
+from services.mixer import metrics
+from services.mixer.channel_strip import ChannelStrip
 from services.mixer.loudness import ShortTermLoudness
+from services.mixer.loudness_control import LoudnessControl
 
 FULL_SCALE = 32768.0
 SILENCE_DBFS = -120.0
@@ -161,7 +168,20 @@ class MixResult:
 
 
 class AudioMixer:
-    def __init__(self, sources: list[str], sample_rate: int, channels: int, fps: int) -> None:
+    """`loudness`: the production's loudness control; None for a bare mixer without one.
+    `production` labels the mixer's metrics."""
+
+    def __init__(
+        self,
+        sources: list[str],
+        sample_rate: int,
+        channels: int,
+        fps: int,
+        *,
+        loudness: mixer_pb2.Loudness | None = None,
+        production: str = "",
+    ) -> None:
+        self.production = production
         self.sample_rate = sample_rate
         self.channels = channels
         self.samples_per_frame = sample_rate // fps
@@ -171,6 +191,11 @@ class AudioMixer:
             s: mixer_pb2.SourceAudio(source=s) for s in sources
         }
         self.master_gain_db = 0.0
+        self.strips = {s: ChannelStrip(sample_rate, channels) for s in sources}
+        self.bus = LoudnessControl(sample_rate, channels, fps)
+        self.bus.configure(loudness)
+        self._sent_returns: list[str] = []
+        self._return_levels: list[mixer_pb2.Level] = []
         self._inputs = {s: np.zeros((n, channels), dtype=np.float32) for s in sources}
         self._total = np.zeros((n, channels), dtype=np.float32)
         self.meters = {s: Meter() for s in ["", *sources]}
@@ -205,12 +230,14 @@ class AudioMixer:
                 self._talk_inputs.pop(source, None)
                 self.buffers[source] = AudioBuffer(self.channels, 2 * n, self.sample_rate // 4)
                 self.settings[source] = mixer_pb2.SourceAudio(source=source)
+                self.strips[source] = ChannelStrip(self.sample_rate, self.channels)
                 self._inputs[source] = np.zeros((n, self.channels), dtype=np.float32)
                 self.meters[source] = Meter()
                 self.loudness[source] = ShortTermLoudness(self.sample_rate, self.channels)
                 self.last_levels[source] = SILENCE_DBFS
         for source in set(self.buffers) - set(sources):
             del self.buffers[source], self.settings[source], self._inputs[source]
+            del self.strips[source]
             del self.meters[source], self.loudness[source]
             self.last_levels.pop(source, None)
             self._live.pop(source, None)
@@ -222,7 +249,11 @@ class AudioMixer:
         for a in audio:
             if a.source in self.settings:
                 self.settings[a.source].CopyFrom(a)
+                self.strips[a.source].configure(a)
         self.master_gain_db = master_gain_db
+
+    def set_loudness(self, loudness: mixer_pb2.Loudness | None) -> None:
+        self.bus.configure(loudness)
 
     def push(self, source: str, samples: np.ndarray) -> None:
         buffer = self.buffers.get(source) or self.talk_buffers.get(source)
@@ -250,9 +281,13 @@ class AudioMixer:
         for source, buffer in self.buffers.items():
             data = self._inputs[source]
             live = self._live[source] = buffer.read(n, data)
+            strip = self.strips[source]
             if live:
+                strip.trim(data)
                 self.meters[source].add(data)
             self.loudness[source].add(data, live)
+            if live:
+                strip.process(data)
             g = self.gain(source, source in on_program)
             gains[source] = g if live else 0.0
             if gains[source]:
@@ -260,8 +295,8 @@ class AudioMixer:
         # Talk inputs are read every frame, heard or not, so a press plays the voice of now.
         for source, buffer in self.talk_buffers.items():
             self._live[source] = buffer.read(n, self._talk_inputs[source])
-        master = db_to_gain(self.master_gain_db)
-        program = _to_int16(self._total * master)
+        master = self.bus.gain(self._total) * db_to_gain(self.master_gain_db)
+        program = _to_int16(self.bus.limit_program(self._total * master))
         metered = program.astype(np.float32)
         self.meters[""].add(metered)
         self.loudness[""].add(metered, any(self._live[s] for s in self.buffers))
@@ -274,10 +309,12 @@ class AudioMixer:
                 result.mixminus[source] = self._talkback(source, minus, master, heard)
             elif g:
                 result.mixminus[source] = _to_int16(
-                    (self._total - self._inputs[source] * g) * master
+                    self.bus.limit_return(source, (self._total - self._inputs[source] * g) * master)
                 )
             else:
                 result.mixminus[source] = program
+        self.bus.end_frame()
+        self._sent_returns = sorted(mixminus_for)
         for station in set(self._duck) - mixminus_for:
             del self._duck[station]  # nobody listens: a new listener starts from the target
         for key in [k for k in self._talk_gain if k[0] not in mixminus_for]:
@@ -285,7 +322,11 @@ class AudioMixer:
         return result
 
     def _talkback(
-        self, station: str, minus: np.ndarray, master: float, heard: Collection[str]
+        self,
+        station: str,
+        minus: np.ndarray,
+        master: float | np.ndarray,
+        heard: Collection[str],
     ) -> np.ndarray:
         """`minus` (the program without the station) ducked, with the talk inputs added."""
         target = self._duck_gain if heard else 1.0
@@ -307,7 +348,7 @@ class AudioMixer:
                 self._talk_gain[key] = after
             else:
                 self._talk_gain.pop(key, None)
-        return _to_int16(minus)
+        return _to_int16(self.bus.limit_return(station, minus))
 
     def _along(self, before: float, after: float) -> float | np.ndarray:
         """A gain going from `before` to `after` over one frame (a column of gains), or the
@@ -317,12 +358,23 @@ class AudioMixer:
         return before + (after - before) * self._ramp
 
     def levels(self) -> list[mixer_pb2.Level]:
+        # The returns' first: a return that is the program reads the program limiter's
+        # reduction, which the program's level then takes.
+        self._return_levels = self.bus.return_levels(self._sent_returns)
         out = [meter.take(source) for source, meter in self.meters.items()]
         for level in out:
             level.short_term_lufs = round(self.loudness[level.source].lufs, 2)
             if level.source:
                 self.last_levels[level.source] = level.peak_dbfs
+                level.gain_reduction_db = round(self.strips[level.source].take_reduction(), 2)
+            else:
+                self.bus.program_level(level)
+        metrics.observe_loudness(self.production, out, self._return_levels)
         return out
+
+    def return_levels(self) -> list[mixer_pb2.Level]:
+        """The returns' leveler gain and limiter reduction, as of the last `levels()`."""
+        return self._return_levels
 
 
 def _to_int16(samples: np.ndarray) -> np.ndarray:

@@ -8,8 +8,9 @@ is synchronous, so a frame is made wholly before or wholly after the edit):
   mix-minus output (the handle `prod/<p>/mixminus/<id>` for its return) and its tally entry; it
   appears on the multiview from the next frame and may be cut to at once. A removed one loses
   them (its talkback ends); `check_edit` has refused removing what is on program;
-* layouts, backups, hold, backup and clear times, audio defaults and the exchange policy are
-  replaced (the switcher's state keeps its program, preview, layout and audio settings);
+* layouts, backups, hold, backup and clear times, audio defaults, the loudness control and the
+  exchange policy are replaced (the switcher's state keeps its program, preview, layout and
+  audio settings);
 * the picture and sound format never change (the store refuses it).
 """
 
@@ -71,6 +72,7 @@ async def apply_edit(runner: ProductionRunner, p: mixer_pb2.Production) -> None:
     runner.switcher = Switcher(p, state)
     runner.audio.set_sources(ids)
     runner.audio.configure(list(state.audio), state.master_gain_db)
+    runner.audio.set_loudness(p.loudness)
     runner.talkback.set_stations(ids)
     gone = [runner.outputs.pop(f"mixminus/{s}") for s in removed]
     fresh = [

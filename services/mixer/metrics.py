@@ -3,7 +3,11 @@ number of productions an instance runs), the sources of those productions, and f
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from prometheus_client import Counter, Gauge, Histogram
+
+from services.common.gen.baycast.v1 import mixer_pb2
 
 FRAMES = Counter(
     "baycast_mixer_frames_total", "Program frames produced by the frame clock", ["production"]
@@ -44,3 +48,37 @@ TALKBACK_ACTIVE = Gauge(
     "1 while the station hears talkback in its return (its mix-minus), else 0",
     ["production", "station"],
 )
+LEVELER_GAIN = Gauge(
+    "baycast_mixer_audio_leveler_gain_db",
+    "The loudness leveler's gain on a bus (dB; positive lifts): program, or return/<station>",
+    ["production", "bus"],
+)
+LIMITER_REDUCTION = Gauge(
+    "baycast_mixer_audio_limiter_reduction_db",
+    "The true-peak limiter's largest gain reduction on a bus over the last meter interval (dB)",
+    ["production", "bus"],
+)
+SOURCE_REDUCTION = Gauge(
+    "baycast_mixer_audio_source_gain_reduction_db",
+    "A source's gate and compressor gain reduction over the last meter interval (dB)",
+    ["production", "source"],
+)
+
+
+def observe_loudness(
+    production: str, levels: Sequence[mixer_pb2.Level], returns: Sequence[mixer_pb2.Level]
+) -> None:
+    """The audio mixer's gain figures from one meter reading."""
+    if not production:
+        return
+    for level in levels:
+        if level.source:
+            SOURCE_REDUCTION.labels(production, level.source).set(level.gain_reduction_db)
+        else:
+            LEVELER_GAIN.labels(production, "program").set(level.leveler_gain_db)
+            LIMITER_REDUCTION.labels(production, "program").set(level.limiter_reduction_db)
+    for level in returns:
+        LEVELER_GAIN.labels(production, f"return/{level.source}").set(level.leveler_gain_db)
+        LIMITER_REDUCTION.labels(production, f"return/{level.source}").set(
+            level.limiter_reduction_db
+        )

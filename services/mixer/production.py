@@ -100,7 +100,14 @@ class ProductionRunner:
         self.names = {s.id: s.name for s in p.sources}
         self.backups = {s.id: s.backup for s in p.sources if s.backup}
         self.switcher = Switcher(p, state)
-        self.audio = AudioMixer([s.id for s in p.sources], p.sample_rate, p.channels, p.fps)
+        self.audio = AudioMixer(
+            [s.id for s in p.sources],
+            p.sample_rate,
+            p.channels,
+            p.fps,
+            loudness=p.loudness,
+            production=p.id,
+        )
         self.audio.configure(list(state.audio), state.master_gain_db)
         self.feeds = FeedSet(
             directory,
@@ -367,6 +374,7 @@ class ProductionRunner:
             levels = mixer_pb2.AudioLevels(
                 production=self.id, levels=self.audio.levels(), time_us=now_us()
             )
+            levels.returns.extend(self.audio.return_levels())
             self._events.append(("levels", levels))
 
     # -- switching ---------------------------------------------------------------------------

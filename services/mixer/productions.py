@@ -10,6 +10,7 @@ import nats.js.errors
 from services.common import errors
 from services.common.bus import PRODUCTIONS_BUCKET, Bus, KvBucket, encode
 from services.common.gen.baycast.v1 import mixer_pb2
+from services.mixer import processing_settings
 
 BUCKET = PRODUCTIONS_BUCKET
 FORMATS = {(1920, 1080), (1280, 720)}
@@ -167,7 +168,10 @@ def normalize(production: mixer_pb2.Production) -> mixer_pb2.Production:
                 f"audio[{i}].source is not a source", field=f"audio[{i}].source"
             )
         check_gain(audio.gain_db, f"audio[{i}].gain_db")
+        processing_settings.check_trim(audio.trim_db, f"audio[{i}].trim_db")
+        processing_settings.check_processing(audio, f"audio[{i}]")
     check_gain(p.master_gain_db, "master_gain_db")
+    processing_settings.check_loudness(p.loudness, "loudness")
     return p
 
 

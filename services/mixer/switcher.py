@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from services.common import errors
 from services.common.gen.baycast.v1 import mixer_pb2
-from services.mixer import productions
+from services.mixer import processing_settings, productions
 
 DEFAULT_AUTO_MS = 1000
 DEFAULT_FTB_MS = 1000
@@ -179,15 +179,23 @@ class Switcher:
         if cmd.HasField("gain_db"):
             productions.check_gain(cmd.gain_db, "audio.gain_db")
         if not cmd.source:
-            if cmd.HasField("mute") or cmd.HasField("afv"):
+            if (
+                cmd.HasField("mute")
+                or cmd.HasField("afv")
+                or processing_settings.sets_processing(cmd)
+            ):
                 raise errors.InvalidArgument("the master has only a gain", field="audio.source")
             if not cmd.HasField("gain_db"):
                 raise errors.InvalidArgument("nothing to change", field="audio.gain_db")
             s.master_gain_db = cmd.gain_db
             return Change()
         self._source(cmd.source, "audio.source")
-        if not (cmd.HasField("gain_db") or cmd.HasField("mute") or cmd.HasField("afv")):
+        changes = [cmd.HasField(name) for name in ("gain_db", "mute", "afv")]
+        if not (any(changes) or processing_settings.sets_processing(cmd)):
             raise errors.InvalidArgument("nothing to change", field="audio.gain_db")
+        if cmd.HasField("trim_db"):
+            processing_settings.check_trim(cmd.trim_db, "audio.trim_db")
+        processing_settings.check_processing(cmd, "audio")
         for a in s.audio:
             if a.source == cmd.source:
                 if cmd.HasField("gain_db"):
@@ -196,6 +204,7 @@ class Switcher:
                     a.mute = cmd.mute
                 if cmd.HasField("afv"):
                     a.afv = cmd.afv
+                processing_settings.merge(a, cmd)
         return Change()
 
     def _ftb(self, cmd: mixer_pb2.MixerCommand.Ftb, s: mixer_pb2.SwitcherState) -> Change:

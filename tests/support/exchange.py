@@ -110,7 +110,11 @@ class Exchange:
         raise TimeoutError(f"no such cue after {timeout} s; seen: {self.cues}")
 
 
-def production(prod_id: str, stations: list[tuple[str, str]]) -> mixer_pb2.Production:
+def production(
+    prod_id: str, stations: list[tuple[str, str]], *, leveled: bool = True
+) -> mixer_pb2.Production:
+    """The production; `leveled=False` leaves its mixes at the sources' own levels (no loudness
+    control), for tests that compare tones' levels in dBFS."""
     return mixer_pb2.Production(
         id=prod_id,
         name=PRODUCTION_NAME,
@@ -118,6 +122,7 @@ def production(prod_id: str, stations: list[tuple[str, str]]) -> mixer_pb2.Produ
         height=720,
         fps=25,
         sources=[mixer_pb2.ProductionSource(id=sid, name=name) for sid, name in stations],
+        loudness=None if leveled else mixer_pb2.Loudness(enabled=False),
     )
 
 
@@ -130,6 +135,7 @@ async def running_exchange(
     production_id: str = "show",
     others: list[tuple[str, str]] | None = None,
     distribution: dict[str, Any] | None = None,
+    leveled: bool = True,
 ) -> AsyncIterator[Exchange]:
     """The services, `stations` added to ingest and made the production's sources, and
     `others` added to ingest only."""
@@ -171,7 +177,10 @@ async def running_exchange(
 
             await bus.subscribe(subject("prod", production_id, "cue"), exchange_pb2.Cue, on_cue)
             await admin(
-                bus, mixer_pb2.ProductionCommand(create=production(production_id, stations))
+                bus,
+                mixer_pb2.ProductionCommand(
+                    create=production(production_id, stations, leveled=leveled)
+                ),
             )
             await command(
                 bus, production_id, mixer_pb2.MixerCommand(get=mixer_pb2.MixerCommand.Get())

@@ -162,7 +162,12 @@ async def drive(out: dict[str, Any], shot: Path) -> None:
     try:
         with tempfile.TemporaryDirectory(prefix="baycast-exchange-") as data_dir:
             async with running_exchange(
-                nats.url, data_dir, STATIONS, production_id=PRODUCTION, others=[TALK_SOURCE]
+                nats.url,
+                data_dir,
+                STATIONS,
+                production_id=PRODUCTION,
+                others=[TALK_SOURCE],
+                leveled=False,  # the tones' levels are compared in dBFS
             ) as x:
                 talker = TALK_SOURCE[0]
                 async with (

@@ -149,6 +149,9 @@ async def show(
             height=720,
             fps=25,
             sources=[mixer_pb2.ProductionSource(id=s, name=f"{s}台") for s in (a, b)],
+            # The plain mix: the return's tones are checked at their level, which the
+            # loudness control (tests/integration/mixer/test_loudness.py) would level.
+            loudness=mixer_pb2.Loudness(enabled=False),
         )
         await admin(bus, mixer_pb2.ProductionCommand(create=production))
         stack.push_async_callback(

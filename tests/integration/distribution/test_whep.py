@@ -156,6 +156,9 @@ async def show(
             height=720,
             fps=FPS,
             sources=[mixer_pb2.ProductionSource(id=sid, name=f"{sid}台") for sid in stations],
+            # The plain mix: the returns' tones are checked at their level, which the
+            # loudness control (tests/integration/mixer/test_loudness.py) would level.
+            loudness=mixer_pb2.Loudness(enabled=False),
         )
         await admin(bus, mixer_pb2.ProductionCommand(create=production))
         # The second station on program: the first one's return shows its card.

@@ -21,6 +21,8 @@ from tests.support.mixer import audio_of, cards, collect, command, production, u
 Cmd = mixer_pb2.MixerCommand
 AUDIO = media_pb2.Rendition(no_video=True)
 RATE = 48_000
+# These tests check the mix's arithmetic: the loudness control (test_loudness.py) would level it.
+PLAIN_MIX = mixer_pb2.Loudness(enabled=False)
 
 
 def tone_amplitude(samples: np.ndarray, hz: float) -> float:
@@ -49,7 +51,7 @@ async def test_gain_halves_amplitude_and_mixminus_removes_the_source(
     prod_id = unique("audio")
     a, b = (media.add(c) for c in cards(prod_id, 2))
     await announce()
-    await create_production(production(prod_id, [a, b]))
+    await create_production(production(prod_id, [a, b], loudness=PLAIN_MIX))
     sa = a.name.removeprefix("source/")
     endpoint = mixer.grpc_endpoint
     program = f"prod/{prod_id}/program"
@@ -146,7 +148,7 @@ async def test_levels_carry_short_term_loudness_of_each_source_and_the_program(
         subject("prod", prod_id, "mixer", "levels"), mixer_pb2.AudioLevels, on_levels
     )
     try:
-        await create_production(production(prod_id, [a, b]))
+        await create_production(production(prod_id, [a, b], loudness=PLAIN_MIX))
         await asyncio.wait_for(measured.wait(), 20)
     finally:
         await sub.unsubscribe()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -112,6 +113,17 @@ async def test_ctl_creates_switches_and_snapshots(
 
         gain = await asyncio.to_thread(ctl, nats_server, "audio", prod_id, sa, "--gain-db", "-6")
         assert gain.returncode == 0, gain.stderr
+        strip = await asyncio.to_thread(
+            ctl, nats_server, "audio", prod_id, sa, "--comp", "--comp-ratio", "4",
+            "--eq-mid", "3@2500/1.4", "--trim-db", "2",
+        )  # fmt: skip
+        assert strip.returncode == 0, strip.stderr
+        settings = json.loads(strip.stdout)
+        assert settings["gain_db"] == -6 and settings["trim_db"] == 2  # the fader kept
+        assert settings["compressor"] == {"enabled": True, "ratio": 4}
+        assert settings["eq"]["mid"] == {"gain_db": 3, "frequency_hz": 2500, "q": 1.4}
+        wrong = await asyncio.to_thread(ctl, nats_server, "audio", prod_id, sa, "--comp-ratio", "0")
+        assert wrong.returncode == 2 and "field audio.compressor.ratio" in wrong.stderr
         ftb = await asyncio.to_thread(ctl, nats_server, "ftb", prod_id, "--on")
         assert ftb.returncode == 0 and "ftb=on" in ftb.stdout
         layout = await asyncio.to_thread(

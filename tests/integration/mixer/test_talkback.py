@@ -181,6 +181,9 @@ async def test_talkback_reaches_only_the_addressed_stations_return(
                         mixer_pb2.ProductionSource(id=STATION_A, name="甲台"),
                         mixer_pb2.ProductionSource(id=STATION_B, name="乙台"),
                     ],
+                    # The plain mix: the ducking is checked by the tones' levels, which the
+                    # loudness control (test_loudness.py) would level.
+                    loudness=mixer_pb2.Loudness(enabled=False),
                 )
             )
             minus_a, minus_b = f"mixminus/{STATION_A}", f"mixminus/{STATION_B}"

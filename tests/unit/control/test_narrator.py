@@ -30,6 +30,11 @@ def test_switcher_sentences() -> None:
     assert (
         describe("mixer.audio", "李工", audio, None, NAMES) == "李工 set 广州台 to -6.0 dB, muted"
     )
+    strip = Cmd.Audio(source="sz", trim_db=3, compressor=mixer_pb2.Compressor(enabled=True))
+    strip.eq.mid.gain_db = 2
+    assert describe("mixer.audio", "李工", Cmd(audio=strip), None, NAMES) == (
+        "李工 set 深圳台 trim +3.0 dB, EQ adjusted, compressor on"
+    )
     master = Cmd(audio=Cmd.Audio(afv=True))
     assert describe("mixer.audio", "李工", master, None, NAMES) == (
         "李工 set the master audio-follows-video on"
