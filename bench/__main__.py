@@ -1,7 +1,8 @@
 """`make bench`: run the benchmarks and rewrite BENCHMARKS.md.
 
-python -m bench                 every benchmark
-python -m bench media_transport only the named ones
+python -m bench                 every benchmark: the report is written anew
+python -m bench media_transport only the named ones: their rows, notes, load and probe figures
+                                replace those of the same names in the report; the rest stay
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import datetime
 import importlib
 import os
+import re
 import signal
 import sys
 from pathlib import Path
@@ -25,8 +27,15 @@ BENCHMARKS = (
     "media_transport",
     "exchange",
     "control_room",
+    "program_loudness",
 )
 REPORT = Path("BENCHMARKS.md")
+ROW = re.compile(r"^\| (?P<name>.+?) \| ")
+NOTE = re.compile(r"^- \*\*(?P<name>.+?)\*\*: ")
+DATE = "Date: "
+OTHER_ROWS = "the other rows as of "
+LOAD = "Load average (1, 5, 15 min) before each benchmark: "
+PROBE = "CPU probe before each benchmark"
 
 
 def render(
@@ -67,6 +76,82 @@ def render(
     return "\n".join(lines) + "\n"
 
 
+def _entries(line: str) -> dict[str, str]:
+    """`name figures; name figures.` after the line's colon, by benchmark name."""
+    listed = line.split(": ", 1)[1].split(". ", 1)[0].rstrip(".")
+    return {e.split(" ", 1)[0]: e for e in listed.split("; ") if " " in e}
+
+
+def _merge_entries(old_line: str, new_line: str) -> str:
+    """`new_line` with the entries of `old_line` it lacks, in the benchmarks' order."""
+    entries = {**_entries(old_line), **_entries(new_line)}
+    head, rest = new_line.split(": ", 1)
+    tail = rest.split(". ", 1)[1] if ". " in rest else ""
+    ordered = [entries[n] for n in BENCHMARKS if n in entries]
+    return f"{head}: {'; '.join(ordered)}." + (f" {tail}" if tail else "")
+
+
+def _replace_named(old: list[str], new: list[str], pattern: re.Pattern[str]) -> list[str]:
+    """The lines of `old` (rows or notes, by the bold or first-cell name) with those named in
+    `new` replaced by `new`'s, in the place of the first one replaced (else at the end)."""
+    names = {m.group("name") for line in new if (m := pattern.match(line))}
+    out: list[str] = []
+    placed = False
+    for line in old:
+        m = pattern.match(line)
+        if m and m.group("name") in names:
+            if not placed:
+                out += new
+                placed = True
+            continue
+        out.append(line)
+    return out if placed else out + new
+
+
+def _merge_dates(old_line: str, new_line: str, names: list[str]) -> str:
+    """`Date: <when> for <names>; <when> for <names>; the other rows as of <when>`: the run of
+    `names` first, then the earlier runs of the benchmarks it did not run."""
+    now = new_line.removeprefix(DATE).rstrip()
+    runs: list[str] = [f"{now} for {', '.join(names)}"]
+    rest = ""
+    for entry in old_line.removeprefix(DATE).rstrip().split("; "):
+        when, _, ran = entry.partition(" for ")
+        if entry.startswith(OTHER_ROWS):
+            rest = entry
+        elif not ran:
+            rest = OTHER_ROWS + entry  # a full report's one date
+        elif left := [n for n in ran.split(", ") if n not in names]:
+            runs.append(f"{when} for {', '.join(left)}")
+    return DATE + "; ".join([*runs, rest] if rest else runs) + "  "
+
+
+def merge(previous: str, partial: str, names: list[str]) -> str:
+    """The report of the benchmarks `names` (`partial`) laid over the `previous` full report."""
+    old, new = previous.splitlines(), partial.splitlines()
+
+    def find(lines: list[str], prefix: str) -> int:
+        return next(i for i, line in enumerate(lines) if line.startswith(prefix))
+
+    def rows(lines: list[str]) -> list[str]:
+        return [line for line in lines if ROW.match(line) and not line.startswith("| benchmark")]
+
+    def notes(lines: list[str]) -> list[str]:
+        return [line for line in lines if NOTE.match(line)]
+
+    header = new[: find(new, DATE)]
+    date = _merge_dates(old[find(old, DATE)], new[find(new, DATE)], names)
+    load = _merge_entries(old[find(old, LOAD)], new[find(new, LOAD)])
+    probe = _merge_entries(old[find(old, PROBE)], new[find(new, PROBE)])
+    table = rows(new)
+    merged_rows = _replace_named(rows(old), table, ROW)
+    merged_notes = _replace_named(notes(old), notes(new), NOTE)
+    lines = [*header, date, load, probe, "", *new[find(new, "| benchmark") :][:2]]
+    lines += merged_rows
+    if merged_notes:
+        lines += ["", "## Notes", "", *merged_notes]
+    return "\n".join(lines) + "\n"
+
+
 def main(names: list[str]) -> int:
     unknown = [n for n in names if n not in BENCHMARKS]
     if unknown:
@@ -88,6 +173,8 @@ def main(names: list[str]) -> int:
         )
         results += importlib.import_module(f"bench.{name}").run(RUNS)
     report = render(results, load, probe)
+    if names and REPORT.exists() and set(names) != set(BENCHMARKS):
+        report = merge(REPORT.read_text(), report, names)
     REPORT.write_text(report)
     print(report)
     return 0

@@ -6,8 +6,9 @@ waits. An inbox is bounded: a viewer too slow for its video drops what waits and
 to the next keyframe (and the encoding is asked for one), so it resumes on a decodable picture;
 audio just loses its oldest packets. An inbox may start paused: it counts as a receiver (the
 encoding keeps running for it) but takes nothing until `resume()`, so a WebRTC viewer still
-connecting does not collect a backlog it would then send in one burst. Everything here runs on
-the event loop.
+connecting does not collect a backlog it would then send in one burst. A receiver may also be
+anything else with `put` and `close`: a WHEP viewer's `RtpStream` sends each packet at once, in
+`publish` (`rtp_stream.py`). Everything here runs on the event loop.
 """
 
 from __future__ import annotations
@@ -15,10 +16,22 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Callable
+from typing import Protocol, TypeVar
 
 import av
 
 DEFAULT_MAX_PACKETS = 120  # ~2 s of 540p video, ~5 s of 40 ms audio
+
+
+class PacketReceiver(Protocol):
+    """What `Fanout.publish` hands packets to."""
+
+    def put(self, packet: av.Packet) -> None: ...
+
+    def close(self) -> None: ...
+
+
+R = TypeVar("R", bound=PacketReceiver)
 
 
 class PacketInbox:
@@ -97,19 +110,19 @@ class Fanout:
     """The receivers of one encoded stream."""
 
     def __init__(self) -> None:
-        self.inboxes: list[PacketInbox] = []
+        self.inboxes: list[PacketReceiver] = []
         self.packets = 0
         self.bytes = 0
 
     def __len__(self) -> int:
         return len(self.inboxes)
 
-    def add(self, inbox: PacketInbox) -> PacketInbox:
+    def add(self, inbox: R) -> R:
         if inbox not in self.inboxes:
             self.inboxes.append(inbox)
         return inbox
 
-    def remove(self, inbox: PacketInbox) -> None:
+    def remove(self, inbox: PacketReceiver) -> None:
         if inbox in self.inboxes:
             self.inboxes.remove(inbox)
         inbox.close()

@@ -1,12 +1,13 @@
 """WHEP viewers: one aiortc peer connection each, sending packets of shared encodings.
 
 A `Viewer` takes its picture and its sound from a `VideoEncoding` and an `AudioEncoding` of
-`LiveEncodings` through two `PacketInbox`es; its tracks hand aiortc those `av.Packet`s as they
-are, and aiortc's `RTCRtpSender` only packetizes them (`Encoder.pack`), so a viewer costs RTP,
-SRTP and a socket, never an encoder. Its inboxes stay paused until the connection is up, then
-start on a keyframe asked for then, so the first picture is fresh and nothing stale is sent in
-a burst. A viewer's PLI/FIR and an overflowing video inbox ask the shared encoding for a
-keyframe too.
+`LiveEncodings` through two `RtpStream`s (`rtp_stream.py`): receivers of the encodings'
+fan-outs that send each packet as it is published, split into RTP payloads once for all viewers,
+with only the viewer's own header, SRTP and socket per viewer; aiortc's `RTCRtpSender` keeps the
+SDP and RTCP. So a viewer costs RTP, SRTP and a socket, never an encoder, nor a task woken per
+frame. Its streams stay paused until the connection is up, then start on a keyframe asked for
+then, so the first picture is fresh and nothing stale is sent in a burst. A viewer's PLI/FIR
+asks the shared encoding for a keyframe too.
 
 `ViewerRegistry` holds the viewers of this replica: opens them (within `max_viewers`), stops
 them, reads their RTCP-based statistics once a second, and keeps the metrics.
@@ -21,7 +22,6 @@ import uuid
 from collections import defaultdict
 from collections.abc import Callable
 
-import av
 import structlog
 from aiortc import (
     RTCConfiguration,
@@ -31,7 +31,6 @@ from aiortc import (
     RTCSessionDescription,
 )
 from aiortc.exceptions import InvalidAccessError, OperationError
-from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.rtcrtpparameters import RTCRtpCodecCapability
 
 from services.common import errors
@@ -48,7 +47,7 @@ from services.distribution.live_encoding import (
     VideoEncoding,
     VideoKey,
 )
-from services.distribution.packet_fanout import PacketInbox
+from services.distribution.rtp_stream import IdleTrack, RtpStream
 from services.distribution.whep_offer import is_opus, is_shared_h264
 
 VIDEO_CLOCK_RATE = 90_000
@@ -57,22 +56,6 @@ AUDIO_CLOCK_RATE = 48_000
 CONNECT_TIMEOUT_S = 20.0
 
 log = structlog.get_logger("distribution.viewers")
-
-
-class PacketTrack(MediaStreamTrack):
-    """A track whose frames are encoded packets from an inbox (aiortc sends them as they are)."""
-
-    def __init__(self, kind: str, inbox: PacketInbox) -> None:
-        super().__init__()
-        self.kind = kind
-        self.inbox = inbox
-
-    async def recv(self) -> av.Packet:
-        packet = await self.inbox.get()
-        if packet is None:  # the viewer or the encoding closed it
-            self.stop()
-            raise MediaStreamError
-        return packet
 
 
 def _preferences(kind: str) -> list[RTCRtpCodecCapability]:
@@ -114,11 +97,10 @@ class Viewer:
         self.bytes_sent = 0
         self._measured_at = time.monotonic()
         self._on_end = on_end
-        # Paused until the connection is up: see the module docstring.
-        self.video_inbox = video.fanout.add(
-            PacketInbox(video=True, on_overflow=video.request_keyframe, paused=True)
-        )
-        self.audio_inbox = audio.fanout.add(PacketInbox(video=False, paused=True))
+        # Receivers from now (the encodings run for them), paused until the connection is up:
+        # see the module docstring.
+        self.video_stream = video.fanout.add(RtpStream(video=True))
+        self.audio_stream = audio.fanout.add(RtpStream(video=False))
         # No STUN/TURN servers: aiortc's default would send packets to a public STUN server.
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         use_peer_certificate(self.pc)
@@ -134,8 +116,10 @@ class Viewer:
         Raises InvalidArgument for an offer aiortc cannot use, Unavailable when no candidate
         could be gathered (ICE hosts or the RTC port range).
         """
-        video = self.pc.addTransceiver(PacketTrack("video", self.video_inbox), "sendonly")
-        audio = self.pc.addTransceiver(PacketTrack("audio", self.audio_inbox), "sendonly")
+        video = self.pc.addTransceiver(IdleTrack("video"), "sendonly")
+        audio = self.pc.addTransceiver(IdleTrack("audio"), "sendonly")
+        self.video_stream.attach(video.sender)
+        self.audio_stream.attach(audio.sender)
         # The offer's sections take these transceivers, so only what the encodings make is
         # answered: H.264 Constrained Baseline (with RTX) and Opus.
         video.setCodecPreferences(_preferences("video"))
@@ -165,8 +149,8 @@ class Viewer:
         state = self.pc.connectionState
         if state == "connected" and self.state != "connected":
             self.state = "connected"
-            self.audio_inbox.resume()
-            self.video_inbox.resume()
+            self.audio_stream.resume()
+            self.video_stream.resume()
             self.video.request_keyframe()
             log.info("whep_viewer_connected", session=self.id, production=self.feed.production)
         elif state in ("failed", "closed") and self.state not in ("failed", "closed"):
@@ -215,8 +199,8 @@ class Viewer:
     async def close(self) -> None:
         if self.state not in ("failed", "closed"):
             self.state = "closed"
-        self.video.fanout.remove(self.video_inbox)
-        self.audio.fanout.remove(self.audio_inbox)
+        self.video.fanout.remove(self.video_stream)
+        self.audio.fanout.remove(self.audio_stream)
         await self.pc.close()
 
 

@@ -1,0 +1,53 @@
+"""`python -m bench <names>` lays the named benchmarks' rows over the last report."""
+
+from __future__ import annotations
+
+from bench.__main__ import merge, render
+from bench.harness import Result
+
+
+def report(rows: list[tuple[str, str]], load: dict[str, float]) -> str:
+    results = [
+        Result(name, "t", measured, "r", "x", True, [f"note of {measured}"])
+        for name, measured in rows
+    ]
+    return render(
+        results,
+        [(n, (a, a, a)) for n, a in load.items()],
+        [(n, 50.0) for n in load],
+    )
+
+
+def test_a_partial_run_replaces_its_rows_and_keeps_the_rest() -> None:
+    full = report(
+        [
+            ("Mixer cost", "old mixer"),
+            ("Exchange: returns", "old returns"),
+            ("Control room", "old cr"),
+        ],
+        {"mixer_cost": 1.0, "exchange": 2.0, "control_room": 3.0},
+    )
+    partial = report(
+        [("Exchange: returns", "new returns"), ("Exchange: more", "new more")], {"exchange": 4.0}
+    )
+    merged = merge(full, partial, ["exchange"])
+    rows = [
+        line for line in merged.splitlines() if line.startswith("| ") and "benchmark" not in line
+    ]
+    assert [r.split(" | ")[2] for r in rows] == ["old mixer", "new returns", "new more", "old cr"]
+    notes = [line for line in merged.splitlines() if line.startswith("- **")]
+    assert [n.rsplit("note of ", 1)[1] for n in notes] == [
+        "old mixer",
+        "new returns",
+        "new more",
+        "old cr",
+    ]
+    load = next(line for line in merged.splitlines() if line.startswith("Load average"))
+    assert "mixer_cost 1.0 1.0 1.0; exchange 4.0 4.0 4.0; control_room 3.0 3.0 3.0." in load
+    assert merge(merged, partial, ["exchange"]) == merged  # the same run again changes nothing
+    later = report([("Control room", "new cr")], {"control_room": 5.0})
+    twice = merge(merged, later.replace("Date: 20", "Date: 30"), ["control_room"])
+    (date,) = [line for line in twice.splitlines() if line.startswith("Date: ")]
+    assert date.startswith("Date: 30")
+    assert " for control_room; 20" in date and " for exchange; the other rows as of 20" in date
+    assert date.endswith(" UTC  ") and date.count(" UTC") == 3
