@@ -234,12 +234,18 @@ def shows(viewer: WhepViewer, card: TestCard) -> bool:
 
 
 def tone_db(samples: np.ndarray, hz: float) -> float:
-    """Level of one tone in the left channel, dB full scale (Hann window, peak bin near `hz`)."""
+    """Level of one tone in the left channel, dB full scale: the median over 200 ms windows
+    (Hann window, peak bin near `hz`), so that a lost packet's seam in the decoded sound, which
+    spreads one window's tone over its neighbours' bins, does not pull the whole level down."""
     left = samples[:, 0].astype(np.float64)
-    window = np.hanning(len(left))
-    spectrum = np.abs(np.fft.rfft(left * window)) / (window.sum() / 2)
-    k = round(hz * len(left) / RATE)
-    return float(20 * np.log10(spectrum[max(0, k - 2) : k + 3].max() / 32767 + 1e-12))
+    size = RATE // 5
+    window = np.hanning(size)
+    levels = []
+    for start in range(0, len(left) - size + 1, size):
+        spectrum = np.abs(np.fft.rfft(left[start : start + size] * window)) / (window.sum() / 2)
+        k = round(hz * size / RATE)
+        levels.append(20 * np.log10(spectrum[max(0, k - 2) : k + 3].max() / 32767 + 1e-12))
+    return float(np.median(levels))
 
 
 async def stop_all(show: Show, *viewers: WhepViewer) -> None:
