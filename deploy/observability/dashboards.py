@@ -295,7 +295,7 @@ def platform_overview() -> dict[str, Any]:
         "Program short-term loudness",
         [
             ('baycast_monitoring_program_loudness_lufs{window="short_term"}', "{{production}}"),
-            ("baycast_monitoring_loudness_target_lufs", "target"),
+            ("baycast_monitoring_program_loudness_target_lufs", "{{production}} target"),
         ],
         unit="lufs",
         w=12,
@@ -400,7 +400,7 @@ def program_and_outputs() -> dict[str, Any]:
         "Loudness: momentary, short-term, integrated",
         [
             (f"baycast_monitoring_program_loudness_lufs{{{p}}}", "{{production}} {{window}}"),
-            ("baycast_monitoring_loudness_target_lufs", "target"),
+            (f"baycast_monitoring_program_loudness_target_lufs{{{p}}}", "{{production}} target"),
         ],
         unit="lufs",
         w=12,

@@ -30,14 +30,59 @@ def _stations(names: Names, stations: list[str], all_: bool) -> str:
     return "every station" if all_ else ", ".join(_name(names, s) for s in stations) or "nobody"
 
 
+# How each setting of a processing block reads: (field, words before the value, its format).
+_SETTINGS: dict[str, tuple[tuple[str, str, str], ...]] = {
+    "HighPass": (("frequency_hz", "", "{:g} Hz"),),
+    "Gate": (
+        ("threshold_db", "threshold ", "{:+.1f} dB"),
+        ("range_db", "range ", "{:.1f} dB"),
+        ("attack_ms", "attack ", "{:g} ms"),
+        ("release_ms", "release ", "{:g} ms"),
+    ),
+    "Compressor": (
+        ("threshold_db", "threshold ", "{:+.1f} dB"),
+        ("ratio", "ratio ", "{:g}:1"),
+        ("attack_ms", "attack ", "{:g} ms"),
+        ("release_ms", "release ", "{:g} ms"),
+        ("makeup_db", "make-up ", "{:+.1f} dB"),
+    ),
+}
+
+
+def _band(name: str, band: mixer_pb2.EqBand) -> str:
+    words = [name]
+    if band.HasField("gain_db"):
+        words.append(f"{band.gain_db:+.1f} dB")
+    if band.HasField("frequency_hz"):
+        words.append(f"at {band.frequency_hz:g} Hz")
+    if band.HasField("q"):
+        words.append(f"Q {band.q:g}")
+    return " ".join(words)
+
+
 def _block(
     name: str,
     block: mixer_pb2.HighPass | mixer_pb2.Equalizer | mixer_pb2.Gate | mixer_pb2.Compressor,
 ) -> str:
-    """A processing block of an audio command: switched on or off, or its settings changed."""
+    """A processing block of an audio command: switched on or off, and the settings it moves
+    ("compressor on (threshold -50.0 dB, ratio 10:1)"), so the as-run log says what was set."""
+    if isinstance(block, mixer_pb2.Equalizer):
+        settings = [
+            _band(b, getattr(block, b)) for b in ("low", "mid", "high") if block.HasField(b)
+        ]
+    else:
+        message: Message = block  # fields named by the table, not by the type checker
+        settings = [
+            f"{words}{form.format(getattr(message, field))}"
+            for field, words, form in _SETTINGS[message.DESCRIPTOR.name]
+            if message.HasField(field)
+        ]
+    said = [name]
     if block.HasField("enabled"):
-        return f"{name} {'on' if block.enabled else 'off'}"
-    return f"{name} adjusted"
+        said.append("on" if block.enabled else "off")
+    if settings:
+        said.append(f"({', '.join(settings)})")
+    return " ".join(said) if len(said) > 1 else f"{name} adjusted"
 
 
 def _gain(audio: mixer_pb2.MixerCommand.Audio) -> str:

@@ -11,7 +11,7 @@ one alarm, the one that says what is on air). Likewise silence suppresses the lo
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -115,6 +115,15 @@ class ConfidenceMonitor:
 
     def active(self, condition: str) -> bool:
         return self.timers[condition].raised
+
+    def retarget(self, loudness_target_lufs: float) -> bool:
+        """Judge loudness against another target from now on (the production's changed); True
+        if it differs. The condition's timer carries on: a program that was off the old target
+        and is on the new one clears after `clear_after_s`, like any recovery."""
+        if loudness_target_lufs == self.thresholds.loudness_target_lufs:
+            return False
+        self.thresholds = replace(self.thresholds, loudness_target_lufs=loudness_target_lufs)
+        return True
 
     def assume(self, condition: str) -> None:
         """`condition` was raised before this monitor judged it (by another replica): it is

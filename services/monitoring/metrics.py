@@ -54,7 +54,11 @@ _SPECS = [
     ),
     MetricSpec("nats_connected", GAUGE, "1 while the monitoring service is connected to NATS"),
     MetricSpec("nats_disconnects", COUNTER, "Times the monitoring service lost NATS"),
-    MetricSpec("loudness_target_lufs", GAUGE, "The program loudness target (EBU R128: -23)"),
+    MetricSpec(
+        "loudness_target_lufs",
+        GAUGE,
+        "The platform's loudness target, for programs of productions without loudness control",
+    ),
     MetricSpec("loudness_tolerance_lu", GAUGE, "Allowed short-term deviation from the target"),
     # service instances, from heartbeats
     MetricSpec("service_up", GAUGE, "1 while the instance beats", ("service", "service_instance")),
@@ -119,6 +123,12 @@ _SPECS = [
     ),
     MetricSpec(
         "program_loudness_range_lu", GAUGE, "Loudness range (EBU Tech 3342)", ("production",)
+    ),
+    MetricSpec(
+        "program_loudness_target_lufs",
+        GAUGE,
+        "The loudness target the program is judged against (its production's, EBU R128: -23)",
+        ("production",),
     ),
     MetricSpec("program_true_peak_dbtp", GAUGE, "Largest true peak so far", ("production",)),
     MetricSpec("program_audio_level_dbfs", GAUGE, "Program audio level", ("production",)),
@@ -281,6 +291,7 @@ class MonitoringCollector(Collector):
             ):
                 f.add_finite("program_loudness_lufs", value, production, window)
             f.add("program_loudness_range_lu", meter.loudness_range, production)
+            f.add("program_loudness_target_lufs", watcher.loudness_target_lufs, production)
             f.add_finite("program_true_peak_dbtp", meter.true_peak_dbtp, production)
             f.add_finite("program_audio_level_dbfs", reading.audio_level_dbfs, production)
             f.add("program_frames", reading.video_frames, production, "video")

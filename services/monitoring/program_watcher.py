@@ -6,6 +6,9 @@
 A reader task takes frames off the gRPC stream as fast as they come and stamps their arrival; the
 analysis loop measures them. A bounded drop-oldest queue sits between the two, so a slow moment
 in analysis never holds the producer's stream (what is dropped is counted).
+
+Loudness is judged against the production's own target (`loudness_targets.py`), looked up as the
+frames are measured, so a production changed to another target is judged by it from then on.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from services.common.shared_memory import FrameGone
 from services.common.tasks import cancel_and_wait
 from services.monitoring.alerts import AlertBook
 from services.monitoring.confidence import CONDITIONS, Change, ConfidenceMonitor, Thresholds
+from services.monitoring.loudness_targets import TargetOf
 
 QUEUE_FRAMES = 64
 TICK_S = 0.1
@@ -83,9 +87,11 @@ class ProgramWatcher:
         subscriber: str = "monitoring",
         clock: Callable[[], float] = time.monotonic,
         on_loudness: LoudnessSink | None = None,
+        target_of: TargetOf | None = None,
     ) -> None:
         self.production = production
         self.on_loudness = on_loudness
+        self.target_of = target_of
         self._next_loudness = 0.0
         self.handle = program_handle(production)
         self.directory = directory
@@ -103,7 +109,21 @@ class ProgramWatcher:
         self.upstream_dropped = 0
         self.malformed = 0
         self.lost = 0
+        self.retarget()
         self.adopt_alerts()
+
+    @property
+    def loudness_target_lufs(self) -> float:
+        return self.monitor.thresholds.loudness_target_lufs
+
+    def retarget(self) -> None:
+        """Judge loudness against the production's target as it stands now."""
+        if self.target_of is None:
+            return
+        if self.monitor.retarget(self.target_of(self.production)):
+            log.info(
+                "loudness_target", production=self.production, target_lufs=self.loudness_target_lufs
+            )
 
     def adopt_alerts(self) -> None:
         """Program alerts in the book that this monitor did not raise (another replica did):
@@ -138,6 +158,7 @@ class ProgramWatcher:
     async def _analyse(self) -> None:
         while True:
             arrival = await self.queue.get(timeout=TICK_S)
+            self.retarget()
             if arrival is not None:
                 try:
                     changes = self._measure(arrival)
@@ -212,8 +233,10 @@ class ProgramWatchers:
         subscriber: str,
         spawn: Callable[[Coroutine[Any, Any, None], str], asyncio.Task[None]],
         on_loudness: LoudnessSink | None = None,
+        target_of: TargetOf | None = None,
     ) -> None:
         self.on_loudness = on_loudness
+        self.target_of = target_of
         self.directory = directory
         self.channels = channels
         self.alerts = alerts
@@ -278,6 +301,7 @@ class ProgramWatchers:
             self.thresholds,
             subscriber=self.subscriber,
             on_loudness=self.on_loudness,
+            target_of=self.target_of,
         )
         self.watchers[production] = watcher
         self._tasks[production] = self.spawn(watcher.run(), f"watch-{production}")

@@ -1,7 +1,9 @@
 """The monitoring service: wiring of the health model, program watchers, alerts and HTTP views.
 
-Every replica judges everything; the one on duty (services/monitoring/alert_duty.py) publishes
-the alerts and the programs' loudness and answers `monitoring.alerts`."""
+Each program's loudness is judged against its production's target, from a mirror of the
+productions bucket (`loudness_targets.py`). Every replica judges everything; the one on duty
+(services/monitoring/alert_duty.py) publishes the alerts and the programs' loudness and answers
+`monitoring.alerts`."""
 
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ import nats.js.errors
 from aiohttp import web
 from prometheus_client import REGISTRY
 
-from services.common.bus import PREFIX, KvBucket, subject
+from services.common.bus import PREFIX, PRODUCTIONS_BUCKET, KvBucket, subject
 from services.common.gen.baycast.v1 import (
     control_pb2,
     distribution_pb2,
@@ -23,12 +25,14 @@ from services.common.gen.baycast.v1 import (
     monitoring_pb2,
 )
 from services.common.handles import HandleDirectory
+from services.common.kv_mirror import KvMirror
 from services.common.lifecycle import BaseService, run
 from services.common.settings import load_settings
 from services.common.telemetry import configure_logging
 from services.monitoring.alert_duty import AlertDuty
 from services.monitoring.alerts import AlertBook, AlertPublisher
 from services.monitoring.health import HealthModel
+from services.monitoring.loudness_targets import targets_from
 from services.monitoring.metrics import MonitoringCollector
 from services.monitoring.program_watcher import ProgramWatchers
 from services.monitoring.settings import MonitoringSettings
@@ -52,6 +56,7 @@ class MonitoringService(BaseService[MonitoringSettings]):
             forget_after_s=s.forget_missing_s,
             output_retrying_alert_s=s.output_retrying_alert_s,
         )
+        self.productions = await KvMirror.open(self.bus, PRODUCTIONS_BUCKET, mixer_pb2.Production)
         self.programs = ProgramWatchers(
             HandleDirectory(self.bus),
             self.channels,
@@ -62,6 +67,7 @@ class MonitoringService(BaseService[MonitoringSettings]):
             subscriber=f"monitoring-{s.instance}",
             spawn=self.spawn,
             on_loudness=self._publish_loudness,
+            target_of=targets_from(self.productions, s.loudness_target_lufs),
         )
         self.watchers = self.programs.watchers
         self._seen_disconnects = self.bus.disconnects
@@ -122,6 +128,7 @@ class MonitoringService(BaseService[MonitoringSettings]):
         with contextlib.suppress(KeyError):
             REGISTRY.unregister(self.collector)
         await self.programs.close()
+        await self.productions.close()
 
     def _publish_loudness(self, reading: monitoring_pb2.ProgramLoudness) -> None:
         """The program's loudness for the control room's meters (fire and forget: a reading

@@ -177,6 +177,7 @@ def _production(
                 "integrated_lufs": _round(meter.integrated, 1),
                 "range_lu": _round(meter.loudness_range, 1),
                 "true_peak_dbtp": _round(meter.true_peak_dbtp, 1),
+                "target_lufs": watcher.loudness_target_lufs,
             },
         }
     return out
@@ -265,6 +266,7 @@ def render_html(status: dict[str, Any]) -> str:
         cells.append(
             _cell(loud.get("short_term_lufs"), "warn" if prog.get("loudness_off_target") else "")
         )
+        cells.append(_cell(loud.get("target_lufs")))
         cells.append(_cell(loud.get("integrated_lufs")))
         cells.append(_cell(loud.get("true_peak_dbtp")))
         productions.append("<tr>" + "".join(cells) + "</tr>")
@@ -301,6 +303,7 @@ def render_html(status: dict[str, Any]) -> str:
                 "frozen",
                 "silent",
                 "short-term LUFS",
+                "target LUFS",
                 "integrated LUFS",
                 "true peak dBTP",
             ],

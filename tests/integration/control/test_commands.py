@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import statistics
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
 
-from services.common.bus import Bus
+from services.common.bus import Bus, subject
 from services.common.gen.baycast.v1 import mixer_pb2
 from services.control.service import ControlService
 from tests.integration.control.conftest import AddOperator, Show, base_url
@@ -265,3 +268,140 @@ async def test_reading_the_show(
         assert response.status == 200 and isinstance((await response.json())["sources"], list)
     async with http.get(f"{url}/api/alerts", headers=bearer(token)) as response:
         assert response.status == 503  # no monitoring here
+
+
+class LevelLog:
+    """The mixer's level events for one production, as they arrive on the bus."""
+
+    def __init__(self) -> None:
+        self.events: list[mixer_pb2.AudioLevels] = []
+
+    async def on_levels(self, levels: mixer_pb2.AudioLevels, _subject: str) -> None:
+        self.events.append(levels)
+
+    async def wait(
+        self, source: str, accept: Callable[[mixer_pb2.Level], bool], timeout: float = 5.0
+    ) -> mixer_pb2.Level:
+        """The first level of `source` from now on that `accept`s."""
+        seen = len(self.events)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while loop.time() < deadline:
+            for event in self.events[seen:]:
+                for level in event.levels:
+                    if level.source == source and accept(level):
+                        return level
+            seen = len(self.events)
+            await asyncio.sleep(0.02)
+        recent = [lv for e in self.events[-3:] for lv in e.levels if lv.source == source]
+        raise AssertionError(f"no such level of {source} within {timeout} s: {recent}")
+
+    async def steady(self, source: str, count: int = 6) -> mixer_pb2.Level:
+        """The median reading of `source` over its next `count` levels."""
+        readings = [await self.wait(source, lambda _level: True) for _ in range(count)]
+        peaks = [r.peak_dbfs for r in readings]
+        reductions = [r.gain_reduction_db for r in readings]
+        return mixer_pb2.Level(
+            source=source,
+            peak_dbfs=statistics.median(peaks),
+            gain_reduction_db=statistics.median(reductions),
+        )
+
+
+async def test_the_audio_operator_sets_a_channel_strip_the_mixer_applies(
+    bus: Bus,
+    control: ControlService,
+    show: Show,
+    add_operator: AddOperator,
+    http: aiohttp.ClientSession,
+) -> None:
+    _, token = await add_operator("audio", "李工")
+    gz, sz, _fs = show.sources
+    mixer_url = f"{base_url(control)}/api/productions/{show.id}/mixer"
+    levels = LevelLog()
+    sub = await bus.subscribe(
+        subject("prod", show.id, "mixer", "levels"), mixer_pb2.AudioLevels, levels.on_levels
+    )
+    try:
+        before = await levels.steady(gz)
+        # The card's tone peaks at -12 dBFS (amplitude 0.25); nothing reduces it yet.
+        assert abs(before.peak_dbfs - -12.04) < 0.3 and before.gain_reduction_db == 0, before
+
+        # The whole strip in one command, as the page's controls send it field by field.
+        strip = {
+            "source": gz,
+            "trimDb": -12,
+            "highPass": {"enabled": True, "frequencyHz": 120},
+            "gate": {"enabled": True, "thresholdDb": -70},
+            "compressor": {"enabled": True, "thresholdDb": -50, "ratio": 10},
+            "eq": {
+                "enabled": True,
+                "low": {"gainDb": -3},
+                "mid": {"gainDb": 2},
+                "high": {"gainDb": 1.5},
+            },
+        }
+        status, state = await post(http, mixer_url, {"audio": strip}, bearer(token))
+        assert status == 200, state
+        # The reply is the switcher as the mixer now has it: the strip exactly (the fader, mute
+        # and AFV at their defaults are left out of canonical JSON).
+        settings = {a["source"]: a for a in state["switcher"]["audio"]}
+        assert settings[gz] == strip
+        assert settings[sz] == {"source": sz}  # the others untouched
+        stored = {a.source: a for a in (await switcher(bus, show)).audio}[gz]
+        assert (stored.trim_db, stored.compressor.ratio, stored.eq.mid.gain_db) == (-12, 10, 2)
+
+        # What the mixer reports: the meter reads after the trim (12 dB lower), and the gate's
+        # and compressor's reduction is there: the tone's excess over the threshold times
+        # (1 - 1/ratio), within 1.5 dB (the EQ lifts the 500 Hz tone a little before it).
+        def reduction(ratio: float) -> float:
+            return (before.peak_dbfs - 12 - -50) * (1 - 1 / ratio)
+
+        await levels.wait(gz, lambda lv: abs(lv.peak_dbfs - (before.peak_dbfs - 12)) < 0.3)
+        await levels.wait(gz, lambda lv: abs(lv.gain_reduction_db - reduction(10)) < 1.5)
+        hard = await levels.steady(gz)
+        assert abs(hard.peak_dbfs - (before.peak_dbfs - 12)) < 0.3, hard
+        assert abs(hard.gain_reduction_db - reduction(10)) < 1.5, hard
+        assert (await levels.steady(sz)).gain_reduction_db == 0
+
+        # One field moved, the others kept: a gentler ratio reduces less, at the same threshold.
+        status, state = await post(
+            http, mixer_url, {"audio": {"source": gz, "compressor": {"ratio": 2}}}, bearer(token)
+        )
+        assert status == 200
+        comp = {a["source"]: a for a in state["switcher"]["audio"]}[gz]["compressor"]
+        assert comp == {"enabled": True, "thresholdDb": -50.0, "ratio": 2.0}
+        await levels.wait(gz, lambda lv: abs(lv.gain_reduction_db - reduction(2)) < 1.5)
+        gentle = await levels.steady(gz)
+        assert abs(gentle.gain_reduction_db - reduction(2)) < 1.5, gentle
+
+        # A value out of range is refused by the mixer, in its words, and changes nothing.
+        status, error = await post(
+            http, mixer_url, {"audio": {"source": gz, "compressor": {"ratio": 50}}}, bearer(token)
+        )
+        assert (status, error["code"], error["field"]) == (
+            400,
+            "INVALID_ARGUMENT",
+            "audio.compressor.ratio",
+        )
+        stored = {a.source: a for a in (await switcher(bus, show)).audio}[gz]
+        assert stored.compressor.ratio == 2
+
+        # Switched off, the compressor and the gate reduce nothing; the trim stays.
+        off = {"source": gz, "gate": {"enabled": False}, "compressor": {"enabled": False}}
+        status, _ = await post(http, mixer_url, {"audio": off}, bearer(token))
+        assert status == 200
+        await levels.wait(gz, lambda lv: lv.gain_reduction_db == 0)
+        assert abs((await levels.steady(gz)).peak_dbfs - (before.peak_dbfs - 12)) < 0.3
+    finally:
+        await sub.unsubscribe()
+
+    details = [e["detail"] for e in await asrun(http, control, show, token)]
+    assert details[-4:] == [
+        "李工 set 广州台 trim -12.0 dB, high-pass on (120 Hz), EQ on (low -3.0 dB, mid +2.0 dB,"
+        " high +1.5 dB), gate on (threshold -70.0 dB), compressor on (threshold -50.0 dB,"
+        " ratio 10:1)",
+        "李工 set 广州台 compressor (ratio 2:1)",
+        "李工 set 广州台 compressor (ratio 50:1)",  # refused, and logged so
+        "李工 set 广州台 gate off, compressor off",
+    ]

@@ -51,6 +51,28 @@ EXCHANGE = "http://127.0.0.1:8104"
 INGEST = "http://127.0.0.1:8101"
 PROGRAM_SOURCE = "document.querySelector('#switcher').dataset.program"
 PREVIEW_SOURCE = "document.querySelector('#switcher').dataset.preview"
+# A slider moved as a hand moves it: its value, an input event, then the change on release.
+MOVE_SLIDER = """([selector, value]) => {
+  const slider = document.querySelector(selector);
+  slider.value = String(value);
+  slider.dispatchEvent(new Event('input', { bubbles: true }));
+  slider.dispatchEvent(new Event('change', { bubbles: true }));
+}"""
+# Each source's channel strip on the audio page: its controls' ids are `<control>-<source>`.
+STRIP_CONTROLS = [
+    "trim",
+    "hpf-on",
+    "hpf-hz",
+    "gate-on",
+    "gate-db",
+    "comp-on",
+    "comp-db",
+    "comp-ratio",
+    "eq-on",
+    "eq-low",
+    "eq-mid",
+    "eq-high",
+]
 
 
 def js(value: str) -> str:
@@ -381,6 +403,9 @@ async def test_graphics_and_viewer_roles_and_a_revoked_token(nats_server: NatsSe
         assert await watching.evaluate(
             "[...document.querySelectorAll('#audio input[type=range]')].every((f) => f.disabled)"
         )
+        assert await watching.evaluate(
+            "[...document.querySelectorAll('#audio button')].every((b) => b.disabled)"
+        )
         for service, body in (
             ("mixer", {"cut": {"source": sz}}),
             ("graphics", {"hide": {"instance": "lower_third"}}),
@@ -427,7 +452,7 @@ async def program_tones(studio: Studio) -> dict[str, float]:
     return {sid: tone_amplitude(samples, card.tone_hz) for sid, card in studio.cards.items()}
 
 
-async def test_an_audio_fader_at_minus_infinity_takes_the_tone_out(
+async def test_an_audio_fader_at_minus_infinity_and_a_channel_strip(
     nats_server: NatsServer,
 ) -> None:
     async with running_studio(nats_server.url) as studio, chromium() as browser:
@@ -443,7 +468,7 @@ async def test_an_audio_fader_at_minus_infinity_takes_the_tone_out(
         await page.keyboard.press("Home")  # the bottom stop: −∞
         row = f"document.querySelector('#audio tr[data-source={sz}]')"
         await wait_true(page, f"{row}.dataset.mute === 'true'")
-        assert "−∞" in await page.inner_text(f"#audio tr[data-source={sz}] output")
+        assert "−∞" in await page.inner_text(f"#audio tr[data-source={sz}] .fader output")
         state = await studio.state()
         audio = {a.source: a for a in state.switcher.audio}
         assert audio[sz].mute and audio[sz].gain_db == -96
@@ -453,6 +478,44 @@ async def test_an_audio_fader_at_minus_infinity_takes_the_tone_out(
         assert drop_db >= 40, (before, after)
         for other in (gz, fs):  # the others are as loud as before (within 1 dB)
             assert abs(20 * np.log10(after[other] / before[other])) < 1, (before, after)
+
+        # Every source's channel strip, offered to the audio role.
+        unusable = await page.evaluate(
+            """([sources, controls]) => sources
+              .flatMap((s) => controls.map((c) => document.getElementById(`${c}-${s}`)))
+              .filter((control) => !control || control.disabled).length""",
+            [studio.sources, STRIP_CONTROLS],
+        )
+        assert unusable == 0, unusable
+        # The compressor switched on, its threshold pulled down to -50 dBFS: the mixer applies it
+        # and the reduction shows beside the meter, (-12 + 50) × (1 - 1/3) dB at the default 3:1
+        # (the card's tone peaks at -12 dBFS).
+        await page.click(f"#comp-on-{gz}")
+        comp = f"document.querySelector('#audio tr[data-strip={gz}] [data-stage=comp]')"
+        await wait_true(page, f"{comp}.dataset.on === 'true'")
+        await page.evaluate(MOVE_SLIDER, [f"#comp-db-{gz}", -50])
+        await wait_true(page, f"{comp}.querySelector('output').textContent.includes('-50.0')")
+        audio = {a.source: a for a in (await studio.state()).switcher.audio}
+        assert audio[gz].compressor.enabled and audio[gz].compressor.threshold_db == -50
+        reduction = f"document.querySelector('#audio tr[data-source={gz}] [data-reduction=gain]')"
+        shown = await wait_true(
+            page, f"Number({reduction}.dataset.db) > 20 && {reduction}.dataset.db"
+        )
+        assert abs(float(shown) - (-12 + 50) * (1 - 1 / 3)) < 2, shown
+        # A trim, and the high-pass frequency on its slider of octaves (half way: 141 Hz).
+        await page.evaluate(MOVE_SLIDER, [f"#trim-{fs}", -6])
+        await page.evaluate(MOVE_SLIDER, [f"#hpf-hz-{fs}", 500])
+        await wait_true(
+            page, f"document.querySelector('#audio tr[data-source={fs}]').dataset.trim === '-6'"
+        )
+        hpf = f"document.querySelector('#audio tr[data-strip={fs}] [data-stage=hpf] output')"
+        await wait_true(page, f"{hpf}.textContent === '141 Hz'")
+        audio = {a.source: a for a in (await studio.state()).switcher.audio}
+        assert (audio[fs].trim_db, audio[fs].high_pass.frequency_hz) == (-6, 141)
+        assert not audio[fs].high_pass.enabled  # moved, not switched on
+        # The program's leveler and limiter beside the master meter.
+        assert "Leveler" in await page.inner_text("#audio [data-leveler]")
+        assert "Limiter" in await page.inner_text("#audio [data-reduction=limiter]")
 
         # The program's loudness as monitoring measures it, on the page.
         await wait_true(

@@ -33,7 +33,24 @@ def test_switcher_sentences() -> None:
     strip = Cmd.Audio(source="sz", trim_db=3, compressor=mixer_pb2.Compressor(enabled=True))
     strip.eq.mid.gain_db = 2
     assert describe("mixer.audio", "李工", Cmd(audio=strip), None, NAMES) == (
-        "李工 set 深圳台 trim +3.0 dB, EQ adjusted, compressor on"
+        "李工 set 深圳台 trim +3.0 dB, EQ (mid +2.0 dB), compressor on"
+    )
+    # A knob's move says what it set, so the as-run log reads back the strip.
+    moves = Cmd.Audio(
+        source="gz",
+        high_pass=mixer_pb2.HighPass(frequency_hz=141),
+        gate=mixer_pb2.Gate(enabled=True, threshold_db=-50),
+        compressor=mixer_pb2.Compressor(threshold_db=-30, ratio=2.5, makeup_db=3),
+        eq=mixer_pb2.Equalizer(low=mixer_pb2.EqBand(gain_db=-3, frequency_hz=150)),
+    )
+    assert describe("mixer.audio", "李工", Cmd(audio=moves), None, NAMES) == (
+        "李工 set 广州台 high-pass (141 Hz), EQ (low -3.0 dB at 150 Hz),"
+        " gate on (threshold -50.0 dB),"
+        " compressor (threshold -30.0 dB, ratio 2.5:1, make-up +3.0 dB)"
+    )
+    empty = Cmd.Audio(source="gz", compressor=mixer_pb2.Compressor())
+    assert describe("mixer.audio", "李工", Cmd(audio=empty), None, NAMES) == (
+        "李工 set 广州台 compressor adjusted"
     )
     master = Cmd(audio=Cmd.Audio(afv=True))
     assert describe("mixer.audio", "李工", master, None, NAMES) == (

@@ -164,3 +164,17 @@ def test_an_assumed_condition_clears_like_one_raised_here() -> None:
     m = ConfidenceMonitor()
     m.assume(BLACK)
     assert run(m, 3, 0, black, ON_TARGET) == [] and m.active(BLACK)
+
+
+def test_a_new_target_judges_from_then_on() -> None:
+    m = ConfidenceMonitor(Thresholds(loudness_after_s=1.0))
+    hot = 10 ** (-16 / 20)  # on a -16 LUFS target, 7 LU over the platform's -23
+    changes = run(m, 6, 0, moving, hot)
+    assert [(c.condition, c.raised) for _, c in changes] == [(LOUDNESS, True)]
+    assert "target -23" in changes[0][1].message
+    assert m.retarget(-16.0) and not m.retarget(-16.0)
+    changes = run(m, 2, 6, moving, hot)
+    assert [(c.condition, c.raised) for _, c in changes] == [(LOUDNESS, False)]
+    assert changes[0][0] <= 6.55  # cleared after clear_after_s, as any recovery
+    assert "within -16" in changes[0][1].message
+    assert m.thresholds.loudness_tolerance_lu == 2.0  # only the target moved
