@@ -5,7 +5,9 @@ its events, the commands it answers (with `allow_responses`, so it can reply wit
 `_INBOX.>` publish right), the commands it sends, and replies only under its own inbox prefix
 (`_INBOX.<user>`, which the bus uses), so no user reads another's replies. JetStream rights name
 streams: the key-value buckets it writes (their `$KV.<bucket>.>` subjects) and those it only
-reads, and the streams it keeps (the as-run log); nobody may delete or purge a stream. In the
+reads, the streams it keeps (the as-run log), and the object stores it writes or reads (the
+media library); nobody may delete a stream, and only an object store's writer may purge one
+object's chunks. In the
 `handles` bucket each producer writes only its own kind of handle (`source.*` ingest, `prod.*`
 the mixer, `gfx.*` graphics). A client without credentials is refused; graphics cannot publish
 a mixer command or read `dist_outputs`.
@@ -45,6 +47,7 @@ from services.common.command_log import BUCKET as COMMAND_LOG
 from services.common.credentials import OPERATORS_BUCKET, ROLE_NAMES, STATIONS_BUCKET
 from services.common.handles import BUCKET as HANDLES
 from services.common.handles import key_prefix
+from services.common.media_library import MEDIA_BUCKET
 from services.common.roles import READS, ROLE_USERS, WRITES, Role, role_kinds
 from services.common.tls import InternalTls
 
@@ -61,6 +64,8 @@ class Grants:
     reads: tuple[str, ...] = ()  # key-value buckets it only reads
     handles: tuple[str, ...] = ()  # the kinds of handle it announces (first part of the name)
     streams: tuple[str, ...] = ()  # other JetStream streams it keeps and reads
+    objects: tuple[str, ...] = ()  # object stores it writes (puts and deletes objects)
+    object_reads: tuple[str, ...] = ()  # object stores it only reads
 
     def service_subjects(self, user: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
         """(publish, subscribe) of its own heartbeat and status subjects, and the route subjects
@@ -79,6 +84,9 @@ class Grants:
             buckets.append(COMMAND_LOG)  # a command its queue group serves is applied once
         return tuple(dict.fromkeys(f"KV_{b}" for b in buckets))
 
+    def object_streams(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(f"OBJ_{b}" for b in (*self.objects, *self.object_reads)))
+
 
 # Everything the services publish as events, for those that follow them all.
 EVENTS = (
@@ -87,6 +95,7 @@ EVENTS = (
     "source.*.stats",
     "prod.*.mixer.state",
     "prod.*.mixer.levels",
+    "prod.*.mixer.clips",
     "prod.*.tally",
     "prod.*.rundown.state",
     "prod.*.gfx.state",
@@ -130,6 +139,7 @@ GRANTS: dict[str, Grants] = {
         publishes=(
             "prod.*.mixer.state",
             "prod.*.mixer.levels",
+            "prod.*.mixer.clips",
             "prod.*.tally",
             "prod.*.rundown.state",
             "prod.*.asrun",
@@ -140,6 +150,7 @@ GRANTS: dict[str, Grants] = {
         reads=(STATIONS_BUCKET,),
         handles=("prod",),
         streams=(ASRUN_STREAM,),
+        object_reads=(MEDIA_BUCKET,),  # clips and stills it plays
     ),
     "graphics": Grants(
         publishes=("prod.*.gfx.state",),
@@ -205,12 +216,14 @@ GRANTS: dict[str, Grants] = {
 }
 GRANTS.update({user: role_grants(role) for role, user in ROLE_USERS.items()})
 # The administrator: every command the services answer, every event; reads the sources and the
-# handles (`baycast ctl source list`, snapshots) and the as-run log.
+# handles (`baycast ctl source list`, snapshots) and the as-run log; keeps the media library
+# (`baycast ctl media`).
 GRANTS["admin"] = Grants(
     subscribes=EVENTS,
     sends=tuple(dict.fromkeys(s for g in GRANTS.values() for s in g.serves)),
     reads=("sources", HANDLES),
     streams=(ASRUN_STREAM,),
+    objects=(MEDIA_BUCKET,),
 )
 USERS = tuple(GRANTS)
 # The user the servers of a cluster authenticate each other's routes with (its password is in
@@ -237,6 +250,8 @@ STREAM_API = (
 )
 # The account's JetStream limits and usage (no stream's content).
 ACCOUNT_INFO = "$JS.API.INFO"
+# An object store's writer removes an object by purging its chunks' subject.
+OBJECT_PURGE = "$JS.API.STREAM.PURGE.{s}"
 
 
 def _full(subjects: Iterable[str]) -> list[str]:
@@ -249,9 +264,12 @@ def permissions(user: str) -> dict[str, Any]:
     own_pub, own_sub = g.service_subjects(user)
     publish = _full((*g.publishes, *map(verb_pattern, g.sends), *own_pub))
     subscribe = _full((*g.subscribes, *map(verb_pattern, g.serves), *own_sub))
-    for stream in (*g.kv_streams(), *g.streams):
+    for stream in (*g.kv_streams(), *g.streams, *g.object_streams()):
         publish += [api.format(s=stream) for api in STREAM_API]
     publish += [ACCOUNT_INFO, *(f"$KV.{b}.>" for b in g.buckets)]
+    for bucket in g.objects:
+        # An object's chunks and its meta; removing one purges its chunks (that subject only).
+        publish += [f"$O.{bucket}.C.>", f"$O.{bucket}.M.>", OBJECT_PURGE.format(s=f"OBJ_{bucket}")]
     publish += [f"$KV.{HANDLES}.{key_prefix(kind)}.>" for kind in g.handles]
     if g.serves:
         publish.append(f"$KV.{COMMAND_LOG}.>")

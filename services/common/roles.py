@@ -33,7 +33,18 @@ READS: dict[str, tuple[str, ...]] = {
     "exchange": ("cues", "viewers", "feeds"),
 }
 WRITES: dict[str, tuple[str, ...]] = {
-    "mixer": ("take", "cut", "auto", "preview", "layout", "audio", "ftb", "talk", "manual"),
+    "mixer": (
+        "take",
+        "cut",
+        "auto",
+        "preview",
+        "layout",
+        "audio",
+        "ftb",
+        "talk",
+        "manual",
+        "transport",
+    ),
     "rundown": ("load", "start", "next", "prev", "stop"),
     "gfx": ("show", "hide", "update", "ticker_add"),
     "dist": ("add", "remove", "start", "stop"),

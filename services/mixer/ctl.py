@@ -20,7 +20,7 @@ from services.common.gen.baycast.v1 import media_pb2, mixer_pb2
 from services.common.handles import HandleDirectory
 from services.common.media import proto_to_av
 from services.common.rpc import ChannelCache
-from services.mixer import audio_ctl, rundown_ctl, talk_ctl
+from services.mixer import audio_ctl, clip_ctl, media_ctl, rundown_ctl, talk_ctl
 
 Cmd = mixer_pb2.MixerCommand
 PCmd = mixer_pb2.ProductionCommand
@@ -232,6 +232,7 @@ async def _snapshot(ctl: Ctl, args: argparse.Namespace) -> int:
 def register(verbs: argparse._SubParsersAction) -> None:
     rundown_ctl.register(verbs)
     talk_ctl.register(verbs)
+    media_ctl.register(verbs)
 
     def verb(name: str, help_text: str, fn: Verb) -> argparse.ArgumentParser:
         p: argparse.ArgumentParser = verbs.add_parser(name, help=help_text)
@@ -301,6 +302,7 @@ def register(verbs: argparse._SubParsersAction) -> None:
     p.add_argument("--duration-ms", type=int)
     p.add_argument("--color")
     audio_ctl.register(verbs)
+    clip_ctl.register(verbs)
     p = verb("ftb", "fade to black (toggle, or --on/--off)", _ftb)
     p.add_argument("prod")
     p.add_argument("--on", dest="on", action="store_true", default=None)

@@ -5,6 +5,9 @@ size. Program and preview take the production's frame rate; a monitor (the multi
 fewer frames a second, so a thumbnail watched once a second does not cost ingest a scaled frame
 every frame. A feed nobody has looked at for a while is unsubscribed. Audio comes on one audio-only
 subscription per source, straight into the audio mixer's buffers.
+
+A local source (a clip or still the mixer plays itself, clips.py) has one feed at the
+production's size that its player fills every tick; boxes of other sizes scale it as they draw.
 """
 
 from __future__ import annotations
@@ -83,6 +86,7 @@ class FeedSet:
         self.first_wanted: dict[str, float] = {}
         # Sources back after a loss, with the time since which they have delivered without a gap.
         self.returned: dict[str, float] = {}
+        self.local: dict[str, VideoFeed] = {}
         self._audio_tasks: dict[str, asyncio.Task[None]] = {}
 
     def get(self, source: str, width: int, height: int, fps: int = 0) -> VideoFeed:
@@ -91,6 +95,10 @@ class FeedSet:
         rate serves any rate."""
         fps = min(fps, self.fps) if fps else self.fps
         now = self.clock()
+        local = self.local.get(source)
+        if local is not None:
+            local.last_used = now
+            return local
         feed = self.video.get((source, width, height, self.fps))
         if feed is None:
             feed = self.video.get((source, width, height, fps))
@@ -150,6 +158,9 @@ class FeedSet:
 
     def any_frame(self, source: str) -> Held | None:
         """The newest frame of `source` at any size (for a box whose own size is on its way)."""
+        local = self.local.get(source)
+        if local is not None:
+            return local.latest
         best: Held | None = None
         for feed in self.video.values():
             held = feed.latest
@@ -157,8 +168,31 @@ class FeedSet:
                 best = held
         return best
 
+    def add_local(self, source: str) -> None:
+        """`source` is played by the mixer itself: its frames come through `put_local`."""
+        now = self.clock()
+        self.local[source] = VideoFeed(source, 0, 0, self.fps, created=now, last_used=now)
+        self.first_wanted[source] = now
+
+    def put_local(self, source: str, picture: Picture, now: float, capture_time_us: int) -> None:
+        feed = self.local[source]
+        feed.latest = Held(picture, now, capture_time_us)
+        feed.frames += 1
+        self.last_seen[source] = now  # a clip is never "back after a loss": no clear time
+
+    def clear_local(self, source: str) -> None:
+        """Nothing to show of `source` now (its slate shows)."""
+        self.local[source].latest = None
+
+    def remove_local(self, source: str) -> None:
+        self.local.pop(source, None)
+        self.last_seen.pop(source, None)
+        self.first_wanted.pop(source, None)
+
     def start_audio(self, sources: list[str]) -> None:
         for source in sources:
+            if source in self.local:
+                continue  # its player pushes its sound
             if source not in self._audio_tasks:
                 self._audio_tasks[source] = asyncio.create_task(
                     self._run_audio(source), name=f"audio-{source}"

@@ -22,6 +22,7 @@ import structlog
 
 from services.common import errors
 from services.common.gen.baycast.v1 import mixer_pb2
+from services.mixer.clips import is_clip
 from services.mixer.outputs import Output
 from services.mixer.production import ProductionRunner
 from services.mixer.productions import DEFAULT_CLEAR_MS, source_ids
@@ -73,8 +74,10 @@ async def apply_edit(runner: ProductionRunner, p: mixer_pb2.Production) -> None:
     runner.audio.set_sources(ids)
     runner.audio.configure(list(state.audio), state.master_gain_db)
     runner.audio.set_loudness(p.loudness)
-    runner.talkback.set_stations(ids)
-    gone = [runner.outputs.pop(f"mixminus/{s}") for s in removed]
+    stations = [s for s in ids if not is_clip(s)]
+    runner.talkback.set_stations(stations)
+    runner.clips.set_sources(list(p.sources))
+    gone = [runner.outputs.pop(f"mixminus/{s}") for s in removed if not is_clip(s)]
     fresh = [
         Output(
             f"prod/{p.id}/mixminus/{s}",
@@ -85,8 +88,9 @@ async def apply_edit(runner: ProductionRunner, p: mixer_pb2.Production) -> None:
             p.id,
         )
         for s in added
+        if not is_clip(s)
     ]
-    for s, output in zip(added, fresh, strict=True):
+    for s, output in zip([s for s in added if not is_clip(s)], fresh, strict=True):
         runner.outputs[f"mixminus/{s}"] = output
     runner.feeds.stop_audio(removed)
     runner.feeds.start_audio(added)

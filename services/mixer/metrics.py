@@ -23,6 +23,16 @@ RENDER_SECONDS = Histogram(
     ["production"],
     buckets=(0.0005, 0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064),
 )
+CLIP_FAILURES = Counter(
+    "baycast_mixer_clip_failures_total",
+    "Clips and stills of a production that could not be fetched from the library or opened",
+    ["production"],
+)
+CLIP_LATE_FRAMES = Counter(
+    "baycast_mixer_clip_late_frames_total",
+    "Ticks at which a playing clip's next frame was not decoded yet (its picture repeated)",
+    ["production"],
+)
 SUBSCRIBER_DROPS = Counter(
     "baycast_mixer_subscriber_dropped_frames_total",
     "Frames dropped for media subscribers that read too slowly",

@@ -15,6 +15,7 @@ import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import structlog
@@ -27,6 +28,7 @@ from services.common.media import RGBA, now_us
 from services.common.rpc import ChannelCache
 from services.mixer import layouts, metrics, slates
 from services.mixer.audio_mixer import AudioMixer
+from services.mixer.clips import ClipDeck, OpenLibrary, is_clip
 from services.mixer.feeds import FeedSet, Held
 from services.mixer.keyer import Keyer
 from services.mixer.layouts import PlacedBox
@@ -80,6 +82,8 @@ class ProductionRunner:
         instance: str,
         endpoint: str,
         save_state: Callable[[mixer_pb2.SwitcherState], Awaitable[None]],
+        open_library: OpenLibrary,
+        media_cache_dir: Path,
         queue_size: int = 8,
         feed_idle_seconds: float = 5.0,
     ) -> None:
@@ -119,6 +123,7 @@ class ProductionRunner:
             hold_s=self.hold_s,
             clear_s=self.clear_s,
         )
+        self.clips = ClipDeck(p, self.feeds, self.audio.push, open_library, media_cache_dir)
         self.talkback = Talkback(p, bus, self.audio, self.feeds)
         w, h = self.width, self.height
         self.clean = Picture(w, h)
@@ -134,6 +139,8 @@ class ProductionRunner:
             for name in self.OUTPUTS
         }
         for s in p.sources:
+            if is_clip(s.id):
+                continue  # a return is a station's
             self.outputs[f"mixminus/{s.id}"] = Output(
                 f"prod/{p.id}/mixminus/{s.id}", w, h, p.fps, queue_size, p.id
             )
@@ -168,6 +175,7 @@ class ProductionRunner:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._tasks.clear()
+        await self.clips.close()
         await self.feeds.close()
         self.talkback.close()
         for output in self.outputs.values():
@@ -188,6 +196,15 @@ class ProductionRunner:
             return self.state()
         if command.HasField("manual"):
             return await self._manual(command)
+        if command.HasField("transport"):  # nor is where a clip stands
+            try:
+                self.clips.transport(command.transport)
+            except errors.BaycastError:
+                metrics.COMMANDS.labels(self.id, "refused").inc()
+                raise
+            metrics.COMMANDS.labels(self.id, "ok").inc()
+            await self.publish_state()
+            return self.state()
         return await self._switch(command)
 
     async def _manual(self, command: mixer_pb2.MixerCommand) -> mixer_pb2.MixerState:
@@ -260,6 +277,7 @@ class ProductionRunner:
             time_us=now_us(),
             showing=self.showing,
             talk=self.talkback.states(),
+            clips=self.clips.states(),
         )
 
     async def publish_state(self) -> None:
@@ -317,10 +335,16 @@ class ProductionRunner:
                 elif kind == "levels":
                     assert isinstance(payload, mixer_pb2.AudioLevels)
                     await self.bus.publish(subject("prod", self.id, "mixer", "levels"), payload)
+                elif kind == "clips":
+                    assert isinstance(payload, mixer_pb2.ClipStates)
+                    await self.bus.publish(subject("prod", self.id, "mixer", "clips"), payload)
 
     def tick(self, index: int, pts_us: int) -> None:
         """Compose and send one frame. Synchronous: numpy does the work in whole-array steps."""
         now = time.monotonic()
+        clips = self.clips.tick(now)
+        if clips is not None:
+            self._events.append(("clips", clips))
         if self.transitions.start_pending(self._ready, now, self.hold_s, index, pts_us):
             self._events.append(("state", None))
         program = self._render_program(index)
@@ -598,7 +622,15 @@ class ProductionRunner:
             bar = int(max(0.0, min(1.0, level)) * (tile_h - 8)) // 2 * 2
             if bar:
                 fill_rect(mv, x + tile_w - 14, y + tile_h - 4 - bar, 8, bar, METER_YUV)
-            self._label(mv, self.names[source], x, y + tile_h + label_h, label_h * 10)
+            self._label(mv, self._tile_name(source), x, y + tile_h + label_h, label_h * 10)
+
+    def _tile_name(self, source: str) -> str:
+        """A source's name under its tile; a clip's with the time it has left, e.g. 片头 -0:07."""
+        remaining = self.clips.remaining_s(source)
+        if remaining is None:
+            return self.names[source]
+        seconds = math.ceil(remaining)
+        return f"{self.names[source]} -{seconds // 60}:{seconds % 60:02d}"
 
     # -- events ------------------------------------------------------------------------------
 

@@ -10,6 +10,7 @@ import nats.js.errors
 from services.common import errors
 from services.common.bus import PRODUCTIONS_BUCKET, Bus, KvBucket, encode
 from services.common.gen.baycast.v1 import mixer_pb2
+from services.common.media_library import CLIP_PREFIX, MEDIA_ID
 from services.mixer import processing_settings
 
 BUCKET = PRODUCTIONS_BUCKET
@@ -36,6 +37,24 @@ def check_id(value: str, field: str) -> None:
         raise errors.InvalidArgument(
             f"{field} must be 1-48 lowercase letters, digits, '-' or '_', got {value!r}",
             field=field,
+        )
+
+
+def check_source(source: mixer_pb2.ProductionSource, field: str) -> None:
+    """A station (an ingest source id) or a clip of the media library (`clip/<media id>`);
+    only a clip loops or has an end."""
+    clip = source.id.startswith(CLIP_PREFIX)
+    if not clip:
+        check_id(source.id, f"{field}.id")
+        if source.loop or source.end:
+            raise errors.InvalidArgument(
+                f"{field}: only a clip ({CLIP_PREFIX}<media id>) has loop and end", field=field
+            )
+    elif not MEDIA_ID.match(source.id.removeprefix(CLIP_PREFIX)):
+        raise errors.InvalidArgument(
+            f"{field}.id must be {CLIP_PREFIX} and a media id (lowercase letters, digits, '-' or"
+            f" '_'), got {source.id!r}",
+            field=f"{field}.id",
         )
 
 
@@ -142,7 +161,7 @@ def normalize(production: mixer_pb2.Production) -> mixer_pb2.Production:
         raise errors.InvalidArgument(f"at most {MAX_SOURCES} sources", field="sources")
     ids: set[str] = set()
     for i, source in enumerate(p.sources):
-        check_id(source.id, f"sources[{i}].id")
+        check_source(source, f"sources[{i}]")
         if source.id in ids:
             raise errors.InvalidArgument(f"source {source.id!r} twice", field=f"sources[{i}].id")
         ids.add(source.id)

@@ -1,11 +1,13 @@
 """The rundown player: runs a production's show segment by segment.
 
-Each segment's cues go out in a fixed order — layout, program, audio, graphics — through the same
-paths an operator's commands take (the switcher for mixer cues, `prod.<prod>.gfx.cmd` for
-graphics), so a cue is validated exactly like a command. A refused cue is written to the as-run log
-with its reason and the show goes on. Every executed cue is an `AsRunEntry` in the JetStream stream
-ASRUN. Where the rundown stands is kept in the key-value store, so a mixer that takes the production
-over carries on from the same segment without firing its cues twice.
+Each segment's cues go out in a fixed order — layout, clip cue, program, clip play, audio,
+graphics — through the same paths an operator's commands take (the switcher for mixer cues,
+`prod.<prod>.gfx.cmd` for graphics), so a cue is validated exactly like a command. A refused cue
+is written to the as-run log with its reason and the show goes on. Every executed cue is an
+`AsRunEntry` in the JetStream stream ASRUN. Where the rundown stands is kept in the key-value
+store, so a mixer that takes the production over carries on from the same segment without firing
+its cues twice. A segment that plays a clip whose end is CLIP_END_NEXT gives way to the next
+segment when the clip ends.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from services.common.asrun import ensure_asrun_stream as ensure_asrun_stream
 from services.common.asrun import write_asrun
 from services.common.bus import Bus, KvBucket, subject
 from services.common.gen.baycast.v1 import graphics_pb2, mixer_pb2, rundown_pb2
+from services.common.media_library import CLIP_PREFIX
 
 RUNDOWN_BUCKET = "mixer-rundowns"
 RECENT_ENTRIES = 50
@@ -112,6 +115,11 @@ def validate(rundown: rundown_pb2.Rundown, production: mixer_pb2.Production) -> 
             raise errors.InvalidArgument(
                 f"{where}: production {production.id} has no source {seg.program!r}",
                 field=f"{where}.program",
+            )
+        if seg.play and (not seg.play.startswith(CLIP_PREFIX) or seg.play not in sources):
+            raise errors.InvalidArgument(
+                f"{where}: production {production.id} has no clip {seg.play!r}",
+                field=f"{where}.play",
             )
         if seg.transition.type not in TRANSITIONS:
             raise errors.InvalidArgument(
@@ -197,6 +205,27 @@ class RundownPlayer:
         reply.recent.extend(self.recent)
         return reply
 
+    async def clip_ended(self, source: str) -> None:
+        """A clip that ends with CLIP_END_NEXT ended: the segment playing it gives way to the
+        next one (the last one's end finishes the rundown); otherwise nothing happens."""
+        segments = self.status.rundown.segments
+        index = self.status.segment
+        if not self.status.running or not 0 <= index < len(segments):
+            return
+        if segments[index].play != source:
+            return
+        await self._asrun(index, "clip-end", f"{source} ended", True)
+        target = index + 1
+        if target >= len(segments) and self.status.rundown.loop:
+            target = 0
+        if target >= len(segments):
+            await self._cancel()
+            self.status.running = False
+            await self._save()
+            await self._asrun(index, "end", "rundown finished", True)
+            return
+        await self._jump(target)
+
     def _need_rundown(self) -> None:
         if not self.status.rundown.segments:
             raise errors.NotFound(f"no rundown is loaded for {self.id}", field="load")
@@ -252,6 +281,10 @@ class RundownPlayer:
                 seg.layout.name or "inline",
                 mixer_pb2.MixerCommand(layout=seg.layout),
             )
+        transport = mixer_pb2.MixerCommand.Transport
+        if seg.play:  # to its first frame before it goes on air, then rolling
+            cue = transport(source=seg.play, action=mixer_pb2.TRANSPORT_ACTION_CUE)
+            await self._mixer_cue(index, "cue", seg.play, mixer_pb2.MixerCommand(transport=cue))
         if seg.program:
             kind = seg.transition.type or "cut"
             if kind == "cut":
@@ -261,6 +294,9 @@ class RundownPlayer:
                     auto=mixer_pb2.MixerCommand.Auto(transition=seg.transition, source=seg.program)
                 )
             await self._mixer_cue(index, "program", f"{kind} to {seg.program}", command)
+        if seg.play:
+            play = transport(source=seg.play, action=mixer_pb2.TRANSPORT_ACTION_PLAY)
+            await self._mixer_cue(index, "play", seg.play, mixer_pb2.MixerCommand(transport=play))
         for audio in seg.audio:
             await self._mixer_cue(
                 index, "audio", audio.source or "master", mixer_pb2.MixerCommand(audio=audio)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from services.common import capacity, errors
@@ -13,6 +15,7 @@ from services.common.gen.baycast.v1 import mixer_pb2, rundown_pb2
 from services.common.handles import HandleDirectory
 from services.common.leases import Leases
 from services.common.lifecycle import BaseService, run
+from services.common.media_library import MediaLibrary
 from services.common.settings import load_settings
 from services.common.telemetry import configure_logging
 from services.mixer import metrics
@@ -54,6 +57,10 @@ class MixerService(BaseService[MixerSettings]):
             self.bus, LEASES_BUCKET, self.settings.instance, self.settings.lease_seconds
         )
         self.running: dict[str, Running] = {}
+        self._library: MediaLibrary | None = None
+        self.media_cache_dir = Path(
+            self.settings.media_cache_dir or Path(tempfile.gettempdir()) / "baycast-media"
+        )
         self.budget = capacity.budget(
             "mixer",
             self.settings.capacity_cores,
@@ -194,11 +201,14 @@ class MixerService(BaseService[MixerSettings]):
             instance=self.settings.instance,
             endpoint=self.grpc_endpoint,
             save_state=save,
+            open_library=self._open_library,
+            media_cache_dir=self.media_cache_dir,
             queue_size=self.settings.subscriber_queue,
             feed_idle_seconds=self.settings.feed_idle_seconds,
         )
         await runner.start()
         rundown = RundownPlayer(production, self.bus, self.rundowns, runner.command)
+        runner.clips.on_end = rundown.clip_ended
         await rundown.start()
         subscriptions = [
             await self.bus.serve(
@@ -211,6 +221,12 @@ class MixerService(BaseService[MixerSettings]):
             ),
         ]
         self.running[prod_id] = Running(runner, rundown, revision, subscriptions)
+
+    async def _open_library(self) -> MediaLibrary:
+        """The media library, opened on first use (a production with a clip)."""
+        if self._library is None:
+            self._library = await MediaLibrary.open(self.bus, create=False)
+        return self._library
 
     async def _stop_production(self, prod_id: str, *, release: bool) -> None:
         running = self.running.pop(prod_id, None)

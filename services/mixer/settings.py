@@ -28,6 +28,9 @@ class MixerSettings(ServiceSettings):
     # One production's CPU (a 1080p25 city wall of ten sources with graphics: 0.27-0.31 core
     # in BENCHMARKS.md), for the replica's budget (services/common/capacity.py).
     unit_cores: float = 0.35
+    # Where clips and stills fetched from the media library are kept (default: the temporary
+    # directory's baycast-media); a file is fetched again only when the library's copy changed.
+    media_cache_dir: str = ""
 
     def validate(self) -> None:
         super().validate()

@@ -24,6 +24,7 @@ from services.common.asrun import write_asrun
 from services.common.bus import Bus, acting_operator
 from services.common.gen.baycast.v1 import mixer_pb2, rundown_pb2
 from services.common.media import now_us
+from services.common.media_library import CLIP_PREFIX
 from services.mixer import metrics
 from services.mixer.audio_mixer import AudioMixer
 from services.mixer.feeds import FeedSet
@@ -53,7 +54,7 @@ class TalkRoster:
 
     def __init__(self, production: mixer_pb2.Production) -> None:
         self.production_id = production.id
-        self.stations = [s.id for s in production.sources]
+        self.stations = [s.id for s in production.sources if not s.id.startswith(CLIP_PREFIX)]
         self.talks: dict[str, mixer_pb2.TalkState] = {}  # talk source -> its talk
         self.used: set[str] = set()  # every talk source named since the production started
         self.heard: Mapping[str, frozenset[str]] = {}  # station -> talk sources it hears

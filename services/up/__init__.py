@@ -91,6 +91,8 @@ async def _demo(
     await launcher.start_module(
         "stations", "services.up.stations", json.dumps(station_plan).encode()
     )
+    console.say("adding the title film to the media library…")
+    await demo.add_opener(bus, Path(args.state_dir), args.format)
     console.say(f"creating the production {demo.TITLE} ({args.format})…")
     await demo.create_production(bus, demo.production(plan, args.format))
     console.say("adding outputs: HLS and a recording…")

@@ -12,6 +12,7 @@ import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 from typing import TypeVar
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -26,7 +27,9 @@ from services.common.gen.baycast.v1 import (
     operators_pb2,
     rundown_pb2,
 )
+from services.common.media_library import MediaLibrary, MediaNotFound, file_sha256
 from services.mixer.layouts import preset_boxes
+from services.up.opener import make_opener
 
 R = TypeVar("R")
 
@@ -61,6 +64,9 @@ REPORTERS = (
     Station("rp1", "大湾区记者", "大湾区", "Bay Area"),
 )
 FORMATS = {"720p": (1280, 720), "1080p": (1920, 1080)}
+OPENER = "opener"
+OPENER_SOURCE = f"clip/{OPENER}"
+OPENER_BACKSTOP_MS = 8_000
 DIRECTOR_ID = "director"
 DIRECTOR_NAME = "导演"
 SOURCE_GAIN_DB = -17.0
@@ -136,6 +142,25 @@ async def add_director(bus: Bus) -> tuple[str, str]:
     return reply.operators[0].id, reply.token
 
 
+async def add_opener(bus: Bus, state_dir: Path, fmt: str) -> None:
+    """The title film, made once per format, into the media library (unless it is there)."""
+    width, height = FORMATS[fmt]
+    path = await asyncio.to_thread(
+        make_opener,
+        state_dir / "media" / f"opener-{fmt}.mp4",
+        width,
+        height,
+        title=TITLE,
+        subtitle="Set Sail · Greater Bay Area",
+    )
+    library = await MediaLibrary.open(bus, create=True)
+    with contextlib.suppress(MediaNotFound):
+        item = await library.item(OPENER)
+        if item.sha256 == await asyncio.to_thread(file_sha256, path):
+            return
+    await library.add(path, OPENER, replace=True)
+
+
 def production(plan: list[Station], fmt: str) -> mixer_pb2.Production:
     width, height = FORMATS[fmt]
     cities = [s.id for s in plan if s in CITIES]
@@ -154,6 +179,9 @@ def production(plan: list[Station], fmt: str) -> mixer_pb2.Production:
         backup_after_ms=DEMO_BACKUP_AFTER_MS,
         clear_ms=DEMO_CLEAR_MS,
     )
+    # The title film opens the show; at its end the rundown takes the next segment.
+    p.sources.add(id=OPENER_SOURCE, name="开场片头", end=mixer_pb2.CLIP_END_NEXT)
+    p.audio.add(source=OPENER_SOURCE, gain_db=0.0, afv=True)
     for st in plan:
         # The field reporter falls back to the Beijing desk if her feed is lost on air.
         p.sources.add(id=st.id, name=st.name, backup="bj" if st.id == "rp1" else "")
@@ -265,7 +293,8 @@ def city_labels(plan: list[Station]) -> list[graphics_pb2.GfxCommand]:
 
 
 def rundown(plan: list[Station]) -> rundown_pb2.Rundown:
-    """City wall → 广州 full with a lower third → 北京 in picture-in-picture → a quad → again."""
+    """The title film → city wall → 广州 full with a lower third → 北京 in picture-in-picture →
+    a quad → again."""
     labels = city_labels(plan)
     first = plan[0].id
     seg = rundown_pb2.RundownSegment
@@ -279,6 +308,15 @@ def rundown(plan: list[Station]) -> rundown_pb2.Rundown:
         name="启航·大湾区 demo",
         loop=True,
         segments=[
+            seg(
+                title="开场片头 Opener",
+                # The film's end moves on; the duration only if it cannot play.
+                duration_ms=OPENER_BACKSTOP_MS,
+                layout=mixer_pb2.MixerCommand.SetLayout(name="studio"),
+                program=OPENER_SOURCE,
+                play=OPENER_SOURCE,
+                audio=[master(0)],
+            ),
             seg(
                 title="城市联播 City wall",
                 duration_ms=10_000,

@@ -209,6 +209,14 @@ def test_the_demo_show_end_to_end(tmp_path: Path) -> None:
     expected = [s.title for s in demo.rundown(demo.stations(4)).segments]
     assert titles[:4] == expected[: len(titles[:4])] and len(titles) >= 3, titles
     assert [e.time_us for e in asrun] == sorted(e.time_us for e in asrun)
+    # The title film opened the show: rolled by its segment, and its end (5 s later, before the
+    # segment's 8 s backstop) took the city wall.
+    played = next(e for e in asrun if e.cue == "play")
+    ended = next(e for e in asrun if e.cue == "clip-end")
+    wall = next(e for e in asrun if e.cue == "segment" and e.segment == 1)
+    assert played.ok and played.detail == ended.detail.split()[0] == demo.OPENER_SOURCE
+    assert 4.5 < (ended.time_us - played.time_us) / 1e6 < 6.5, (played, ended)
+    assert 0 <= wall.time_us - ended.time_us < 1_000_000
     layout_cues = [e for e in asrun if e.cue == "layout" and e.ok]
     centre = (slice(HEIGHT // 8, HEIGHT * 7 // 8), slice(WIDTH // 16, WIDTH * 15 // 16))
 
