@@ -28,6 +28,7 @@ BENCHMARKS = (
     "exchange",
     "control_room",
     "program_loudness",
+    "clip_playout",
 )
 REPORT = Path("BENCHMARKS.md")
 ROW = re.compile(r"^\| (?P<name>.+?) \| ")
