@@ -9,12 +9,14 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
+import nats.js.api
 import numpy as np
 
-from services.common.bus import Bus, subject
-from services.common.gen.baycast.v1 import media_pb2, media_pb2_grpc, mixer_pb2
+from services.common.bus import PREFIX, Bus, decode, subject
+from services.common.gen.baycast.v1 import media_pb2, media_pb2_grpc, mixer_pb2, rundown_pb2
 from services.common.media import proto_to_i420, proto_to_pcm
 from services.common.rpc import CHANNEL_OPTIONS
+from services.mixer.rundown import ASRUN_STREAM
 from tests.support.media_source import Card
 
 # Cards with distinct, exactly known colours (Y, U, V) and tones.
@@ -161,3 +163,31 @@ def yuv_at(image: np.ndarray, x: int, y: int) -> tuple[int, int, int]:
 
 def close_to(a: tuple[int, ...], b: tuple[int, ...], tolerance: int = 3) -> bool:
     return all(abs(int(p) - int(q)) <= tolerance for p, q in zip(a, b, strict=True))
+
+
+async def rundown(
+    bus: Bus, prod: str, cmd: rundown_pb2.RundownCommand
+) -> rundown_pb2.RundownStatus:
+    return await bus.request(
+        subject("prod", prod, "rundown", "cmd"), cmd, rundown_pb2.RundownStatus, timeout=10
+    )
+
+
+async def asrun_log(bus: Bus, prod: str) -> list[rundown_pb2.AsRunEntry]:
+    sub = await bus.nc.jetstream().subscribe(
+        PREFIX + f"prod.{prod}.asrun",
+        stream=ASRUN_STREAM,
+        ordered_consumer=True,
+        deliver_policy=nats.js.api.DeliverPolicy.ALL,
+    )
+    entries = []
+    try:
+        while True:
+            try:
+                msg = await sub.next_msg(timeout=1.0)
+            except TimeoutError:
+                break
+            entries.append(decode(msg.data, rundown_pb2.AsRunEntry))
+    finally:
+        await sub.unsubscribe()
+    return entries

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 
 import pytest
 
@@ -49,7 +50,8 @@ async def announce(bus: Bus, media: FakeMediaServer) -> Callable[[], Awaitable[N
 
 
 @pytest.fixture
-async def mixer(nats_server: NatsServer) -> AsyncIterator[MixerService]:
+async def mixer(nats_server: NatsServer, tmp_path: Path) -> AsyncIterator[MixerService]:
+    """The mixer, with a clip cache of its own (the default one is shared by the machine)."""
     async with running_service(
         MixerService,
         MixerSettings,
@@ -57,6 +59,7 @@ async def mixer(nats_server: NatsServer) -> AsyncIterator[MixerService]:
         lease_renew_seconds=0.3,
         drain_seconds=5.0,
         unready_seconds=0.0,
+        media_cache_dir=str(tmp_path / "media-cache"),
     ) as service:
         yield service
 

@@ -22,26 +22,32 @@ from typing import Any, TypeVar
 
 import aiohttp
 import av
-import nats.js.api
 import numpy as np
 import pytest
 from PIL import Image
 from prometheus_client import REGISTRY
 
 from services.common import errors
-from services.common.bus import PREFIX, Bus, decode, subject
+from services.common.bus import Bus, subject
 from services.common.gen.baycast.v1 import distribution_pb2 as dist
 from services.common.gen.baycast.v1 import media_pb2, mixer_pb2, rundown_pb2
 from services.common.media import proto_to_i420
 from services.common.media_library import MediaLibrary
 from services.distribution.service import DistributionService
 from services.distribution.settings import DistributionSettings
-from services.mixer.rundown import ASRUN_STREAM
 from services.mixer.service import MixerService
-from services.mixer.settings import MixerSettings
 from tests.integration.mixer.conftest import CreateProduction
 from tests.support.media_source import Card, FakeMediaServer
-from tests.support.mixer import close_to, command, frames, next_video, unique, yuv_at
+from tests.support.mixer import (
+    asrun_log,
+    close_to,
+    command,
+    frames,
+    next_video,
+    rundown,
+    unique,
+    yuv_at,
+)
 from tests.support.nats import NatsServer
 from tests.support.secrets_key import session_key_file
 from tests.support.services import running_service
@@ -172,21 +178,6 @@ def media_files(tmp_path_factory: pytest.TempPathFactory) -> MediaFiles:
 @pytest.fixture
 async def library(bus: Bus) -> MediaLibrary:
     return await MediaLibrary.open(bus, create=True)
-
-
-@pytest.fixture
-async def mixer(nats_server: NatsServer, tmp_path: Path) -> AsyncIterator[MixerService]:
-    """The mixer with a cache of its own (the default one is shared by the machine)."""
-    async with running_service(
-        MixerService,
-        MixerSettings,
-        nats_server.url,
-        lease_renew_seconds=0.3,
-        drain_seconds=5.0,
-        unready_seconds=0.0,
-        media_cache_dir=str(tmp_path / "media-cache"),
-    ) as service:
-        yield service
 
 
 @pytest.fixture
@@ -524,34 +515,6 @@ class ProgramWatch:
                 number = read_number(luma_of(image))
                 is_card = close_to(yuv_at(image, 160, 90), expected, 4)
                 self.seen.append((message.video.pts_us, number, is_card))
-
-
-async def rundown(
-    bus: Bus, prod: str, cmd: rundown_pb2.RundownCommand
-) -> rundown_pb2.RundownStatus:
-    return await bus.request(
-        subject("prod", prod, "rundown", "cmd"), cmd, rundown_pb2.RundownStatus, timeout=10
-    )
-
-
-async def asrun_log(bus: Bus, prod: str) -> list[rundown_pb2.AsRunEntry]:
-    sub = await bus.nc.jetstream().subscribe(
-        PREFIX + f"prod.{prod}.asrun",
-        stream=ASRUN_STREAM,
-        ordered_consumer=True,
-        deliver_policy=nats.js.api.DeliverPolicy.ALL,
-    )
-    entries = []
-    try:
-        while True:
-            try:
-                msg = await sub.next_msg(timeout=1.0)
-            except TimeoutError:
-                break
-            entries.append(decode(msg.data, rundown_pb2.AsRunEntry))
-    finally:
-        await sub.unsubscribe()
-    return entries
 
 
 # -- the tests -------------------------------------------------------------------------------

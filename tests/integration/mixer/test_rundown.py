@@ -4,19 +4,18 @@ from __future__ import annotations
 
 import asyncio
 
-import nats.js.api
 import pytest
 
 from services.common import errors
-from services.common.bus import PREFIX, Bus, decode, subject
+from services.common.bus import Bus, subject
 from services.common.gen.baycast.v1 import graphics_pb2, mixer_pb2, rundown_pb2
 from services.graphics.service import GraphicsService
 from services.graphics.settings import GraphicsSettings
-from services.mixer.rundown import ASRUN_STREAM, parse_rundown
+from services.mixer.rundown import parse_rundown
 from services.mixer.service import MixerService
 from tests.integration.mixer.conftest import CreateProduction
 from tests.support.media_source import FakeMediaServer
-from tests.support.mixer import cards, command, production, unique
+from tests.support.mixer import asrun_log, cards, command, production, rundown, unique
 from tests.support.nats import NatsServer
 from tests.support.services import running_service
 
@@ -62,35 +61,6 @@ def rundown_document(prefix: str) -> dict[str, object]:
             },
         ],
     }
-
-
-async def rundown(
-    bus: Bus, prod: str, cmd: rundown_pb2.RundownCommand
-) -> rundown_pb2.RundownStatus:
-    return await bus.request(
-        subject("prod", prod, "rundown", "cmd"), cmd, rundown_pb2.RundownStatus, timeout=10
-    )
-
-
-async def asrun_log(bus: Bus, prod: str) -> list[rundown_pb2.AsRunEntry]:
-    js = bus.nc.jetstream()
-    sub = await js.subscribe(
-        PREFIX + f"prod.{prod}.asrun",
-        stream=ASRUN_STREAM,
-        ordered_consumer=True,
-        deliver_policy=nats.js.api.DeliverPolicy.ALL,
-    )
-    entries = []
-    try:
-        while True:
-            try:
-                msg = await sub.next_msg(timeout=1.0)
-            except TimeoutError:
-                break
-            entries.append(decode(msg.data, rundown_pb2.AsRunEntry))
-    finally:
-        await sub.unsubscribe()
-    return entries
 
 
 async def test_rundown_runs_its_cues_in_order(
