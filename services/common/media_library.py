@@ -51,6 +51,7 @@ CHUNK_BYTES = 128 * 1024
 # A fetch that receives no chunk for this long has stalled (the object was replaced or removed
 # under it, or the stream lost its leader); the mixer reports the clip failed.
 FETCH_IDLE_TIMEOUT_S = 10.0
+JETSTREAM_TIMEOUT_S = 5.0  # nats-py's default
 STILL_CODECS = ("png", "mjpeg")
 CACHE_SUFFIX = re.compile(r"^\.[a-z0-9]{1,8}$")
 CHUNKS_SUBJECT = "$O.{bucket}.C.{nuid}"
@@ -219,16 +220,19 @@ class MediaLibrary:
     fetch. A library opened before anything was added (the bucket does not exist yet) reads as
     empty until the first `add` creates it."""
 
-    def __init__(self, bus: Bus) -> None:
+    def __init__(self, bus: Bus, timeout_s: float = JETSTREAM_TIMEOUT_S) -> None:
         self._bus = bus
-        self._js = bus.nc.jetstream()
+        self._js = bus.nc.jetstream(timeout=timeout_s)
         self._objects: ObjectStore | None = None
 
     @classmethod
-    async def open(cls, bus: Bus, create: bool) -> MediaLibrary:
+    async def open(
+        cls, bus: Bus, create: bool, *, timeout_s: float = JETSTREAM_TIMEOUT_S
+    ) -> MediaLibrary:
         """The library; `create`: make the bucket now if it does not exist (the operator's
-        tool; a mixer only reads it)."""
-        library = cls(bus)
+        tool; a mixer only reads it). `timeout_s`: how long a JetStream call may go unanswered
+        (a call the server refuses for want of a grant is only known to fail then)."""
+        library = cls(bus, timeout_s)
         await (library._created() if create else library._store())
         return library
 
