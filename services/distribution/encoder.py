@@ -30,6 +30,7 @@ import structlog
 from av.audio.stream import AudioStream
 from av.video.stream import VideoStream
 
+from services.common.frame_clock import FrameClock
 from services.common.gen.baycast.v1 import media_pb2
 from services.common.media import Scaler, proto_to_i420, proto_to_pcm
 from services.distribution import metrics
@@ -52,7 +53,8 @@ AUDIO_PRIME_TICKS = 3
 MAX_ENCODER_BACKLOG_S = 1.0
 # ... and past this many ticks (10 s at 25 fps) it is stuck: ticks are not even queued.
 MAX_QUEUED_TICKS = 250
-# The clock itself (the event loop) woke this late: its tick encodes audio only.
+# The clock itself (the event loop) woke this late: its tick encodes audio only (past a second,
+# the frame clock skips ticks: services/common/frame_clock.py).
 MAX_CLOCK_LATE_S = 0.5
 MIN_RUNG_KBPS = 200
 
@@ -254,6 +256,12 @@ class ProgramEncoder:
         async for frame in self._frames(rendition):
             self.feed.push(frame, loop.time())
 
+    def _skipped_ticks(self, ticks: int) -> None:
+        """The clock fell more than a second behind (ADR 0023): those ticks are gone, pictures
+        and sound; the outputs' timestamps jump over them."""
+        metrics.SKIPPED_FRAMES.labels(*self._labels).inc(ticks)
+        log.warning("clock_behind_ticks_skipped", production=self.production, skipped=ticks)
+
     async def _wait_for_size(self) -> None:
         """Give the program `slate_after_s` to show up, so a new encoder starts on it; its
         first picture also sets the size when the settings leave it open."""
@@ -268,17 +276,12 @@ class ProgramEncoder:
 
     async def _clock(self) -> None:
         loop = asyncio.get_running_loop()
-        start = loop.time()
-        interval = 1 / self.fps
         present_gauge = metrics.PROGRAM_PRESENT.labels(*self._labels)
         was_present: bool | None = None
         skipping = False
         max_backlog = round(MAX_ENCODER_BACKLOG_S * self.fps)
-        while True:
-            due = start + self.ticks * interval
-            delay = due - loop.time()
-            if delay > 0:
-                await asyncio.sleep(delay)
+        clock = FrameClock(self.fps, on_skip=self._skipped_ticks, start_index=self.ticks)
+        async for clock_tick in clock.ticks():
             now = loop.time()
             present = self.feed.present(now, self.settings.slate_after_s)
             if present != was_present:
@@ -298,10 +301,10 @@ class ProgramEncoder:
             else:
                 audio = np.zeros((self.samples_per_tick, CHANNELS), dtype=np.int16)
                 picture = None
-            tick = Tick(self.ticks, picture, audio)
-            self.ticks += 1
+            tick = Tick(clock_tick.index, picture, audio)
+            self.ticks = clock.index
             backlog = self._jobs.qsize()
-            late = now - due
+            late = clock_tick.late_s
             if backlog > max_backlog or late > MAX_CLOCK_LATE_S:
                 # Behind the clock: keep the sound whole, let pictures go (counted).
                 tick.encode_video = False

@@ -19,6 +19,7 @@ from zoneinfo import ZoneInfo
 
 import structlog
 
+from services.common.frame_clock import FrameClock
 from services.common.gen.baycast.v1 import media_pb2
 from services.common.media import DropOldestQueue
 from services.graphics import metrics
@@ -88,13 +89,13 @@ class LayerStream:
         self.subscribers: set[Subscriber] = set()
         self.showing: dict[str, Showing] = {}
         self.tick = 0
+        self._began = 0.0
         # Instances already on air when the stream starts appear at rest, without animating.
         self._initial = set(scene.on_air)
         self._ready: dict[str, InstanceArt] = {}
         self._pending: dict[str, tuple[int, asyncio.Task[InstanceArt]]] = {}
         self._failed: dict[str, int] = {}
         self._task: asyncio.Task[None] | None = None
-        self._began = 0.0
 
     # -- subscribers ---------------------------------------------------------------------------
 
@@ -125,26 +126,21 @@ class LayerStream:
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         interval = 1 / self.fps
-        start = self._began = loop.time()
-        idle_since = start
+        idle_since = self._began = loop.time()
         last = -1
+        clock = FrameClock(self.fps, on_skip=metrics.TICKS_SKIPPED.inc)
         try:
-            while True:
-                due = start + self.tick * interval
-                now = loop.time()
-                if due > now:
-                    await asyncio.sleep(due - now)
-                elif now - due >= interval:  # fell behind: skip to the current tick
-                    behind = int((now - start) / interval)
-                    metrics.TICKS_SKIPPED.inc(behind - self.tick)
-                    self.tick = behind
+            async for tick in clock.ticks():
+                self.tick = tick.index
+                if tick.late_s >= interval:
+                    metrics.TICKS_SKIPPED.inc()  # behind: the next tick on time draws
+                    continue
                 if self.subscribers:
                     idle_since = loop.time()
                 elif loop.time() - idle_since > self.idle_stop_s:
                     return
                 await self._frame(self.tick - last if last >= 0 else 1)
                 last = self.tick
-                self.tick += 1
         except asyncio.CancelledError:
             raise
         except Exception:

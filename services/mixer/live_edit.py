@@ -56,20 +56,17 @@ def check_edit(
 
 async def apply_edit(runner: ProductionRunner, p: mixer_pb2.Production) -> None:
     """Make the running production `p`."""
-    before = list(runner.names)
+    before = list(runner.scenes.names)
     ids = source_ids(p)
-    added = [s for s in ids if s not in runner.names]
+    added = [s for s in ids if s not in runner.scenes.names]
     removed = [s for s in before if s not in ids]
     state = reconcile(runner.switcher.state, p)
     state.revision = runner.switcher.state.revision + (state != runner.switcher.state)
     # The synchronous part: between two ticks, the production is wholly the new one.
     runner.production = p
-    runner.names = {s.id: s.name for s in p.sources}
-    runner.backups = {s.id: s.backup for s in p.sources if s.backup}
-    runner.hold_s = p.hold_ms / 1000
-    runner.backup_after_s = p.backup_after_ms / 1000
-    runner.clear_s = (p.clear_ms or DEFAULT_CLEAR_MS) / 1000
-    runner.feeds.hold_s, runner.feeds.clear_s = runner.hold_s, runner.clear_s
+    runner.scenes.configure(p)
+    runner.feeds.hold_s = runner.scenes.hold_s
+    runner.feeds.clear_s = (p.clear_ms or DEFAULT_CLEAR_MS) / 1000
     runner.switcher = Switcher(p, state)
     runner.audio.set_sources(ids)
     runner.audio.configure(list(state.audio), state.master_gain_db)

@@ -9,7 +9,7 @@ import pytest
 from services.common import errors
 from services.common.bus import Bus, subject
 from services.common.gen.baycast.v1 import media_pb2, mixer_pb2
-from services.mixer.production import PREVIEW_TALLY_YUV, PROGRAM_TALLY_YUV
+from services.mixer.multiview import PREVIEW_TALLY_YUV, PROGRAM_TALLY_YUV
 from services.mixer.service import STATE_BUCKET, MixerService
 from tests.integration.mixer.conftest import CreateProduction
 from tests.support.media_source import FakeMediaServer
