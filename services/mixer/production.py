@@ -303,7 +303,10 @@ class ProductionRunner:
             self.scenes.ready, now, self.scenes.hold_s, index, pts_us
         ):
             self._events.append(("state", None))
-        program, finished = self.composer.compose(index, now, self.switcher.state.ftb)
+        want_clean = self.outputs["clean"].wants_frame(index)
+        program, finished = self.composer.compose(
+            index, now, self.switcher.state.ftb, clean=want_clean
+        )
         if finished:
             self._events.append(("state", None))
         clean, on_air = self.composer.clean, self.composer.program
@@ -323,9 +326,10 @@ class ProductionRunner:
             self._on_air.clear()
 
         capture = program.capture_time_us
-        for name, pic in (("program", on_air), ("clean", clean)):
-            if self.outputs[name].wants_frame(index):
-                self.outputs[name].publish_video(pic, index, pts_us, capture)
+        if self.outputs["program"].wants_frame(index):
+            self.outputs["program"].publish_video(on_air, index, pts_us, capture)
+        if want_clean:
+            self.outputs["clean"].publish_video(clean, index, pts_us, capture)
         if want_preview:
             self.outputs["preview"].publish_video(
                 self.preview, index, pts_us, preview.capture_time_us

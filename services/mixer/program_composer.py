@@ -1,5 +1,8 @@
 """A tick's program and clean pictures: the scene on air (or the transition between two scenes),
-the graphics layer keyed over the program, and the fade to black over both."""
+the graphics layer keyed over the program, and the fade to black over both.
+
+The scene is rendered straight into the program picture; the clean picture is a copy of it taken
+before the key, made only on the ticks when someone takes the clean feed."""
 
 from __future__ import annotations
 
@@ -30,35 +33,39 @@ class ProgramComposer:
         """The next fade to (or from) black takes `frames` frames."""
         self.ftb_step = 1 / max(1, frames)
 
-    def compose(self, index: int, now: float, faded: bool) -> tuple[Rendered, bool]:
-        """Frame `index` of the program and the clean feed, with `faded` the fade to black's
-        target; what the program shows, and whether a transition or a fade reached its end."""
+    def compose(
+        self, index: int, now: float, faded: bool, *, clean: bool = True
+    ) -> tuple[Rendered, bool]:
+        """Frame `index` of the program (and of the clean feed when `clean`), with `faded` the
+        fade to black's target; what the program shows, and whether a transition or a fade
+        reached its end."""
         shown, finished = self._scene(index, now)
-        np.copyto(self.program.data, self.clean.data)
+        if clean:
+            np.copyto(self.clean.data, self.program.data)
         self.keyer.apply(self.program)
-        return shown, self._fade(faded) or finished
+        return shown, self._fade(faded, clean) or finished
 
     def _scene(self, index: int, now: float) -> tuple[Rendered, bool]:
         t = self.transitions.active
         if t is None:
-            return self.scenes.render(self.transitions.scene, self.clean, now), False
+            return self.scenes.render(self.transitions.scene, self.program, now), False
         position = t.position(index)
         a = self.scenes.render(t.source, self._scene_a, now)
         b = self.scenes.render(t.target, self._scene_b, now)
         kind = t.transition.type
         if kind == "wipe":
-            self._mixer.wipe(self._scene_a, self._scene_b, position, self.clean)
+            self._mixer.wipe(self._scene_a, self._scene_b, position, self.program)
         elif kind == "dip":
             color = hex_to_yuv(t.transition.color)
-            self._mixer.dip(self._scene_a, self._scene_b, color, position, self.clean)
+            self._mixer.dip(self._scene_a, self._scene_b, color, position, self.program)
         else:
-            self._mixer.mix(self._scene_a, self._scene_b, position, self.clean)
+            self._mixer.mix(self._scene_a, self._scene_b, position, self.program)
         if self.transitions.finish(index):
             return b, True
         both = Rendered(a.sources | b.sources, b.capture_time_us, {**a.showing, **b.showing})
         return both, False
 
-    def _fade(self, faded: bool) -> bool:
+    def _fade(self, faded: bool, clean: bool) -> bool:
         target = 1.0 if faded else 0.0
         reached = False
         if self.ftb_level != target:
@@ -66,6 +73,7 @@ class ProgramComposer:
             self.ftb_level = min(1.0, max(0.0, self.ftb_level + step))
             reached = self.ftb_level == target
         if self.ftb_level > 0:
-            self._mixer.mix_color(self.clean, BLACK_YUV, self.ftb_level, self.clean)
+            if clean:
+                self._mixer.mix_color(self.clean, BLACK_YUV, self.ftb_level, self.clean)
             self._mixer.mix_color(self.program, BLACK_YUV, self.ftb_level, self.program)
         return reached
