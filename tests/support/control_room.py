@@ -255,14 +255,17 @@ async def log_in(browser: Browser, studio: Studio, token: str) -> tuple[Page, Co
 
 async def wait_true(page: Page, expression: str, timeout_s: float = 10.0) -> Any:
     """Poll `expression` with `page.evaluate` (wait_for_function would need the page's CSP to
-    allow string evaluation, which it rightly does not)."""
+    allow string evaluation, which it rightly does not). A page being replaced, or an element
+    the expression reads that is not rendered yet (a tab just clicked renders on the next frame),
+    is asked again."""
+    error = ""
     for _ in range(int(timeout_s / 0.05)):
         try:
             value = await page.evaluate(expression)
         except PlaywrightError as exc:
-            if "navigation" not in str(exc):  # a page being replaced is asked again
+            if "navigation" not in str(exc) and "of null" not in str(exc):
                 raise
-            value = None
+            value, error = None, str(exc).splitlines()[0]
         if value:
             return value
         await asyncio.sleep(0.05)
@@ -270,7 +273,9 @@ async def wait_true(page: Page, expression: str, timeout_s: float = 10.0) -> Any
         "[location.href, JSON.stringify(document.body.dataset),"
         " document.querySelector('.toasts')?.textContent]"
     )
-    raise TimeoutError(f"{expression} still false after {timeout_s} s; the page: {said}")
+    raise TimeoutError(
+        f"{expression} still false after {timeout_s} s ({error or 'no error'}); the page: {said}"
+    )
 
 
 # The page's own fetch with its session's CSRF token, as a script on the page would send it.
