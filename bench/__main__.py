@@ -33,6 +33,8 @@ BENCHMARKS = (
 REPORT = Path("BENCHMARKS.md")
 ROW = re.compile(r"^\| (?P<name>.+?) \| ")
 NOTE = re.compile(r"^- \*\*(?P<name>.+?)\*\*: ")
+MACHINE = "Machine: "
+OTHER_HOST = "the other rows on "
 DATE = "Date: "
 OTHER_ROWS = "the other rows as of "
 LOAD = "Load average (1, 5, 15 min) before each benchmark: "
@@ -51,7 +53,7 @@ def render(
         f"{RUNS} runs (or as many as its notes say) with min and max; the reference is "
         "measured in the same run.",
         "",
-        f"Machine: {machine()}  ",
+        f"{MACHINE}{machine()}  ",
         f"Date: {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC  ",
         "Load average (1, 5, 15 min) before each benchmark: "
         + "; ".join(f"{name} {a:.1f} {b:.1f} {c:.1f}" for name, (a, b, c) in load)
@@ -94,19 +96,38 @@ def _merge_entries(old_line: str, new_line: str) -> str:
 
 def _replace_named(old: list[str], new: list[str], pattern: re.Pattern[str]) -> list[str]:
     """The lines of `old` (rows or notes, by the bold or first-cell name) with those named in
-    `new` replaced by `new`'s, in the place of the first one replaced (else at the end)."""
-    names = {m.group("name") for line in new if (m := pattern.match(line))}
-    out: list[str] = []
-    placed = False
-    for line in old:
+    `new` replaced in place by `new`'s; a line of `new` that `old` lacks follows the line of
+    `new` before it (else the first one replaced, else the end)."""
+
+    def name(line: str) -> str | None:
         m = pattern.match(line)
-        if m and m.group("name") in names:
-            if not placed:
-                out += new
-                placed = True
-            continue
-        out.append(line)
-    return out if placed else out + new
+        return m.group("name") if m else None
+
+    old_names = {n for line in old if (n := name(line))}
+    groups: dict[str, list[str]] = {}
+    anchor: str | None = None
+    leading: list[str] = []
+    for line in new:
+        n = name(line)
+        if n in old_names:
+            anchor = n
+            groups[n] = [line]
+        elif anchor is None:
+            leading.append(line)
+        else:
+            groups[anchor].append(line)
+    if not groups:
+        return old + new
+    groups[next(iter(groups))][:0] = leading
+    replaced = {n for line in new if (n := name(line))}
+    out: list[str] = []
+    for line in old:
+        n = name(line)
+        if n in groups:
+            out += groups.pop(n)
+        elif n not in replaced:
+            out.append(line)
+    return out
 
 
 def _merge_dates(old_line: str, new_line: str, names: list[str]) -> str:
@@ -126,6 +147,31 @@ def _merge_dates(old_line: str, new_line: str, names: list[str]) -> str:
     return DATE + "; ".join([*runs, rest] if rest else runs) + "  "
 
 
+def _merge_machines(old_line: str, new_line: str, names: list[str]) -> str:
+    """`Machine: <machine> for <names>; the other rows on <machine>`: which host ran which
+    rows (one `Machine: <machine>` when it is one host)."""
+    now = new_line.removeprefix(MACHINE).rstrip()
+    hosts: dict[str, list[str]] = {now: list(names)}
+    rest = ""
+    for entry in old_line.removeprefix(MACHINE).rstrip().split("; "):
+        host, _, ran = entry.partition(" for ")
+        if entry.startswith(OTHER_HOST):
+            rest = entry.removeprefix(OTHER_HOST)
+        elif not ran:
+            rest = entry  # a full report's one machine
+        elif left := [n for n in ran.split(", ") if n not in names]:
+            hosts.setdefault(host, []).extend(left)
+    ran_on = {host: ran for host, ran in hosts.items() if ran}
+    if len(set(ran_on) | ({rest} if rest else set())) <= 1:
+        return MACHINE + (rest or now) + "  "
+    order = {n: i for i, n in enumerate(BENCHMARKS)}
+    runs = [
+        f"{host} for {', '.join(sorted(ran, key=lambda n: order.get(n, len(order))))}"
+        for host, ran in ran_on.items()
+    ]
+    return MACHINE + "; ".join([*runs, OTHER_HOST + rest] if rest else runs) + "  "
+
+
 def merge(previous: str, partial: str, names: list[str]) -> str:
     """The report of the benchmarks `names` (`partial`) laid over the `previous` full report."""
     old, new = previous.splitlines(), partial.splitlines()
@@ -139,14 +185,15 @@ def merge(previous: str, partial: str, names: list[str]) -> str:
     def notes(lines: list[str]) -> list[str]:
         return [line for line in lines if NOTE.match(line)]
 
-    header = new[: find(new, DATE)]
+    header = new[: find(new, MACHINE)]
+    machine = _merge_machines(old[find(old, MACHINE)], new[find(new, MACHINE)], names)
     date = _merge_dates(old[find(old, DATE)], new[find(new, DATE)], names)
     load = _merge_entries(old[find(old, LOAD)], new[find(new, LOAD)])
     probe = _merge_entries(old[find(old, PROBE)], new[find(new, PROBE)])
     table = rows(new)
     merged_rows = _replace_named(rows(old), table, ROW)
     merged_notes = _replace_named(notes(old), notes(new), NOTE)
-    lines = [*header, date, load, probe, "", *new[find(new, "| benchmark") :][:2]]
+    lines = [*header, machine, date, load, probe, "", *new[find(new, "| benchmark") :][:2]]
     lines += merged_rows
     if merged_notes:
         lines += ["", "## Notes", "", *merged_notes]
@@ -165,6 +212,7 @@ def main(names: list[str]) -> int:
     results: list[Result] = []
     load: list[tuple[str, tuple[float, float, float]]] = []
     probe: list[tuple[str, float]] = []
+    names = [n for n in BENCHMARKS if n in names]  # the report's order, however they were named
     for name in names or BENCHMARKS:
         load.append((name, os.getloadavg()))
         probe.append((name, cpu_probe_ms()))

@@ -51,3 +51,35 @@ def test_a_partial_run_replaces_its_rows_and_keeps_the_rest() -> None:
     assert date.startswith("Date: 30")
     assert " for control_room; 20" in date and " for exchange; the other rows as of 20" in date
     assert date.endswith(" UTC  ") and date.count(" UTC") == 3
+
+
+def test_rows_of_several_benchmarks_stay_in_their_places_and_the_hosts_are_named() -> None:
+    full = report(
+        [("Mixer cost", "old mixer"), ("Exchange: returns", "old returns"), ("Clips", "old clip")],
+        {"mixer_cost": 1.0, "exchange": 2.0, "clip_playout": 3.0},
+    ).replace("Machine: ", "Machine: host A, 2 cores")
+    partial = report(
+        [("Clips", "new clip"), ("Exchange: returns", "new returns")],
+        {"exchange": 4.0, "clip_playout": 5.0},
+    ).replace("Machine: ", "Machine: host B, 2 cores")
+    merged = merge(full, partial, ["clip_playout", "exchange"])
+    rows = [
+        line for line in merged.splitlines() if line.startswith("| ") and "benchmark" not in line
+    ]
+    assert [r.split(" | ")[2] for r in rows] == ["old mixer", "new returns", "new clip"]
+    (machine,) = [line for line in merged.splitlines() if line.startswith("Machine: ")]
+    assert machine.startswith("Machine: host B, 2 cores")
+    assert " for exchange, clip_playout; the other rows on host A, 2 cores" in machine
+    again = merge(merged, partial, ["clip_playout", "exchange"])
+    assert again == merged
+    mixer = report([("Mixer cost", "m")], {"mixer_cost": 1.0})
+    later = merge(merged, mixer.replace("Machine: ", "Machine: host B, 2 cores"), ["mixer_cost"])
+    (machine,) = [line for line in later.splitlines() if line.startswith("Machine: ")]
+    assert " for mixer_cost, exchange, clip_playout; the other rows on host A" in machine
+    back = merge(later, mixer.replace("Machine: ", "Machine: host A, 2 cores"), ["mixer_cost"])
+    (machine,) = [line for line in back.splitlines() if line.startswith("Machine: ")]
+    host = machine.removeprefix("Machine: host A, 2 cores").split(" for ", 1)[0]
+    a, b = f"host A, 2 cores{host}", f"host B, 2 cores{host}"
+    assert machine == (
+        f"Machine: {a} for mixer_cost; {b} for exchange, clip_playout; the other rows on {a}  "
+    )
