@@ -190,16 +190,23 @@ def plane_rows(data: np.ndarray, stride: int, width: int, height: int) -> np.nda
     return data[: stride * height].reshape(height, stride)[:, :width]
 
 
+def _packed_shared(frame: media_pb2.VideoFrame) -> bool:
+    """Whether the frame's I420 planes lie packed, one after the other, in a shared slot."""
+    w, h = frame.width, frame.height
+    c = (w // 2) * (h // 2)
+    return (
+        frame.HasField("shared")
+        and [p.stride for p in frame.planes] == [w, w // 2, w // 2]
+        and list(frame.shared.lengths) == [w * h, c, c]
+    )
+
+
 def proto_to_i420(frame: media_pb2.VideoFrame) -> np.ndarray:
     """A VideoFrame's I420 planes as one packed (h*3/2, w) array."""
     w, h = frame.width, frame.height
     strides = [p.stride for p in frame.planes]
     c = (w // 2) * (h // 2)
-    if (
-        frame.HasField("shared")
-        and strides == [w, w // 2, w // 2]
-        and list(frame.shared.lengths) == [w * h, c, c]
-    ):
+    if _packed_shared(frame):
         return READER.read_all(frame.shared).reshape(h * 3 // 2, w)  # one copy, already packed
     y, u, v = video_planes(frame)
     if strides == [w, w // 2, w // 2] and y.size >= w * h and u.size >= c and v.size >= c:
@@ -212,15 +219,40 @@ def proto_to_i420(frame: media_pb2.VideoFrame) -> np.ndarray:
     return out
 
 
+def plane_view(plane: av.video.plane.VideoPlane, rows: int, columns: int) -> np.ndarray:
+    """A frame's plane as a (rows, columns) view of its own memory, past the padding at the end
+    of its lines (writable: filling it fills the frame)."""
+    line = plane.line_size
+    return np.frombuffer(memoryview(plane), np.uint8, count=rows * line).reshape(rows, line)[
+        :, :columns
+    ]
+
+
+def i420_views(frame: av.VideoFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The Y, U and V planes of a yuv420p frame as views of its memory (see `plane_view`)."""
+    w, h = frame.width, frame.height
+    y, u, v = frame.planes
+    return plane_view(y, h, w), plane_view(u, h // 2, w // 2), plane_view(v, h // 2, w // 2)
+
+
+def proto_to_av_i420(frame: media_pb2.VideoFrame) -> av.VideoFrame:
+    """A VideoFrame's I420 picture as an av.VideoFrame for an encoder: a shared-memory slot is
+    copied straight into the frame's planes, one copy; other frames by way of `proto_to_i420`.
+    ValueError (FrameGone) as `proto_to_i420`."""
+    if not _packed_shared(frame):
+        return av.VideoFrame.from_ndarray(proto_to_i420(frame), format="yuv420p")
+    out = av.VideoFrame(frame.width, frame.height, "yuv420p")
+    READER.copy_into(frame.shared, i420_views(out))
+    return out
+
+
 def proto_to_av(frame: media_pb2.VideoFrame) -> av.VideoFrame:
     if frame.pixel_format == RGBA:
         rgba = plane_rows(
             video_planes(frame)[0], frame.planes[0].stride, frame.width * 4, frame.height
         ).reshape(frame.height, frame.width, 4)
-        out = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgba), format="rgba")
-    else:
-        out = av.VideoFrame.from_ndarray(proto_to_i420(frame), format="yuv420p")
-    return out
+        return av.VideoFrame.from_ndarray(np.ascontiguousarray(rgba), format="rgba")
+    return proto_to_av_i420(frame)
 
 
 def i420_planes(image: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -226,21 +226,42 @@ class SharedMemoryReader:
 
     def read_all(self, shared: media_pb2.SharedPlanes) -> np.ndarray:
         """A private copy of the planes one after the other, in one flat array (see `read`)."""
+        data, start, stamp = self._slot(shared)
+        copy = data[start : start + sum(shared.lengths)].copy()
+        _check(stamp, shared, "while")
+        return copy
+
+    def copy_into(self, shared: media_pb2.SharedPlanes, planes: Sequence[np.ndarray]) -> None:
+        """Copies the slot's planes into `planes`, writable arrays of `lengths` elements each in
+        whatever shape (the rows of a frame's plane, its line padding left out): the one copy
+        from a ring straight into a consumer's own frame. FrameGone as `read`."""
+        if len(planes) != len(shared.lengths) or any(
+            plane.size != length for plane, length in zip(planes, shared.lengths, strict=False)
+        ):
+            raise ValueError("the planes given do not match the shared frame's")
+        data, pos, stamp = self._slot(shared)
+        for plane, length in zip(planes, shared.lengths, strict=True):
+            plane[...] = data[pos : pos + length].reshape(plane.shape)
+            pos += length
+        _check(stamp, shared, "while")
+
+    def _slot(self, shared: media_pb2.SharedPlanes) -> tuple[np.ndarray, int, np.ndarray]:
+        """The segment's bytes, where the planes start in them, and the slot's stamp (checked)."""
         try:
             data = self.open(shared.segment)
         except FileNotFoundError:
             raise FrameGone(f"segment {shared.segment} has ended") from None
-        total = sum(shared.lengths)
         start = shared.offset + HEADER
-        if shared.offset % PAGE or start + total > data.size:
+        if shared.offset % PAGE or start + sum(shared.lengths) > data.size:
             raise ValueError("shared planes lie outside their segment")
         stamp = data[shared.offset : shared.offset + 8].view("<u8")
-        if int(stamp[0]) != shared.stamp:
-            raise FrameGone("the slot was reused before the frame was read")
-        copy = data[start : start + total].copy()
-        if int(stamp[0]) != shared.stamp:
-            raise FrameGone("the slot was reused while the frame was read")
-        return copy
+        _check(stamp, shared, "before")
+        return data, start, stamp
+
+
+def _check(stamp: np.ndarray, shared: media_pb2.SharedPlanes, when: str) -> None:
+    if int(stamp[0]) != shared.stamp:
+        raise FrameGone(f"the slot was reused {when} the frame was read")
 
 
 READER = SharedMemoryReader()

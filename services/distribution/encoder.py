@@ -32,7 +32,7 @@ from av.video.stream import VideoStream
 
 from services.common.frame_clock import FrameClock
 from services.common.gen.baycast.v1 import media_pb2
-from services.common.media import Scaler, proto_to_i420, proto_to_pcm
+from services.common.media import Scaler, proto_to_av_i420, proto_to_pcm
 from services.distribution import metrics
 from services.distribution.packet_queue import EncodedPacket
 from services.distribution.settings import FALLBACK_HEIGHT, FALLBACK_WIDTH, DistributionSettings
@@ -78,7 +78,7 @@ class ProgramFeed:
 
     def __init__(self, samples_per_tick: int) -> None:
         self.samples_per_tick = samples_per_tick
-        self.video: np.ndarray | None = None  # packed I420, (h*3/2, w)
+        self.video: av.VideoFrame | None = None  # the newest program picture, yuv420p
         self.first_picture = asyncio.Event()
         self.last_frame_at = -1e9
         self._audio: deque[np.ndarray] = deque()
@@ -89,8 +89,10 @@ class ProgramFeed:
         body = frame.WhichOneof("body")
         if body == "video":
             try:
-                # Read now: a shared-memory frame's slot is reused a few frames later.
-                self.video = proto_to_i420(frame.video)
+                # Read now (a shared-memory frame's slot is reused a few frames later), straight
+                # into the frame the encoder takes; x264 copies its input, so the frame is
+                # encoded again as it is while the program repeats it.
+                self.video = proto_to_av_i420(frame.video)
             except ValueError:  # malformed, or lost to a reused slot: the last picture holds
                 return
             self.first_picture.set()
@@ -174,7 +176,7 @@ class Rung:
 @dataclass(slots=True)
 class Tick:
     index: int
-    picture: np.ndarray | None  # packed I420; None: the slate
+    picture: av.VideoFrame | None  # None: the slate
     audio: np.ndarray
     encode_video: bool = True
 
@@ -270,7 +272,7 @@ class ProgramEncoder:
         if self.width and self.height:
             return
         if self.feed.video is not None:
-            self.width, self.height = self.feed.video.shape[1], self.feed.video.shape[0] * 2 // 3
+            self.width, self.height = self.feed.video.width, self.feed.video.height
         else:
             self.width, self.height = FALLBACK_WIDTH, FALLBACK_HEIGHT
 
@@ -394,13 +396,12 @@ class ProgramEncoder:
         self.rungs = rungs  # replaced whole: output threads read it without a lock
 
     def _picture(self, tick: Tick) -> av.VideoFrame:
-        if tick.picture is None:
+        frame = tick.picture
+        if frame is None:
             image = slate_i420(self.width, self.height, self.settings.slate_text)
+            frame = av.VideoFrame.from_ndarray(image, format="yuv420p")
             self.slate_frames += 1
             metrics.SLATE_FRAMES.labels(*self._labels).inc()
-        else:
-            image = tick.picture
-        frame = av.VideoFrame.from_ndarray(image, format="yuv420p")
         if frame.width != self.width or frame.height != self.height:
             frame = self._scaler(frame, self.width, self.height)
         frame.pts = tick.index

@@ -30,11 +30,10 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 import av
-import numpy as np
 import structlog
 
 from services.common.gen.baycast.v1 import media_pb2
-from services.common.media import proto_to_i420, proto_to_pcm
+from services.common.media import proto_to_av_i420, proto_to_pcm
 from services.distribution.packet_fanout import Fanout
 
 VIDEO_TIME_BASE = Fraction(1, 90_000)
@@ -125,7 +124,7 @@ class VideoEncoding:
         self._task: asyncio.Task[None] | None = None
         self._thread: threading.Thread | None = None
         self._cond = threading.Condition()
-        self._pending: tuple[np.ndarray, int] | None = None  # newest picture, its pts
+        self._pending: tuple[av.VideoFrame, int] | None = None  # newest picture, its pts
         self._stop = False
         self._want_keyframe = False
         self._last_forced_keyframe = -MIN_KEYFRAME_GAP_S
@@ -173,7 +172,8 @@ class VideoEncoding:
             if (video.width, video.height) != (self.key.width, self.key.height):
                 continue
             try:
-                picture = proto_to_i420(video)  # read now: a shared slot is reused soon
+                # Read now (a shared slot is reused soon), straight into the encoder's frame.
+                picture = proto_to_av_i420(video)
             except ValueError:  # malformed, or its shared slot already reused: skip it
                 continue
             with self._cond:
@@ -215,7 +215,7 @@ class VideoEncoding:
                 if self._stop:
                     return
                 assert self._pending is not None
-                picture, pts_us = self._pending
+                frame, pts_us = self._pending
                 self._pending = None
                 now = time.monotonic()
                 keyframe = (
@@ -224,7 +224,6 @@ class VideoEncoding:
                 if keyframe:
                     self._last_forced_keyframe = now
                     self.keyframes_forced += 1
-            frame = av.VideoFrame.from_ndarray(picture, format="yuv420p")
             frame.pts = self._rebase(pts_us)
             frame.time_base = VIDEO_TIME_BASE
             if keyframe:

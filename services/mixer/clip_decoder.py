@@ -23,6 +23,7 @@ import numpy as np
 import structlog
 from av.video.reformatter import ColorRange
 
+from services.common.media import i420_views
 from services.mixer.pictures import BLACK_YUV, Picture, blit
 
 # Sound may run this far ahead of the queued pictures (files interleave their streams loosely);
@@ -72,8 +73,7 @@ class Framer:
             threads=1,
         )
         # views of the frame's own planes (which they keep alive): no copy of a full picture
-        rows, columns = (height, height // 2, height // 2), (width, width // 2, width // 2)
-        y, u, v = (_plane(p, r, c) for p, r, c in zip(out.planes, rows, columns, strict=True))
+        y, u, v = i420_views(out)
         fitted = Picture.from_planes(width, height, y, u, v)
         if (width, height) == (self.width, self.height):
             return fitted
@@ -477,11 +477,3 @@ class _Lap:
 
 def _seconds(ticks: int, time_base: Fraction | None) -> Fraction:
     return ticks * (time_base or Fraction(1))
-
-
-def _plane(plane: av.video.plane.VideoPlane, rows: int, columns: int) -> np.ndarray:
-    """A plane's pixels as a (rows, columns) view, past the padding at the end of its lines."""
-    line = plane.line_size
-    return np.frombuffer(memoryview(plane), np.uint8, count=rows * line).reshape(rows, line)[
-        :, :columns
-    ]

@@ -13,6 +13,8 @@ from services.common import shared_memory
 from services.common.gen.baycast.v1 import media_pb2
 from services.common.media import (
     i420_planes_flat,
+    inline_video,
+    proto_to_av_i420,
     proto_to_i420,
     shared_video_message,
     video_planes,
@@ -89,6 +91,40 @@ def test_a_reused_slot_is_a_lost_frame_not_a_wrong_one() -> None:
         with pytest.raises(FrameGone):
             video_planes(first.video)
         assert int(video_planes(third.video)[0][5]) == 30
+    finally:
+        holder.close()
+
+
+def test_a_slot_goes_straight_into_an_encoders_frame_and_a_reused_one_is_lost() -> None:
+    holder = RingHolder(slots=2)
+    try:
+        # 66 wide: the frame's lines are padded past the picture (line_size > width).
+        image = _image(66, 18, 90)
+        image[18:27] = 128  # chroma
+        image[27 - 1, -1] = 5
+        first = _message(holder, image, 1)
+        frame = proto_to_av_i420(first.video)
+        assert (frame.width, frame.height, frame.format.name) == (66, 18, "yuv420p")
+        assert frame.planes[0].line_size > 66
+        np.testing.assert_array_equal(frame.to_ndarray(), image)
+        _message(holder, _image(66, 18, 60), 2)
+        _message(holder, _image(66, 18, 70), 3)  # the first one's slot, rewritten
+        np.testing.assert_array_equal(frame.to_ndarray(), image)  # the frame is its own
+        with pytest.raises(FrameGone):
+            proto_to_av_i420(first.video)
+        inline = inline_video(_message(holder, image, 4).video)  # planes in the message
+        assert not inline.HasField("shared")
+        np.testing.assert_array_equal(proto_to_av_i420(inline).to_ndarray(), image)
+    finally:
+        holder.close()
+
+
+def test_copy_into_wants_planes_of_the_frames_sizes() -> None:
+    holder = RingHolder(slots=2)
+    try:
+        video = _message(holder, _image(32, 18, 10), 1).video
+        with pytest.raises(ValueError, match="do not match"):
+            shared_memory.READER.copy_into(video.shared, [np.empty(32 * 18, np.uint8)])
     finally:
         holder.close()
 
