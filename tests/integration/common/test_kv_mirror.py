@@ -57,11 +57,14 @@ async def test_the_mirror_catches_up_after_the_server_restarts(own_nats_server: 
         own_nats_server.stop()
         own_nats_server.start()
         await _until(lambda: bus.connected, 15)
-        for _ in range(50):  # JetStream takes a moment to recover its streams
+        # JetStream takes a moment to recover its streams: tries for 30 s, each bounded.
+        deadline = asyncio.get_running_loop().time() + 30
+        while True:
             try:
-                await bucket.put("sz", ingest_pb2.Station(id="sz"))
+                await asyncio.wait_for(bucket.put("sz", ingest_pb2.Station(id="sz")), 2)
                 break
             except Exception:
+                assert asyncio.get_running_loop().time() < deadline, "JetStream did not recover"
                 await asyncio.sleep(0.2)
         await _until(lambda: mirror.get("sz") is not None, 10)
     finally:
