@@ -91,8 +91,10 @@ class HandleDirectory:
         rendition: media_pb2.Rendition,
         *,
         subscriber: str = "",
+        pull: bool = False,
     ) -> AsyncIterator[media_pb2.MediaFrame]:
-        """Frames of handle `name`, looked up again on every resubscription."""
+        """Frames of handle `name`, looked up again on every resubscription (`pull`: see
+        `media.subscribe`)."""
         return subscribe(
-            channels, lambda: self.resolve(name), name, rendition, subscriber=subscriber
+            channels, lambda: self.resolve(name), name, rendition, subscriber=subscriber, pull=pull
         )

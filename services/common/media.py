@@ -138,7 +138,7 @@ def shared_video_message(
     video.pts_us, video.capture_time_us, video.sequence = pts_us, capture_time_us, sequence
     for _data, stride in planes:
         video.planes.add(stride=stride)
-    holder.write([data for data, _stride in planes], video.shared)
+    holder.write([data for data, _stride in planes], video)
     return message
 
 
@@ -405,12 +405,15 @@ async def subscribe(
     *,
     subscriber: str = "",
     retry_interval: float = 0.5,
+    pull: bool = False,
 ) -> AsyncIterator[media_pb2.MediaFrame]:
     """Frames of `handle`, resubscribing forever when the stream breaks.
 
     `locate` returns the endpoint serving the handle (None: not served now) and is asked again
     before every attempt. The consumer decides what a gap means (hold, slate, fall back); this
-    only keeps trying.
+    only keeps trying. With `pull`, a producer on this host sends the video's ring (`ring`
+    messages) instead of its frames, and the consumer reads the ring at its own clock
+    (`PulledVideo`); a producer elsewhere sends frames as usual.
     """
     request = media_pb2.SubscribeRequest(
         handle=handle,
@@ -418,6 +421,7 @@ async def subscribe(
         subscriber=subscriber,
         shared_memory_host=shared_memory.host_id(),
     )
+    request.pull = pull and bool(request.shared_memory_host)
     while True:
         endpoint = await locate()
         if endpoint is None:
@@ -426,15 +430,17 @@ async def subscribe(
         try:
             call = channels.media(endpoint).Subscribe(request)
             async for frame in call:
-                if request.shared_memory_host and frame.video.HasField("shared"):
+                segment = _segment(frame) if request.shared_memory_host else ""
+                if segment:
                     try:
-                        READER.open(frame.video.shared.segment)
+                        READER.open(segment)
                     except FileNotFoundError:
                         pass  # the rendition ended under us: this frame is gone, not the path
                     except OSError as exc:
                         # Same host but not readable (another user, a private /dev/shm): inline.
                         log.warning("shared_memory_unreadable", handle=handle, error=str(exc))
                         request.shared_memory_host = ""
+                        request.pull = False
                         call.cancel()
                         break
                 yield frame
@@ -446,3 +452,37 @@ async def subscribe(
                     "subscribe_failed", handle=handle, code=exc.code().name, detail=exc.details()
                 )
         await asyncio.sleep(retry_interval)
+
+
+def _segment(frame: media_pb2.MediaFrame) -> str:
+    """The shared-memory segment a message refers to, if any."""
+    body = frame.WhichOneof("body")
+    if body == "ring":
+        return frame.ring.segment
+    if body == "video" and frame.video.HasField("shared"):
+        return frame.video.shared.segment
+    return ""
+
+
+class PulledVideo:
+    """A pulling subscriber's view of a rendition's ring: the newest frame at each look.
+
+    `ring` messages of the subscription set the segment (`follow`); `take()` at the consumer's
+    own tick returns the frame written since the last look, if any, as a shared VideoFrame to
+    read like any other (FrameGone when its slot went before it was read)."""
+
+    def __init__(self) -> None:
+        self.segment = ""
+        self.stamp = 0
+
+    def follow(self, segment: str) -> None:
+        if segment != self.segment:
+            self.segment, self.stamp = segment, 0
+
+    def take(self) -> media_pb2.VideoFrame | None:
+        if not self.segment:
+            return None
+        frame = READER.newest(self.segment, self.stamp)
+        if frame is not None:
+            self.stamp = frame.shared.stamp
+        return frame

@@ -8,6 +8,11 @@ sends only a `SharedPlanes` reference; the consumer copies the planes out and ch
 stamp before and after (`SharedMemoryReader`). A frame whose slot was reused before it was read
 is lost like a frame dropped by a slow subscriber's queue (`FrameGone`), never mixed up.
 
+A slot's header also carries the frame's description (size, format, strides, pts, capture time,
+sequence), and the segment's first page the stamp of the newest whole frame, so a consumer may
+instead pull: read the newest frame at its own clock (`SharedMemoryReader.newest`), with no
+message per frame at all.
+
 Segments are files `baycast-<pid>-<random>` of mode 0600 under /dev/shm. The producer unlinks a
 ring's file when the rendition ends; mappings go when the last reference does (a worker thread
 may still be writing when a rendition ends, so nothing is unmapped by hand). Files of producers
@@ -35,8 +40,28 @@ log = structlog.get_logger("media.shared")
 
 SHM_DIR = Path("/dev/shm")
 PREFIX = "baycast-"
-HEADER = 64  # bytes before a slot's planes; the first 8 are the stamp
 PAGE = 4096
+# A segment's first page: MAGIC, then the stamp of the newest whole frame (0: none yet), the
+# number of slots and the size of a slot. The slots follow, each a HEADER and the planes.
+MAGIC = b"baycast2"
+RING_HEADER = np.dtype([("magic", "S8"), ("newest", "<u8"), ("slots", "<u8"), ("slot_size", "<u8")])
+MAX_PLANES = 4
+# A slot's header: the stamp (0 while the slot is written), then the frame's description.
+SLOT_HEADER = np.dtype(
+    [
+        ("stamp", "<u8"),
+        ("pts_us", "<i8"),
+        ("capture_time_us", "<i8"),
+        ("sequence", "<u8"),
+        ("width", "<u4"),
+        ("height", "<u4"),
+        ("pixel_format", "<u4"),
+        ("planes", "<u4"),
+        ("strides", "<u4", (MAX_PLANES,)),
+        ("lengths", "<u8", (MAX_PLANES,)),
+    ]
+)
+HEADER = 128  # bytes before a slot's planes
 READER_MAPS = 64  # segments a consumer process keeps mapped
 # Ring slots beyond a subscriber's queue: a frame queued or in flight to its consumer does not
 # have its slot reused under it unless the consumer falls this many frames further behind.
@@ -117,35 +142,61 @@ class FrameRing:
         self.path = SHM_DIR / self.name
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
         try:
-            os.ftruncate(fd, self.slot_size * slots)
-            self._map = mmap.mmap(fd, self.slot_size * slots)
+            os.ftruncate(fd, PAGE + self.slot_size * slots)
+            self._map = mmap.mmap(fd, PAGE + self.slot_size * slots)
         except BaseException:
             self.close()
             raise
         finally:
             os.close(fd)
         self._bytes = np.frombuffer(self._map, dtype=np.uint8)
-        self._stamps = np.ndarray(
-            (slots,), dtype="<u8", buffer=self._map, strides=(self.slot_size,)
+        self._ring = np.ndarray((), dtype=RING_HEADER, buffer=self._map)
+        self._ring["magic"], self._ring["slots"], self._ring["slot_size"] = (
+            MAGIC,
+            slots,
+            self.slot_size,
+        )
+        self._headers = np.ndarray(
+            (slots,), dtype=SLOT_HEADER, buffer=self._map, offset=PAGE, strides=(self.slot_size,)
         )
         self._next = 0
         self._stamp = 0
 
-    def write(self, planes: Sequence[np.ndarray], shared: media_pb2.SharedPlanes) -> None:
-        """Copy `planes` (flat uint8 arrays) into the next slot and describe it in `shared`."""
+    def write(self, planes: Sequence[np.ndarray], video: media_pb2.VideoFrame) -> None:
+        """Copy `planes` (flat uint8 arrays) into the next slot with `video`'s description (its
+        size, format, planes' strides, times and sequence), and fill in `video.shared`."""
         total = sum(p.size for p in planes)
         if total > self.frame_bytes:
             raise ValueError(f"a {total}-byte frame does not fit {self.frame_bytes}-byte slots")
+        if len(planes) > MAX_PLANES or len(video.planes) != len(planes):
+            raise ValueError("one stride per plane, at most four planes")
         slot = self._next
         self._next = (slot + 1) % self.slots
-        offset = slot * self.slot_size
-        self._stamps[slot] = 0  # being written
+        offset = PAGE + slot * self.slot_size
+        header = self._headers[slot]
+        header["stamp"] = 0  # being written
         pos = offset + HEADER
         for plane in planes:
             self._bytes[pos : pos + plane.size] = plane
             pos += plane.size
+        header["pts_us"], header["capture_time_us"], header["sequence"] = (
+            video.pts_us,
+            video.capture_time_us,
+            video.sequence,
+        )
+        header["width"], header["height"], header["pixel_format"] = (
+            video.width,
+            video.height,
+            video.pixel_format,
+        )
+        count = len(planes)
+        header["planes"] = count
+        header["strides"][:count] = [p.stride for p in video.planes]
+        header["lengths"][:count] = [p.size for p in planes]
         self._stamp += 1
-        self._stamps[slot] = self._stamp
+        header["stamp"] = self._stamp
+        self._ring["newest"] = self._stamp  # after the slot's stamp: a puller finds it whole
+        shared = video.shared
         shared.segment, shared.offset, shared.stamp = self.name, offset, self._stamp
         shared.lengths[:] = [p.size for p in planes]
 
@@ -168,7 +219,13 @@ class RingHolder:
         self.closed = False
         self._lock = threading.Lock()
 
-    def write(self, planes: Sequence[np.ndarray], shared: media_pb2.SharedPlanes) -> None:
+    @property
+    def segment(self) -> str:
+        """The current ring's segment ('' before the first frame)."""
+        ring = self.ring
+        return ring.name if ring is not None else ""
+
+    def write(self, planes: Sequence[np.ndarray], video: media_pb2.VideoFrame) -> None:
         total = sum(p.size for p in planes)
         with self._lock:
             if self.closed:
@@ -178,7 +235,7 @@ class RingHolder:
                     self.ring.close()
                 self.ring = FrameRing(total, self.slots)
                 log.debug("ring_created", segment=self.ring.name, bytes=total, slots=self.slots)
-            self.ring.write(planes, shared)
+            self.ring.write(planes, video)
 
     def close(self) -> None:
         with self._lock:
@@ -245,6 +302,47 @@ class SharedMemoryReader:
             pos += length
         _check(stamp, shared, "while")
 
+    def newest(self, segment: str, after: int = 0) -> media_pb2.VideoFrame | None:
+        """The newest whole frame of the ring in `segment` if its stamp is not `after` (None:
+        no frame yet, or none since `after`), described as a shared VideoFrame from its slot's
+        header: read its planes like any shared frame's (`media.video_planes`), before the
+        producer comes round to the slot again. FrameGone when the segment has ended or the slot
+        is being rewritten; ValueError when the segment is not a ring."""
+        try:
+            data = self.open(segment)
+        except FileNotFoundError:
+            raise FrameGone(f"segment {segment} has ended") from None
+        if data.size < PAGE:
+            raise ValueError(f"{segment} is not a frame ring")
+        ring = data[: RING_HEADER.itemsize].view(RING_HEADER)[0]
+        if bytes(ring["magic"]) != MAGIC:
+            raise ValueError(f"{segment} is not a frame ring")
+        stamp, slots, slot_size = int(ring["newest"]), int(ring["slots"]), int(ring["slot_size"])
+        if stamp == 0 or stamp == after:
+            return None
+        offset = PAGE + (stamp - 1) % slots * slot_size
+        if slot_size % PAGE or offset + slot_size > data.size:
+            raise ValueError(f"{segment} is not a frame ring")
+        header = data[offset : offset + SLOT_HEADER.itemsize].view(SLOT_HEADER)[0].copy()
+        count = int(header["planes"])
+        if int(data[offset : offset + 8].view("<u8")[0]) != stamp or int(header["stamp"]) != stamp:
+            raise FrameGone("the newest frame's slot is being rewritten")
+        if not 0 < count <= MAX_PLANES:
+            raise ValueError(f"{segment}: a slot of {count} planes")
+        video = media_pb2.VideoFrame(
+            width=int(header["width"]),
+            height=int(header["height"]),
+            pixel_format=media_pb2.PixelFormat.ValueType(int(header["pixel_format"])),
+            pts_us=int(header["pts_us"]),
+            capture_time_us=int(header["capture_time_us"]),
+            sequence=int(header["sequence"]),
+        )
+        for stride in header["strides"][:count]:
+            video.planes.add(stride=int(stride))
+        video.shared.segment, video.shared.offset, video.shared.stamp = segment, offset, stamp
+        video.shared.lengths[:] = [int(n) for n in header["lengths"][:count]]
+        return video
+
     def _slot(self, shared: media_pb2.SharedPlanes) -> tuple[np.ndarray, int, np.ndarray]:
         """The segment's bytes, where the planes start in them, and the slot's stamp (checked)."""
         try:
@@ -252,7 +350,7 @@ class SharedMemoryReader:
         except FileNotFoundError:
             raise FrameGone(f"segment {shared.segment} has ended") from None
         start = shared.offset + HEADER
-        if shared.offset % PAGE or start + sum(shared.lengths) > data.size:
+        if shared.offset < PAGE or shared.offset % PAGE or start + sum(shared.lengths) > data.size:
             raise ValueError("shared planes lie outside their segment")
         stamp = data[shared.offset : shared.offset + 8].view("<u8")
         _check(stamp, shared, "before")

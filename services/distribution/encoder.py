@@ -4,7 +4,8 @@ The program arrives over the media plane with the producer's timestamps, which j
 mixer restarts or a source switches. The encoder never uses them: a clock ticks at the output
 frame rate, and tick `n` is video pts `n` (time base 1/fps) and audio samples `n * 48000/fps`.
 So timestamps only ever increase and audio and video stay in step by construction. Each tick
-takes the newest program picture (held if none came) and one tick of program audio from a small
+takes the newest program picture (held if none came; on the mixer's host read from the program's
+ring at the tick, with no message per picture) and one tick of program audio from a small
 FIFO (padded with silence when late, trimmed when it piles up); when the program has been silent
 for `slate_after_s`, the slate and silence take its place and every output stays connected.
 
@@ -32,7 +33,7 @@ from av.video.stream import VideoStream
 
 from services.common.frame_clock import FrameClock
 from services.common.gen.baycast.v1 import media_pb2
-from services.common.media import Scaler, proto_to_av_i420, proto_to_pcm
+from services.common.media import PulledVideo, Scaler, proto_to_av_i420, proto_to_pcm
 from services.distribution import metrics
 from services.distribution.packet_queue import EncodedPacket
 from services.distribution.settings import FALLBACK_HEIGHT, FALLBACK_WIDTH, DistributionSettings
@@ -79,6 +80,8 @@ class ProgramFeed:
     def __init__(self, samples_per_tick: int) -> None:
         self.samples_per_tick = samples_per_tick
         self.video: av.VideoFrame | None = None  # the newest program picture, yuv420p
+        # On the mixer's host the pictures are pulled from the program's ring at every tick.
+        self.ring = PulledVideo()
         self.first_picture = asyncio.Event()
         self.last_frame_at = -1e9
         self._audio: deque[np.ndarray] = deque()
@@ -87,16 +90,12 @@ class ProgramFeed:
 
     def push(self, frame: media_pb2.MediaFrame, now: float) -> None:
         body = frame.WhichOneof("body")
-        if body == "video":
-            try:
-                # Read now (a shared-memory frame's slot is reused a few frames later), straight
-                # into the frame the encoder takes; x264 copies its input, so the frame is
-                # encoded again as it is while the program repeats it.
-                self.video = proto_to_av_i420(frame.video)
-            except ValueError:  # malformed, or lost to a reused slot: the last picture holds
-                return
-            self.first_picture.set()
-            self.last_frame_at = now
+        if body == "ring":
+            self.ring.follow(frame.ring.segment)
+            self.pull(now)  # its first picture is there already
+        elif body == "video":
+            self.ring.follow("")  # pictures by message: the mixer is elsewhere
+            self._hold(frame.video, now)
         elif body == "audio":
             pcm = proto_to_pcm(frame.audio)
             if frame.audio.sample_rate != SAMPLE_RATE or pcm.shape[1] != CHANNELS:
@@ -105,6 +104,26 @@ class ProgramFeed:
             self._audio_samples += pcm.shape[0]
             self.last_frame_at = now
             self._trim()
+
+    def pull(self, now: float) -> None:
+        """On the mixer's host: take the program's newest picture from its ring, if new."""
+        try:
+            video = self.ring.take()
+        except ValueError:  # its slot is being rewritten, or the ring ended: the last holds
+            return
+        if video is not None:
+            self._hold(video, now)
+
+    def _hold(self, video: media_pb2.VideoFrame, now: float) -> None:
+        try:
+            # Read now (a shared-memory frame's slot is reused a few frames later), straight
+            # into the frame the encoder takes; x264 copies its input, so the frame is
+            # encoded again as it is while the program repeats it.
+            self.video = proto_to_av_i420(video)
+        except ValueError:  # malformed, or lost to a reused slot: the last picture holds
+            return
+        self.first_picture.set()
+        self.last_frame_at = now
 
     def present(self, now: float, slate_after_s: float) -> bool:
         return now - self.last_frame_at < slate_after_s
@@ -285,6 +304,7 @@ class ProgramEncoder:
         clock = FrameClock(self.fps, on_skip=self._skipped_ticks, start_index=self.ticks)
         async for clock_tick in clock.ticks():
             now = loop.time()
+            self.feed.pull(now)
             present = self.feed.present(now, self.settings.slate_after_s)
             if present != was_present:
                 log.info(

@@ -140,6 +140,7 @@ class DistributionService(BaseService[DistributionSettings]):
             f"prod/{production}/program",
             rendition,
             subscriber=f"distribution-{self.settings.instance}/{production}",
+            pull=True,
         )
 
     async def _audience_loop(self) -> None:

@@ -49,7 +49,10 @@ class SourceMedia(media_pb2_grpc.MediaServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
             return
         sub = hub.subscribe(
-            request.rendition, request.subscriber, shared=shared_memory.accepts(request)
+            request.rendition,
+            request.subscriber,
+            shared=shared_memory.accepts(request),
+            pull=request.pull,
         )
         gauge = metrics.SUBSCRIBERS.labels(source_id)
         gauge.inc()

@@ -5,7 +5,8 @@ drop-oldest inputs, so a slow hub never backs up into aiortc's unbounded track q
 per kind takes them, measures them, scales each frame once per distinct video rendition (in a
 worker thread: PyAV releases the GIL) and resamples audio once per distinct audio format, and
 hands the same encoded `MediaFrame` to every subscriber of that rendition: planes inline, or
-for subscribers on this host a reference into the rendition's shared-memory ring (ADR 0010).
+for subscribers on this host a reference into the rendition's shared-memory ring (ADR 0010); a
+subscriber that pulls is told the ring once and reads its newest frame at its own clock.
 Audio goes out in messages of `AUDIO_MESSAGE_MS`. Each subscriber reads through its own
 `DropOldestQueue`: one that stops reading loses its oldest frames (counted), and neither the hub
 nor the other subscribers wait for it.
@@ -86,6 +87,9 @@ class Subscription:
     audio: AudioKey | None
     queue: DropOldestQueue[media_pb2.MediaFrame]
     shared: bool = False  # on this host: video planes through the rendition's shared ring
+    pull: bool = False  # shared, and reads the ring at its own clock: told the ring, not frames
+    ring: str = ""  # the ring a pulling subscriber was last told
+    messages: int = 0  # messages handed to its stream (keepalives aside)
 
     @property
     def dropped(self) -> int:
@@ -261,7 +265,12 @@ class SourceHub:
     # -- the subscriber side -------------------------------------------------------------------
 
     def subscribe(
-        self, rendition: media_pb2.Rendition, subscriber: str = "", *, shared: bool = False
+        self,
+        rendition: media_pb2.Rendition,
+        subscriber: str = "",
+        *,
+        shared: bool = False,
+        pull: bool = False,
     ) -> Subscription:
         sub = Subscription(
             subscriber=subscriber,
@@ -269,6 +278,7 @@ class SourceHub:
             audio=None if rendition.no_audio else audio_key(rendition),
             queue=DropOldestQueue(self.queue_size),
             shared=shared,
+            pull=shared and pull,
         )
         if self.closed:
             sub.queue.close()
@@ -323,6 +333,7 @@ class SourceHub:
 
     def _deliver(self, subs: list[Subscription], frame: media_pb2.MediaFrame) -> None:
         for sub in subs:
+            sub.messages += 1
             before = sub.queue.dropped
             sub.queue.put(frame)
             if sub.queue.dropped != before:
@@ -365,8 +376,15 @@ class SourceHub:
             for (rendition, _, _), (inline, shared) in zip(due, outputs, strict=True):
                 for sub in rendition.subscribers:
                     message = shared if sub.shared else inline
-                    if message is not None:
-                        self._deliver([sub], message)
+                    if message is None:
+                        continue
+                    if sub.pull:
+                        segment = message.video.shared.segment
+                        if segment == sub.ring:
+                            continue  # it reads the frame from the ring at its own clock
+                        sub.ring = segment
+                        message = media_pb2.MediaFrame(ring=media_pb2.VideoRing(segment=segment))
+                    self._deliver([sub], message)
 
     async def _audio_loop(self) -> None:
         while True:

@@ -1,5 +1,9 @@
 """Source feeds: each (source, size, rate) a subscription holding the newest good frame.
 
+On one host a feed pulls: ingest names the rendition's shared-memory ring once, and the frame
+clock reads the newest frame of every ring at the start of each tick (`FeedSet.pull`); elsewhere
+frames come as messages and the newest one is held as it arrives.
+
 A box asks for its source at the box's size, so ingest scales once and a city travels at tile
 size. Program and preview take the production's frame rate; a monitor (the multiview) may take
 fewer frames a second, so a thumbnail watched once a second does not cost ingest a scaled frame
@@ -23,7 +27,7 @@ import structlog
 
 from services.common.gen.baycast.v1 import media_pb2
 from services.common.handles import HandleDirectory
-from services.common.media import I420, plane_rows, proto_to_pcm, video_planes
+from services.common.media import I420, PulledVideo, plane_rows, proto_to_pcm, video_planes
 from services.common.rpc import ChannelCache
 from services.common.shared_memory import FrameGone
 from services.mixer.pictures import Picture
@@ -53,7 +57,23 @@ class VideoFeed:
     latest: Held | None = None
     frames: int = 0
     lost: int = 0  # frames whose shared-memory slot was reused before they were read
+    # On this host the feed pulls: its subscription names the ring, and `FeedSet.pull` reads the
+    # newest frame from it at every tick (no message per frame).
+    ring: PulledVideo = field(default_factory=PulledVideo, repr=False)
     task: asyncio.Task[None] | None = field(default=None, repr=False)
+
+    def hold(self, frame: media_pb2.VideoFrame, now: float) -> bool:
+        """Keep `frame` as the newest picture; False when it is gone or malformed."""
+        try:
+            picture = received_picture(frame)
+        except FrameGone:
+            self.lost += 1  # its shared slot was reused: a newer frame is on its way
+            return False
+        except ValueError:
+            return False  # malformed: never let a bad frame reach the compositor
+        self.latest = Held(picture, now, frame.capture_time_us)
+        self.frames += 1
+        return True
 
 
 class FeedSet:
@@ -114,6 +134,22 @@ class FeedSet:
             self.video[(source, width, height, fps)] = feed
         feed.last_used = now
         return feed
+
+    def pull(self) -> None:
+        """Take the newest frame of every feed that pulls from a ring (once a tick)."""
+        now = self.clock()
+        for feed in self.video.values():
+            try:
+                frame = feed.ring.take()
+            except FrameGone:
+                feed.lost += 1
+                continue
+            except ValueError as exc:
+                log.warning("ring_unreadable", source=feed.source, error=str(exc))
+                feed.ring.follow("")
+                continue
+            if frame is not None and feed.hold(frame, now):
+                self._seen(feed.source, now)
 
     def age(self, source: str) -> float:
         """Seconds since `source` last delivered video (since first wanted, if never)."""
@@ -228,25 +264,26 @@ class FeedSet:
             width=feed.width, height=feed.height, pixel_format=I420, fps=feed.fps, no_audio=True
         )
         frames = self.directory.frames(
-            self.channels, source_handle(feed.source), rendition, subscriber=self.subscriber
+            self.channels,
+            source_handle(feed.source),
+            rendition,
+            subscriber=self.subscriber,
+            pull=True,
         )
         async for message in frames:
-            if message.WhichOneof("body") != "video":
+            body = message.WhichOneof("body")
+            if body == "ring":
+                feed.ring.follow(message.ring.segment)
+                continue
+            if body != "video":
                 continue
             frame = message.video
+            feed.ring.follow("")  # frames by message: the producer is elsewhere
             if frame.pixel_format not in (I420, media_pb2.PIXEL_FORMAT_UNSPECIFIED):
                 continue
-            try:
-                picture = received_picture(frame)
-            except FrameGone:
-                feed.lost += 1  # its shared slot was reused: a newer frame is on its way
-                continue
-            except ValueError:
-                continue  # malformed: never let a bad frame reach the compositor
             now = self.clock()
-            feed.latest = Held(picture, now, frame.capture_time_us)
-            feed.frames += 1
-            self._seen(feed.source, now)
+            if feed.hold(frame, now):
+                self._seen(feed.source, now)
 
     async def _run_audio(self, source: str) -> None:
         rendition = media_pb2.Rendition(audio_sample_rate=48_000, audio_channels=2, no_video=True)

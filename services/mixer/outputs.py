@@ -1,7 +1,8 @@
 """The mixer's handles on the media plane: program, clean, preview, multiview and mix-minus.
 
 Each handle fans out to its subscribers through DropOldestQueues. A frame is scaled and turned
-into a protobuf message once per distinct rendition and shared by everyone who asked for it.
+into a protobuf message once per distinct rendition and shared by everyone who asked for it; a
+subscriber on this host that pulls is told the rendition's ring once and reads it at its clock.
 """
 
 from __future__ import annotations
@@ -46,6 +47,8 @@ class Subscriber:
     key: RenditionKey
     queue: DropOldestQueue[media_pb2.MediaFrame]
     shared: bool = False  # on this host: video planes through a shared-memory ring
+    pull: bool = False  # shared, and reads the ring at its own clock: told the ring, not frames
+    ring: str = ""  # the ring a pulling subscriber was last told
     sequence: int = 0
 
 
@@ -66,11 +69,14 @@ class Output:
     rings: dict[tuple[int, int], RingHolder] = field(default_factory=dict)
     scalers: dict[tuple[int, int], Scaler] = field(default_factory=dict)
 
-    def add(self, rendition: media_pb2.Rendition, shared: bool = False) -> Subscriber:
+    def add(
+        self, rendition: media_pb2.Rendition, shared: bool = False, pull: bool = False
+    ) -> Subscriber:
         sub = Subscriber(
             rendition_key(rendition, self.width, self.height),
             DropOldestQueue(self.queue_size),
             shared=shared,
+            pull=shared and pull,
         )
         self.subscribers.append(sub)
         metrics.SUBSCRIBERS.labels(self.production).inc()
@@ -162,6 +168,12 @@ class Output:
                         sequence=self.video_sequence,
                     )
                 made[(w, h, sub.shared)] = message
+            if sub.pull:
+                segment = message.video.shared.segment
+                if segment == sub.ring:
+                    continue  # it reads the picture from the ring at its own clock
+                sub.ring = segment
+                message = media_pb2.MediaFrame(ring=media_pb2.VideoRing(segment=segment))
             _put(sub, message, self.production)
 
     def publish_audio(self, samples: np.ndarray, sample_rate: int, pts_us: int) -> None:
@@ -224,7 +236,7 @@ class MixerMedia(media_pb2_grpc.MediaServicer):
         if r.width > 4096 or r.height > 4096 or r.width % 2 or r.height % 2:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "width/height: even, <= 4096")
             return
-        sub = output.add(r, shared=shared_memory.accepts(request))
+        sub = output.add(r, shared=shared_memory.accepts(request), pull=request.pull)
         try:
             async for message in queue_stream(sub.queue):
                 yield message

@@ -295,6 +295,7 @@ class ProductionRunner:
 
     def tick(self, index: int, pts_us: int) -> None:
         """Compose and send one frame. Synchronous: numpy does the work in whole-array steps."""
+        self.feeds.pull()
         now = time.monotonic()
         clips = self.clips.tick(now)
         if clips is not None:

@@ -99,10 +99,17 @@ class FakeMediaServer(media_pb2_grpc.MediaServicer):
         width, height = r.width or 1280, r.height or 720
         channels = r.audio_channels or 2
         image = card.image(width, height)
-        # A same-host subscriber gets the pictures through a shared-memory ring, as from ingest.
+        # A same-host subscriber gets the pictures through a shared-memory ring, as from ingest
+        # (by message, or pulling them from the ring).
         ring = RingHolder(16) if shared_memory.accepts(request) else None
+        told = ""  # a pulling subscriber is told the ring, then reads it at its own clock
         try:
             async for message in self._frames(card, r, image, channels, ring):
+                if request.pull and ring is not None and message.WhichOneof("body") == "video":
+                    if ring.segment == told:
+                        continue
+                    told = ring.segment
+                    message = media_pb2.MediaFrame(ring=media_pb2.VideoRing(segment=told))
                 yield message
         finally:
             if ring is not None:

@@ -12,6 +12,7 @@ import pytest
 from services.common import shared_memory
 from services.common.gen.baycast.v1 import media_pb2
 from services.common.media import (
+    PulledVideo,
     i420_planes_flat,
     inline_video,
     proto_to_av_i420,
@@ -202,3 +203,61 @@ def test_segments_of_a_dead_producer_are_removed_by_the_next_one() -> None:
     ring = FrameRing(100, 1)
     ring.close()
     assert not left.exists()
+
+
+def test_a_puller_reads_the_newest_whole_frame_from_the_slot_header() -> None:
+    holder = RingHolder(slots=3)
+    try:
+        reader = SharedMemoryReader()
+        _message(holder, _image(64, 36, 10), 1)
+        segment = holder.segment
+        pulled = PulledVideo()
+        pulled.follow(segment)
+        assert pulled.take() is not None and pulled.take() is None  # nothing new since
+        for n in (2, 3, 4, 5):
+            _message(holder, _image(64, 36, 10 * n), n)
+        newest = reader.newest(segment)
+        assert newest is not None
+        # Frames 2-4 were never looked at: a puller takes the newest only.
+        assert (newest.width, newest.height, newest.sequence) == (64, 36, 5)
+        assert (newest.pts_us, newest.pixel_format) == (200_000, media_pb2.PIXEL_FORMAT_I420)
+        assert [p.stride for p in newest.planes] == [64, 32, 32]
+        assert newest.shared.stamp == 5 and reader.newest(segment, after=5) is None
+        np.testing.assert_array_equal(proto_to_i420(newest), _image(64, 36, 50))
+        taken = pulled.take()
+        assert taken is not None and taken.sequence == 5
+    finally:
+        holder.close()
+
+
+def test_a_pulled_frame_whose_slot_comes_round_again_is_gone_not_torn() -> None:
+    holder = RingHolder(slots=2)
+    try:
+        reader = SharedMemoryReader()
+        _message(holder, _image(32, 18, 1), 1)
+        newest = reader.newest(holder.segment)
+        assert newest is not None
+        _message(holder, _image(32, 18, 2), 2)
+        _message(holder, _image(32, 18, 3), 3)  # the producer came round to its slot
+        with pytest.raises(FrameGone):
+            video_planes(newest)
+        # A slot caught while it is rewritten (its stamp zeroed) is refused as well.
+        ring = holder.ring
+        assert ring is not None
+        ring._headers[(3 - 1) % 2]["stamp"] = 0
+        with pytest.raises(FrameGone, match="rewritten"):
+            reader.newest(holder.segment)
+    finally:
+        holder.close()
+    with pytest.raises(FrameGone):
+        SharedMemoryReader().newest(holder.ring.name if holder.ring else "baycast-0-gone")
+
+
+def test_a_file_that_is_not_a_ring_is_refused() -> None:
+    path = SHM_DIR / f"{shared_memory.PREFIX}{os.getpid()}-notaring"
+    path.write_bytes(bytes(2 * shared_memory.PAGE))
+    try:
+        with pytest.raises(ValueError, match="not a frame ring"):
+            SharedMemoryReader().newest(path.name)
+    finally:
+        path.unlink()

@@ -3,7 +3,13 @@ from __future__ import annotations
 import numpy as np
 
 from services.common.gen.baycast.v1 import media_pb2
-from services.common.media import i420_to_proto, pcm_to_proto
+from services.common.media import (
+    i420_planes_flat,
+    i420_to_proto,
+    pcm_to_proto,
+    shared_video_message,
+)
+from services.common.shared_memory import RingHolder
 from services.distribution.encoder import (
     AUDIO_MAX_TICKS,
     AUDIO_PRIME_TICKS,
@@ -90,3 +96,38 @@ def test_a_picture_is_read_on_arrival_and_a_bad_one_leaves_the_last_held() -> No
     feed.push(broken, 1.04)
     np.testing.assert_array_equal(feed.video.to_ndarray(), image)
     assert feed.last_frame_at == 1.0
+
+
+def test_on_the_mixers_host_pictures_are_pulled_from_the_ring_at_the_tick() -> None:
+    holder = RingHolder(slots=4)
+    feed = ProgramFeed(TICK)
+
+    def program(value: int, sequence: int) -> None:
+        image = np.full((36 * 3 // 2, 64), value, dtype=np.uint8)
+        shared_video_message(
+            holder,
+            i420_planes_flat(image),
+            width=64,
+            height=36,
+            pixel_format=media_pb2.PIXEL_FORMAT_I420,
+            pts_us=sequence * 40_000,
+            sequence=sequence,
+        )
+
+    try:
+        program(10, 1)
+        feed.push(media_pb2.MediaFrame(ring=media_pb2.VideoRing(segment=holder.segment)), 1.0)
+        # The ring's first picture is taken as it is named: the encoder can open on its size.
+        assert feed.first_picture.is_set() and feed.video is not None
+        assert int(feed.video.to_ndarray()[0, 0]) == 10 and feed.present(1.5, 1.0)
+        held = feed.video
+        feed.pull(2.0)  # nothing newer: the picture holds, and the program ages
+        assert feed.video is held and not feed.present(2.5, 1.0)
+        program(20, 2)
+        program(30, 3)
+        feed.pull(3.0)  # the newest at the tick, whatever came between
+        assert int(feed.video.to_ndarray()[0, 0]) == 30 and feed.present(3.5, 1.0)
+    finally:
+        holder.close()
+    feed.pull(4.0)  # the mixer's ring is gone: the last picture holds until the slate
+    assert int(feed.video.to_ndarray()[0, 0]) == 30

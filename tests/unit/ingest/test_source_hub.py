@@ -9,7 +9,7 @@ import av
 import numpy as np
 
 from services.common.gen.baycast.v1 import media_pb2
-from services.common.media import proto_to_i420, proto_to_pcm
+from services.common.media import PulledVideo, proto_to_i420, proto_to_pcm
 from services.common.shared_memory import SHM_DIR
 from services.ingest.source_hub import SourceHub
 
@@ -127,3 +127,51 @@ async def test_a_same_host_subscriber_gets_the_rendition_by_shared_memory() -> N
     assert c.video.HasField("shared") and int(proto_to_i420(c.video)[45, 80]) == 63
     await hub.close()
     assert not (SHM_DIR / c.video.shared.segment).exists()
+
+
+async def test_a_pulling_subscriber_is_told_the_ring_once_and_reads_frames_from_it() -> None:
+    hub = SourceHub("t", queue_size=4)
+    hub.start()
+    r = media_pb2.Rendition(width=160, height=90, no_audio=True)
+    pushed = hub.subscribe(r, shared=True)
+    pulling = hub.subscribe(r, shared=True, pull=True)
+    remote = hub.subscribe(r, pull=True)  # not on this host: pulling is not for it
+    pulled = PulledVideo()
+    for n in range(5):
+        hub.offer_video(frame(n))
+        await asyncio.sleep(0.02)
+        if n == 2:
+            (told,) = await drain(pulling, 1)
+            assert told.WhichOneof("body") == "ring"
+            pulled.follow(told.ring.segment)
+            first = pulled.take()
+            assert first is not None and first.sequence == 3
+    assert [m.video.sequence for m in await drain(pushed, 4)] == [2, 3, 4, 5]
+    assert [m.video.sequence for m in await drain(remote, 4)] == [2, 3, 4, 5]
+    assert not remote.pull and len(pulling.queue) == 0  # no message per frame
+    newest = pulled.take()
+    assert newest is not None and newest.sequence == 5
+    assert int(proto_to_i420(newest)[45, 80]) == 64  # frame 4's luma, scaled
+    assert pulled.take() is None
+    await hub.close()
+
+
+async def test_a_pulling_subscriber_is_told_the_new_ring_when_frames_grow() -> None:
+    hub = SourceHub("t", queue_size=4)
+    hub.start()
+    pulling = hub.subscribe(media_pb2.Rendition(no_audio=True), shared=True, pull=True)
+    hub.offer_video(frame(0))
+    (first,) = await drain(pulling, 1)
+    bigger = av.VideoFrame.from_ndarray(
+        np.full((720 * 3 // 2, 1280), 90, dtype=np.uint8), format="yuv420p"
+    )
+    bigger.pts, bigger.time_base = 3600, Fraction(1, 90000)
+    hub.offer_video(bigger)
+    (second,) = await drain(pulling, 1)
+    assert second.ring.segment != first.ring.segment
+    assert not (SHM_DIR / first.ring.segment).exists()
+    pulled = PulledVideo()
+    pulled.follow(second.ring.segment)
+    newest = pulled.take()
+    assert newest is not None and (newest.width, newest.height) == (1280, 720)
+    await hub.close()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from services.common.gen.baycast.v1 import media_pb2
-from services.common.media import proto_to_i420
+from services.common.media import PulledVideo, proto_to_i420
 from services.common.shared_memory import SHM_DIR
 from services.mixer.outputs import Output
 from services.mixer.pictures import Picture
@@ -66,4 +66,23 @@ def test_the_video_rate_is_the_fastest_subscribers_capped_at_the_outputs() -> No
     assert out.video_fps() == 25
     out.add(media_pb2.Rendition(no_audio=True))  # uncapped: every frame
     assert out.video_fps() == 25
+    out.close()
+
+
+def test_a_pulling_subscriber_is_told_its_ring_once_and_pulls_the_newest_picture() -> None:
+    out = Output("prod/p/program", 128, 72, 25, 4, "p")
+    pushed = out.add(media_pb2.Rendition(no_audio=True), shared=True)
+    pulling = out.add(media_pb2.Rendition(no_audio=True), shared=True, pull=True)
+    remote = out.add(media_pb2.Rendition(no_audio=True), pull=True)  # another host: frames
+    for n in range(3):
+        out.publish_video(_picture(50 + n), n, n * 40_000, 0)
+    assert len(pushed.queue) == 3 and len(remote.queue) == 3 and not remote.pull
+    (told,) = list(pulling.queue._items)
+    assert told.WhichOneof("body") == "ring"
+    assert told.ring.segment == pushed.queue._items[0].video.shared.segment  # one ring, shared
+    pulled = PulledVideo()
+    pulled.follow(told.ring.segment)
+    newest = pulled.take()
+    assert newest is not None and newest.sequence == 3
+    assert int(proto_to_i420(newest)[10, 10]) == 52
     out.close()
