@@ -105,7 +105,9 @@ class Output:
             # Area averaging: the subscribers' sizes are mostly smaller (a return at 360p of a
             # 1080p program), where it is both the cleanest filter and swscale's cheaper one.
             scaler = self.scalers[(width, height)] = Scaler("AREA")
-        frame = av.VideoFrame.from_ndarray(picture.data, format="yuv420p")
+        # swscale reads the picture where it lies (no copy into a frame of PyAV's own); only the
+        # scaled, smaller picture is copied out.
+        frame = av.VideoFrame.from_numpy_buffer(picture.data, format="yuv420p")
         image: np.ndarray = scaler(frame, width, height).to_ndarray()
         return image
 
