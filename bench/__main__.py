@@ -111,7 +111,7 @@ def _replace_named(old: list[str], new: list[str], pattern: re.Pattern[str]) -> 
         n = name(line)
         if n in old_names:
             anchor = n
-            groups[n] = [line]
+            groups.setdefault(n, []).append(line)  # a benchmark may have several notes
         elif anchor is None:
             leading.append(line)
         else:

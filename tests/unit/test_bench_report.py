@@ -83,3 +83,20 @@ def test_rows_of_several_benchmarks_stay_in_their_places_and_the_hosts_are_named
     assert machine == (
         f"Machine: {a} for mixer_cost; {b} for exchange, clip_playout; the other rows on {a}  "
     )
+
+
+def test_all_the_notes_of_a_benchmark_run_again_replace_all_its_old_ones() -> None:
+    def run(measured: str, notes: list[str], load: dict[str, float]) -> str:
+        results = [
+            Result("Mixer cost", "t", "m", "r", "x", True, ["mixer note"]),
+            Result("Capacity", "t", measured, "r", "x", True, notes),
+        ]
+        if len(load) == 1:
+            results = results[1:]
+        return render(results, [(n, (a, a, a)) for n, a in load.items()], [(n, 50.0) for n in load])
+
+    full = run("old", ["old runs", "old usage", "old words"], {"mixer_cost": 1.0, "capacity": 2.0})
+    again = run("new", ["new runs", "new usage", "new words"], {"capacity": 3.0})
+    merged = merge(full, again, ["capacity"])
+    notes = [line.split("**: ", 1)[1] for line in merged.splitlines() if line.startswith("- **")]
+    assert notes == ["mixer note", "new runs", "new usage", "new words"]
