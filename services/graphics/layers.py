@@ -22,6 +22,7 @@ import grpc
 
 from services.common.gen.baycast.v1 import media_pb2, media_pb2_grpc
 from services.common.media import RGBA, queue_stream
+from services.common.renditions import rendition_problem
 from services.graphics.desk import check_production
 from services.graphics.layer_stream import KEEPALIVE_S, LayerStream
 from services.graphics.renderer import Renderer
@@ -29,7 +30,6 @@ from services.graphics.scene import Scene
 from services.graphics.settings import GraphicsSettings
 
 HANDLE_PREFIX = "gfx/"
-MAX_WIDTH, MAX_HEIGHT, MAX_FPS = 7680, 4320, 120
 
 StreamKey = tuple[str, int, int, int]
 # The scene of a production this replica runs (taking it if nobody does), None: not here.
@@ -92,15 +92,11 @@ class Layers(media_pb2_grpc.MediaServicer):
         width = r.width or self.settings.default_width
         height = r.height or self.settings.default_height
         fps = r.fps or self.settings.default_fps
-        problem = ""
+        problem = rendition_problem(r, (RGBA,))
         try:
             check_production(production)
         except Exception:
             problem = f"not a production: {production!r}"
-        if r.pixel_format not in (media_pb2.PIXEL_FORMAT_UNSPECIFIED, RGBA):
-            problem = "graphics layers are premultiplied RGBA only"
-        elif not (2 <= width <= MAX_WIDTH and 2 <= height <= MAX_HEIGHT and fps <= MAX_FPS):
-            problem = f"rendition {width}x{height}@{fps} is out of range"
         if problem:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
         scene = await self.scene(production)

@@ -6,6 +6,7 @@ import zoneinfo
 from dataclasses import dataclass
 from pathlib import Path
 
+from services.common.renditions import MAX_FPS, MAX_HEIGHT, MAX_WIDTH
 from services.common.settings import ServiceSettings, SettingsError
 from services.common.steward import DEFAULT_LEASE_SECONDS, DEFAULT_RENEW_SECONDS
 from services.graphics.data_policy import HOSTS_VAR, NETWORKS_VAR, parse_hosts, parse_networks
@@ -66,10 +67,12 @@ class GraphicsSettings(ServiceSettings):
             raise SettingsError(f"BAYCAST_FONT_PATH does not exist: {self.font_path!r}")
         if self.templates_dir and not Path(self.templates_dir).is_dir():
             raise SettingsError(f"BAYCAST_TEMPLATES_DIR is not a folder: {self.templates_dir!r}")
-        if not (16 <= self.default_width <= 7680 and 16 <= self.default_height <= 4320):
-            raise SettingsError("BAYCAST_DEFAULT_WIDTH/HEIGHT out of range")
-        if not 1 <= self.default_fps <= 120:
-            raise SettingsError("BAYCAST_DEFAULT_FPS must be between 1 and 120")
+        if not (16 <= self.default_width <= MAX_WIDTH and 16 <= self.default_height <= MAX_HEIGHT):
+            raise SettingsError(
+                f"BAYCAST_DEFAULT_WIDTH/HEIGHT must be between 16 and {MAX_WIDTH}x{MAX_HEIGHT}"
+            )
+        if not 1 <= self.default_fps <= MAX_FPS:
+            raise SettingsError(f"BAYCAST_DEFAULT_FPS must be between 1 and {MAX_FPS}")
         if not 0 < self.lease_renew_seconds < self.lease_seconds:
             raise SettingsError(
                 "BAYCAST_GRAPHICS_LEASE_RENEW_SECONDS must be positive and below LEASE_SECONDS"

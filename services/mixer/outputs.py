@@ -26,6 +26,7 @@ from services.common.media import (
     queue_stream,
     shared_video_message,
 )
+from services.common.renditions import rendition_problem
 from services.common.shared_memory import RING_SPARE_SLOTS, RingHolder
 from services.mixer import metrics
 from services.mixer.pictures import Picture
@@ -34,12 +35,10 @@ RenditionKey = tuple[int, int, int, bool, bool, int]
 
 
 def rendition_key(r: media_pb2.Rendition, width: int, height: int) -> RenditionKey:
+    """(width, height, fps, no_video, no_audio, channels) of a valid rendition (both sizes or
+    neither: `renditions.rendition_problem`) of an output of `width`x`height`."""
     w, h = r.width or width, r.height or height
-    if not r.width and r.height:
-        w = max(2, round(width * r.height / height / 2) * 2)
-    if not r.height and r.width:
-        h = max(2, round(height * r.width / width / 2) * 2)
-    return (w // 2 * 2, h // 2 * 2, r.fps, r.no_video, r.no_audio, r.audio_channels or 2)
+    return (w, h, r.fps, r.no_video, r.no_audio, r.audio_channels or 2)
 
 
 @dataclass
@@ -227,16 +226,11 @@ class MixerMedia(media_pb2_grpc.MediaServicer):
             await context.abort(grpc.StatusCode.NOT_FOUND, f"no handle {request.handle!r} here")
             return
         r = request.rendition
-        if r.audio_sample_rate not in (0, 48_000) or r.audio_channels not in (0, 1, 2):
-            await context.abort(
-                grpc.StatusCode.INVALID_ARGUMENT, "audio must be 48000 Hz, 1 or 2 channels"
-            )
-            return
-        if r.pixel_format not in (media_pb2.PIXEL_FORMAT_UNSPECIFIED, media_pb2.PIXEL_FORMAT_I420):
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the mixer serves I420 only")
-            return
-        if r.width > 4096 or r.height > 4096 or r.width % 2 or r.height % 2:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "width/height: even, <= 4096")
+        problem = rendition_problem(r, (media_pb2.PIXEL_FORMAT_I420,))
+        if not problem and r.audio_sample_rate not in (0, 48_000):
+            problem = "the mixer's sound is 48000 Hz only"
+        if problem:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
             return
         sub = output.add(r, shared=shared_memory.accepts(request), pull=request.pull)
         try:

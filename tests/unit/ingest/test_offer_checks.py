@@ -2,8 +2,6 @@ from __future__ import annotations
 
 import pytest
 
-from services.common.gen.baycast.v1 import media_pb2
-from services.ingest.media_server import rendition_problem
 from services.ingest.webrtc_source import SdpError, check_offer
 
 OFFER = (
@@ -31,23 +29,3 @@ def test_a_plain_sendonly_offer_passes() -> None:
 def test_bad_offers_say_why(body: str, reason: str) -> None:
     with pytest.raises(SdpError, match=reason):
         check_offer(body)
-
-
-@pytest.mark.parametrize(
-    "rendition",
-    [
-        media_pb2.Rendition(width=320),
-        media_pb2.Rendition(width=321, height=180),
-        media_pb2.Rendition(width=8000, height=4000),
-        media_pb2.Rendition(audio_channels=6),
-        media_pb2.Rendition(audio_sample_rate=1000),
-        media_pb2.Rendition(no_video=True, no_audio=True),
-    ],
-)
-def test_renditions_that_cannot_be_served(rendition: media_pb2.Rendition) -> None:
-    assert rendition_problem(rendition)
-
-
-def test_renditions_that_can() -> None:
-    assert rendition_problem(media_pb2.Rendition()) == ""
-    assert rendition_problem(media_pb2.Rendition(width=320, height=180, fps=10)) == ""
