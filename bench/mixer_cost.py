@@ -123,13 +123,19 @@ def run(runs: int) -> list[Result]:
                 f"{skipped:.0f} ticks. The mixer also serves the monitoring service's program "
                 "subscription (320x180, 10 fps). The ten tiles (~3.1 MB of raw I420 a frame: "
                 "one 1536x864 and nine 384x216) and the 1080p program (3.1 MB a frame) move "
-                "through shared-memory rings between the processes, gRPC carrying only slot "
-                "references (ADR 0010). What remains above the reference is the event loop's "
-                "work per message (ten tile streams in, the program and monitoring's stream "
-                "out, graphics' layer patches), the copies out of the rings and the keyer. "
-                "The same code on hosts of this kind measured 0.197 core (AMD EPYC, a quiet "
-                "hour) and 0.252-0.262 core (Intel Xeon and AMD EPYC, busy hours): the host's "
-                "other tenants move this figure by a third, and the numpy reference with it.",
+                "through shared-memory rings between the processes (ADR 0010); the mixer pulls "
+                "the tiles from the card producer's rings at its tick, with no message per "
+                "picture (ADR 0024), while the program goes to this benchmark's subscriber as a "
+                "slot reference per frame. What remains above the reference, by a profile of "
+                "the mixer here: the sources' sound (ten 40 ms messages a tick's worth, mixed, "
+                "metered and K-weighted for loudness: about a fifth of the mixer's CPU, and "
+                "none of it in the reference), the program written into its ring and scaled "
+                "for monitoring, the copies out of the tiles' rings, and the event loop's gRPC "
+                "work. Pulling took this figure from 0.231 to 0.174-0.180 core on an Intel "
+                "Xeon host, both measured in the same hour. Earlier code on hosts of this kind "
+                "measured 0.197 core (AMD EPYC, a quiet hour) and 0.252-0.262 core (busy "
+                "hours): the host's other tenants move this figure by a third, and the numpy "
+                "reference with it.",
             ],
         )
     ]
