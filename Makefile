@@ -33,7 +33,7 @@ PROTOS := $(wildcard proto/baycast/v1/*.proto)
 GEN_DIR := services/common/gen
 GEN_STAMP := $(GEN_DIR)/.stamp
 
-.PHONY: help setup apt run test lint fmt types unit-test bench proto k8s-check clean cluster test-cluster
+.PHONY: help setup apt run test lint fmt types unit-test bench soak proto k8s-check clean cluster test-cluster
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -117,6 +117,9 @@ test-cluster: setup ## only the multi-host suite (make test runs it too)
 
 bench: setup ## measure against the targets and rewrite BENCHMARKS.md
 	$(PY) -m bench
+
+soak: setup ## the seed's show for 50 minutes (BAYCAST_SOAK_S): skips, memory growth, freezes
+	$(PY) -m bench soak
 
 k8s-check: setup ## render and validate the Kubernetes manifests and the Helm chart
 	@if [ -f deploy/k8s/check.py ]; then $(PY) deploy/k8s/check.py; else echo "no manifests yet"; fi

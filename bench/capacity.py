@@ -12,9 +12,11 @@ bounded search for the largest number of contributions that still drops nothing.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from bench.harness import Result
@@ -63,16 +65,6 @@ def plan(count: int) -> list[demo.Station]:
     return stations + extra
 
 
-async def _counters(p: Platform) -> tuple[float, float, float, float]:
-    prod = demo.PRODUCTION
-    return (
-        p.metric("mixer", "baycast_mixer_frames", production=prod),
-        p.metric("mixer", "baycast_mixer_ticks_skipped", production=prod),
-        p.metric("distribution", "baycast_distribution_skipped_frames"),
-        p.metric("distribution", "baycast_distribution_output_dropped_packets"),
-    )
-
-
 async def _wait_online(p: Platform, ids: list[str]) -> None:
     deadline = time.monotonic() + ONLINE_TIMEOUT_S
     while time.monotonic() < deadline:
@@ -83,48 +75,66 @@ async def _wait_online(p: Platform, ids: list[str]) -> None:
     raise RuntimeError(f"only {sum(map(bool, found))} of {len(ids)} stations came online")
 
 
-async def show(count: int, seconds: float) -> ShowRun:
-    result = ShowRun(count, seconds)
+@contextlib.asynccontextmanager
+async def running_show(count: int, name: str = "capacity") -> AsyncIterator[Platform]:
+    """The seed's show with `count` contributions, on air to every output, settled. A show that
+    cannot get there raises RuntimeError."""
     stations = plan(count)
     with RtmpServer() as rtmp:
-        async with platform("capacity") as p:
-            try:
-                creds = await demo.register_stations(p.bus, stations, p.http("ingest"))
-                station_plan = {"stations": creds, "size": list(STATION_SIZE), "fps": 25}
-                await p.launcher.start_module(
-                    "stations", "services.up.stations", json.dumps(station_plan).encode()
-                )
-                await demo.create_production(p.bus, demo.production(stations, "1080p"))
-                await demo.add_outputs(p.bus)
-                for name in ("cctv", "xinhua"):
-                    await add_output(p, demo.PRODUCTION, rtmp_spec(name, rtmp))
-                await demo.show_standing_graphics(p.bus)
-                await demo.start_rundown(p.bus, stations)
-                await _wait_online(p, [s.id for s in stations])
-                await wait_live(p, demo.PRODUCTION, ["cctv", "xinhua", "web", "archive"])
-                await asyncio.sleep(SETTLE_S)
-                pids = p.pids()
-                before = await _counters(p)
-                cpu0 = {name: tree_cpu_s(pid) for name, pid in pids.items()}
-                start = time.monotonic()
-                await asyncio.sleep(seconds)
-                wall = time.monotonic() - start
-                after = await _counters(p)
-                result.cpu = {
-                    name: (tree_cpu_s(pid) - cpu0[name]) / wall for name, pid in pids.items()
-                }
-                result.rss = {name: rss_mib(pid) for name, pid in pids.items()}
-                (
-                    result.program_frames,
-                    result.skipped_ticks,
-                    result.dist_skipped,
-                    result.dist_dropped,
-                ) = (a - b for a, b in zip(after, before, strict=True))
-                crashed = p.launcher.crashed()
-                if crashed:
-                    result.error = f"exited: {', '.join(crashed)}"
-            except RuntimeError as exc:
-                result.error = str(exc)
+        async with platform(name) as p:
+            creds = await demo.register_stations(p.bus, stations, p.http("ingest"))
+            station_plan = {"stations": creds, "size": list(STATION_SIZE), "fps": 25}
+            await p.launcher.start_module(
+                "stations", "services.up.stations", json.dumps(station_plan).encode()
+            )
+            await demo.create_production(p.bus, demo.production(stations, "1080p"))
+            await demo.add_outputs(p.bus)
+            for name in ("cctv", "xinhua"):
+                await add_output(p, demo.PRODUCTION, rtmp_spec(name, rtmp))
+            await demo.show_standing_graphics(p.bus)
+            await demo.start_rundown(p.bus, stations)
+            await _wait_online(p, [s.id for s in stations])
+            await wait_live(p, demo.PRODUCTION, ["cctv", "xinhua", "web", "archive"])
+            await asyncio.sleep(SETTLE_S)
+            yield p
+
+
+async def counters(p: Platform) -> tuple[float, float, float, float]:
+    """Program frames made, ticks the mixer skipped, pictures distribution skipped, packets
+    its outputs dropped: counts since the services started."""
+    prod = demo.PRODUCTION
+    return (
+        p.metric("mixer", "baycast_mixer_frames", production=prod),
+        p.metric("mixer", "baycast_mixer_ticks_skipped", production=prod),
+        p.metric("distribution", "baycast_distribution_skipped_frames"),
+        p.metric("distribution", "baycast_distribution_output_dropped_packets"),
+    )
+
+
+async def show(count: int, seconds: float) -> ShowRun:
+    result = ShowRun(count, seconds)
+    try:
+        async with running_show(count) as p:
+            pids = p.pids()
+            before = await counters(p)
+            cpu0 = {name: tree_cpu_s(pid) for name, pid in pids.items()}
+            start = time.monotonic()
+            await asyncio.sleep(seconds)
+            wall = time.monotonic() - start
+            after = await counters(p)
+            result.cpu = {name: (tree_cpu_s(pid) - cpu0[name]) / wall for name, pid in pids.items()}
+            result.rss = {name: rss_mib(pid) for name, pid in pids.items()}
+            (
+                result.program_frames,
+                result.skipped_ticks,
+                result.dist_skipped,
+                result.dist_dropped,
+            ) = (a - b for a, b in zip(after, before, strict=True))
+            crashed = p.launcher.crashed()
+            if crashed:
+                result.error = f"exited: {', '.join(crashed)}"
+    except RuntimeError as exc:
+        result.error = str(exc)
     return result
 
 

@@ -1,0 +1,181 @@
+"""`make soak`: the seed's show for its full 50 minutes, and what it leaves behind.
+
+The show of the capacity benchmark (twelve 720p25 WebRTC contributions, the 1080p25 program
+with the demo's looping rundown and graphics, two RTMP pushes, HLS and a recording) runs for
+`BAYCAST_SOAK_S` seconds (3000 by default). Over the run: program frames the mixer skipped,
+pictures distribution skipped and packets its outputs dropped, the CPU of every process, and
+each process's resident memory sampled every `SAMPLE_S`; growth is measured from the sample at
+five minutes (or a tenth of a shorter run) to the end. After it, Debian's ffmpeg `freezedetect`
+reads the whole recording: every source moves every frame (the test cards' clocks, the title
+clip), so any frozen stretch is the platform's.
+
+It is named only on purpose (`python -m bench soak`): `make bench` does not run it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bench.capacity import SHOW_STATIONS, counters, running_show
+from bench.harness import Result
+from bench.platform import Platform, rss_mib, tree_cpu_s
+from services.up import demo
+
+SOAK_S = float(os.environ.get("BAYCAST_SOAK_S", "3000"))
+SAMPLE_S = 30.0
+BASELINE_S = 300.0  # memory grows while caches and rings fill; growth counts from here
+TARGET_GROWTH = 0.05
+TARGET_CORES = 1.2
+# A stretch this long with no change in the picture is a freeze (freezedetect's default noise
+# floor: an exact repeat is far below it, a test card's running clock far above).
+FREEZE_S = 1.0
+PLATFORM = ("ingest", "mixer", "graphics", "distribution", "monitoring", "control", "nats")
+
+
+@dataclass
+class Soak:
+    seconds: float
+    program_frames: float = 0
+    skipped_ticks: float = 0
+    dist_skipped: float = 0
+    dist_dropped: float = 0
+    cpu: dict[str, float] = field(default_factory=dict)
+    rss_baseline: dict[str, float] = field(default_factory=dict)
+    rss_end: dict[str, float] = field(default_factory=dict)
+    rss_peak: dict[str, float] = field(default_factory=dict)
+    freezes: list[float] = field(default_factory=list)
+    recorded_s: float = 0
+    error: str = ""
+
+    def growth(self, name: str) -> float:
+        base = self.rss_baseline.get(name, 0)
+        return (self.rss_end.get(name, 0) - base) / base if base else 0.0
+
+    @property
+    def platform_cores(self) -> float:
+        return sum(c for name, c in self.cpu.items() if name in PLATFORM)
+
+
+def freezes(files: list[Path]) -> tuple[list[float], float]:
+    """Frozen stretches of at least FREEZE_S in the recording (their lengths) and the seconds
+    it holds, by ffmpeg's freezedetect over its files in order."""
+    if not files:
+        return [], 0.0
+    listing = files[0].parent / "soak-files.txt"
+    listing.write_text("".join(f"file '{f.name}'\n" for f in files))
+    out = subprocess.run(
+        [
+            "ffmpeg", "-hide_banner", "-nostats", "-f", "concat", "-safe", "0", "-i", str(listing),
+            "-map", "0:v:0", "-vf", f"freezedetect=d={FREEZE_S}", "-f", "null", "-",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=1800,
+    )  # fmt: skip
+    lengths = [float(m) for m in re.findall(r"freeze_duration: ([0-9.]+)", out.stderr)]
+    times = re.findall(r"time=(\d+):(\d+):([0-9.]+)", out.stderr)
+    recorded = 0.0
+    if times:
+        h, m, s = times[-1]
+        recorded = int(h) * 3600 + int(m) * 60 + float(s)
+    return lengths, recorded
+
+
+async def _sample(p: Platform, soak: Soak, start: float) -> None:
+    """Resident memory of every process every SAMPLE_S, until cancelled."""
+    baseline_at = min(BASELINE_S, soak.seconds / 10)
+    while True:
+        rss = {name: rss_mib(pid) for name, pid in p.pids().items()}
+        for name, mib in rss.items():
+            soak.rss_peak[name] = max(soak.rss_peak.get(name, 0), mib)
+        if not soak.rss_baseline and time.monotonic() - start >= baseline_at:
+            soak.rss_baseline = rss
+        await asyncio.sleep(min(SAMPLE_S, baseline_at))
+
+
+async def soak_show(seconds: float) -> Soak:
+    soak = Soak(seconds)
+    try:
+        async with running_show(SHOW_STATIONS, "soak") as p:
+            pids = p.pids()
+            before = await counters(p)
+            cpu0 = {name: tree_cpu_s(pid) for name, pid in pids.items()}
+            start = time.monotonic()
+            sampler = asyncio.create_task(_sample(p, soak, start))
+            try:
+                await asyncio.sleep(seconds)
+            finally:
+                sampler.cancel()
+            wall = time.monotonic() - start
+            after = await counters(p)
+            soak.cpu = {name: (tree_cpu_s(pid) - cpu0[name]) / wall for name, pid in pids.items()}
+            soak.rss_end = {name: rss_mib(pid) for name, pid in pids.items()}
+            (
+                soak.program_frames,
+                soak.skipped_ticks,
+                soak.dist_skipped,
+                soak.dist_dropped,
+            ) = (a - b for a, b in zip(after, before, strict=True))
+            crashed = p.launcher.crashed()
+            if crashed:
+                soak.error = f"exited: {', '.join(crashed)}"
+            folder = p.root / "data" / "recordings" / demo.PRODUCTION / "archive"
+            files = sorted(folder.glob("*.ts")) + sorted(folder.glob("*.mp4"))
+            soak.freezes, soak.recorded_s = await asyncio.to_thread(freezes, files)
+    except RuntimeError as exc:
+        soak.error = str(exc)
+    return soak
+
+
+def run(runs: int) -> list[Result]:
+    del runs  # one long run
+    s = asyncio.run(soak_show(SOAK_S))
+    minutes = s.seconds / 60
+    baseline_min = round(min(BASELINE_S, s.seconds / 10) / 60, 1)
+    platform_rss = [n for n in PLATFORM if n in s.rss_baseline]
+    worst = max(platform_rss, key=s.growth, default="")
+    longest = max(s.freezes, default=0.0)
+    met = (
+        not s.error
+        and s.skipped_ticks == 0 == s.dist_skipped + s.dist_dropped
+        and all(s.growth(n) < TARGET_GROWTH for n in platform_rss)
+        and not s.freezes
+    )
+    growth = ", ".join(
+        f"{n} {s.rss_baseline[n]:.0f} → {s.rss_end.get(n, 0):.0f} MiB ({s.growth(n):+.1%})"
+        for n in platform_rss
+    )
+    return [
+        Result(
+            name="Soak: the seed's show (12 × 720p25 WebRTC → 1080p25, 2 RTMP + HLS + recording)",
+            target=f"{minutes:.0f} min: 0 skipped program frames, 0 distribution skips, "
+            f"RSS growth < {TARGET_GROWTH:.0%} after the first {baseline_min:g} min, "
+            "no frozen stretch in the recording",
+            measured=f"{s.skipped_ticks:.0f} skipped program frames, "
+            f"{s.dist_skipped:.0f} distribution skips, {s.dist_dropped:.0f} dropped packets; "
+            f"largest RSS growth {s.growth(worst):+.1%} ({worst}); "
+            f"{len(s.freezes)} frozen stretches ≥ {FREEZE_S:g} s"
+            + (f" (longest {longest:.1f} s)" if s.freezes else "")
+            + (f" ({s.error})" if s.error else ""),
+            reference=f"{s.program_frames:.0f} program frames made in {minutes:.0f} min; "
+            f"{s.recorded_s / 60:.1f} min recorded",
+            ratio=f"platform's processes {s.platform_cores:.2f} of {os.cpu_count()} cores "
+            f"(target ≤ {TARGET_CORES})",
+            met=met,
+            notes=[
+                "Memory from the baseline sample to the end, and CPU over the run: "
+                + growth
+                + "; CPU "
+                + ", ".join(f"{n} {c:.2f}" for n, c in s.cpu.items())
+                + " cores (the stations' process stands for the stations' own machines and is "
+                "not the platform's).",
+            ],
+        )
+    ]
