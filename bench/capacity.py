@@ -87,6 +87,7 @@ async def running_show(count: int, name: str = "capacity") -> AsyncIterator[Plat
             await p.launcher.start_module(
                 "stations", "services.up.stations", json.dumps(station_plan).encode()
             )
+            await demo.add_opener(p.bus, p.root, "1080p")  # the title film, as `baycast up`
             await demo.create_production(p.bus, demo.production(stations, "1080p"))
             await demo.add_outputs(p.bus)
             for name in ("cctv", "xinhua"):

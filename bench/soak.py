@@ -22,9 +22,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.capacity import SHOW_STATIONS, counters, running_show
+from bench.capacity import SETTLE_S, SHOW_STATIONS, counters, running_show
 from bench.harness import Result
 from bench.platform import Platform, rss_mib, tree_cpu_s
+from services.common.bus import subject
+from services.common.gen.baycast.v1 import distribution_pb2
 from services.up import demo
 
 SOAK_S = float(os.environ.get("BAYCAST_SOAK_S", "3000"))
@@ -49,7 +51,7 @@ class Soak:
     rss_baseline: dict[str, float] = field(default_factory=dict)
     rss_end: dict[str, float] = field(default_factory=dict)
     rss_peak: dict[str, float] = field(default_factory=dict)
-    freezes: list[float] = field(default_factory=list)
+    freezes: list[tuple[float, float]] = field(default_factory=list)  # (start, length)
     recorded_s: float = 0
     error: str = ""
 
@@ -62,9 +64,9 @@ class Soak:
         return sum(c for name, c in self.cpu.items() if name in PLATFORM)
 
 
-def freezes(files: list[Path]) -> tuple[list[float], float]:
-    """Frozen stretches of at least FREEZE_S in the recording (their lengths) and the seconds
-    it holds, by ffmpeg's freezedetect over its files in order."""
+def freezes(files: list[Path]) -> tuple[list[tuple[float, float]], float]:
+    """Frozen stretches of at least FREEZE_S in the recording (start and length, seconds into
+    it) and the seconds it holds, by ffmpeg's freezedetect over its files in order."""
     if not files:
         return [], 0.0
     listing = files[0].parent / "soak-files.txt"
@@ -79,13 +81,14 @@ def freezes(files: list[Path]) -> tuple[list[float], float]:
         check=False,
         timeout=1800,
     )  # fmt: skip
+    starts = [float(m) for m in re.findall(r"freeze_start: ([0-9.]+)", out.stderr)]
     lengths = [float(m) for m in re.findall(r"freeze_duration: ([0-9.]+)", out.stderr)]
     times = re.findall(r"time=(\d+):(\d+):([0-9.]+)", out.stderr)
     recorded = 0.0
     if times:
         h, m, s = times[-1]
         recorded = int(h) * 3600 + int(m) * 60 + float(s)
-    return lengths, recorded
+    return list(zip(starts, lengths, strict=False)), recorded
 
 
 async def _sample(p: Platform, soak: Soak, start: float) -> None:
@@ -126,9 +129,21 @@ async def soak_show(seconds: float) -> Soak:
             crashed = p.launcher.crashed()
             if crashed:
                 soak.error = f"exited: {', '.join(crashed)}"
+            # The recording ends with the measured run: ffmpeg's reading of it takes the CPU
+            # the show would need, so it must not read a recording still being made.
+            stop = distribution_pb2.DistCommand(stop=distribution_pb2.OutputRef(id="archive"))
+            await p.bus.request(
+                subject("prod", demo.PRODUCTION, "dist", "cmd"),
+                stop,
+                distribution_pb2.DistReply,
+                timeout=30,
+            )
             folder = p.root / "data" / "recordings" / demo.PRODUCTION / "archive"
             files = sorted(folder.glob("*.ts")) + sorted(folder.glob("*.mp4"))
-            soak.freezes, soak.recorded_s = await asyncio.to_thread(freezes, files)
+            found, soak.recorded_s = await asyncio.to_thread(freezes, files)
+            # The recording starts as the outputs go live, SETTLE_S before the measured run
+            # (the program may still be arriving): a stretch over by then is not counted.
+            soak.freezes = [(at, n) for at, n in found if at + n > SETTLE_S]
     except RuntimeError as exc:
         soak.error = str(exc)
     return soak
@@ -141,7 +156,7 @@ def run(runs: int) -> list[Result]:
     baseline_min = round(min(BASELINE_S, s.seconds / 10) / 60, 1)
     platform_rss = [n for n in PLATFORM if n in s.rss_baseline]
     worst = max(platform_rss, key=s.growth, default="")
-    longest = max(s.freezes, default=0.0)
+    longest = max((n for _at, n in s.freezes), default=0.0)
     met = (
         not s.error
         and s.skipped_ticks == 0 == s.dist_skipped + s.dist_dropped
@@ -162,7 +177,13 @@ def run(runs: int) -> list[Result]:
             f"{s.dist_skipped:.0f} distribution skips, {s.dist_dropped:.0f} dropped packets; "
             f"largest RSS growth {s.growth(worst):+.1%} ({worst}); "
             f"{len(s.freezes)} frozen stretches ≥ {FREEZE_S:g} s"
-            + (f" (longest {longest:.1f} s)" if s.freezes else "")
+            + (
+                f" (longest {longest:.1f} s; at "
+                + ", ".join(f"{at:.0f} s" for at, _n in s.freezes[:5])
+                + " into the recording)"
+                if s.freezes
+                else ""
+            )
             + (f" ({s.error})" if s.error else ""),
             reference=f"{s.program_frames:.0f} program frames made in {minutes:.0f} min; "
             f"{s.recorded_s / 60:.1f} min recorded",

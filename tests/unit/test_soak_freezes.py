@@ -27,8 +27,9 @@ def test_a_still_stretch_between_moving_ones_is_found_and_measured(tmp_path: Pat
     _clip(tmp_path / "rec-0001.ts", "color=c=blue:size=320x180:rate=25:duration=3")
     _clip(tmp_path / "rec-0002.ts", moving)
     files = sorted(tmp_path.glob("*.ts"))
-    lengths, recorded = freezes(files)
+    found, recorded = freezes(files)
     assert recorded == pytest.approx(7.0, abs=0.2)
-    assert len(lengths) == 1 and lengths[0] == pytest.approx(3.0, abs=0.2)
+    ((start, length),) = found
+    assert start == pytest.approx(2.0, abs=0.1) and length == pytest.approx(3.0, abs=0.2)
     # Moving pictures alone: nothing frozen, whatever the files' boundaries.
     assert freezes([files[0], files[2]])[0] == [] and FREEZE_S <= 1.0
