@@ -464,6 +464,16 @@ def _segment(frame: media_pb2.MediaFrame) -> str:
     return ""
 
 
+def ring_notice(told: str, frame: media_pb2.MediaFrame) -> media_pb2.MediaFrame | None:
+    """What a pulling subscriber that was last told ring `told` gets for the shared `frame`: a
+    VideoRing message when the frame lies in another ring, else nothing (it reads the frame
+    from the ring at its own clock)."""
+    segment = frame.video.shared.segment
+    if segment == told:
+        return None
+    return media_pb2.MediaFrame(ring=media_pb2.VideoRing(segment=segment))
+
+
 class PulledVideo:
     """A pulling subscriber's view of a rendition's ring: the newest frame at each look.
 

@@ -31,6 +31,7 @@ from services.common.media import (
     av_video_message,
     now_us,
     pcm_message,
+    ring_notice,
     shared_video_message,
 )
 from services.common.shared_memory import RING_SPARE_SLOTS, FrameGone, RingHolder
@@ -379,11 +380,10 @@ class SourceHub:
                     if message is None:
                         continue
                     if sub.pull:
-                        segment = message.video.shared.segment
-                        if segment == sub.ring:
-                            continue  # it reads the frame from the ring at its own clock
-                        sub.ring = segment
-                        message = media_pb2.MediaFrame(ring=media_pb2.VideoRing(segment=segment))
+                        notice = ring_notice(sub.ring, message)
+                        if notice is None:
+                            continue
+                        message, sub.ring = notice, notice.ring.segment
                     self._deliver([sub], message)
 
     async def _audio_loop(self) -> None:

@@ -24,6 +24,7 @@ from services.common.media import (
     now_us,
     pcm_message,
     queue_stream,
+    ring_notice,
     shared_video_message,
 )
 from services.common.renditions import rendition_problem
@@ -170,11 +171,10 @@ class Output:
                     )
                 made[(w, h, sub.shared)] = message
             if sub.pull:
-                segment = message.video.shared.segment
-                if segment == sub.ring:
-                    continue  # it reads the picture from the ring at its own clock
-                sub.ring = segment
-                message = media_pb2.MediaFrame(ring=media_pb2.VideoRing(segment=segment))
+                notice = ring_notice(sub.ring, message)
+                if notice is None:
+                    continue
+                message, sub.ring = notice, notice.ring.segment
             _put(sub, message, self.production)
 
     def publish_audio(self, samples: np.ndarray, sample_rate: int, pts_us: int) -> None:

@@ -23,6 +23,7 @@ from services.common.media import (
     i420_planes_flat,
     now_us,
     pcm_message,
+    ring_notice,
     shared_video_message,
 )
 from services.common.rpc import SERVER_OPTIONS
@@ -106,10 +107,10 @@ class FakeMediaServer(media_pb2_grpc.MediaServicer):
         try:
             async for message in self._frames(card, r, image, channels, ring):
                 if request.pull and ring is not None and message.WhichOneof("body") == "video":
-                    if ring.segment == told:
+                    notice = ring_notice(told, message)
+                    if notice is None:
                         continue
-                    told = ring.segment
-                    message = media_pb2.MediaFrame(ring=media_pb2.VideoRing(segment=told))
+                    message, told = notice, notice.ring.segment
                 yield message
         finally:
             if ring is not None:
