@@ -112,28 +112,34 @@ async def counters(p: Platform) -> tuple[float, float, float, float]:
     )
 
 
+async def measure(p: Platform, result: ShowRun) -> None:
+    """Run the show on for `result.seconds` and fill in what it did: the counts of `counters`
+    over the run, each process's CPU over it and memory at its end, and who exited."""
+    pids = p.pids()
+    before = await counters(p)
+    cpu0 = {name: tree_cpu_s(pid) for name, pid in pids.items()}
+    start = time.monotonic()
+    await asyncio.sleep(result.seconds)
+    wall = time.monotonic() - start
+    after = await counters(p)
+    result.cpu = {name: (tree_cpu_s(pid) - cpu0[name]) / wall for name, pid in pids.items()}
+    result.rss = {name: rss_mib(pid) for name, pid in pids.items()}
+    (
+        result.program_frames,
+        result.skipped_ticks,
+        result.dist_skipped,
+        result.dist_dropped,
+    ) = (a - b for a, b in zip(after, before, strict=True))
+    crashed = p.launcher.crashed()
+    if crashed:
+        result.error = f"exited: {', '.join(crashed)}"
+
+
 async def show(count: int, seconds: float) -> ShowRun:
     result = ShowRun(count, seconds)
     try:
         async with running_show(count) as p:
-            pids = p.pids()
-            before = await counters(p)
-            cpu0 = {name: tree_cpu_s(pid) for name, pid in pids.items()}
-            start = time.monotonic()
-            await asyncio.sleep(seconds)
-            wall = time.monotonic() - start
-            after = await counters(p)
-            result.cpu = {name: (tree_cpu_s(pid) - cpu0[name]) / wall for name, pid in pids.items()}
-            result.rss = {name: rss_mib(pid) for name, pid in pids.items()}
-            (
-                result.program_frames,
-                result.skipped_ticks,
-                result.dist_skipped,
-                result.dist_dropped,
-            ) = (a - b for a, b in zip(after, before, strict=True))
-            crashed = p.launcher.crashed()
-            if crashed:
-                result.error = f"exited: {', '.join(crashed)}"
+            await measure(p, result)
     except RuntimeError as exc:
         result.error = str(exc)
     return result

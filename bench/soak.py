@@ -4,8 +4,8 @@ The show of the capacity benchmark (twelve 720p25 WebRTC contributions, the 1080
 with the demo's looping rundown and graphics, two RTMP pushes, HLS and a recording) runs for
 `BAYCAST_SOAK_S` seconds (3000 by default). Over the run: program frames the mixer skipped,
 pictures distribution skipped and packets its outputs dropped, the CPU of every process, and
-each process's resident memory sampled every `SAMPLE_S`; growth is measured from the sample at
-five minutes (or a tenth of a shorter run) to the end. After it, Debian's ffmpeg `freezedetect`
+each process's resident memory: its growth from five minutes in (a tenth of a shorter run) to
+the end. After it, Debian's ffmpeg `freezedetect`
 reads the whole recording: every source moves every frame (the test cards' clocks, the title
 clip), so any frozen stretch is the platform's.
 
@@ -18,20 +18,18 @@ import asyncio
 import os
 import re
 import subprocess
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.capacity import SETTLE_S, SHOW_STATIONS, counters, running_show
+from bench.capacity import SETTLE_S, SHOW_STATIONS, ShowRun, measure, running_show
 from bench.harness import Result
-from bench.platform import Platform, rss_mib, tree_cpu_s
+from bench.platform import Platform, rss_mib
 from services.common.bus import subject
 from services.common.gen.baycast.v1 import distribution_pb2
 from services.up import demo
 
 SOAK_S = float(os.environ.get("BAYCAST_SOAK_S", "3000"))
-SAMPLE_S = 30.0
-BASELINE_S = 300.0  # memory grows while caches and rings fill; growth counts from here
+BASELINE_S = 300.0
 TARGET_GROWTH = 0.05
 TARGET_CORES = 1.2
 # A stretch this long with no change in the picture is a freeze (freezedetect's default noise
@@ -42,26 +40,18 @@ PLATFORM = ("ingest", "mixer", "graphics", "distribution", "monitoring", "contro
 
 @dataclass
 class Soak:
-    seconds: float
-    program_frames: float = 0
-    skipped_ticks: float = 0
-    dist_skipped: float = 0
-    dist_dropped: float = 0
-    cpu: dict[str, float] = field(default_factory=dict)
+    show: ShowRun  # counts, CPU over the run and memory at its end
     rss_baseline: dict[str, float] = field(default_factory=dict)
-    rss_end: dict[str, float] = field(default_factory=dict)
-    rss_peak: dict[str, float] = field(default_factory=dict)
     freezes: list[tuple[float, float]] = field(default_factory=list)  # (start, length)
     recorded_s: float = 0
-    error: str = ""
 
     def growth(self, name: str) -> float:
         base = self.rss_baseline.get(name, 0)
-        return (self.rss_end.get(name, 0) - base) / base if base else 0.0
+        return (self.show.rss.get(name, 0) - base) / base if base else 0.0
 
     @property
     def platform_cores(self) -> float:
-        return sum(c for name, c in self.cpu.items() if name in PLATFORM)
+        return sum(c for name, c in self.show.cpu.items() if name in PLATFORM)
 
 
 def freezes(files: list[Path]) -> tuple[list[tuple[float, float]], float]:
@@ -91,44 +81,22 @@ def freezes(files: list[Path]) -> tuple[list[tuple[float, float]], float]:
     return list(zip(starts, lengths, strict=False)), recorded
 
 
-async def _sample(p: Platform, soak: Soak, start: float) -> None:
-    """Resident memory of every process every SAMPLE_S, until cancelled."""
-    baseline_at = min(BASELINE_S, soak.seconds / 10)
-    while True:
-        rss = {name: rss_mib(pid) for name, pid in p.pids().items()}
-        for name, mib in rss.items():
-            soak.rss_peak[name] = max(soak.rss_peak.get(name, 0), mib)
-        if not soak.rss_baseline and time.monotonic() - start >= baseline_at:
-            soak.rss_baseline = rss
-        await asyncio.sleep(min(SAMPLE_S, baseline_at))
+async def _baseline(p: Platform, soak: Soak) -> None:
+    """Every process's resident memory once the first five minutes (a tenth of a shorter run)
+    are over: caches and rings have filled by then, and growth counts from here."""
+    await asyncio.sleep(min(BASELINE_S, soak.show.seconds / 10))
+    soak.rss_baseline = {name: rss_mib(pid) for name, pid in p.pids().items()}
 
 
 async def soak_show(seconds: float) -> Soak:
-    soak = Soak(seconds)
+    soak = Soak(ShowRun(SHOW_STATIONS, seconds))
     try:
         async with running_show(SHOW_STATIONS, "soak") as p:
-            pids = p.pids()
-            before = await counters(p)
-            cpu0 = {name: tree_cpu_s(pid) for name, pid in pids.items()}
-            start = time.monotonic()
-            sampler = asyncio.create_task(_sample(p, soak, start))
+            sampler = asyncio.create_task(_baseline(p, soak))
             try:
-                await asyncio.sleep(seconds)
+                await measure(p, soak.show)
             finally:
                 sampler.cancel()
-            wall = time.monotonic() - start
-            after = await counters(p)
-            soak.cpu = {name: (tree_cpu_s(pid) - cpu0[name]) / wall for name, pid in pids.items()}
-            soak.rss_end = {name: rss_mib(pid) for name, pid in pids.items()}
-            (
-                soak.program_frames,
-                soak.skipped_ticks,
-                soak.dist_skipped,
-                soak.dist_dropped,
-            ) = (a - b for a, b in zip(after, before, strict=True))
-            crashed = p.launcher.crashed()
-            if crashed:
-                soak.error = f"exited: {', '.join(crashed)}"
             # The recording ends with the measured run: ffmpeg's reading of it takes the CPU
             # the show would need, so it must not read a recording still being made.
             stop = distribution_pb2.DistCommand(stop=distribution_pb2.OutputRef(id="archive"))
@@ -145,26 +113,22 @@ async def soak_show(seconds: float) -> Soak:
             # (the program may still be arriving): a stretch over by then is not counted.
             soak.freezes = [(at, n) for at, n in found if at + n > SETTLE_S]
     except RuntimeError as exc:
-        soak.error = str(exc)
+        soak.show.error = str(exc)
     return soak
 
 
 def run(runs: int) -> list[Result]:
     del runs  # one long run
     s = asyncio.run(soak_show(SOAK_S))
-    minutes = s.seconds / 60
-    baseline_min = round(min(BASELINE_S, s.seconds / 10) / 60, 1)
+    run = s.show
+    minutes = run.seconds / 60
+    baseline_min = round(min(BASELINE_S, run.seconds / 10) / 60, 1)
     platform_rss = [n for n in PLATFORM if n in s.rss_baseline]
     worst = max(platform_rss, key=s.growth, default="")
     longest = max((n for _at, n in s.freezes), default=0.0)
-    met = (
-        not s.error
-        and s.skipped_ticks == 0 == s.dist_skipped + s.dist_dropped
-        and all(s.growth(n) < TARGET_GROWTH for n in platform_rss)
-        and not s.freezes
-    )
+    met = run.held and all(s.growth(n) < TARGET_GROWTH for n in platform_rss) and not s.freezes
     growth = ", ".join(
-        f"{n} {s.rss_baseline[n]:.0f} → {s.rss_end.get(n, 0):.0f} MiB ({s.growth(n):+.1%})"
+        f"{n} {s.rss_baseline[n]:.0f} → {run.rss.get(n, 0):.0f} MiB ({s.growth(n):+.1%})"
         for n in platform_rss
     )
     return [
@@ -173,8 +137,8 @@ def run(runs: int) -> list[Result]:
             target=f"{minutes:.0f} min: 0 skipped program frames, 0 distribution skips, "
             f"RSS growth < {TARGET_GROWTH:.0%} after the first {baseline_min:g} min, "
             "no frozen stretch in the recording",
-            measured=f"{s.skipped_ticks:.0f} skipped program frames, "
-            f"{s.dist_skipped:.0f} distribution skips, {s.dist_dropped:.0f} dropped packets; "
+            measured=f"{run.skipped_ticks:.0f} skipped program frames, "
+            f"{run.dist_skipped:.0f} distribution skips, {run.dist_dropped:.0f} dropped packets; "
             f"largest RSS growth {s.growth(worst):+.1%} ({worst}); "
             f"{len(s.freezes)} frozen stretches ≥ {FREEZE_S:g} s"
             + (
@@ -184,8 +148,8 @@ def run(runs: int) -> list[Result]:
                 if s.freezes
                 else ""
             )
-            + (f" ({s.error})" if s.error else ""),
-            reference=f"{s.program_frames:.0f} program frames made in {minutes:.0f} min; "
+            + (f" ({run.error})" if run.error else ""),
+            reference=f"{run.program_frames:.0f} program frames made in {minutes:.0f} min; "
             f"{s.recorded_s / 60:.1f} min recorded",
             ratio=f"platform's processes {s.platform_cores:.2f} of {os.cpu_count()} cores "
             f"(target ≤ {TARGET_CORES})",
@@ -194,7 +158,7 @@ def run(runs: int) -> list[Result]:
                 "Memory from the baseline sample to the end, and CPU over the run: "
                 + growth
                 + "; CPU "
-                + ", ".join(f"{n} {c:.2f}" for n, c in s.cpu.items())
+                + ", ".join(f"{n} {c:.2f}" for n, c in run.cpu.items())
                 + " cores (the stations' process stands for the stations' own machines and is "
                 "not the platform's).",
             ],
