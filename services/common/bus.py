@@ -58,6 +58,10 @@ RECONNECT_WAIT_S = 0.5
 CONNECT_TIMEOUT_S = 2
 # A bucket's keys arrive back to back; this long without the next one, the read has failed.
 KEYS_TIMEOUT_S = 5.0
+# The server drops a finished key listing's consumer this long after it is left. nats-py's
+# default (5 min) kept one per listing: a bucket listed every second held 300 of them, and
+# nats-server's memory grew with them.
+KEYS_INACTIVE_S = 2.0
 DRAIN_TIMEOUT_S = 5
 REPLAY_CACHE_SIZE = 1024
 KV_OPEN_WAIT_S = 30.0
@@ -692,7 +696,7 @@ class KvBucket(Generic[M]):
         """
         if (await self.store.status()).values == 0:
             return []
-        watcher = await self.store.watchall(meta_only=True)
+        watcher = await self.store.watchall(meta_only=True, inactive_threshold=KEYS_INACTIVE_S)
         keys: list[str] = []
         try:
             while True:
