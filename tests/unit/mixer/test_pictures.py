@@ -174,3 +174,44 @@ def test_a_full_frame_layer_is_keyed_only_in_its_visible_bands() -> None:
     pic = Picture.solid(1920, 1080, A)
     keyer.apply(pic)
     assert pic.y[80, 1700] == 235 and pic.y[500, 900] == A[0] and pic.y[900, 170] < A[0]
+
+
+def test_the_key_is_bt709_premultiplied_and_its_chroma_stays_inside_its_alpha() -> None:
+    """Random premultiplied pixels against BT.709 limited range computed in floats: within one
+    code value. A block with no alpha keys nothing, whatever its neighbours hold."""
+    rng = np.random.default_rng(7)
+    h, w = 64, 96
+    alpha = rng.integers(0, 256, (h, w)).astype(np.float64)
+    alpha[:, :32] = 0  # a transparent band beside an opaque one
+    alpha[:, 32:34] = 255
+    rgb = rng.integers(0, 256, (h, w, 3)) * alpha[..., None] / 255
+    layer = np.dstack([np.rint(rgb), alpha]).astype(np.uint8)
+    keyer = Keyer(w, h)
+    keyer.update(
+        media_pb2.LayerFrame(
+            width=w,
+            height=h,
+            full=True,
+            patches=[
+                media_pb2.LayerPatch(
+                    rect=media_pb2.Rect(x=0, y=0, width=w, height=h), rgba=layer.tobytes()
+                )
+            ],
+        )
+    )
+    r, g, b, a = (layer[..., i].astype(np.float64) for i in range(4))
+    # Premultiplied: the limited range's offsets scaled by alpha.
+    y = (0.2126 * r + 0.7152 * g + 0.0722 * b) * 219 / 255 + 16 * a / 255
+    u = (-0.1146 * r - 0.3854 * g + 0.5 * b) * 224 / 255 + 128 * a / 255
+    v = (0.5 * r - 0.4542 * g - 0.0458 * b) * 224 / 255 + 128 * a / 255
+
+    def quads(x: np.ndarray) -> np.ndarray:
+        return (x[0::2, 0::2] + x[0::2, 1::2] + x[1::2, 0::2] + x[1::2, 1::2]) / 4
+
+    assert np.abs(keyer.key.y.astype(np.int64) - np.rint(y)).max() <= 1
+    assert np.abs(keyer.key.u.astype(np.int64) - np.rint(quads(u))).max() <= 1
+    assert np.abs(keyer.key.v.astype(np.int64) - np.rint(quads(v))).max() <= 1
+    assert (keyer.inv_y == 255 - layer[..., 3]).all()
+    assert np.abs(keyer.inv_c.astype(np.int64) - np.rint(255 - quads(a))).max() <= 1
+    assert (keyer.key.y[:, :32] == 0).all() and (keyer.key.u[:, :16] == 0).all()
+    assert (keyer.key.v[:, :16] == 0).all() and (keyer.inv_c[:, :16] == 255).all()
