@@ -18,10 +18,11 @@ import asyncio
 import os
 import re
 import subprocess
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.capacity import SETTLE_S, SHOW_STATIONS, ShowRun, measure, running_show
+from bench.capacity import SETTLE_S, SHOW_STATIONS, ShowRun, counters, measure, running_show
 from bench.harness import Result
 from bench.platform import Platform, rss_mib
 from services.common.bus import subject
@@ -36,6 +37,8 @@ TARGET_CORES = 1.2
 # floor: an exact repeat is far below it, a test card's running clock far above).
 FREEZE_S = 1.0
 PLATFORM = ("ingest", "mixer", "graphics", "distribution", "monitoring", "control", "nats")
+# Skips are counted in windows this long, to be set beside the frozen stretches' times.
+WINDOW_S = 10.0
 
 
 @dataclass
@@ -44,6 +47,9 @@ class Soak:
     rss_baseline: dict[str, float] = field(default_factory=dict)
     freezes: list[tuple[float, float]] = field(default_factory=list)  # (start, length)
     recorded_s: float = 0
+    # (seconds into the recording at the window's end, mixer's skipped ticks, distribution's
+    # skipped pictures) for each window that had any.
+    skips: list[tuple[float, float, float]] = field(default_factory=list)
 
     def growth(self, name: str) -> float:
         base = self.rss_baseline.get(name, 0)
@@ -88,15 +94,33 @@ async def _baseline(p: Platform, soak: Soak) -> None:
     soak.rss_baseline = {name: rss_mib(pid) for name, pid in p.pids().items()}
 
 
+async def _skips(p: Platform, soak: Soak) -> None:
+    """The skips of each window of the run, timed in the recording: it started as the outputs
+    went live, SETTLE_S before the measured run."""
+    started = time.monotonic()
+    before = await counters(p)
+    while True:
+        await asyncio.sleep(WINDOW_S)
+        now = await counters(p)
+        mixer, dist = now[1] - before[1], now[2] - before[2]
+        if mixer or dist:
+            soak.skips.append((time.monotonic() - started + SETTLE_S, mixer, dist))
+        before = now
+
+
 async def soak_show(seconds: float) -> Soak:
     soak = Soak(ShowRun(SHOW_STATIONS, seconds))
     try:
         async with running_show(SHOW_STATIONS, "soak") as p:
-            sampler = asyncio.create_task(_baseline(p, soak))
+            samplers = [
+                asyncio.create_task(_baseline(p, soak)),
+                asyncio.create_task(_skips(p, soak)),
+            ]
             try:
                 await measure(p, soak.show)
             finally:
-                sampler.cancel()
+                for sampler in samplers:
+                    sampler.cancel()
             # The recording ends with the measured run: ffmpeg's reading of it takes the CPU
             # the show would need, so it must not read a recording still being made.
             stop = distribution_pb2.DistCommand(stop=distribution_pb2.OutputRef(id="archive"))
@@ -161,6 +185,16 @@ def run(runs: int) -> list[Result]:
                 + ", ".join(f"{n} {c:.2f}" for n, c in run.cpu.items())
                 + " cores (the stations' process stands for the stations' own machines and is "
                 "not the platform's).",
+                f"Skips by {WINDOW_S:g} s window (seconds into the recording at the window's end: "
+                "the mixer's skipped ticks, distribution's skipped pictures): "
+                + (
+                    "; ".join(f"{at:.0f} s: {m:.0f}, {d:.0f}" for at, m, d in s.skips)
+                    if s.skips
+                    else "none"
+                )
+                + ". Frozen stretches (start, length): "
+                + (", ".join(f"{at:.0f} s {n:.1f} s" for at, n in s.freezes) or "none")
+                + ".",
             ],
         )
     ]
