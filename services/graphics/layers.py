@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from zoneinfo import ZoneInfo
 
-import grpc
-
-from services.common.gen.baycast.v1 import media_pb2, media_pb2_grpc
-from services.common.media import RGBA, queue_stream
+from services.common import errors
+from services.common.gen.baycast.v1 import media_pb2
+from services.common.media import RGBA
+from services.common.media_service import Feed
 from services.common.renditions import rendition_problem
 from services.graphics.desk import check_production
 from services.graphics.layer_stream import KEEPALIVE_S, LayerStream
@@ -36,7 +36,7 @@ StreamKey = tuple[str, int, int, int]
 SceneOf = Callable[[str], Awaitable[Scene | None]]
 
 
-class Layers(media_pb2_grpc.MediaServicer):
+class Layers:
     def __init__(self, settings: GraphicsSettings, scene: SceneOf, renderer: Renderer) -> None:
         self.settings = settings
         self.scene = scene
@@ -82,11 +82,10 @@ class Layers(media_pb2_grpc.MediaServicer):
     async def close(self) -> None:
         await asyncio.gather(*(s.stop() for s in list(self.streams.values())))
 
-    async def Subscribe(
-        self, request: media_pb2.SubscribeRequest, context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[media_pb2.MediaFrame]:
+    async def open(self, request: media_pb2.SubscribeRequest) -> Feed:
+        """A subscriber's feed of a production's layer (`media_service.MediaService`)."""
         if not request.handle.startswith(HANDLE_PREFIX):
-            await context.abort(grpc.StatusCode.NOT_FOUND, f"no handle {request.handle!r}")
+            raise errors.NotFound(f"no handle {request.handle!r}")
         production = request.handle[len(HANDLE_PREFIX) :]
         r = request.rendition
         width = r.width or self.settings.default_width
@@ -98,17 +97,10 @@ class Layers(media_pb2_grpc.MediaServicer):
         except Exception:
             problem = f"not a production: {production!r}"
         if problem:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
+            raise errors.InvalidArgument(problem)
         scene = await self.scene(production)
         if scene is None:
-            await context.abort(
-                grpc.StatusCode.NOT_FOUND, f"{request.handle} is served by another replica"
-            )
-        assert scene is not None
+            raise errors.NotFound(f"{request.handle} is served by another replica")
         stream = self.stream(scene, width, height, fps)
         sub = stream.subscribe()
-        try:
-            async for frame in queue_stream(sub.queue, KEEPALIVE_S):
-                yield frame
-        finally:
-            stream.unsubscribe(sub)
+        return Feed(sub.queue, lambda: stream.unsubscribe(sub), KEEPALIVE_S)

@@ -15,6 +15,7 @@ from services.common.bus import PREFIX, PRODUCTIONS_BUCKET, subject_token
 from services.common.gen.baycast.v1 import graphics_pb2, mixer_pb2
 from services.common.kv_mirror import KvMirror
 from services.common.lifecycle import BaseService, run
+from services.common.media_service import MediaService
 from services.common.settings import load_settings
 from services.common.steward import Steward
 from services.common.telemetry import configure_logging
@@ -58,7 +59,7 @@ class GraphicsService(BaseService[GraphicsSettings]):
         renderer = Renderer(ZoneInfo(s.timezone))
         self.layers = Layers(self.settings, self._scene_here, renderer)
         self.desk.previewer = LayerPreview(renderer, self.layers.frame_size)
-        self.grpc.add_media(self.layers)
+        self.grpc.add_media(MediaService(self.layers.open))
         self.steward = Steward(
             self.bus,
             self.name,

@@ -2,34 +2,26 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
-import grpc
-
-from services.common import shared_memory
-from services.common.gen.baycast.v1 import media_pb2, media_pb2_grpc
-from services.common.media import queue_stream
+from services.common import errors, shared_memory
+from services.common.gen.baycast.v1 import media_pb2
+from services.common.media_service import Feed
 from services.common.renditions import rendition_problem
 from services.ingest import metrics
 from services.ingest.sources import SourceRegistry
 
 
-class SourceMedia(media_pb2_grpc.MediaServicer):
+class SourceFeeds:
     def __init__(self, sources: SourceRegistry) -> None:
         self.sources = sources
 
-    async def Subscribe(
-        self, request: media_pb2.SubscribeRequest, context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[media_pb2.MediaFrame]:
+    async def open(self, request: media_pb2.SubscribeRequest) -> Feed:
         kind, _, source_id = request.handle.partition("/")
         hub = self.sources.hub(source_id) if kind == "source" else None
         if hub is None:
-            await context.abort(grpc.StatusCode.NOT_FOUND, f"no live handle {request.handle!r}")
-            return
+            raise errors.NotFound(f"no live handle {request.handle!r}")
         problem = rendition_problem(request.rendition)
         if problem:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
-            return
+            raise errors.InvalidArgument(problem)
         sub = hub.subscribe(
             request.rendition,
             request.subscriber,
@@ -38,9 +30,9 @@ class SourceMedia(media_pb2_grpc.MediaServicer):
         )
         gauge = metrics.SUBSCRIBERS.labels(source_id)
         gauge.inc()
-        try:
-            async for frame in queue_stream(sub.queue):
-                yield frame
-        finally:
+
+        def close() -> None:
             gauge.dec()
             hub.unsubscribe(sub)
+
+        return Feed(sub.queue, close)

@@ -11,13 +11,14 @@ from services.common.credentials import CredentialBook
 from services.common.gen.baycast.v1 import ingest_pb2
 from services.common.handles import HandleDirectory
 from services.common.lifecycle import BaseService, run
+from services.common.media_service import MediaService
 from services.common.rate_limiter import RateLimiter
 from services.common.settings import load_settings, split_addr
 from services.common.telemetry import configure_logging
 from services.ingest import metrics
 from services.ingest.http_limits import RouteRateLimit
 from services.ingest.live_claims import LiveClaims
-from services.ingest.media_server import SourceMedia
+from services.ingest.media_server import SourceFeeds
 from services.ingest.reporter import ReporterPage
 from services.ingest.rtmp import RtmpServer
 from services.ingest.rtmp_limits import RtmpLimits
@@ -98,7 +99,7 @@ class IngestService(BaseService[IngestSettings]):
         )
         self.srt.add_routes(self.http.app)
         await self.srt.start()
-        self.grpc.add_media(SourceMedia(self.sources))
+        self.grpc.add_media(MediaService(SourceFeeds(self.sources).open))
         await self.bus.serve(
             STATION_COMMANDS, ingest_pb2.StationCommand, self._station_command, queue="ingest"
         )

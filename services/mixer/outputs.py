@@ -7,15 +7,14 @@ subscriber on this host that pulls is told the rendition's ring once and reads i
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import av
-import grpc
 import numpy as np
 
-from services.common import shared_memory
-from services.common.gen.baycast.v1 import media_pb2, media_pb2_grpc
+from services.common import errors, shared_memory
+from services.common.gen.baycast.v1 import media_pb2
 from services.common.media import (
     DropOldestQueue,
     Scaler,
@@ -23,10 +22,10 @@ from services.common.media import (
     i420_planes_flat,
     now_us,
     pcm_message,
-    queue_stream,
     ring_notice,
     shared_video_message,
 )
+from services.common.media_service import Feed
 from services.common.renditions import rendition_problem
 from services.common.shared_memory import RING_SPARE_SLOTS, RingHolder
 from services.mixer import metrics
@@ -212,29 +211,21 @@ def _put(sub: Subscriber, message: media_pb2.MediaFrame, production: str) -> Non
         metrics.SUBSCRIBER_DROPS.labels(production).inc()
 
 
-class MixerMedia(media_pb2_grpc.MediaServicer):
-    """Media.Subscribe for `prod/<prod>/...` handles of the productions this instance runs."""
+class OutputFeeds:
+    """Feeds of `prod/<prod>/...` handles of the productions this instance runs."""
 
     def __init__(self, find: Callable[[str], Output | None]) -> None:
         self.find = find
 
-    async def Subscribe(
-        self, request: media_pb2.SubscribeRequest, context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[media_pb2.MediaFrame]:
+    async def open(self, request: media_pb2.SubscribeRequest) -> Feed:
         output = self.find(request.handle)
         if output is None:
-            await context.abort(grpc.StatusCode.NOT_FOUND, f"no handle {request.handle!r} here")
-            return
+            raise errors.NotFound(f"no handle {request.handle!r} here")
         r = request.rendition
         problem = rendition_problem(r, (media_pb2.PIXEL_FORMAT_I420,))
         if not problem and r.audio_sample_rate not in (0, 48_000):
             problem = "the mixer's sound is 48000 Hz only"
         if problem:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
-            return
+            raise errors.InvalidArgument(problem)
         sub = output.add(r, shared=shared_memory.accepts(request), pull=request.pull)
-        try:
-            async for message in queue_stream(sub.queue):
-                yield message
-        finally:
-            output.remove(sub)
+        return Feed(sub.queue, lambda: output.remove(sub))

@@ -16,11 +16,12 @@ from services.common.handles import HandleDirectory
 from services.common.leases import Leases
 from services.common.lifecycle import BaseService, run
 from services.common.media_library import MediaLibrary
+from services.common.media_service import MediaService
 from services.common.settings import load_settings
 from services.common.telemetry import configure_logging
 from services.mixer import metrics
 from services.mixer.live_edit import apply_edit, check_edit
-from services.mixer.outputs import MixerMedia, Output
+from services.mixer.outputs import Output, OutputFeeds
 from services.mixer.production import ProductionRunner
 from services.mixer.productions import ProductionStore, check_id
 from services.mixer.rundown import RUNDOWN_BUCKET, RundownPlayer, ensure_asrun_stream
@@ -70,7 +71,7 @@ class MixerService(BaseService[MixerSettings]):
         await self.bus.serve(
             subject(*ADMIN_SUBJECT), mixer_pb2.ProductionCommand, self.admin, queue="mixer"
         )
-        self.grpc.add_media(MixerMedia(self.find_output))
+        self.grpc.add_media(MediaService(OutputFeeds(self.find_output).open))
 
     async def start(self) -> None:
         await super().start()

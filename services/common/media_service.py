@@ -1,0 +1,51 @@
+"""`Media.Subscribe`, served the same way by every producer: ingest's sources, the mixer's
+outputs and graphics' layers.
+
+A producer says only how to open a feed: from the SubscribeRequest, the subscriber's queue and
+how to let it go (`Feed`), or a BaycastError that goes out as that error's gRPC status (a handle
+that is not here is NOT_FOUND, a rendition out of bounds INVALID_ARGUMENT). The servicer streams
+the queue, with a keepalive whenever it is quiet for the feed's interval, and lets the feed go
+however the stream ends: the consumer went away, or the producer closed the queue.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from dataclasses import dataclass
+
+import grpc
+
+from services.common import errors
+from services.common.gen.baycast.v1 import media_pb2, media_pb2_grpc
+from services.common.media import KEEPALIVE_INTERVAL_S, DropOldestQueue, queue_stream
+
+
+@dataclass
+class Feed:
+    """One subscriber's side of a producer."""
+
+    queue: DropOldestQueue[media_pb2.MediaFrame]
+    close: Callable[[], None]  # the producer forgets the subscriber
+    keepalive_s: float = KEEPALIVE_INTERVAL_S
+
+
+OpenFeed = Callable[[media_pb2.SubscribeRequest], Awaitable[Feed]]
+
+
+class MediaService(media_pb2_grpc.MediaServicer):
+    def __init__(self, open_feed: OpenFeed) -> None:
+        self.open_feed = open_feed
+
+    async def Subscribe(
+        self, request: media_pb2.SubscribeRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncGenerator[media_pb2.MediaFrame, None]:
+        try:
+            feed = await self.open_feed(request)
+        except errors.BaycastError as exc:
+            await context.abort(exc.grpc_status, str(exc))
+            return
+        try:
+            async for message in queue_stream(feed.queue, feed.keepalive_s):
+                yield message
+        finally:
+            feed.close()

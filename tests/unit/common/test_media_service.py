@@ -1,0 +1,90 @@
+"""The one Media.Subscribe servicer: errors as gRPC statuses, the queue streamed with keepalives,
+the feed let go however the stream ends."""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+import pytest
+
+from services.common import errors
+from services.common.gen.baycast.v1 import media_pb2
+from services.common.media import DropOldestQueue
+from services.common.media_service import Feed, MediaService
+
+
+class Aborted(Exception):
+    pass
+
+
+class Context:
+    """What the servicer uses of grpc.aio.ServicerContext: abort, which raises."""
+
+    def __init__(self) -> None:
+        self.status: tuple[grpc.StatusCode, str] | None = None
+
+    async def abort(self, code: grpc.StatusCode, details: str) -> None:
+        self.status = (code, details)
+        raise Aborted
+
+
+def request(handle: str) -> media_pb2.SubscribeRequest:
+    return media_pb2.SubscribeRequest(handle=handle)
+
+
+@pytest.mark.parametrize(
+    ("error", "status"),
+    [
+        (errors.NotFound("no handle 'x' here"), grpc.StatusCode.NOT_FOUND),
+        (errors.InvalidArgument("width and height go together"), grpc.StatusCode.INVALID_ARGUMENT),
+    ],
+)
+async def test_a_feed_that_cannot_open_is_the_errors_status(
+    error: errors.BaycastError, status: grpc.StatusCode
+) -> None:
+    async def open_feed(_request: media_pb2.SubscribeRequest) -> Feed:
+        raise error
+
+    context = Context()
+    with pytest.raises(Aborted):
+        async for _ in MediaService(open_feed).Subscribe(request("x"), context):
+            pass
+    assert context.status == (status, str(error))
+
+
+async def test_the_queue_is_streamed_with_keepalives_and_let_go_when_the_producer_closes_it() -> (
+    None
+):
+    queue: DropOldestQueue[media_pb2.MediaFrame] = DropOldestQueue(4)
+    closed: list[str] = []
+    asked: list[str] = []
+
+    async def open_feed(req: media_pb2.SubscribeRequest) -> Feed:
+        asked.append(req.handle)
+        return Feed(queue, lambda: closed.append(req.handle), keepalive_s=0.05)
+
+    stream = MediaService(open_feed).Subscribe(request("source/a"), Context())
+    queue.put(media_pb2.MediaFrame(video=media_pb2.VideoFrame(sequence=7)))
+    first = await anext(stream)
+    assert first.video.sequence == 7 and asked == ["source/a"] and closed == []
+    quiet = await anext(stream)  # nothing for 50 ms: a keepalive
+    assert quiet.WhichOneof("body") == "keepalive"
+    queue.close()
+    with pytest.raises(StopAsyncIteration):
+        await anext(stream)
+    assert closed == ["source/a"]
+
+
+async def test_a_consumer_that_goes_away_lets_the_feed_go() -> None:
+    queue: DropOldestQueue[media_pb2.MediaFrame] = DropOldestQueue(4)
+    closed = asyncio.Event()
+
+    async def open_feed(_req: media_pb2.SubscribeRequest) -> Feed:
+        return Feed(queue, closed.set)
+
+    stream = MediaService(open_feed).Subscribe(request("prod/p/program"), Context())
+    queue.put(media_pb2.MediaFrame(video=media_pb2.VideoFrame(sequence=1)))
+    assert (await anext(stream)).video.sequence == 1
+    await stream.aclose()  # what grpc does when the call is cancelled
+    assert closed.is_set()
