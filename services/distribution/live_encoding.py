@@ -12,8 +12,9 @@ overflowed), at most one requested keyframe per `MIN_KEYFRAME_GAP_S`: a request 
 waits for its end rather than being dropped, since the viewer who asked has nothing to show
 until a keyframe comes, and any keyframe (requested or not) answers every request made before
 it. x264 runs in a thread of its own (PyAV releases the GIL); the newest picture wins when it
-falls behind. Opus and AAC are encoded on the event loop: a 20 ms Opus frame costs tens of
-microseconds.
+falls behind. On the producer's host an encoding is told the picture's ring once and takes the
+newest picture at each tick of its rate (ADR 0024); from elsewhere pictures come by message.
+Opus and AAC are encoded on the event loop: a 20 ms Opus frame costs tens of microseconds.
 
 Timestamps follow the producer's clock, rebased so they only increase: a producer that restarts
 (its clock jumps) continues where the last frame left off.
@@ -32,8 +33,10 @@ from fractions import Fraction
 import av
 import structlog
 
+from services.common.frame_clock import FrameClock
 from services.common.gen.baycast.v1 import media_pb2
-from services.common.media import proto_to_av_i420, proto_to_pcm
+from services.common.media import PulledVideo, proto_to_av_i420, proto_to_pcm
+from services.common.tasks import cancel_and_wait
 from services.distribution.packet_fanout import Fanout
 
 VIDEO_TIME_BASE = Fraction(1, 90_000)
@@ -129,6 +132,7 @@ class VideoEncoding:
         self._want_keyframe = False
         self._last_forced_keyframe = -MIN_KEYFRAME_GAP_S
         self._rebase = PtsRebaser(VIDEO_TIME_BASE, 1_000_000 // key.fps)
+        self._ring = PulledVideo()
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -165,20 +169,40 @@ class VideoEncoding:
             fps=self.key.fps,
             no_audio=True,
         )
-        async for message in self._frames(self.key.handle, rendition):
-            if message.WhichOneof("body") != "video":
-                continue
-            video = message.video
-            if (video.width, video.height) != (self.key.width, self.key.height):
-                continue
+        puller = asyncio.create_task(self._pull(), name=f"pull-{self.key.handle}")
+        try:
+            async for message in self._frames(self.key.handle, rendition):
+                body = message.WhichOneof("body")
+                if body == "ring":
+                    self._ring.follow(message.ring.segment)
+                elif body == "video":
+                    self._ring.follow("")  # pictures by message: the producer is elsewhere
+                    self._take(message.video)
+        finally:
+            await cancel_and_wait([puller])
+
+    async def _pull(self) -> None:
+        """On the producer's host: the newest picture of its ring at each tick of the
+        encoding's rate (ADR 0024), none while pictures come by message."""
+        async for _tick in FrameClock(self.key.fps).ticks():
             try:
-                # Read now (a shared slot is reused soon), straight into the encoder's frame.
-                picture = proto_to_av_i420(video)
-            except ValueError:  # malformed, or its shared slot already reused: skip it
+                video = self._ring.take()
+            except ValueError:  # its slot is being rewritten, or the ring ended
                 continue
-            with self._cond:
-                self._pending = (picture, video.pts_us)
-                self._cond.notify()
+            if video is not None:
+                self._take(video)
+
+    def _take(self, video: media_pb2.VideoFrame) -> None:
+        if (video.width, video.height) != (self.key.width, self.key.height):
+            return
+        try:
+            # Read now (a shared slot is reused soon), straight into the encoder's frame.
+            picture = proto_to_av_i420(video)
+        except ValueError:  # malformed, or its shared slot already reused: skip it
+            return
+        with self._cond:
+            self._pending = (picture, video.pts_us)
+            self._cond.notify()
 
     def _open_encoder(self) -> av.VideoCodecContext:
         gop = max(1, round(self.keyframe_interval_s * self.key.fps))

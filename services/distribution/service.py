@@ -130,6 +130,7 @@ class DistributionService(BaseService[DistributionSettings]):
             handle,
             rendition,
             subscriber=f"distribution-{self.settings.instance}/exchange",
+            pull=True,
         )
 
     def _program_frames(

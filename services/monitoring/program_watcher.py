@@ -5,7 +5,9 @@
 
 A reader task takes frames off the gRPC stream as fast as they come and stamps their arrival; the
 analysis loop measures them. A bounded drop-oldest queue sits between the two, so a slow moment
-in analysis never holds the producer's stream (what is dropped is counted).
+in analysis never holds the producer's stream (what is dropped is counted). On the mixer's host
+the pictures are pulled: the stream names the rendition's ring once, and a puller takes its
+newest picture at each tick of the rendition's rate into the same queue (ADR 0024).
 
 Loudness is judged against the production's own target (`loudness_targets.py`), looked up as the
 frames are measured, so a production changed to another target is judged by it from then on.
@@ -23,9 +25,16 @@ from typing import Any
 import numpy as np
 import structlog
 
+from services.common.frame_clock import FrameClock
 from services.common.gen.baycast.v1 import media_pb2, monitoring_pb2
 from services.common.handles import HandleDirectory
-from services.common.media import DropOldestQueue, plane_rows, proto_to_pcm, video_planes
+from services.common.media import (
+    DropOldestQueue,
+    PulledVideo,
+    plane_rows,
+    proto_to_pcm,
+    video_planes,
+)
 from services.common.rpc import ChannelCache
 from services.common.shared_memory import FrameGone
 from services.common.tasks import cancel_and_wait
@@ -34,6 +43,7 @@ from services.monitoring.confidence import CONDITIONS, Change, ConfidenceMonitor
 from services.monitoring.loudness_targets import TargetOf
 
 QUEUE_FRAMES = 64
+DEFAULT_FPS = 25  # the pulling rate of a rendition that names none
 TICK_S = 0.1
 READ_RETRY_S = 0.5
 # Pages show the program's loudness meters from these events: five a second is smooth enough.
@@ -106,6 +116,7 @@ class ProgramWatcher:
             channels=rendition.audio_channels or 2,
         )
         self.queue: DropOldestQueue[Arrival] = DropOldestQueue(QUEUE_FRAMES)
+        self.ring = PulledVideo()
         self.upstream_dropped = 0
         self.malformed = 0
         self.lost = 0
@@ -133,27 +144,48 @@ class ProgramWatcher:
                 self.monitor.assume(condition)
 
     async def run(self) -> None:
-        reader = asyncio.create_task(self._read(), name=f"read-{self.handle}")
+        readers = [
+            asyncio.create_task(self._read(), name=f"read-{self.handle}"),
+            asyncio.create_task(self._pull(), name=f"pull-{self.handle}"),
+        ]
         try:
             await self._analyse()
         finally:
-            await cancel_and_wait([reader])
+            await cancel_and_wait(readers)
 
     async def _read(self) -> None:
         # `frames` resubscribes by itself when the stream breaks; anything else that escapes it
         # is a bug to log, not a reason to stop watching the program.
         while True:
             frames = self.directory.frames(
-                self.channels, self.handle, self.rendition, subscriber=self.subscriber
+                self.channels, self.handle, self.rendition, subscriber=self.subscriber, pull=True
             )
             try:
                 async for frame in frames:
+                    body = frame.WhichOneof("body")
+                    if body == "ring":
+                        self.ring.follow(frame.ring.segment)
+                        continue
+                    if body == "video":
+                        self.ring.follow("")  # pictures by message: the mixer is elsewhere
                     self.queue.put(Arrival(self.clock(), frame))
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("program_read_failed", production=self.production)
             await asyncio.sleep(READ_RETRY_S)
+
+    async def _pull(self) -> None:
+        async for _tick in FrameClock(self.rendition.fps or DEFAULT_FPS).ticks():
+            try:
+                video = self.ring.take()
+            except FrameGone:  # rewritten while it was read: as if the queue had dropped it
+                self.lost += 1
+                continue
+            except ValueError:  # the ring ended: the stream names the next one
+                continue
+            if video is not None:
+                self.queue.put(Arrival(self.clock(), media_pb2.MediaFrame(video=video)))
 
     async def _analyse(self) -> None:
         while True:

@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import time
 from collections.abc import AsyncIterator
 
 import numpy as np
 
 from services.common.gen.baycast.v1 import media_pb2
-from services.common.media import i420_message
+from services.common.media import i420_message, i420_planes_flat, shared_video_message
+from services.common.shared_memory import RingHolder
 from services.distribution.live_encoding import (
     MIN_KEYFRAME_GAP_S,
     LiveEncodings,
@@ -90,3 +92,58 @@ async def test_an_encoding_nobody_receives_stops_after_its_linger_time() -> None
         assert encodings.videos == {}
     finally:
         await encodings.close()
+
+
+async def test_on_the_producers_host_pictures_are_pulled_from_its_ring() -> None:
+    """The subscription names the ring once; the encoding takes the newest picture at its own
+    tick, each picture written once encoded once, with the producer's timestamps."""
+    holder = RingHolder(slots=8)
+    told = asyncio.Event()
+
+    async def ring_only(
+        _handle: str, _rendition: media_pb2.Rendition
+    ) -> AsyncIterator[media_pb2.MediaFrame]:
+        yield media_pb2.MediaFrame(ring=media_pb2.VideoRing(segment=holder.segment))
+        told.set()
+        await asyncio.Event().wait()  # no further message: every picture is pulled
+
+    rng = np.random.default_rng(2)
+
+    def write(n: int) -> None:
+        image = rng.integers(16, 235, (HEIGHT * 3 // 2, WIDTH), dtype=np.uint8)
+        shared_video_message(
+            holder,
+            i420_planes_flat(image),
+            width=WIDTH,
+            height=HEIGHT,
+            pixel_format=media_pb2.PIXEL_FORMAT_I420,
+            pts_us=5_000_000 + n * 40_000,
+            sequence=n,
+        )
+
+    write(0)  # the ring exists from its first picture, as a producer names it
+    encodings = LiveEncodings(ring_only, video_kbps=300, audio_kbps=32, keyframe_interval_s=30.0)
+    try:
+        encoding = encodings.video(VideoKey("prod/p/multiview", WIDTH, HEIGHT, FPS))
+        inbox = encoding.fanout.add(PacketInbox(video=False))
+        await asyncio.wait_for(told.wait(), 2)
+        for n in range(1, 25):
+            await asyncio.sleep(1 / FPS)
+            write(n)
+        packets = []
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(1.0):
+                while len(packets) < 25:
+                    packet = await inbox.get()
+                    assert packet is not None
+                    packets.append(packet)
+        # Two writes can fall between ticks (the later one is taken): a few pictures lost on a
+        # busy machine, none encoded twice.
+        assert 18 <= encoding.frames_encoded <= 25 and len(packets) == encoding.frames_encoded
+        assert packets[0].is_keyframe
+        # The producer's 40 ms steps at 90 kHz (more past a lost picture).
+        steps = [int(b.pts - a.pts) for a, b in itertools.pairwise(packets)]
+        assert all(step > 0 and step % 3600 == 0 for step in steps), steps
+    finally:
+        await encodings.close()
+        holder.close()

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import AsyncIterator
 
 import numpy as np
 import pytest
 
 from services.common.gen.baycast.v1 import media_pb2, monitoring_pb2
-from services.common.media import i420_to_proto
+from services.common.media import i420_planes_flat, i420_to_proto, shared_video_message
 from services.common.rpc import ChannelCache
+from services.common.shared_memory import RingHolder
 from services.monitoring.alerts import AlertBook
-from services.monitoring.confidence import Thresholds
+from services.monitoring.confidence import Change, Thresholds
 from services.monitoring.program_watcher import (
+    ProgramWatcher,
     ProgramWatchers,
     luma_plane,
     production_of,
@@ -92,3 +95,63 @@ async def test_program_alerts_adopted_for_a_program_no_longer_announced_are_clea
     cleared = sent[-1]
     assert (cleared.id, cleared.target) == ("b1", "ended")
     assert [(a.condition, a.target) for a in book.firing()] == [("source_lost", "gz")]
+
+
+async def test_on_the_mixers_host_the_program_is_pulled_at_the_renditions_rate() -> None:
+    """The stream names the ring once; each picture written is measured once, in order."""
+    holder = RingHolder(slots=8)
+
+    def write(value: int) -> None:
+        image = np.full((36 * 3 // 2, 64), value, dtype=np.uint8)
+        shared_video_message(
+            holder,
+            i420_planes_flat(image),
+            width=64,
+            height=36,
+            pixel_format=media_pb2.PIXEL_FORMAT_I420,
+            pts_us=value * 100_000,
+            sequence=value,
+        )
+
+    class RingDirectory:
+        async def frames(
+            self, *_args: object, pull: bool = False, **_kwargs: object
+        ) -> AsyncIterator[media_pb2.MediaFrame]:
+            assert pull
+            yield media_pb2.MediaFrame(ring=media_pb2.VideoRing(segment=holder.segment))
+            await asyncio.Event().wait()  # no further message: every picture is pulled
+
+    write(10)
+    watcher = ProgramWatcher(
+        "p",
+        RingDirectory(),  # type: ignore[arg-type]
+        ChannelCache(),
+        AlertBook("mon-1", lambda _alert: None),
+        media_pb2.Rendition(width=64, height=36, fps=10),
+        Thresholds(),
+    )
+    seen: list[int] = []
+    last_seen = asyncio.Event()
+    measure = watcher.monitor.video
+
+    def video(luma: np.ndarray, now: float) -> list[Change]:
+        seen.append(int(luma[0, 0]))
+        if seen[-1] == 20:
+            last_seen.set()
+        return measure(luma, now)
+
+    watcher.monitor.video = video  # type: ignore[method-assign]
+    task = asyncio.create_task(watcher.run())
+    try:
+        for value in range(11, 21):
+            await asyncio.sleep(0.1)
+            write(value)
+        await asyncio.wait_for(last_seen.wait(), 3)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        holder.close()
+    # In order and never twice; a tick between two writes may miss one on a busy machine.
+    assert seen == sorted(set(seen)) and len(seen) >= 8 and seen[0] <= 11, seen
+    assert watcher.monitor.reading.width == 64
