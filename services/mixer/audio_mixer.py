@@ -24,7 +24,7 @@ import numpy as np
 from services.common.gen.baycast.v1 import mixer_pb2
 from services.mixer import metrics
 from services.mixer.channel_strip import ChannelStrip
-from services.mixer.loudness import ShortTermLoudness
+from services.mixer.loudness import LoudnessBank, ShortTermLoudness
 from services.mixer.loudness_control import LoudnessControl
 
 FULL_SCALE = 32768.0
@@ -199,7 +199,10 @@ class AudioMixer:
         self._inputs = {s: np.zeros((n, channels), dtype=np.float32) for s in sources}
         self._total = np.zeros((n, channels), dtype=np.float32)
         self.meters = {s: Meter() for s in ["", *sources]}
-        self.loudness = {s: ShortTermLoudness(sample_rate, channels) for s in ["", *sources]}
+        # Short-term loudness: the sources' measured together, the program's after the mix.
+        self.loudness = LoudnessBank(sample_rate, channels, list(self.buffers))
+        self.program_loudness = ShortTermLoudness(sample_rate, channels)
+        self._measured = np.zeros((n, len(self.buffers), channels), dtype=np.float32)
         self.last_levels: dict[str, float] = {s: SILENCE_DBFS for s in sources}
         self.talk_buffers: dict[str, AudioBuffer] = {}
         self._talk_inputs: dict[str, np.ndarray] = {}
@@ -233,17 +236,18 @@ class AudioMixer:
                 self.strips[source] = ChannelStrip(self.sample_rate, self.channels)
                 self._inputs[source] = np.zeros((n, self.channels), dtype=np.float32)
                 self.meters[source] = Meter()
-                self.loudness[source] = ShortTermLoudness(self.sample_rate, self.channels)
                 self.last_levels[source] = SILENCE_DBFS
         for source in set(self.buffers) - set(sources):
             del self.buffers[source], self.settings[source], self._inputs[source]
             del self.strips[source]
-            del self.meters[source], self.loudness[source]
+            del self.meters[source]
             self.last_levels.pop(source, None)
             self._live.pop(source, None)
             self._duck.pop(source, None)
             for key in [k for k in self._talk_gain if source in k]:
                 del self._talk_gain[key]
+        self.loudness.set_names(list(self.buffers))
+        self._measured = np.zeros((n, len(self.buffers), self.channels), dtype=np.float32)
 
     def configure(self, audio: list[mixer_pb2.SourceAudio], master_gain_db: float) -> None:
         for a in audio:
@@ -278,20 +282,21 @@ class AudioMixer:
         talk = talk or {}
         self._total.fill(0)
         gains: dict[str, float] = {}
-        for source, buffer in self.buffers.items():
+        for i, (source, buffer) in enumerate(self.buffers.items()):
             data = self._inputs[source]
             live = self._live[source] = buffer.read(n, data)
             strip = self.strips[source]
             if live:
                 strip.trim(data)
                 self.meters[source].add(data)
-            self.loudness[source].add(data, live)
+            self._measured[:, i] = data
             if live:
                 strip.process(data)
             g = self.gain(source, source in on_program)
             gains[source] = g if live else 0.0
             if gains[source]:
                 self._total += data * g
+        self.loudness.add(self._measured, np.array([self._live[s] for s in self.buffers]))
         # Talk inputs are read every frame, heard or not, so a press plays the voice of now.
         for source, buffer in self.talk_buffers.items():
             self._live[source] = buffer.read(n, self._talk_inputs[source])
@@ -299,7 +304,7 @@ class AudioMixer:
         program = _to_int16(self.bus.limit_program(self._total * master))
         metered = program.astype(np.float32)
         self.meters[""].add(metered)
-        self.loudness[""].add(metered, any(self._live[s] for s in self.buffers))
+        self.program_loudness.add(metered, any(self._live[s] for s in self.buffers))
         result = MixResult(program)
         for source in mixminus_for:
             g = gains.get(source, 0.0)
@@ -363,7 +368,8 @@ class AudioMixer:
         self._return_levels = self.bus.return_levels(self._sent_returns)
         out = [meter.take(source) for source, meter in self.meters.items()]
         for level in out:
-            level.short_term_lufs = round(self.loudness[level.source].lufs, 2)
+            lufs = self.loudness.lufs(level.source) if level.source else self.program_loudness.lufs
+            level.short_term_lufs = round(lufs, 2)
             if level.source:
                 self.last_levels[level.source] = level.peak_dbfs
                 level.gain_reduction_db = round(self.strips[level.source].take_reduction(), 2)

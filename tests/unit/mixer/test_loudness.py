@@ -9,7 +9,7 @@ import pytest
 from scipy import signal
 
 from services.mixer.audio_mixer import AudioMixer
-from services.mixer.loudness import SILENCE_LUFS, ShortTermLoudness
+from services.mixer.loudness import SILENCE_LUFS, LoudnessBank, ShortTermLoudness
 
 RATE = 48_000
 FULL = 32768.0
@@ -107,3 +107,32 @@ def test_the_mixers_levels_carry_each_sources_and_the_programs_loudness() -> Non
     assert levels["a"].short_term_lufs == pytest.approx(want, abs=0.2)
     assert levels[""].short_term_lufs == pytest.approx(want, abs=0.2)  # a alone, master 0 dB
     assert levels["b"].short_term_lufs == SILENCE_LUFS
+
+
+def test_a_bank_reads_each_signal_as_its_own_meter_and_keeps_them_across_changes() -> None:
+    rng = np.random.default_rng(3)
+    signals = {
+        "a": sine(1000, 4, [0.1, 0.1]),
+        "b": (rng.standard_normal((4 * RATE, 2)) * 2000).astype(np.float32),
+        "c": np.zeros((4 * RATE, 2), dtype=np.float32),
+    }
+    bank = LoudnessBank(RATE, 2, ["a", "b", "c"])
+    alone = {name: ShortTermLoudness(RATE, 2) for name in signals}
+    for start in range(0, 4 * RATE, 1920):
+        frames = np.stack([s[start : start + 1920] for s in signals.values()], axis=1)
+        live = np.array([True, True, False])
+        bank.add(frames, live)
+        for (name, meter), on in zip(alone.items(), live, strict=True):
+            meter.add(signals[name][start : start + 1920], bool(on))
+    for name, meter in alone.items():
+        assert bank.lufs(name) == pytest.approx(meter.lufs, abs=1e-9), name
+    assert bank.lufs("a") == pytest.approx(-20.0, abs=0.2) and bank.lufs("c") == SILENCE_LUFS
+    # "a" leaves, "d" comes: "b" keeps its reading, "d" reads nothing until it has 3 s of sound.
+    before = bank.lufs("b")
+    bank.set_names(["d", "b"])
+    assert bank.names == ["d", "b"] and bank.lufs("b") == before and bank.lufs("d") == SILENCE_LUFS
+    tone = sine(1000, 3.2, [0.1, 0.1])
+    for start in range(0, len(tone) - 1920 + 1, 1920):
+        frames = np.stack([tone[start : start + 1920], signals["b"][:1920]], axis=1)
+        bank.add(frames, np.array([True, True]))
+    assert bank.lufs("d") == pytest.approx(-20.0, abs=0.3)
