@@ -5,9 +5,9 @@ with the demo's looping rundown and graphics, two RTMP pushes, HLS and a recordi
 `BAYCAST_SOAK_S` seconds (3000 by default). Over the run: program frames the mixer skipped,
 pictures distribution skipped and packets its outputs dropped, the CPU of every process, and
 each process's resident memory: its growth from five minutes in (a tenth of a shorter run) to
-the end. After it, Debian's ffmpeg `freezedetect`
-reads the whole recording: every source moves every frame (the test cards' clocks, the title
-clip), so any frozen stretch is the platform's.
+the end. Once the show has ended, Debian's ffmpeg `freezedetect` reads the whole recording:
+every source moves every frame (the test cards' clocks, the title clip), so any frozen stretch
+is the platform's.
 
 It is named only on purpose (`python -m bench soak`): `make bench` does not run it.
 """
@@ -17,7 +17,9 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import shutil
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -108,8 +110,11 @@ async def _skips(p: Platform, soak: Soak) -> None:
         before = now
 
 
-async def soak_show(seconds: float) -> Soak:
+async def soak_show(seconds: float, keep: Path) -> Soak:
+    """The soak of `seconds`; its recording is moved to `keep` and read after the show ended
+    (ffmpeg's reading of 50 minutes of 1080p would otherwise share the CPU with the show)."""
     soak = Soak(ShowRun(SHOW_STATIONS, seconds))
+    files: list[Path] = []
     try:
         async with running_show(SHOW_STATIONS, "soak") as p:
             samplers = [
@@ -121,8 +126,6 @@ async def soak_show(seconds: float) -> Soak:
             finally:
                 for sampler in samplers:
                     sampler.cancel()
-            # The recording ends with the measured run: ffmpeg's reading of it takes the CPU
-            # the show would need, so it must not read a recording still being made.
             stop = distribution_pb2.DistCommand(stop=distribution_pb2.OutputRef(id="archive"))
             await p.bus.request(
                 subject("prod", demo.PRODUCTION, "dist", "cmd"),
@@ -131,19 +134,21 @@ async def soak_show(seconds: float) -> Soak:
                 timeout=30,
             )
             folder = p.root / "data" / "recordings" / demo.PRODUCTION / "archive"
-            files = sorted(folder.glob("*.ts")) + sorted(folder.glob("*.mp4"))
-            found, soak.recorded_s = await asyncio.to_thread(freezes, files)
-            # The recording starts as the outputs go live, SETTLE_S before the measured run
-            # (the program may still be arriving): a stretch over by then is not counted.
-            soak.freezes = [(at, n) for at, n in found if at + n > SETTLE_S]
+            for recorded in sorted(folder.glob("*.ts")) + sorted(folder.glob("*.mp4")):
+                files.append(Path(shutil.move(recorded, keep / recorded.name)))
     except RuntimeError as exc:
         soak.show.error = str(exc)
+    found, soak.recorded_s = await asyncio.to_thread(freezes, files)
+    # The recording starts as the outputs go live, SETTLE_S before the measured run (the
+    # program may still be arriving): a stretch over by then is not counted.
+    soak.freezes = [(at, n) for at, n in found if at + n > SETTLE_S]
     return soak
 
 
 def run(runs: int) -> list[Result]:
     del runs  # one long run
-    s = asyncio.run(soak_show(SOAK_S))
+    with tempfile.TemporaryDirectory(prefix="baycast-soak-") as keep:
+        s = asyncio.run(soak_show(SOAK_S, Path(keep)))
     run = s.show
     minutes = run.seconds / 60
     baseline_min = round(min(BASELINE_S, run.seconds / 10) / 60, 1)
