@@ -32,6 +32,22 @@ from services.common.shared_memory import RingHolder
 SAMPLE_RATE = 48_000
 
 
+def write_i420(
+    holder: RingHolder, image: np.ndarray, *, pts_us: int, sequence: int
+) -> media_pb2.MediaFrame:
+    """A packed I420 image (shape (h*3/2, w)) written into `holder`'s ring, as a producer on
+    this host writes a picture; the message that refers to its slot."""
+    return shared_video_message(
+        holder,
+        i420_planes_flat(image),
+        width=image.shape[1],
+        height=image.shape[0] * 2 // 3,
+        pixel_format=media_pb2.PIXEL_FORMAT_I420,
+        pts_us=pts_us,
+        sequence=sequence,
+    )
+
+
 @dataclass
 class Card:
     name: str

@@ -13,11 +13,9 @@ from services.common import shared_memory
 from services.common.gen.baycast.v1 import media_pb2
 from services.common.media import (
     PulledVideo,
-    i420_planes_flat,
     inline_video,
     proto_to_av_i420,
     proto_to_i420,
-    shared_video_message,
     video_planes,
 )
 from services.common.shared_memory import (
@@ -27,6 +25,7 @@ from services.common.shared_memory import (
     RingHolder,
     SharedMemoryReader,
 )
+from tests.support.media_source import write_i420
 
 
 def _image(width: int, height: int, value: int) -> np.ndarray:
@@ -36,15 +35,7 @@ def _image(width: int, height: int, value: int) -> np.ndarray:
 
 
 def _message(holder: RingHolder, image: np.ndarray, sequence: int) -> media_pb2.MediaFrame:
-    return shared_video_message(
-        holder,
-        i420_planes_flat(image),
-        width=image.shape[1],
-        height=image.shape[0] * 2 // 3,
-        pixel_format=media_pb2.PIXEL_FORMAT_I420,
-        pts_us=sequence * 40_000,
-        sequence=sequence,
-    )
+    return write_i420(holder, image, pts_us=sequence * 40_000, sequence=sequence)
 
 
 def test_a_frame_travels_by_reference_and_reads_back_equal() -> None:

@@ -4,10 +4,8 @@ import numpy as np
 
 from services.common.gen.baycast.v1 import media_pb2
 from services.common.media import (
-    i420_planes_flat,
     i420_to_proto,
     pcm_to_proto,
-    shared_video_message,
 )
 from services.common.shared_memory import RingHolder
 from services.distribution.encoder import (
@@ -16,6 +14,7 @@ from services.distribution.encoder import (
     AUDIO_TARGET_TICKS,
     ProgramFeed,
 )
+from tests.support.media_source import write_i420
 
 TICK = 1920  # 48 kHz at 25 fps
 
@@ -104,15 +103,7 @@ def test_on_the_mixers_host_pictures_are_pulled_from_the_ring_at_the_tick() -> N
 
     def program(value: int, sequence: int) -> None:
         image = np.full((36 * 3 // 2, 64), value, dtype=np.uint8)
-        shared_video_message(
-            holder,
-            i420_planes_flat(image),
-            width=64,
-            height=36,
-            pixel_format=media_pb2.PIXEL_FORMAT_I420,
-            pts_us=sequence * 40_000,
-            sequence=sequence,
-        )
+        write_i420(holder, image, pts_us=sequence * 40_000, sequence=sequence)
 
     try:
         program(10, 1)
