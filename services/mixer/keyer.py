@@ -53,9 +53,10 @@ def _bands(alpha: np.ndarray) -> list[Rect]:
     return bands
 
 
-def _quad_sum(plane: np.ndarray) -> np.ndarray:
-    """The sum of each 2x2 block of a uint8 plane of even size, as uint16."""
-    out = plane[0::2, 0::2].astype(np.uint16)
+def _quad_sum(plane: np.ndarray, dtype: type[np.integer] = np.uint16) -> np.ndarray:
+    """The sum of each 2x2 block of a uint8 plane of even size (at most 1020: any 16-bit
+    `dtype` holds it)."""
+    out = plane[0::2, 0::2].astype(dtype)
     out += plane[0::2, 1::2]
     out += plane[1::2, 0::2]
     out += plane[1::2, 1::2]
@@ -154,7 +155,7 @@ class Keyer:
         alpha_sum = _quad_sum(alpha)
         lift = _C_LIFT[alpha_sum]
         for plane, key in ((u, self.key.u), (v, self.key.v)):
-            chroma = _quad_sum(plane).astype(np.int16)
+            chroma = _quad_sum(plane, np.int16)
             chroma += lift
             chroma += 2
             chroma >>= 2
