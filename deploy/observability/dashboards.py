@@ -582,6 +582,21 @@ def service_internals() -> dict[str, Any]:
         [(f"process_open_fds{{{job}}}", "{{job}} {{instance}}")],
         w=12,
     )
+    d.row("Media plane")
+    d.panel(
+        "timeseries",
+        "Sent by Media.Subscribe (bit/s): raw video, H.264 packets (ADR 0025), sound",
+        [
+            (
+                f"sum by (job, handle, kind) (rate(baycast_{service}_media_sent_bytes_total"
+                f'{{kind!="keepalive",{job}}}[1m])) * 8',
+                "{{job}} {{handle}} {{kind}}",
+            )
+            for service in ("ingest", "mixer", "graphics")
+        ],
+        w=24,
+        unit="bps",
+    )
     d.row("Queues and drops")
     # By name pattern: every service names its queue gauges `..._queue_<unit>` and its drop
     # counters `..._dropped_..._total` (metric naming rule), so new ones show up here by themselves.

@@ -92,9 +92,16 @@ class HandleDirectory:
         *,
         subscriber: str = "",
         pull: bool = False,
+        compression: media_pb2.Compression | None = None,
     ) -> AsyncIterator[media_pb2.MediaFrame]:
-        """Frames of handle `name`, looked up again on every resubscription (`pull`: see
-        `media.subscribe`)."""
+        """Frames of handle `name`, looked up again on every resubscription (`pull` and
+        `compression`: see `media.subscribe`)."""
         return subscribe(
-            channels, lambda: self.resolve(name), name, rendition, subscriber=subscriber, pull=pull
+            channels,
+            lambda: self.resolve(name),
+            name,
+            rendition,
+            subscriber=subscriber,
+            pull=pull,
+            compression=compression,
         )

@@ -22,6 +22,7 @@ from services.common import shared_memory
 from services.common.gen.baycast.v1 import media_pb2
 from services.common.rpc import ChannelCache
 from services.common.shared_memory import READER, RingHolder
+from services.common.video_link import LinkDecoder
 
 T = TypeVar("T")
 I420 = media_pb2.PIXEL_FORMAT_I420
@@ -406,6 +407,7 @@ async def subscribe(
     subscriber: str = "",
     retry_interval: float = 0.5,
     pull: bool = False,
+    compression: media_pb2.Compression | None = None,
 ) -> AsyncIterator[media_pb2.MediaFrame]:
     """Frames of `handle`, resubscribing forever when the stream breaks.
 
@@ -413,7 +415,9 @@ async def subscribe(
     before every attempt. The consumer decides what a gap means (hold, slate, fall back); this
     only keeps trying. With `pull`, a producer on this host sends the video's ring (`ring`
     messages) instead of its frames, and the consumer reads the ring at its own clock
-    (`PulledVideo`); a producer elsewhere sends frames as usual.
+    (`PulledVideo`); a producer elsewhere sends frames as usual. With `compression`, a producer on
+    another host sends the video compressed (ADR 0025); it is decoded here, in a worker thread,
+    and comes out as inline VideoFrames like any other.
     """
     request = media_pb2.SubscribeRequest(
         handle=handle,
@@ -422,14 +426,22 @@ async def subscribe(
         shared_memory_host=shared_memory.host_id(),
     )
     request.pull = pull and bool(request.shared_memory_host)
+    if compression is not None:
+        request.compression.CopyFrom(compression)
+    decoder = LinkDecoder()
     while True:
         endpoint = await locate()
         if endpoint is None:
             await asyncio.sleep(retry_interval)
             continue
+        decoder.reset()
         try:
             call = channels.media(endpoint).Subscribe(request)
             async for frame in call:
+                if frame.WhichOneof("body") == "packet":
+                    for picture in await asyncio.to_thread(decoder.decode, frame.packet):
+                        yield picture
+                    continue
                 segment = _segment(frame) if request.shared_memory_host else ""
                 if segment:
                     try:

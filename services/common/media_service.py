@@ -14,10 +14,16 @@ from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
 
 import grpc
+from prometheus_client import Counter
 
 from services.common import errors
 from services.common.gen.baycast.v1 import media_pb2, media_pb2_grpc
 from services.common.media import KEEPALIVE_INTERVAL_S, DropOldestQueue, queue_stream
+
+SENT_BYTES_HELP = (
+    "Bytes of Media.Subscribe messages sent, by handle and kind (video, packet, audio, layer, ring,"
+    " keepalive); a video frame by shared memory counts only its reference"
+)
 
 
 @dataclass
@@ -33,8 +39,12 @@ OpenFeed = Callable[[media_pb2.SubscribeRequest], Awaitable[Feed]]
 
 
 class MediaService(media_pb2_grpc.MediaServicer):
-    def __init__(self, open_feed: OpenFeed) -> None:
+    """`sent_bytes`: the producer's counter of what it sends, labelled handle and kind
+    (`baycast_<service>_media_sent_bytes_total`, help text SENT_BYTES_HELP)."""
+
+    def __init__(self, open_feed: OpenFeed, sent_bytes: Counter) -> None:
         self.open_feed = open_feed
+        self.sent_bytes = sent_bytes
 
     async def Subscribe(
         self, request: media_pb2.SubscribeRequest, context: grpc.aio.ServicerContext
@@ -44,8 +54,14 @@ class MediaService(media_pb2_grpc.MediaServicer):
         except errors.BaycastError as exc:
             await context.abort(exc.grpc_status, str(exc))
             return
+        counters: dict[str, Counter] = {}
         try:
             async for message in queue_stream(feed.queue, feed.keepalive_s):
+                kind = message.WhichOneof("body") or ""
+                counter = counters.get(kind)
+                if counter is None:
+                    counter = counters[kind] = self.sent_bytes.labels(request.handle, kind)
+                counter.inc(message.ByteSize())
                 yield message
         finally:
             feed.close()

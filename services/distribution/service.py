@@ -131,6 +131,7 @@ class DistributionService(BaseService[DistributionSettings]):
             rendition,
             subscriber=f"distribution-{self.settings.instance}/exchange",
             pull=True,
+            compression=self.settings.mixer_compression(),
         )
 
     def _program_frames(
@@ -142,6 +143,7 @@ class DistributionService(BaseService[DistributionSettings]):
             rendition,
             subscriber=f"distribution-{self.settings.instance}/{production}",
             pull=True,
+            compression=self.settings.mixer_compression(program=True),
         )
 
     async def _audience_loop(self) -> None:

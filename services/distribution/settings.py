@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from services.common.gen.baycast.v1 import media_pb2
 from services.common.settings import ServiceSettings, SettingsError, split_addr
 from services.common.steward import DEFAULT_LEASE_SECONDS, DEFAULT_RENEW_SECONDS
+from services.common.video_link import MAX_KBPS as MAX_LINK_KBPS
+from services.common.video_link import MIN_KBPS as MIN_LINK_KBPS
 from services.distribution.keyring import Keyring, KeyringError
 
 DEFAULT_DATA_DIR = ".baycast/data"
@@ -104,6 +107,12 @@ class DistributionSettings(ServiceSettings):
     return_height: int = DEFAULT_RETURN_HEIGHT
     exchange_video_kbps: int = DEFAULT_EXCHANGE_VIDEO_KBPS
     exchange_audio_kbps: int = DEFAULT_EXCHANGE_AUDIO_KBPS
+    # Pictures from a mixer on another host (ADR 0025): "h264" (compressed by the mixer: the
+    # program at program_link_kbps, 0 for its default of 8000 at 1080p, the multiview and the
+    # returns' pictures at the default for their size) or "raw" (I420: 622 Mbit/s at 1080p25).
+    # On the mixer's host they are read from shared memory either way.
+    mixer_link: str = "h264"
+    program_link_kbps: int = 0
     # The platform's SRT secret, shared with ingest: a station's passphrase derives from it.
     srt_secret: str = ""
     # Outputs' stream keys and passphrases are sealed in `dist_outputs` with this key (a file
@@ -111,6 +120,14 @@ class DistributionSettings(ServiceSettings):
     # sealed (rotation). No key: outputs with a secret are refused (docs/adr/0020).
     secrets_key_file: str = ""
     secrets_old_key_files: tuple[str, ...] = ()
+
+    def mixer_compression(self, program: bool = False) -> media_pb2.Compression | None:
+        """What distribution asks of a mixer on another host for its pictures (the program's
+        at `program_link_kbps`)."""
+        if self.mixer_link == "raw":
+            return None
+        kbps = self.program_link_kbps if program else 0
+        return media_pb2.Compression(codec=media_pb2.VIDEO_CODEC_H264, bitrate_kbps=kbps)
 
     def keyring(self) -> Keyring:
         """The keys of `secrets_key_file` and `secrets_old_key_files`, read now (at start-up)."""
@@ -149,6 +166,13 @@ class DistributionSettings(ServiceSettings):
         ):
             raise SettingsError(
                 "BAYCAST_DISTRIBUTION_RTC_PORT_MIN/MAX must both be set, with min <= max <= 65535"
+            )
+        if self.mixer_link not in ("h264", "raw"):
+            raise SettingsError("BAYCAST_DISTRIBUTION_MIXER_LINK must be h264 or raw")
+        if self.program_link_kbps and not MIN_LINK_KBPS <= self.program_link_kbps <= MAX_LINK_KBPS:
+            raise SettingsError(
+                f"BAYCAST_DISTRIBUTION_PROGRAM_LINK_KBPS must be 0 (the mixer's default) or "
+                f"{MIN_LINK_KBPS}-{MAX_LINK_KBPS}"
             )
         if self.max_viewers < 1:
             raise SettingsError("BAYCAST_DISTRIBUTION_MAX_VIEWERS must be at least 1")

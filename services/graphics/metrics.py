@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from services.common.media_service import SENT_BYTES_HELP
+
 COMMANDS = Counter(
     "baycast_graphics_commands_total",
     "Graphics commands handled, by verb and result (ok or the error code)",
@@ -58,4 +60,9 @@ BINDING_REFUSALS = Counter(
 SCENES_RUN = Gauge(
     "baycast_graphics_scenes_run",
     "Productions whose scene this replica runs (one replica runs each: docs/adr/0015)",
+)
+
+
+MEDIA_SENT_BYTES = Counter(
+    "baycast_graphics_media_sent_bytes_total", SENT_BYTES_HELP, ["handle", "kind"]
 )

@@ -19,6 +19,7 @@ from services.common.media_service import MediaService
 from services.common.settings import load_settings
 from services.common.steward import Steward
 from services.common.telemetry import configure_logging
+from services.graphics import metrics
 from services.graphics.data_policy import DataPolicy
 from services.graphics.data_reader import DataReader
 from services.graphics.desk import GraphicsDesk, check_production
@@ -59,7 +60,7 @@ class GraphicsService(BaseService[GraphicsSettings]):
         renderer = Renderer(ZoneInfo(s.timezone))
         self.layers = Layers(self.settings, self._scene_here, renderer)
         self.desk.previewer = LayerPreview(renderer, self.layers.frame_size)
-        self.grpc.add_media(MediaService(self.layers.open))
+        self.grpc.add_media(MediaService(self.layers.open, metrics.MEDIA_SENT_BYTES))
         self.steward = Steward(
             self.bus,
             self.name,

@@ -7,6 +7,8 @@ import contextlib
 
 from prometheus_client import Counter, Gauge
 
+from services.common.media_service import SENT_BYTES_HELP
+
 WHIP_REQUESTS = Counter(
     "baycast_ingest_whip_requests_total",
     "WHIP HTTP requests by method and response status",
@@ -109,3 +111,8 @@ def forget_source(source: str) -> None:
     for flag in ("black", "frozen", "silent"):
         with contextlib.suppress(KeyError):
             SOURCE_FLAG.remove(source, flag)
+
+
+MEDIA_SENT_BYTES = Counter(
+    "baycast_ingest_media_sent_bytes_total", SENT_BYTES_HELP, ["handle", "kind"]
+)

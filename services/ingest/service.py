@@ -99,7 +99,7 @@ class IngestService(BaseService[IngestSettings]):
         )
         self.srt.add_routes(self.http.app)
         await self.srt.start()
-        self.grpc.add_media(MediaService(SourceFeeds(self.sources).open))
+        self.grpc.add_media(MediaService(SourceFeeds(self.sources).open, metrics.MEDIA_SENT_BYTES))
         await self.bus.serve(
             STATION_COMMANDS, ingest_pb2.StationCommand, self._station_command, queue="ingest"
         )

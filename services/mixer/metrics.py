@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from prometheus_client import Counter, Gauge, Histogram
 
 from services.common.gen.baycast.v1 import mixer_pb2
+from services.common.media_service import SENT_BYTES_HELP
 
 FRAMES = Counter(
     "baycast_mixer_frames_total", "Program frames produced by the frame clock", ["production"]
@@ -92,3 +93,14 @@ def observe_loudness(
         LIMITER_REDUCTION.labels(production, f"return/{level.source}").set(
             level.limiter_reduction_db
         )
+
+
+MEDIA_SENT_BYTES = Counter(
+    "baycast_mixer_media_sent_bytes_total", SENT_BYTES_HELP, ["handle", "kind"]
+)
+LINK_DROPPED_PICTURES = Counter(
+    "baycast_mixer_link_dropped_pictures_total",
+    "Pictures of a compressed rendition for another host (ADR 0025) replaced while waiting for "
+    "its encoder, which ran late",
+    ["production"],
+)

@@ -3,10 +3,14 @@
 Each handle fans out to its subscribers through DropOldestQueues. A frame is scaled and turned
 into a protobuf message once per distinct rendition and shared by everyone who asked for it; a
 subscriber on this host that pulls is told the rendition's ring once and reads it at its clock.
+A subscriber on another host that asks for compression gets the rendition as H.264 packets,
+encoded once for every such subscriber of that rendition and rate (ADR 0025).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -28,10 +32,12 @@ from services.common.media import (
 from services.common.media_service import Feed
 from services.common.renditions import rendition_problem
 from services.common.shared_memory import RING_SPARE_SLOTS, RingHolder
+from services.common.video_link import LinkEncoder, compression_problem, link_kbps
 from services.mixer import metrics
 from services.mixer.pictures import Picture
 
 RenditionKey = tuple[int, int, int, bool, bool, int]
+LinkKey = tuple[int, int, int, int]  # width, height, fps, kbps of a compressed rendition
 
 
 def rendition_key(r: media_pb2.Rendition, width: int, height: int) -> RenditionKey:
@@ -48,7 +54,9 @@ class Subscriber:
     shared: bool = False  # on this host: video planes through a shared-memory ring
     pull: bool = False  # shared, and reads the ring at its own clock: told the ring, not frames
     ring: str = ""  # the ring a pulling subscriber was last told
-    sequence: int = 0
+    link: LinkKey | None = None  # on another host, compressed: the encoder it takes packets of
+    keyed: bool = False  # a compressed subscriber has had its first keyframe
+    packets: int = 0  # packets sent to a compressed subscriber (its VideoPacket.sequence)
 
 
 @dataclass
@@ -67,9 +75,15 @@ class Output:
     # One shared-memory ring per picture size that same-host subscribers take.
     rings: dict[tuple[int, int], RingHolder] = field(default_factory=dict)
     scalers: dict[tuple[int, int], Scaler] = field(default_factory=dict)
+    # One encoder per compressed rendition that subscribers on other hosts take.
+    links: dict[LinkKey, LinkEncoder] = field(default_factory=dict)
 
     def add(
-        self, rendition: media_pb2.Rendition, shared: bool = False, pull: bool = False
+        self,
+        rendition: media_pb2.Rendition,
+        shared: bool = False,
+        pull: bool = False,
+        compression: media_pb2.Compression | None = None,
     ) -> Subscriber:
         sub = Subscriber(
             rendition_key(rendition, self.width, self.height),
@@ -77,6 +91,12 @@ class Output:
             shared=shared,
             pull=shared and pull,
         )
+        w, h, fps, no_video, _no_audio, _ch = sub.key
+        if compression is not None and not shared and not no_video:
+            sub.link = (w, h, min(fps, self.fps) if fps else self.fps, link_kbps(compression, w, h))
+            link = self.links.get(sub.link)
+            if link is not None:
+                link.keyframe()  # the newcomer starts at the next picture
         self.subscribers.append(sub)
         metrics.SUBSCRIBERS.labels(self.production).inc()
         return sub
@@ -92,6 +112,9 @@ class Output:
         sizes = {s.key[:2] for s in self.subscribers}
         for size in set(self.scalers) - sizes:
             del self.scalers[size]
+        links = {s.link for s in self.subscribers}
+        for key in set(self.links) - links:
+            self.links.pop(key).close()
 
     def close(self) -> None:
         """End every subscription and release the rings."""
@@ -133,20 +156,30 @@ class Output:
         self.video_sequence += 1
         made: dict[tuple[int, int, bool], media_pb2.MediaFrame] = {}
         images: dict[tuple[int, int], np.ndarray] = {}
+        encoded: set[LinkKey] = set()
         for sub in self.subscribers:
             w, h, fps, no_video, _no_audio, _ch = sub.key
             if no_video or (fps and fps < self.fps and not _decimate(frame_index, self.fps, fps)):
                 continue
+            image = images.get((w, h))
+            if image is None:
+                image = (
+                    picture.data
+                    if (w, h) == (picture.width, picture.height)
+                    else self._scale(picture, w, h)
+                )
+                images[(w, h)] = image
+            if sub.link is not None:
+                if sub.link not in encoded:
+                    encoded.add(sub.link)
+                    link = self._link(sub.link)
+                    skipped = link.skipped
+                    link.submit(image, pts_us, capture_time_us)
+                    if link.skipped != skipped:
+                        metrics.LINK_DROPPED_PICTURES.labels(self.production).inc()
+                continue
             message = made.get((w, h, sub.shared))
             if message is None:
-                image = images.get((w, h))
-                if image is None:
-                    image = (
-                        picture.data
-                        if (w, h) == (picture.width, picture.height)
-                        else self._scale(picture, w, h)
-                    )
-                    images[(w, h)] = image
                 if sub.shared:
                     ring = self.rings.setdefault(
                         (w, h), RingHolder(self.queue_size + RING_SPARE_SLOTS)
@@ -174,6 +207,34 @@ class Output:
                 if notice is None:
                     continue
                 message, sub.ring = notice, notice.ring.segment
+            _put(sub, message, self.production)
+
+    def _link(self, key: LinkKey) -> LinkEncoder:
+        link = self.links.get(key)
+        if link is None:
+            w, h, fps, kbps = key
+            loop = asyncio.get_running_loop()
+
+            def deliver(packet: media_pb2.VideoPacket) -> None:  # in the encoder's thread
+                with contextlib.suppress(RuntimeError):  # the loop closed under a last packet
+                    loop.call_soon_threadsafe(self._send_packet, key, packet)
+
+            link = self.links[key] = LinkEncoder(
+                w, h, fps, kbps, deliver, name=f"{self.name}@{w}x{h}"
+            )
+        return link
+
+    def _send_packet(self, key: LinkKey, packet: media_pb2.VideoPacket) -> None:
+        """An encoded picture to every subscriber of its rendition, each with its own sequence;
+        a subscriber that joined since the last keyframe waits for the next."""
+        for sub in self.subscribers:
+            if sub.link != key or not (sub.keyed or packet.keyframe):
+                continue
+            sub.keyed = True
+            message = media_pb2.MediaFrame()
+            message.packet.CopyFrom(packet)
+            message.packet.sequence = sub.packets
+            sub.packets += 1
             _put(sub, message, self.production)
 
     def publish_audio(self, samples: np.ndarray, sample_rate: int, pts_us: int) -> None:
@@ -225,7 +286,12 @@ class OutputFeeds:
         problem = rendition_problem(r, (media_pb2.PIXEL_FORMAT_I420,))
         if not problem and r.audio_sample_rate not in (0, 48_000):
             problem = "the mixer's sound is 48000 Hz only"
+        compression = request.compression if request.HasField("compression") else None
+        if not problem and compression is not None:
+            problem = compression_problem(compression)
         if problem:
             raise errors.InvalidArgument(problem)
-        sub = output.add(r, shared=shared_memory.accepts(request), pull=request.pull)
+        sub = output.add(
+            r, shared=shared_memory.accepts(request), pull=request.pull, compression=compression
+        )
         return Feed(sub.queue, lambda: output.remove(sub))

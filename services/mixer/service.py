@@ -71,7 +71,9 @@ class MixerService(BaseService[MixerSettings]):
         await self.bus.serve(
             subject(*ADMIN_SUBJECT), mixer_pb2.ProductionCommand, self.admin, queue="mixer"
         )
-        self.grpc.add_media(MediaService(OutputFeeds(self.find_output).open))
+        self.grpc.add_media(
+            MediaService(OutputFeeds(self.find_output).open, metrics.MEDIA_SENT_BYTES)
+        )
 
     async def start(self) -> None:
         await super().start()

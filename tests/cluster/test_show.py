@@ -35,6 +35,7 @@ from services.common.gen.baycast.v1 import media_pb2, monitoring_pb2
 from services.common.handles import HandleDirectory
 from services.common.media import proto_to_i420
 from services.common.rpc import ChannelCache
+from services.common.video_link import link_kbps
 from tests.cluster.harness import Cluster
 from tests.cluster.show import SHOWS, STATIONS, Cmd, Show
 from tests.support.rtmp import RtmpServer
@@ -50,8 +51,12 @@ HANDOVER_S = 5.0  # the bound for every unit's new owner
 # Distribution's navy "program will resume" slate has a mean Y of 30; the shows' pictures (the
 # test cards, the mixer's own slate) are above 40.
 DISTRIBUTION_SLATE_LUMA = 37.0
-# An I420 720p25 stream: 276.5 Mbit/s.
+# An I420 720p25 stream: 276.5 Mbit/s; monitoring's 320x180 tile of the program: 17.3.
 RAW_720P_MBPS = 1280 * 720 * 3 / 2 * 25 * 8 / 1e6
+RAW_TILE_MBPS = 320 * 180 * 3 / 2 * 25 * 8 / 1e6
+PCM_MBPS = 48_000 * 2 * 16 / 1e6  # the program's sound to one subscriber
+# The mixer's H.264 link for a 720p program (ADR 0025).
+LINK_720P_MBPS = link_kbps(media_pb2.Compression(codec=media_pb2.VIDEO_CODEC_H264), 1280, 720) / 1e3
 
 
 def badge_at(width: int, height: int) -> tuple[int, int]:
@@ -275,13 +280,15 @@ async def test_two_shows_go_on_while_each_service_loses_a_replica(
             + ", ".join(f"{name} {mbps:.2f}" for name, mbps in sorted(sent.items()))
         )
         # docs/SCALING.md's figures. Between hosts a source travels raw at each production's
-        # size: gz is in both shows, so ingest-a sends it twice at 720p; each mixer sends its
-        # show's program raw to distribution (and small renditions to monitoring).
+        # size: gz is in both shows, so ingest-a sends it twice at 720p. Each mixer sends its
+        # show's program to distribution as H.264 (ADR 0025; the test cards take little of the
+        # link's 3.6 Mbit/s), monitoring's 320x180 tile raw, and the program's sound to both.
         assert per_show <= 60, per_show
         for ingest in ("ingest-a", "ingest-b"):
             assert 1.9 * RAW_720P_MBPS <= sent[ingest] <= 2.2 * RAW_720P_MBPS, sent
         mixers = sent["mixer-a"] + sent["mixer-b"]
-        assert 0.95 * RAW_720P_MBPS * 2 <= mixers <= 1.2 * RAW_720P_MBPS * 2, sent
+        per_mixer = LINK_720P_MBPS + RAW_TILE_MBPS + 2 * PCM_MBPS
+        assert 2 * RAW_TILE_MBPS <= mixers <= 1.1 * 2 * per_mixer, sent
         assert sent["distribution-a"] + sent["distribution-b"] <= 4.0, sent
         assert sent["stations"] <= 2.0, sent
 

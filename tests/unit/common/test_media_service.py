@@ -7,11 +7,17 @@ import asyncio
 
 import grpc
 import pytest
+from prometheus_client import CollectorRegistry, Counter
 
 from services.common import errors
 from services.common.gen.baycast.v1 import media_pb2
 from services.common.media import DropOldestQueue
-from services.common.media_service import Feed, MediaService
+from services.common.media_service import SENT_BYTES_HELP, Feed, MediaService
+
+REGISTRY = CollectorRegistry()
+SENT = Counter(
+    "test_media_sent_bytes_total", SENT_BYTES_HELP, ["handle", "kind"], registry=REGISTRY
+)
 
 
 class Aborted(Exception):
@@ -48,7 +54,7 @@ async def test_a_feed_that_cannot_open_is_the_errors_status(
 
     context = Context()
     with pytest.raises(Aborted):
-        async for _ in MediaService(open_feed).Subscribe(request("x"), context):
+        async for _ in MediaService(open_feed, SENT).Subscribe(request("x"), context):
             pass
     assert context.status == (status, str(error))
 
@@ -64,7 +70,7 @@ async def test_the_queue_is_streamed_with_keepalives_and_let_go_when_the_produce
         asked.append(req.handle)
         return Feed(queue, lambda: closed.append(req.handle), keepalive_s=0.05)
 
-    stream = MediaService(open_feed).Subscribe(request("source/a"), Context())
+    stream = MediaService(open_feed, SENT).Subscribe(request("source/a"), Context())
     queue.put(media_pb2.MediaFrame(video=media_pb2.VideoFrame(sequence=7)))
     first = await anext(stream)
     assert first.video.sequence == 7 and asked == ["source/a"] and closed == []
@@ -83,8 +89,30 @@ async def test_a_consumer_that_goes_away_lets_the_feed_go() -> None:
     async def open_feed(_req: media_pb2.SubscribeRequest) -> Feed:
         return Feed(queue, closed.set)
 
-    stream = MediaService(open_feed).Subscribe(request("prod/p/program"), Context())
+    stream = MediaService(open_feed, SENT).Subscribe(request("prod/p/program"), Context())
     queue.put(media_pb2.MediaFrame(video=media_pb2.VideoFrame(sequence=1)))
     assert (await anext(stream)).video.sequence == 1
     await stream.aclose()  # what grpc does when the call is cancelled
     assert closed.is_set()
+
+
+async def test_what_a_feed_sends_is_counted_in_bytes_by_handle_and_kind() -> None:
+    def sent(kind: str) -> float:
+        labels = {"handle": "prod/count/program", "kind": kind}
+        return REGISTRY.get_sample_value("test_media_sent_bytes_total", labels) or 0.0
+
+    queue: DropOldestQueue[media_pb2.MediaFrame] = DropOldestQueue(4)
+
+    async def open_feed(_req: media_pb2.SubscribeRequest) -> Feed:
+        return Feed(queue, lambda: None)
+
+    before = {kind: sent(kind) for kind in ("packet", "audio")}
+    packet = media_pb2.MediaFrame(packet=media_pb2.VideoPacket(data=b"\0" * 5000, keyframe=True))
+    audio = media_pb2.MediaFrame(audio=media_pb2.AudioFrame(pcm=b"\0" * 7680, samples=1920))
+    for message in (packet, packet, audio):
+        queue.put(message)
+    queue.close()
+    stream = MediaService(open_feed, SENT).Subscribe(request("prod/count/program"), Context())
+    assert len([m async for m in stream]) == 3
+    assert sent("packet") - before["packet"] == 2 * packet.ByteSize() > 10_000
+    assert sent("audio") - before["audio"] == audio.ByteSize() > 7680

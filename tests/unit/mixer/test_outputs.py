@@ -1,13 +1,16 @@
-"""A mixer output's fan-out: inline and shared-memory subscribers of one handle."""
+"""A mixer output's fan-out: inline, shared-memory and compressed subscribers of one handle."""
 
 from __future__ import annotations
+
+import asyncio
 
 import numpy as np
 
 from services.common.gen.baycast.v1 import media_pb2
 from services.common.media import PulledVideo, proto_to_i420
 from services.common.shared_memory import SHM_DIR
-from services.mixer.outputs import Output
+from services.common.video_link import LinkDecoder
+from services.mixer.outputs import Output, Subscriber
 from services.mixer.pictures import Picture
 
 
@@ -86,3 +89,67 @@ def test_a_pulling_subscriber_is_told_its_ring_once_and_pulls_the_newest_picture
     assert newest is not None and newest.sequence == 3
     assert int(proto_to_i420(newest)[10, 10]) == 52
     out.close()
+
+
+async def _packets(sub: Subscriber, count: int) -> list[media_pb2.VideoPacket]:
+    """The next `count` packets of a compressed subscriber (encoded in the encoder's thread)."""
+    packets = []
+    async with asyncio.timeout(10):
+        while len(packets) < count:
+            message = await sub.queue.get()
+            assert message is not None and message.WhichOneof("body") == "packet", message
+            packets.append(message.packet)
+    return packets
+
+
+async def test_subscribers_on_other_hosts_that_ask_for_compression_share_one_encoder() -> None:
+    out = Output("prod/p/program", 128, 72, 25, 8, "p")
+    h264 = media_pb2.Compression(codec=media_pb2.VIDEO_CODEC_H264, bitrate_kbps=500)
+    first = out.add(media_pb2.Rendition(no_audio=True), compression=h264)
+    local = out.add(media_pb2.Rendition(no_audio=True), shared=True, compression=h264)
+    assert local.link is None  # on this host the ring serves it, compression or not
+    for n in range(3):
+        out.publish_video(_picture(50 + n), n, n * 40_000, 7)
+        await _packets(first, 1)
+    second = out.add(media_pb2.Rendition(no_audio=True), compression=h264)
+    for n in range(3, 6):
+        out.publish_video(_picture(50 + n), n, n * 40_000, 7)
+    a, b = await _packets(first, 3), await _packets(second, 3)
+    assert len(out.links) == 1 and first.link == second.link == (128, 72, 25, 500)
+    # The newcomer starts on a keyframe made for it; each subscription counts its own packets.
+    assert [p.keyframe for p in a] == [True, False, False] and b[0].keyframe
+    assert [p.sequence for p in a] == [3, 4, 5] and [p.sequence for p in b] == [0, 1, 2]
+    assert [p.pts_us for p in b] == [120_000, 160_000, 200_000]
+    decoder = LinkDecoder()
+    lumas = [int(proto_to_i420(m.video)[10, 10]) for p in b for m in decoder.decode(p)]
+    assert all(abs(luma - want) <= 2 for luma, want in zip(lumas, (53, 54, 55), strict=True)), lumas
+    assert len(local.queue) == 6 and local.queue._items[0].video.HasField("shared")
+    link = out.links[first.link]
+    out.remove(first)
+    assert out.links  # the second still takes it
+    out.remove(second)
+    assert not out.links
+    link.join(10)
+    out.close()
+
+
+async def test_a_compressed_subscriber_at_another_size_and_rate_gets_its_own_encoder() -> None:
+    out = Output("prod/p/program", 128, 72, 25, 8, "p")
+    h264 = media_pb2.Compression(codec=media_pb2.VIDEO_CODEC_H264)
+    full = out.add(media_pb2.Rendition(no_audio=True), compression=h264)
+    small = out.add(
+        media_pb2.Rendition(width=64, height=36, fps=5, no_audio=True), compression=h264
+    )
+    assert (full.link, small.link) == ((128, 72, 25, 300), (64, 36, 5, 300))
+    for n in range(1, 11):
+        out.publish_video(_picture(50 + n), n, n * 40_000, 0)
+        await _packets(full, 1)  # a picture at a time, as the frame clock gives them
+    # Ten frames at 25 fps: two at 5.
+    packets = await _packets(small, 2)
+    assert [(p.width, p.height, p.pts_us) for p in packets] == [
+        (64, 36, 200_000),
+        (64, 36, 400_000),
+    ]
+    assert len(small.queue) == 0
+    out.close()
+    assert not out.links
