@@ -23,7 +23,6 @@ import structlog
 from services.common import errors
 from services.common.gen.baycast.v1 import mixer_pb2
 from services.mixer.clips import is_clip
-from services.mixer.outputs import Output
 from services.mixer.production import ProductionRunner
 from services.mixer.productions import DEFAULT_CLEAR_MS, source_ids
 from services.mixer.switcher import Switcher, reconcile
@@ -74,21 +73,7 @@ async def apply_edit(runner: ProductionRunner, p: mixer_pb2.Production) -> None:
     stations = [s for s in ids if not is_clip(s)]
     runner.talkback.set_stations(stations)
     runner.clips.set_sources(list(p.sources))
-    gone = [runner.outputs.pop(f"mixminus/{s}") for s in removed if not is_clip(s)]
-    fresh = [
-        Output(
-            f"prod/{p.id}/mixminus/{s}",
-            runner.width,
-            runner.height,
-            runner.fps,
-            runner.queue_size,
-            p.id,
-        )
-        for s in added
-        if not is_clip(s)
-    ]
-    for s, output in zip([s for s in added if not is_clip(s)], fresh, strict=True):
-        runner.outputs[f"mixminus/{s}"] = output
+    gone, fresh = runner.outputs.set_stations(stations)
     runner.feeds.stop_audio(removed)
     runner.feeds.start_audio(added)
     # Then what waits on I/O.

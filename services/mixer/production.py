@@ -1,10 +1,12 @@
-"""One running production: the frame clock, its commands, and what it sends out.
+"""One running production: the frame clock and its commands.
 
 The clock ticks at exactly the production's frame rate from the monotonic clock, whatever the
 sources do. Every tick advances the clips, composes the program's scenes (scene_renderer.py: the
 newest frame each source has delivered, held, slated or replaced by its backup), runs the
-transition, keys the graphics layer over it, fades to black, draws the multiview
-(multiview.py), mixes one frame of audio and hands the results to the handles' subscribers.
+transition, keys the graphics layer over it, fades to black (program_composer.py), draws the
+multiview (multiview.py), mixes one frame of audio and hands the results to the production's
+handles (production_outputs.py); what changed goes to the bus after the tick
+(production_events.py).
 """
 
 from __future__ import annotations
@@ -30,9 +32,9 @@ from services.mixer.clips import ClipDeck, OpenLibrary, is_clip
 from services.mixer.feeds import FeedSet
 from services.mixer.multiview import Multiview
 from services.mixer.outputs import Output
-from services.mixer.pictures import (
-    Picture,
-)
+from services.mixer.pictures import Picture
+from services.mixer.production_events import ProductionEvents
+from services.mixer.production_outputs import ProductionOutputs
 from services.mixer.productions import DEFAULT_CLEAR_MS
 from services.mixer.program_composer import ProgramComposer
 from services.mixer.scene_renderer import Rendered, SceneRenderer
@@ -48,8 +50,6 @@ log = structlog.get_logger("mixer.production")
 
 
 class ProductionRunner:
-    OUTPUTS = ("program", "clean", "preview", "multiview")
-
     def __init__(
         self,
         production: mixer_pb2.Production,
@@ -102,23 +102,15 @@ class ProductionRunner:
         self.talkback = Talkback(p, bus, self.audio, self.feeds)
         w, h = self.width, self.height
         self.preview = Picture(w, h)
-        self.outputs = {
-            name: Output(f"prod/{p.id}/{name}", w, h, p.fps, queue_size, p.id)
-            for name in self.OUTPUTS
-        }
-        for s in p.sources:
-            if is_clip(s.id):
-                continue  # a return is a station's
-            self.outputs[f"mixminus/{s.id}"] = Output(
-                f"prod/{p.id}/mixminus/{s.id}", w, h, p.fps, queue_size, p.id
-            )
+        self.outputs = ProductionOutputs(p.id, w, h, p.fps, queue_size)
+        self.outputs.set_stations([s.id for s in p.sources if not is_clip(s.id)])  # returns
         self.transitions = TransitionState(Scene(state.layout, state.program), p.fps)
         self.composer = ProgramComposer(self.scenes, self.transitions, faded=state.ftb)
         self.frame_index = 0
         self.pts_us = 0
-        self.tally = self.switcher.tally(set(), set())
-        self.showing: dict[str, str] = {}
-        self._events: list[tuple[str, object]] = []
+        self.events = ProductionEvents(
+            bus, p.id, self.switcher.tally(set(), set()), self.publish_state
+        )
         self._on_air: list[asyncio.Future[None]] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._level_every = max(1, round(self.fps / LEVEL_EVENTS_PER_SECOND))
@@ -127,8 +119,7 @@ class ProductionRunner:
 
     async def start(self) -> None:
         self.feeds.start_audio(list(self.scenes.names))
-        for output in self.outputs.values():
-            await self.directory.announce(output.name, self.endpoint)
+        await self.outputs.announce(self.directory, self.endpoint)
         self._tasks.append(asyncio.create_task(self._clock(), name=f"clock-{self.id}"))
         self._tasks.append(asyncio.create_task(self._graphics(), name=f"gfx-{self.id}"))
         await self.publish_state()
@@ -144,10 +135,7 @@ class ProductionRunner:
         await self.clips.close()
         await self.feeds.close()
         self.talkback.close()
-        for output in self.outputs.values():
-            output.close()
-            with contextlib.suppress(Exception):
-                await self.directory.withdraw(output.name, self.endpoint)
+        await self.outputs.close(self.directory, self.endpoint)
         log.info("production_stopped", production=self.id)
 
     def output(self, name: str) -> Output | None:
@@ -236,11 +224,11 @@ class ProductionRunner:
         return mixer_pb2.MixerState(
             production=self.id,
             switcher=self.switcher.state,
-            tally=self.tally,
+            tally=self.events.tally,
             transition=self.transitions.to_proto(self.frame_index),
             instance=self.instance,
             time_us=now_us(),
-            showing=self.showing,
+            showing=self.events.showing,
             talk=self.talkback.states(),
             clips=self.clips.states(),
         )
@@ -272,26 +260,9 @@ class ProductionRunner:
                     log.exception("tick_failed", production=self.id, frame=index)
             metrics.RENDER_SECONDS.labels(self.id).observe(time.perf_counter() - began)
             metrics.FRAMES.labels(self.id).inc()
-            if self._events:
-                await self._flush_events()
+            await self.events.flush()
             if index % reap_every == 0:
                 self.feeds.reap()
-
-    async def _flush_events(self) -> None:
-        events, self._events = self._events, []
-        for kind, payload in events:
-            with contextlib.suppress(Exception):
-                if kind == "state":
-                    await self.publish_state()
-                elif kind == "tally":
-                    assert isinstance(payload, mixer_pb2.Tally)
-                    await self.bus.publish(subject("prod", self.id, "tally"), payload)
-                elif kind == "levels":
-                    assert isinstance(payload, mixer_pb2.AudioLevels)
-                    await self.bus.publish(subject("prod", self.id, "mixer", "levels"), payload)
-                elif kind == "clips":
-                    assert isinstance(payload, mixer_pb2.ClipStates)
-                    await self.bus.publish(subject("prod", self.id, "mixer", "clips"), payload)
 
     def tick(self, index: int, pts_us: int) -> None:
         """Compose and send one frame. Synchronous: numpy does the work in whole-array steps."""
@@ -299,27 +270,27 @@ class ProductionRunner:
         now = time.monotonic()
         clips = self.clips.tick(now)
         if clips is not None:
-            self._events.append(("clips", clips))
+            self.events.clips(clips)
         if self.transitions.start_pending(
             self.scenes.ready, now, self.scenes.hold_s, index, pts_us
         ):
-            self._events.append(("state", None))
-        want_clean = self.outputs["clean"].wants_frame(index)
+            self.events.state_changed()
+        want_clean = self.outputs.wants("clean", index)
         program, finished = self.composer.compose(
             index, now, self.switcher.state.ftb, clean=want_clean
         )
         if finished:
-            self._events.append(("state", None))
+            self.events.state_changed()
         clean, on_air = self.composer.clean, self.composer.program
         preview_scene = Scene(self.switcher.state.layout, self.switcher.state.preview)
-        want_multiview = self.outputs["multiview"].wants_frame(index)
-        want_preview = self.outputs["preview"].wants_frame(index) or want_multiview
+        want_multiview = self.outputs.wants("multiview", index)
+        want_preview = self.outputs.wants("preview", index) or want_multiview
         if want_preview:
             preview = self.scenes.render(preview_scene, self.preview, now)
         else:
             preview = Rendered(self.scenes.touch(preview_scene), 0, {})
-        self._update_tally(program.sources, preview.sources)
-        self._update_showing(program.showing)
+        self.events.update_tally(self.switcher.tally(program.sources, preview.sources))
+        self.events.update_showing(program.showing)
         if self.transitions.pending is None and self._on_air:
             for waiter in self._on_air:
                 if not waiter.done():
@@ -327,7 +298,7 @@ class ProductionRunner:
             self._on_air.clear()
 
         capture = program.capture_time_us
-        if self.outputs["program"].wants_frame(index):
+        if self.outputs.wants("program", index):
             self.outputs["program"].publish_video(on_air, index, pts_us, capture)
         if want_clean:
             self.outputs["clean"].publish_video(clean, index, pts_us, capture)
@@ -346,45 +317,17 @@ class ProductionRunner:
                 self.multiview.tile_fps(self.outputs["multiview"].video_fps()),
             )
             self.outputs["multiview"].publish_video(self.multiview.picture, index, pts_us, capture)
-        minus_wanted = {
-            name.split("/", 1)[1]
-            for name, out in self.outputs.items()
-            if name.startswith("mixminus/") and out.subscribers
-        }
-        for name in minus_wanted:
-            out = self.outputs[f"mixminus/{name}"]
-            if out.wants_frame(index):
-                out.publish_video(on_air, index, pts_us, capture)
+        minus_wanted = self.outputs.minus_wanted()
+        self.outputs.publish_minus_pictures(minus_wanted, on_air, index, pts_us, capture)
 
         mix = self.audio.mix(program.sources, minus_wanted, self.talkback.heard)
-        rate = self.audio.sample_rate
-        for name in ("program", "clean", "multiview"):
-            self.outputs[name].publish_audio(mix.program, rate, pts_us)
-        for source, samples in mix.mixminus.items():
-            self.outputs[f"mixminus/{source}"].publish_audio(samples, rate, pts_us)
+        self.outputs.publish_sound(mix, self.audio.sample_rate, pts_us)
         if index % self._level_every == 0:
             levels = mixer_pb2.AudioLevels(
                 production=self.id, levels=self.audio.levels(), time_us=now_us()
             )
             levels.returns.extend(self.audio.return_levels())
-            self._events.append(("levels", levels))
-
-    # -- events ------------------------------------------------------------------------------
-
-    def _update_tally(self, program: set[str], preview: set[str]) -> None:
-        tally = self.switcher.tally(program, preview)
-        if list(tally.sources) != list(self.tally.sources):
-            tally.time_us = now_us()
-            self.tally = tally
-            self._events.append(("tally", tally))
-            self._events.append(("state", None))
-
-    def _update_showing(self, showing: dict[str, str]) -> None:
-        coarse = {s: ("live" if v == "held" else v) for s, v in showing.items()}
-        if coarse != {s: ("live" if v == "held" else v) for s, v in self.showing.items()}:
-            self._events.append(("state", None))
-            metrics.SLATED.labels(self.id).set(sum(v == "slate" for v in coarse.values()))
-        self.showing = showing
+            self.events.levels(levels)
 
     # -- graphics ----------------------------------------------------------------------------
 
