@@ -14,17 +14,31 @@ import tempfile
 import time
 from pathlib import Path
 
+# Every port handed out in this process. The kernel may give a port just released to the next
+# bind: two ports picked for one test (a service's HTTP port and ingest's RTMP port, say) could
+# otherwise be the same, and whichever process binds second would fail or answer for the other.
+_handed_out: set[int] = set()
+
+
+def _fresh_port(kind: socket.SocketKind) -> int:
+    for _ in range(1000):
+        with socket.socket(socket.AF_INET, kind) as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
+    raise RuntimeError("no port left that this process has not handed out already")
+
 
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A TCP port on 127.0.0.1 free now and never handed out before in this process."""
+    return _fresh_port(socket.SOCK_STREAM)
 
 
 def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A UDP port on 127.0.0.1 free now and never handed out before in this process."""
+    return _fresh_port(socket.SOCK_DGRAM)
 
 
 def nats_server_binary() -> str:
