@@ -32,6 +32,7 @@ from services.common.tls import server_context
 VERSION = "0.1.0"
 HEARTBEAT_INTERVAL_S = 2.0
 LOOP_LAG_INTERVAL_S = 0.5
+GRPC_GRACE_S = 0.5
 
 S = TypeVar("S", bound=ServiceSettings)
 
@@ -167,7 +168,10 @@ class BaseService(Generic[S]):
         await self.bus.drain()
         await self._stop_step("teardown", self.teardown(), 2 * self.settings.drain_seconds)
         await cancel_and_wait(list(self._tasks), timeout=self.settings.drain_seconds)
-        await self.grpc.stop(grace=min(2.0, self.settings.drain_seconds / 2))
+        # The grace lets unary calls (health checks) finish; a Media.Subscribe stream never ends
+        # by itself, so a producer with a subscriber left waits out all of it before the stream
+        # is cancelled and its consumer resubscribes elsewhere: kept short.
+        await self.grpc.stop(grace=min(GRPC_GRACE_S, self.settings.drain_seconds / 2))
         await self.channels.close()
         await self.http.stop()
         self.log.info("stopped")
