@@ -28,7 +28,7 @@ from PIL import Image
 
 from bench.harness import Result, Stat
 from services.common.gen.baycast.v1 import media_pb2, mixer_pb2
-from services.common.media import Scaler, i420_planes_flat, proto_to_i420, shared_video_message
+from services.common.media import Scaler, i420_shared_message, proto_to_i420
 from services.common.shared_memory import RING_SPARE_SLOTS, RingHolder
 from services.distribution.settings import (
     DEFAULT_KEYFRAME_INTERVAL_S,
@@ -221,16 +221,7 @@ def baycast_fps(inputs: list[Path], graphic: np.ndarray) -> float:
             blit(clean, received_picture(message.video), box.x, box.y, box.width, box.height)
         np.copyto(program.data, clean.data)
         keyer.apply(program)
-        encoded.put(
-            shared_video_message(
-                program_ring,
-                i420_planes_flat(program.data),
-                width=OUT_W,
-                height=OUT_H,
-                pixel_format=media_pb2.PIXEL_FORMAT_I420,
-                pts_us=0,
-            )
-        )
+        encoded.put(i420_shared_message(program_ring, program.data, pts_us=0))
     encoded.put(None)
     for t in threads:
         t.join(timeout=60)

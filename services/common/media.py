@@ -155,6 +155,28 @@ def i420_planes_flat(image: np.ndarray) -> list[tuple[np.ndarray, int]]:
     return [(p.reshape(-1), s) for p, s in zip(i420_planes(image), strides, strict=True)]
 
 
+def i420_shared_message(
+    holder: RingHolder,
+    image: np.ndarray,
+    *,
+    pts_us: int,
+    capture_time_us: int = 0,
+    sequence: int = 0,
+) -> media_pb2.MediaFrame:
+    """A packed I420 image (shape (h*3/2, w)) written into the next slot of `holder`'s ring; the
+    message that refers to the slot."""
+    return shared_video_message(
+        holder,
+        i420_planes_flat(image),
+        width=image.shape[1],
+        height=image.shape[0] * 2 // 3,
+        pixel_format=I420,
+        pts_us=pts_us,
+        capture_time_us=capture_time_us,
+        sequence=sequence,
+    )
+
+
 def video_planes(frame: media_pb2.VideoFrame) -> list[np.ndarray]:
     """A VideoFrame's planes as flat uint8 arrays, inline or from shared memory.
 
@@ -439,7 +461,7 @@ async def subscribe(
             call = channels.media(endpoint).Subscribe(request)
             async for frame in call:
                 if frame.WhichOneof("body") == "packet":
-                    for picture in await asyncio.to_thread(decoder.decode, frame.packet):
+                    for picture in await asyncio.to_thread(decoded, decoder, frame.packet):
                         yield picture
                     continue
                 segment = _segment(frame) if request.shared_memory_host else ""
@@ -464,6 +486,19 @@ async def subscribe(
                     "subscribe_failed", handle=handle, code=exc.code().name, detail=exc.details()
                 )
         await asyncio.sleep(retry_interval)
+
+
+def decoded(decoder: LinkDecoder, packet: media_pb2.VideoPacket) -> list[media_pb2.MediaFrame]:
+    """The pictures a compressed packet completes, as inline I420 frames with its timestamps."""
+    return [
+        av_video_message(
+            picture,
+            pts_us=packet.pts_us,
+            capture_time_us=packet.capture_time_us,
+            sequence=packet.sequence,
+        )
+        for picture in decoder.decode(packet)
+    ]
 
 
 def _segment(frame: media_pb2.MediaFrame) -> str:

@@ -12,9 +12,9 @@ pictures as H.264 `VideoPacket`s instead, at a few Mbit/s.
   subscriber joins (`keyframe()`); SPS and PPS ride before every keyframe, so any keyframe starts
   a decoder. A picture that finds the encoder still busy with two others replaces the older
   waiting one (counted in `skipped`): the encoder never holds the caller up.
-- `LinkDecoder` (consumer): packets in, inline I420 `VideoFrame`s out with the producer's
-  timestamps. After a gap in the packets' sequence (the subscriber's queue dropped some) or a
-  damaged packet it decodes nothing until the next keyframe: pictures hold, never smear.
+- `LinkDecoder` (consumer): packets in, yuv420p pictures out (`media.decoded` gives them the
+  packet's timestamps). After a gap in the packets' sequence (the subscriber's queue dropped some)
+  or a damaged packet it decodes nothing until the next keyframe: pictures hold, never smear.
 """
 
 from __future__ import annotations
@@ -85,7 +85,6 @@ class LinkEncoder:
     ) -> None:
         self.width, self.height, self.fps, self.kbps = width, height, fps, kbps
         self.skipped = 0  # pictures replaced while waiting for the encoder
-        self.encoded = 0
         self._deliver = deliver
         self._name = name
         self._waiting: deque[_Picture] = deque()
@@ -171,7 +170,6 @@ class LinkEncoder:
                 log.exception("link_encode_failed", rendition=self._name)
                 continue
             for packet in packets:
-                self.encoded += 1
                 self._deliver(
                     media_pb2.VideoPacket(
                         codec=H264,
@@ -199,8 +197,8 @@ class LinkDecoder:
         self._next_sequence = None
         self._synced = False
 
-    def decode(self, packet: media_pb2.VideoPacket) -> list[media_pb2.MediaFrame]:
-        """The pictures `packet` completes (at most one), as messages of inline I420 frames."""
+    def decode(self, packet: media_pb2.VideoPacket) -> list[av.VideoFrame]:
+        """The yuv420p pictures `packet` completes (at most one)."""
         if self._next_sequence is not None and packet.sequence != self._next_sequence:
             self._synced = False
         self._next_sequence = packet.sequence + 1
@@ -225,19 +223,4 @@ class LinkDecoder:
             self.discarded += 1
             return []
         self._synced = True
-        return [_message(frame, packet) for frame in frames]
-
-
-def _message(frame: av.VideoFrame, packet: media_pb2.VideoPacket) -> media_pb2.MediaFrame:
-    """A decoded picture as a MediaFrame, its planes added in place (row padding kept)."""
-    if frame.format.name != "yuv420p":
-        frame = frame.reformat(format="yuv420p")
-    message = media_pb2.MediaFrame()
-    video = message.video
-    video.width, video.height = frame.width, frame.height
-    video.pixel_format = media_pb2.PIXEL_FORMAT_I420
-    video.pts_us, video.capture_time_us = packet.pts_us, packet.capture_time_us
-    video.sequence = packet.sequence
-    for plane in frame.planes:
-        video.planes.add(data=bytes(plane), stride=plane.line_size)
-    return message
+        return [f if f.format.name == "yuv420p" else f.reformat(format="yuv420p") for f in frames]

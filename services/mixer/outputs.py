@@ -23,11 +23,10 @@ from services.common.media import (
     DropOldestQueue,
     Scaler,
     i420_message,
-    i420_planes_flat,
+    i420_shared_message,
     now_us,
     pcm_message,
     ring_notice,
-    shared_video_message,
 )
 from services.common.media_service import Feed
 from services.common.renditions import rendition_problem
@@ -184,12 +183,9 @@ class Output:
                     ring = self.rings.setdefault(
                         (w, h), RingHolder(self.queue_size + RING_SPARE_SLOTS)
                     )
-                    message = shared_video_message(
+                    message = i420_shared_message(
                         ring,
-                        i420_planes_flat(image),
-                        width=w,
-                        height=h,
-                        pixel_format=media_pb2.PIXEL_FORMAT_I420,
+                        image,
                         pts_us=pts_us,
                         capture_time_us=capture_time_us,
                         sequence=self.video_sequence,

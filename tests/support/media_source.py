@@ -20,32 +20,15 @@ from services.common.gen.baycast.v1 import media_pb2, media_pb2_grpc
 from services.common.handles import HandleDirectory
 from services.common.media import (
     i420_message,
-    i420_planes_flat,
+    i420_shared_message,
     now_us,
     pcm_message,
     ring_notice,
-    shared_video_message,
 )
 from services.common.rpc import SERVER_OPTIONS
 from services.common.shared_memory import RingHolder
 
 SAMPLE_RATE = 48_000
-
-
-def write_i420(
-    holder: RingHolder, image: np.ndarray, *, pts_us: int, sequence: int
-) -> media_pb2.MediaFrame:
-    """A packed I420 image (shape (h*3/2, w)) written into `holder`'s ring, as a producer on
-    this host writes a picture; the message that refers to its slot."""
-    return shared_video_message(
-        holder,
-        i420_planes_flat(image),
-        width=image.shape[1],
-        height=image.shape[0] * 2 // 3,
-        pixel_format=media_pb2.PIXEL_FORMAT_I420,
-        pts_us=pts_us,
-        sequence=sequence,
-    )
 
 
 @dataclass
@@ -157,15 +140,8 @@ class FakeMediaServer(media_pb2_grpc.MediaServicer):
             pts = seq * 1_000_000 // card.fps
             picture = not r.no_video and seq % picture_every == 0
             if picture and ring is not None:
-                yield shared_video_message(
-                    ring,
-                    i420_planes_flat(image),
-                    width=image.shape[1],
-                    height=image.shape[0] * 2 // 3,
-                    pixel_format=media_pb2.PIXEL_FORMAT_I420,
-                    pts_us=pts,
-                    capture_time_us=now_us(),
-                    sequence=seq,
+                yield i420_shared_message(
+                    ring, image, pts_us=pts, capture_time_us=now_us(), sequence=seq
                 )
             elif picture:
                 yield i420_message(image, pts_us=pts, capture_time_us=now_us(), sequence=seq)

@@ -13,6 +13,7 @@ from services.common import shared_memory
 from services.common.gen.baycast.v1 import media_pb2
 from services.common.media import (
     PulledVideo,
+    i420_shared_message,
     inline_video,
     proto_to_av_i420,
     proto_to_i420,
@@ -25,7 +26,6 @@ from services.common.shared_memory import (
     RingHolder,
     SharedMemoryReader,
 )
-from tests.support.media_source import write_i420
 
 
 def _image(width: int, height: int, value: int) -> np.ndarray:
@@ -35,7 +35,7 @@ def _image(width: int, height: int, value: int) -> np.ndarray:
 
 
 def _message(holder: RingHolder, image: np.ndarray, sequence: int) -> media_pb2.MediaFrame:
-    return write_i420(holder, image, pts_us=sequence * 40_000, sequence=sequence)
+    return i420_shared_message(holder, image, pts_us=sequence * 40_000, sequence=sequence)
 
 
 def test_a_frame_travels_by_reference_and_reads_back_equal() -> None:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from services.common.gen.baycast.v1 import media_pb2
-from services.common.media import proto_to_i420
+from services.common.media import decoded, proto_to_i420
 from services.common.video_link import (
     LinkDecoder,
     LinkEncoder,
@@ -58,7 +58,7 @@ def test_pictures_cross_in_order_with_their_timestamps_and_keyframes_each_second
     assert [n for n, p in enumerate(packets) if p.keyframe] == [0, 25, 50]
     assert all((p.width, p.height, p.codec) == (W, H, media_pb2.VIDEO_CODEC_H264) for p in packets)
     for n, packet in enumerate(packets):
-        (message,) = decoder.decode(packet)
+        (message,) = decoded(decoder, packet)  # as the client makes them
         video = message.video
         assert (video.pts_us, video.capture_time_us, video.sequence) == (
             n * 40_000,
@@ -91,13 +91,13 @@ def test_after_a_gap_nothing_is_decoded_until_the_next_keyframe() -> None:
         packets = [link.send(n, _picture(n)) for n in range(30)]
     finally:
         link.close()
-    decoded = []
+    pictures = []
     for packet in packets:
         if packet.sequence == 3:
             continue  # the subscriber's queue dropped it
-        decoded += [m.video.sequence for m in decoder.decode(packet)]
+        pictures += [m.video.sequence for m in decoded(decoder, packet)]
     # Packets 4-24 refer to the lost one: held back, not decoded into smeared pictures.
-    assert decoded == [0, 1, 2, *range(25, 30)]
+    assert pictures == [0, 1, 2, *range(25, 30)]
     assert decoder.discarded == 21
 
 

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 import numpy as np
 
 from services.common.gen.baycast.v1 import media_pb2
-from services.common.media import i420_message
+from services.common.media import i420_message, i420_shared_message
 from services.common.shared_memory import RingHolder
 from services.distribution.live_encoding import (
     MIN_KEYFRAME_GAP_S,
@@ -20,7 +20,6 @@ from services.distribution.live_encoding import (
     VideoKey,
 )
 from services.distribution.packet_fanout import PacketInbox
-from tests.support.media_source import write_i420
 
 WIDTH, HEIGHT, FPS = 160, 90, 25
 
@@ -112,7 +111,7 @@ async def test_on_the_producers_host_pictures_are_pulled_from_its_ring() -> None
 
     def write(n: int) -> None:
         image = rng.integers(16, 235, (HEIGHT * 3 // 2, WIDTH), dtype=np.uint8)
-        write_i420(holder, image, pts_us=5_000_000 + n * 40_000, sequence=n)
+        i420_shared_message(holder, image, pts_us=5_000_000 + n * 40_000, sequence=n)
 
     write(0)  # the ring exists from its first picture, as a producer names it
     encodings = LiveEncodings(ring_only, video_kbps=300, audio_kbps=32, keyframe_interval_s=30.0)

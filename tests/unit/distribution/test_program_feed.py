@@ -4,6 +4,7 @@ import numpy as np
 
 from services.common.gen.baycast.v1 import media_pb2
 from services.common.media import (
+    i420_shared_message,
     i420_to_proto,
     pcm_to_proto,
 )
@@ -14,7 +15,6 @@ from services.distribution.encoder import (
     AUDIO_TARGET_TICKS,
     ProgramFeed,
 )
-from tests.support.media_source import write_i420
 
 TICK = 1920  # 48 kHz at 25 fps
 
@@ -103,7 +103,7 @@ def test_on_the_mixers_host_pictures_are_pulled_from_the_ring_at_the_tick() -> N
 
     def program(value: int, sequence: int) -> None:
         image = np.full((36 * 3 // 2, 64), value, dtype=np.uint8)
-        write_i420(holder, image, pts_us=sequence * 40_000, sequence=sequence)
+        i420_shared_message(holder, image, pts_us=sequence * 40_000, sequence=sequence)
 
     try:
         program(10, 1)

@@ -7,7 +7,7 @@ import asyncio
 import numpy as np
 
 from services.common.gen.baycast.v1 import media_pb2
-from services.common.media import PulledVideo, proto_to_i420
+from services.common.media import PulledVideo, decoded, proto_to_i420
 from services.common.shared_memory import SHM_DIR
 from services.common.video_link import LinkDecoder
 from services.mixer.outputs import Output, Subscriber
@@ -123,7 +123,7 @@ async def test_subscribers_on_other_hosts_that_ask_for_compression_share_one_enc
     assert [p.sequence for p in a] == [3, 4, 5] and [p.sequence for p in b] == [0, 1, 2]
     assert [p.pts_us for p in b] == [120_000, 160_000, 200_000]
     decoder = LinkDecoder()
-    lumas = [int(proto_to_i420(m.video)[10, 10]) for p in b for m in decoder.decode(p)]
+    lumas = [int(proto_to_i420(m.video)[10, 10]) for p in b for m in decoded(decoder, p)]
     assert all(abs(luma - want) <= 2 for luma, want in zip(lumas, (53, 54, 55), strict=True)), lumas
     assert len(local.queue) == 6 and local.queue._items[0].video.HasField("shared")
     link = out.links[first.link]

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from services.common.gen.baycast.v1 import media_pb2, monitoring_pb2
-from services.common.media import i420_to_proto
+from services.common.media import i420_shared_message, i420_to_proto
 from services.common.rpc import ChannelCache
 from services.common.shared_memory import RingHolder
 from services.monitoring.alerts import AlertBook
@@ -22,7 +22,6 @@ from services.monitoring.program_watcher import (
     production_of,
     program_handle,
 )
-from tests.support.media_source import write_i420
 
 
 def test_program_handles() -> None:
@@ -104,7 +103,7 @@ async def test_on_the_mixers_host_the_program_is_pulled_at_the_renditions_rate()
 
     def write(value: int) -> None:
         image = np.full((36 * 3 // 2, 64), value, dtype=np.uint8)
-        write_i420(holder, image, pts_us=value * 100_000, sequence=value)
+        i420_shared_message(holder, image, pts_us=value * 100_000, sequence=value)
 
     class RingDirectory:
         async def frames(
