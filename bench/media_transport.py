@@ -23,6 +23,7 @@ import time
 from multiprocessing import shared_memory
 from pathlib import Path
 
+import av
 import numpy as np
 
 from bench.harness import Result, Stat, free_port, process_cpu_s, self_cpu_s
@@ -121,7 +122,9 @@ def _link_once(pictures: np.ndarray) -> tuple[float, float, float]:
     sent = []
     start = self_cpu_s()
     for n, picture in enumerate(pictures):
-        encoder.submit(picture, n * 1_000_000 // LINK_FPS, 0)
+        encoder.submit(
+            av.VideoFrame.from_ndarray(picture, format="yuv420p"), n * 1_000_000 // LINK_FPS, 0
+        )
         packet = packets.get(timeout=10)
         packet.sequence = n
         sent.append(packet)

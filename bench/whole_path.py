@@ -1,15 +1,15 @@
 """Benchmark 2: ten 720p H.264 inputs → 1080p city wall with a graphic → x264, unthrottled.
 
 The services run on real-time clocks (the mixer's frame clock, the encoder's tick), so the
-unthrottled run uses their code paths in one process: each input is decoded by PyAV and scaled to
-its box by ingest's own `render_video`, which writes it into a shared-memory ring, in a worker
-thread per input; the mixer reads each tile as it does (`received_picture`), `blit`s it and keys
-the graphic with its `Keyer`, then writes the program into a ring of its own; an encoder thread
+unthrottled run uses their code paths in one process: each input is decoded by PyAV, scaled to its
+box and written into a shared-memory ring by the fan-out's own `scaled` and `video_messages`, in a
+worker thread per input; the mixer reads each tile as it does (`received_picture`), `blit`s it and
+keys the graphic with its `Keyer`, then writes the program into a ring of its own; an encoder thread
 reads it as distribution does (`proto_to_i420`) and encodes with distribution's x264 settings
-(veryfast, zerolatency, fixed GOP, no B-frames, 3 Mbit/s). Only the gRPC messages carrying the
-slot references are left out: benchmarks 1 and 6 measure them. The reference is Debian's
-`/usr/bin/ffmpeg` with `xstack` + `overlay` on the same files, the same boxes, the same graphic
-and encoder settings, run in the same benchmark, interleaved with ours.
+(veryfast, zerolatency, fixed GOP, no B-frames, 3 Mbit/s). Only the gRPC messages carrying the slot
+references are left out: benchmarks 1 and 6 measure them. The reference is Debian's
+`/usr/bin/ffmpeg` with `xstack` + `overlay` on the same files, the same boxes, the same graphic and
+encoder settings, run in the same benchmark, interleaved with ours.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ import numpy as np
 from PIL import Image
 
 from bench.harness import Result, Stat
+from services.common.fanout import SCALE_INTERPOLATION, VideoKey, scaled, video_messages
 from services.common.gen.baycast.v1 import media_pb2, mixer_pb2
 from services.common.media import Scaler, i420_shared_message, proto_to_i420
 from services.common.shared_memory import RING_SPARE_SLOTS, RingHolder
@@ -36,7 +37,6 @@ from services.distribution.settings import (
     DEFAULT_X264_PRESET,
     DEFAULT_X264_TUNE,
 )
-from services.ingest.source_hub import SCALE_INTERPOLATION, VideoKey, render_video
 from services.mixer.feeds import received_picture
 from services.mixer.keyer import Keyer
 from services.mixer.layouts import PlacedBox, place
@@ -158,7 +158,8 @@ def _decode(
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         for n, frame in enumerate(container.decode(stream)):
-            _, message = render_video(frame, key, scaler, n * 40_000, 0, n, inline=False, ring=ring)
+            picture = scaled(frame, key, scaler)
+            _, message = video_messages(picture, n * 40_000, 0, n, inline=False, ring=ring)
             assert message is not None  # the ring is open until the run ends
             out.put(message)
     out.put(None)

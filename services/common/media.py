@@ -258,6 +258,14 @@ def i420_views(frame: av.VideoFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray
     return plane_view(y, h, w), plane_view(u, h // 2, w // 2), plane_view(v, h // 2, w // 2)
 
 
+def copy_i420(frame: av.VideoFrame) -> av.VideoFrame:
+    """A yuv420p frame's copy with memory of its own (for a frame over a buffer that is reused)."""
+    out = av.VideoFrame(frame.width, frame.height, "yuv420p")
+    for dst, src in zip(i420_views(out), i420_views(frame), strict=True):
+        dst[...] = src
+    return out
+
+
 def proto_to_av_i420(frame: media_pb2.VideoFrame) -> av.VideoFrame:
     """A VideoFrame's I420 picture as an av.VideoFrame for an encoder: a shared-memory slot is
     copied straight into the frame's planes, one copy; other frames by way of `proto_to_i420`.

@@ -6,7 +6,7 @@ program is 622 Mbit/s; a consumer that asks for `SubscribeRequest.compression` g
 pictures as H.264 `VideoPacket`s instead, at a few Mbit/s.
 
 - `LinkEncoder` (producer): one per compressed rendition. The caller hands it each picture
-  (copied at once, so the caller's buffer is free again); a thread encodes with libx264 (no
+  (a frame it will not change again); a thread encodes with libx264 (no
   B-frames, no lookahead: a picture's packet comes out of its own encode call) and hands each
   packet to `deliver` in that thread. Keyframes every second, and at the next picture when a
   subscriber joins (`keyframe()`); SPS and PPS ride before every keyframe, so any keyframe starts
@@ -27,7 +27,6 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 import av
-import numpy as np
 import structlog
 from av.video.frame import PictureType
 
@@ -117,9 +116,9 @@ class LinkEncoder:
         codec.open()
         return codec
 
-    def submit(self, image: np.ndarray, pts_us: int, capture_time_us: int) -> None:
-        """Queue a packed I420 picture (shape (h*3/2, w)) of the rendition's size; copied now."""
-        frame = av.VideoFrame.from_ndarray(image, format="yuv420p")
+    def submit(self, frame: av.VideoFrame, pts_us: int, capture_time_us: int) -> None:
+        """Queue a yuv420p picture of the rendition's size: the encoder reads it later, so its
+        memory must not be reused (`media.copy_i420` first where it is)."""
         with self._wake:
             if self._closed:
                 return

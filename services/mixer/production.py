@@ -275,7 +275,7 @@ class ProductionRunner:
             self.scenes.ready, now, self.scenes.hold_s, index, pts_us
         ):
             self.events.state_changed()
-        want_clean = self.outputs.wants("clean", index)
+        want_clean = self.outputs.wants("clean", pts_us)
         program, finished = self.composer.compose(
             index, now, self.switcher.state.ftb, clean=want_clean
         )
@@ -283,8 +283,8 @@ class ProductionRunner:
             self.events.state_changed()
         clean, on_air = self.composer.clean, self.composer.program
         preview_scene = Scene(self.switcher.state.layout, self.switcher.state.preview)
-        want_multiview = self.outputs.wants("multiview", index)
-        want_preview = self.outputs.wants("preview", index) or want_multiview
+        want_multiview = self.outputs.wants("multiview", pts_us)
+        want_preview = self.outputs.wants("preview", pts_us) or want_multiview
         if want_preview:
             preview = self.scenes.render(preview_scene, self.preview, now)
         else:
@@ -298,14 +298,12 @@ class ProductionRunner:
             self._on_air.clear()
 
         capture = program.capture_time_us
-        if self.outputs.wants("program", index):
-            self.outputs["program"].publish_video(on_air, index, pts_us, capture)
+        if self.outputs.wants("program", pts_us):
+            self.outputs["program"].publish_video(on_air, pts_us, capture)
         if want_clean:
-            self.outputs["clean"].publish_video(clean, index, pts_us, capture)
+            self.outputs["clean"].publish_video(clean, pts_us, capture)
         if want_preview:
-            self.outputs["preview"].publish_video(
-                self.preview, index, pts_us, preview.capture_time_us
-            )
+            self.outputs["preview"].publish_video(self.preview, pts_us, preview.capture_time_us)
         if want_multiview:
             self.multiview.render(
                 self.preview,
@@ -316,9 +314,9 @@ class ProductionRunner:
                 now,
                 self.multiview.tile_fps(self.outputs["multiview"].video_fps()),
             )
-            self.outputs["multiview"].publish_video(self.multiview.picture, index, pts_us, capture)
+            self.outputs["multiview"].publish_video(self.multiview.picture, pts_us, capture)
         minus_wanted = self.outputs.minus_wanted()
-        self.outputs.publish_minus_pictures(minus_wanted, on_air, index, pts_us, capture)
+        self.outputs.publish_minus_pictures(minus_wanted, on_air, pts_us, capture)
 
         mix = self.audio.mix(program.sources, minus_wanted, self.talkback.heard)
         self.outputs.publish_sound(mix, self.audio.sample_rate, pts_us)

@@ -41,9 +41,9 @@ class ProductionOutputs:
     def all(self) -> list[Output]:
         return list(self.by_name.values())
 
-    def wants(self, name: str, index: int) -> bool:
-        """Whether a subscriber of `name` takes frame `index`'s picture."""
-        return self.by_name[name].wants_frame(index)
+    def wants(self, name: str, pts_us: int) -> bool:
+        """Whether a subscriber of `name` takes the picture of `pts_us`."""
+        return self.by_name[name].wants_video(pts_us)
 
     def set_stations(self, stations: list[str]) -> tuple[list[Output], list[Output]]:
         """A mix-minus handle for each of `stations` and no other: (the outputs that went, the
@@ -65,12 +65,10 @@ class ProductionOutputs:
         }
 
     def publish_minus_pictures(
-        self, stations: set[str], picture: Picture, index: int, pts_us: int, capture_us: int
+        self, stations: set[str], picture: Picture, pts_us: int, capture_us: int
     ) -> None:
         for station in stations:
-            output = self.by_name[MIXMINUS + station]
-            if output.wants_frame(index):
-                output.publish_video(picture, index, pts_us, capture_us)
+            self.by_name[MIXMINUS + station].publish_video(picture, pts_us, capture_us)
 
     def publish_sound(self, mix: MixResult, rate: int, pts_us: int) -> None:
         for name in ("program", "clean", "multiview"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import queue
 
+import av
 import numpy as np
 import pytest
 
@@ -38,7 +39,11 @@ class _Encoded:
 
     def send(self, n: int, picture: np.ndarray) -> media_pb2.VideoPacket:
         """One picture through the encoder, waited for (a picture's packet comes at once)."""
-        self.encoder.submit(picture, pts_us=n * 40_000, capture_time_us=1_000_000 + n)
+        self.encoder.submit(
+            av.VideoFrame.from_ndarray(picture, format="yuv420p"),
+            pts_us=n * 40_000,
+            capture_time_us=1_000_000 + n,
+        )
         packet = self.packets.get(timeout=10)
         packet.sequence = n
         return packet

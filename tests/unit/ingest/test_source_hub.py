@@ -47,7 +47,7 @@ async def test_renditions_are_shared_and_scaled() -> None:
     mono = hub.subscribe(
         media_pb2.Rendition(no_video=True, audio_sample_rate=16000, audio_channels=1)
     )
-    assert hub.video_renditions == 2 and hub.audio_renditions == 1
+    assert hub.fanout.video_renditions == 2 and hub.fanout.audio_renditions == 1
     for n in range(5):
         hub.offer_video(frame(n))
         hub.offer_audio(tone(n))
@@ -66,7 +66,7 @@ async def test_renditions_are_shared_and_scaled() -> None:
     assert abs(int(np.median(proto_to_pcm(audio[-1].audio))) - 1000) < 5
     hub.unsubscribe(small_a)
     hub.unsubscribe(small_b)
-    assert hub.video_renditions == 1
+    assert hub.fanout.video_renditions == 1
     await hub.close()
     assert native.queue.closed and await native.queue.get(timeout=0.1) is None
 
@@ -108,7 +108,7 @@ async def test_a_same_host_subscriber_gets_the_rendition_by_shared_memory() -> N
     r = media_pb2.Rendition(width=160, height=90, no_audio=True)
     inline = hub.subscribe(r)
     shared = hub.subscribe(r, shared=True)
-    assert hub.video_renditions == 1
+    assert hub.fanout.video_renditions == 1
     for n in range(3):
         hub.offer_video(frame(n))
         await asyncio.sleep(0.02)
@@ -120,7 +120,7 @@ async def test_a_same_host_subscriber_gets_the_rendition_by_shared_memory() -> N
     segment = SHM_DIR / b[0].video.shared.segment
     assert segment.exists()
     hub.unsubscribe(shared)  # the last same-host subscriber: the ring goes, the rendition stays
-    assert not segment.exists() and hub.video_renditions == 1
+    assert not segment.exists() and hub.fanout.video_renditions == 1
     again = hub.subscribe(r, shared=True)
     hub.offer_video(frame(3))
     (c,) = await drain(again, 1)
