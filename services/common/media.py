@@ -267,13 +267,18 @@ def copy_i420(frame: av.VideoFrame) -> av.VideoFrame:
 
 
 def proto_to_av_i420(frame: media_pb2.VideoFrame) -> av.VideoFrame:
-    """A VideoFrame's I420 picture as an av.VideoFrame for an encoder: a shared-memory slot is
-    copied straight into the frame's planes, one copy; other frames by way of `proto_to_i420`.
-    ValueError (FrameGone) as `proto_to_i420`."""
-    if not _packed_shared(frame):
-        return av.VideoFrame.from_ndarray(proto_to_i420(frame), format="yuv420p")
+    """A VideoFrame's I420 picture as an av.VideoFrame for an encoder, its planes copied straight
+    into the frame's (one copy; a shared slot of padded planes is read out first). ValueError
+    (FrameGone) as `proto_to_i420`."""
     out = av.VideoFrame(frame.width, frame.height, "yuv420p")
-    READER.copy_into(frame.shared, i420_views(out))
+    if _packed_shared(frame):
+        READER.copy_into(frame.shared, i420_views(out))
+        return out
+    w, h = frame.width, frame.height
+    sizes = ((w, h), (w // 2, h // 2), (w // 2, h // 2))
+    planes = zip(i420_views(out), video_planes(frame), frame.planes, sizes, strict=True)
+    for view, data, plane, (columns, rows) in planes:
+        view[...] = plane_rows(data, plane.stride, columns, rows)
     return out
 
 
