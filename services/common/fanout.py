@@ -158,11 +158,40 @@ class _AudioRendition:
     resampler: av.AudioResampler
     subscribers: list[Subscription] = field(default_factory=list)
     sequence: int = 0
-    # Resampled samples not sent yet, gathered into messages of `audio_message_ms`.
+    # Resampled samples not sent yet, gathered into messages of at least `message_ms`.
     pending: list[np.ndarray] = field(default_factory=list)
     pending_samples: int = 0
     pending_pts_us: int = 0
     pending_capture_us: int = 0
+
+    def take(
+        self, frame: av.AudioFrame, capture_us: int, message_ms: int
+    ) -> media_pb2.MediaFrame | None:
+        """Resample `frame`; a message once `message_ms` of sound has gathered."""
+        for out in self.resampler.resample(frame):
+            pcm = out.to_ndarray().reshape(-1, self.key.channels)
+            if not self.pending:
+                self.pending_pts_us = (
+                    int(out.pts * out.time_base * 1_000_000)
+                    if out.pts is not None and out.time_base is not None
+                    else capture_us
+                )
+                self.pending_capture_us = capture_us
+            self.pending.append(pcm)
+            self.pending_samples += pcm.shape[0]
+        if not self.pending or self.pending_samples * 1000 < message_ms * self.key.sample_rate:
+            return None
+        self.sequence += 1
+        samples = self.pending[0] if len(self.pending) == 1 else np.concatenate(self.pending)
+        self.pending.clear()
+        self.pending_samples = 0
+        return pcm_message(
+            samples,
+            self.key.sample_rate,
+            pts_us=self.pending_pts_us,
+            capture_time_us=self.pending_capture_us,
+            sequence=self.sequence,
+        )
 
 
 def video_key(rendition: media_pb2.Rendition) -> VideoKey:
@@ -483,34 +512,10 @@ class Fanout:
     def publish_audio(self, frame: av.AudioFrame, capture_us: int) -> None:
         """Sound to every subscriber, resampled once per distinct format (the event loop)."""
         for r in list(self._audio.values()):
-            for out in r.resampler.resample(frame):
-                pcm = out.to_ndarray().reshape(-1, r.key.channels)
-                if not r.pending:
-                    r.pending_pts_us = (
-                        int(out.pts * out.time_base * 1_000_000)
-                        if out.pts is not None and out.time_base is not None
-                        else capture_us
-                    )
-                    r.pending_capture_us = capture_us
-                r.pending.append(pcm)
-                r.pending_samples += pcm.shape[0]
-            if r.pending and r.pending_samples * 1000 >= self.audio_message_ms * r.key.sample_rate:
-                self._send_audio(r)
-
-    def _send_audio(self, r: _AudioRendition) -> None:
-        r.sequence += 1
-        samples = r.pending[0] if len(r.pending) == 1 else np.concatenate(r.pending)
-        r.pending.clear()
-        r.pending_samples = 0
-        message = pcm_message(
-            samples,
-            r.key.sample_rate,
-            pts_us=r.pending_pts_us,
-            capture_time_us=r.pending_capture_us,
-            sequence=r.sequence,
-        )
-        for sub in r.subscribers:
-            self._put(sub, message)
+            message = r.take(frame, capture_us, self.audio_message_ms)
+            if message is not None:
+                for sub in r.subscribers:
+                    self._put(sub, message)
 
     def _put(self, sub: Subscription, message: media_pb2.MediaFrame) -> None:
         sub.messages += 1
