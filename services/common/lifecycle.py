@@ -168,9 +168,8 @@ class BaseService(Generic[S]):
         await self.bus.drain()
         await self._stop_step("teardown", self.teardown(), 2 * self.settings.drain_seconds)
         await cancel_and_wait(list(self._tasks), timeout=self.settings.drain_seconds)
-        # The grace lets unary calls (health checks) finish; a Media.Subscribe stream never ends
-        # by itself, so a producer with a subscriber left waits out all of it before the stream
-        # is cancelled and its consumer resubscribes elsewhere: kept short.
+        # The media streams still open end first (their consumers resubscribe elsewhere); the
+        # grace lets unary calls (health checks) finish.
         await self.grpc.stop(grace=min(GRPC_GRACE_S, self.settings.drain_seconds / 2))
         await self.channels.close()
         await self.http.stop()

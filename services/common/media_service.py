@@ -5,7 +5,9 @@ A producer says only how to open a feed: from the SubscribeRequest, the subscrib
 how to let it go (`Feed`), or a BaycastError that goes out as that error's gRPC status (a handle
 that is not here is NOT_FOUND, a rendition out of bounds INVALID_ARGUMENT). The servicer streams
 the queue, with a keepalive whenever it is quiet for the feed's interval, and lets the feed go
-however the stream ends: the consumer went away, or the producer closed the queue.
+however the stream ends: the consumer went away, or the producer closed the queue. A stopping
+service ends every stream before its gRPC server stops (`end_feeds`), so none is cut off mid-call
+and none holds the stop up.
 """
 
 from __future__ import annotations
@@ -45,15 +47,29 @@ class MediaService(media_pb2_grpc.MediaServicer):
     def __init__(self, open_feed: OpenFeed, sent_bytes: Counter) -> None:
         self.open_feed = open_feed
         self.sent_bytes = sent_bytes
+        self.ended = False
+        self._open: dict[int, Feed] = {}
+
+    def end_feeds(self) -> None:
+        """The producer is stopping: every open stream ends once what is queued is sent, and a
+        new subscription is refused as UNAVAILABLE (its consumer tries again, elsewhere)."""
+        self.ended = True
+        for feed in list(self._open.values()):
+            feed.queue.close()
 
     async def Subscribe(
         self, request: media_pb2.SubscribeRequest, context: grpc.aio.ServicerContext
     ) -> AsyncGenerator[media_pb2.MediaFrame, None]:
         try:
+            if self.ended:
+                raise errors.Unavailable("this producer is stopping")
             feed = await self.open_feed(request)
         except errors.BaycastError as exc:
             await context.abort(exc.grpc_status, str(exc))
             return
+        self._open[id(feed)] = feed
+        if self.ended:  # it stopped while the feed opened
+            feed.queue.close()
         counters: dict[str, Counter] = {}
         try:
             async for message in queue_stream(feed.queue, feed.keepalive_s):
@@ -64,4 +80,5 @@ class MediaService(media_pb2_grpc.MediaServicer):
                 counter.inc(message.ByteSize())
                 yield message
         finally:
+            self._open.pop(id(feed), None)
             feed.close()

@@ -12,7 +12,7 @@ import fcntl
 import functools
 import struct
 import termios
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 import structlog
@@ -20,6 +20,9 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from services.common.gen.baycast.v1 import media_pb2_grpc
 from services.common.tls import INTERNAL_CHANNEL_OPTIONS
+
+if TYPE_CHECKING:
+    from services.common.media_service import MediaService
 
 MAX_MESSAGE_BYTES = 32 * 1024 * 1024
 CHANNEL_OPTIONS = [
@@ -99,12 +102,12 @@ class GrpcServer:
         # Mutual TLS when given (services/common/tls.py); else plain.
         self.credentials = credentials
         self.port = 0
-        self._media: media_pb2_grpc.MediaServicer | None = None
+        self._media: MediaService | None = None
         # grpc.aio objects bind to the running event loop: they are made in start().
         self.server: grpc.aio.Server | None = None
         self.health: health.aio.HealthServicer | None = None
 
-    def add_media(self, servicer: media_pb2_grpc.MediaServicer) -> None:
+    def add_media(self, servicer: MediaService) -> None:
         self._media = servicer
 
     async def start(self) -> None:
@@ -134,6 +137,10 @@ class GrpcServer:
         await self.health.set("baycast.v1.Media", status)
 
     async def stop(self, grace: float) -> None:
+        """End the media streams (their consumers see the stream end and look for the handle
+        elsewhere), then stop, giving unary calls `grace` to finish."""
+        if self._media is not None:
+            self._media.end_feeds()
         if self.server is not None:
             await self.server.stop(grace)
 

@@ -116,3 +116,27 @@ async def test_what_a_feed_sends_is_counted_in_bytes_by_handle_and_kind() -> Non
     assert len([m async for m in stream]) == 3
     assert sent("packet") - before["packet"] == 2 * packet.ByteSize() > 10_000
     assert sent("audio") - before["audio"] == audio.ByteSize() > 7680
+
+
+async def test_a_stopping_producer_ends_its_streams_and_refuses_new_ones() -> None:
+    queue: DropOldestQueue[media_pb2.MediaFrame] = DropOldestQueue(4)
+    closed: list[str] = []
+
+    async def open_feed(req: media_pb2.SubscribeRequest) -> Feed:
+        return Feed(queue, lambda: closed.append(req.handle))
+
+    service = MediaService(open_feed, SENT)
+    stream = service.Subscribe(request("source/a"), Context())
+    queue.put(media_pb2.MediaFrame(video=media_pb2.VideoFrame(sequence=1)))
+    assert (await anext(stream)).video.sequence == 1
+    queue.put(media_pb2.MediaFrame(video=media_pb2.VideoFrame(sequence=2)))
+    service.end_feeds()
+    assert (await anext(stream)).video.sequence == 2  # what was queued still goes
+    with pytest.raises(StopAsyncIteration):
+        await anext(stream)
+    assert closed == ["source/a"]
+    context = Context()
+    with pytest.raises(Aborted):
+        await anext(service.Subscribe(request("source/a"), context))
+    assert context.status == (grpc.StatusCode.UNAVAILABLE, "this producer is stopping")
+    assert closed == ["source/a"]  # refused before a feed was opened
