@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from services.common import shared_memory
 from services.common.telemetry import configure_logging
 from tests.support.nats import NatsServer, free_port
 from tests.support.secrets_key import export_session_key_file
@@ -35,6 +36,14 @@ def own_nats_server() -> Iterator[NatsServer]:
 @pytest.fixture
 def port() -> int:
     return free_port()
+
+
+@pytest.fixture(autouse=True)
+def _shared_memory_on() -> Iterator[None]:
+    """A service started with BAYCAST_SHARED_MEMORY off turns the path off for the process; the
+    next test starts with it on again, as a process does."""
+    yield
+    shared_memory.configure(True)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

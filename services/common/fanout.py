@@ -261,7 +261,8 @@ class Fanout:
 
     `size` and `fps`: the producer's picture when it is fixed (the mixer's outputs); a rendition
     that names no size takes it, and a cap at or above `fps` is no cap. `compress`: subscribers
-    on other hosts may ask for H.264 (`add(compression=...)`); otherwise they get raw pictures.
+    on other hosts may ask for H.264 (`add(compression=...)`) for an I420 rendition whose size and
+    rate are known; otherwise they get raw pictures.
     `audio_message_ms`: sound goes out in messages of at least this much (0: one message per
     `publish_audio`).
     """
@@ -318,7 +319,7 @@ class Fanout:
             if video is None:
                 video = self._video[sub.video] = _VideoRendition(sub.video)
             video.subscribers.append(sub)
-            if compression is not None and self.compress and not shared and sub.video.width:
+            if compression is not None and self.compress and not shared and self._sized(sub.video):
                 sub.link = self._open_link(sub.video, compression)
         if sub.audio is not None:
             audio = self._audio.get(sub.audio)
@@ -393,6 +394,12 @@ class Fanout:
         if self.fps and key.fps >= self.fps:
             key = VideoKey(key.width, key.height, key.pixel_format, 0)  # every picture
         return key
+
+    def _sized(self, key: VideoKey) -> bool:
+        """Whether a rendition's size and rate are known before its first picture (an encoder
+        needs both; a rendition "at the source's own size" of a producer whose size varies is
+        served raw)."""
+        return bool(key.width and (key.fps or self.fps) and key.pixel_format == "yuv420p")
 
     def _open_link(self, key: VideoKey, compression: media_pb2.Compression) -> LinkKey:
         link = LinkKey(

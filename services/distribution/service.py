@@ -131,7 +131,9 @@ class DistributionService(BaseService[DistributionSettings]):
             rendition,
             subscriber=f"distribution-{self.settings.instance}/exchange",
             pull=True,
-            compression=self.settings.mixer_compression(),
+            # A mixer's pictures compressed; a source's as ingest sends them (ingest would
+            # re-encode them for us: its CPU, its choice in ADR 0025).
+            compression=self.settings.mixer_compression() if handle.startswith("prod/") else None,
         )
 
     def _program_frames(

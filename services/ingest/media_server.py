@@ -6,6 +6,7 @@ from services.common import errors, shared_memory
 from services.common.gen.baycast.v1 import media_pb2
 from services.common.media_service import Feed
 from services.common.renditions import rendition_problem
+from services.common.video_link import compression_problem
 from services.ingest import metrics
 from services.ingest.sources import SourceRegistry
 
@@ -19,7 +20,10 @@ class SourceFeeds:
         hub = self.sources.hub(source_id) if kind == "source" else None
         if hub is None:
             raise errors.NotFound(f"no live handle {request.handle!r}")
+        compression = request.compression if request.HasField("compression") else None
         problem = rendition_problem(request.rendition)
+        if not problem and compression is not None:
+            problem = compression_problem(compression)
         if problem:
             raise errors.InvalidArgument(problem)
         sub = hub.subscribe(
@@ -27,6 +31,7 @@ class SourceFeeds:
             request.subscriber,
             shared=shared_memory.accepts(request),
             pull=request.pull,
+            compression=compression,
         )
         gauge = metrics.SUBSCRIBERS.labels(source_id)
         gauge.inc()

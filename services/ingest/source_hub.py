@@ -4,7 +4,8 @@ A source offers decoded frames without waiting (`offer_video`/`offer_audio` put 
 drop-oldest inputs, so a slow hub never backs up into aiortc's unbounded track queue). A worker
 per kind takes them, stamps their capture time, measures them and publishes them to the fan-out:
 pictures are scaled and written in a worker thread (PyAV releases the GIL), sound goes out in
-messages of `AUDIO_MESSAGE_MS`.
+messages of `AUDIO_MESSAGE_MS`. A subscriber on another host that asks for compression at a
+given size and rate gets H.264 (ADR 0025; the mixer asks when BAYCAST_MIXER_SOURCE_LINK=h264).
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ class SourceHub:
         self.fanout = Fanout(
             f"source/{source_id}",
             queue_size,
+            compress=True,
             audio_message_ms=AUDIO_MESSAGE_MS,
             on_drop=on_drop,
         )
@@ -100,8 +102,11 @@ class SourceHub:
         *,
         shared: bool = False,
         pull: bool = False,
+        compression: media_pb2.Compression | None = None,
     ) -> Subscription:
-        return self.fanout.add(rendition, subscriber, shared=shared, pull=pull)
+        return self.fanout.add(
+            rendition, subscriber, shared=shared, pull=pull, compression=compression
+        )
 
     def unsubscribe(self, sub: Subscription) -> None:
         self.fanout.remove(sub)

@@ -91,8 +91,10 @@ class FeedSet:
         *,
         hold_s: float = 0.5,
         clear_s: float = 3.0,
+        compression: media_pb2.Compression | None = None,
     ) -> None:
         self.directory = directory
+        self.compression = compression  # asked of sources on another host
         self.channels = channels
         self.fps = fps
         self.subscriber = subscriber
@@ -269,6 +271,7 @@ class FeedSet:
             rendition,
             subscriber=self.subscriber,
             pull=True,
+            compression=self.compression,
         )
         async for message in frames:
             body = message.WhichOneof("body")

@@ -65,6 +65,7 @@ class ProductionRunner:
         media_cache_dir: Path,
         queue_size: int = 8,
         feed_idle_seconds: float = 5.0,
+        source_compression: media_pb2.Compression | None = None,
     ) -> None:
         p = production
         self.production = p
@@ -95,6 +96,7 @@ class ProductionRunner:
             self.audio.push,
             hold_s=p.hold_ms / 1000,
             clear_s=(p.clear_ms or DEFAULT_CLEAR_MS) / 1000,
+            compression=source_compression,
         )
         self.scenes = SceneRenderer(p, self.feeds)
         self.clips = ClipDeck(p, self.feeds, self.audio.push, open_library, media_cache_dir)

@@ -208,6 +208,7 @@ class MixerService(BaseService[MixerSettings]):
             media_cache_dir=self.media_cache_dir,
             queue_size=self.settings.subscriber_queue,
             feed_idle_seconds=self.settings.feed_idle_seconds,
+            source_compression=self.settings.source_compression(),
         )
         await runner.start()
         rundown = RundownPlayer(production, self.bus, self.rundowns, runner.command)

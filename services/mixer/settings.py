@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from services.common.gen.baycast.v1 import media_pb2
 from services.common.settings import ServiceSettings, SettingsError
 
 DEFAULT_LEASE_SECONDS = 3.0
@@ -31,9 +32,22 @@ class MixerSettings(ServiceSettings):
     # Where clips and stills fetched from the media library are kept (default: the temporary
     # directory's baycast-media); a file is fetched again only when the library's copy changed.
     media_cache_dir: str = ""
+    # How the mixer asks a source on another host (another pod) for its boxes' pictures: "raw"
+    # I420 (a 1536x864 box at 25 fps is 398 Mbit/s, a 384x216 tile 25) or "h264", which ingest
+    # encodes once per box size and rate for every mixer that asks (a few Mbit/s a box, for
+    # ingest's CPU: ADR 0025). On ingest's host pictures come from shared memory either way.
+    source_link: str = "raw"
+
+    def source_compression(self) -> media_pb2.Compression | None:
+        """What the mixer asks of a source on another host for its pictures."""
+        if self.source_link == "raw":
+            return None
+        return media_pb2.Compression(codec=media_pb2.VIDEO_CODEC_H264)
 
     def validate(self) -> None:
         super().validate()
+        if self.source_link not in ("raw", "h264"):
+            raise SettingsError("BAYCAST_MIXER_SOURCE_LINK must be raw or h264")
         if not 0 < self.lease_renew_seconds < self.lease_seconds:
             raise SettingsError(
                 "BAYCAST_MIXER_LEASE_RENEW_SECONDS must be positive and below LEASE_SECONDS"

@@ -9,8 +9,9 @@ import av
 import numpy as np
 
 from services.common.gen.baycast.v1 import media_pb2
-from services.common.media import PulledVideo, proto_to_i420, proto_to_pcm
+from services.common.media import PulledVideo, decoded, proto_to_i420, proto_to_pcm
 from services.common.shared_memory import SHM_DIR
+from services.common.video_link import LinkDecoder
 from services.ingest.source_hub import SourceHub
 
 
@@ -175,3 +176,26 @@ async def test_a_pulling_subscriber_is_told_the_new_ring_when_frames_grow() -> N
     newest = pulled.take()
     assert newest is not None and (newest.width, newest.height) == (1280, 720)
     await hub.close()
+
+
+async def test_a_subscriber_on_another_host_can_take_a_box_compressed() -> None:
+    hub = SourceHub("t", queue_size=8)
+    hub.start()
+    h264 = media_pb2.Compression(codec=media_pb2.VIDEO_CODEC_H264)
+    box = hub.subscribe(
+        media_pb2.Rendition(width=160, height=90, fps=25, no_audio=True), compression=h264
+    )
+    own_size = hub.subscribe(media_pb2.Rendition(fps=25, no_audio=True), compression=h264)
+    assert box.link is not None and (box.link.width, box.link.height) == (160, 90)
+    assert own_size.link is None  # its size is the source's, known only once it comes: raw
+    decoder = LinkDecoder()
+    lumas = []
+    for n in range(3):
+        hub.offer_video(frame(n))
+        (message,) = await drain(box, 1)
+        assert message.WhichOneof("body") == "packet" and message.packet.sequence == n
+        lumas += [int(proto_to_i420(m.video)[45, 80]) for m in decoded(decoder, message.packet)]
+    assert all(abs(got - 60 - n) <= 2 for n, got in enumerate(lumas)) and len(lumas) == 3
+    assert [m.WhichOneof("body") for m in await drain(own_size, 3)] == ["video"] * 3
+    await hub.close()
+    assert not hub.fanout.encoders
