@@ -6,22 +6,24 @@ pixels are a function of the frame's sequence number, so a receiver can check ev
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
 from dataclasses import dataclass
 
-import grpc
 import numpy as np
+from prometheus_client import Counter
 
 from services.common import errors
 from services.common.bus import KvBucket, subject
-from services.common.gen.baycast.v1 import control_pb2, media_pb2, media_pb2_grpc
+from services.common.gen.baycast.v1 import control_pb2, media_pb2
 from services.common.lifecycle import BaseService, run
-from services.common.media import i420_message
+from services.common.media import DropOldestQueue, i420_message
+from services.common.media_service import SENT_BYTES_HELP, Feed, MediaService
 from services.common.settings import ServiceSettings, load_settings
 from services.common.telemetry import configure_logging
 
 PATTERN_HANDLE = "probe/pattern"
 PATTERN_FRAMES = 1_000_000
+QUEUE_FRAMES = 32
 
 
 def pattern_luma(sequence: int) -> int:
@@ -46,22 +48,32 @@ class ProbeSettings(ServiceSettings):
     frame_interval_s: float = 0.0
 
 
-class ProbeMedia(media_pb2_grpc.MediaServicer):
+SENT_BYTES = Counter("baycast_probe_media_sent_bytes_total", SENT_BYTES_HELP, ["handle", "kind"])
+
+
+class ProbeMedia:
+    """The pattern as a feed of the one Media.Subscribe servicer, a frame every interval."""
+
     def __init__(self, settings: ProbeSettings) -> None:
         self.settings = settings
 
-    async def Subscribe(
-        self, request: media_pb2.SubscribeRequest, context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[media_pb2.MediaFrame]:
-        import asyncio
-
+    async def open(self, request: media_pb2.SubscribeRequest) -> Feed:
         if request.handle != PATTERN_HANDLE:
-            await context.abort(grpc.StatusCode.NOT_FOUND, f"no handle {request.handle!r}")
+            raise errors.NotFound(f"no handle {request.handle!r}")
         width = request.rendition.width or 1920
         height = request.rendition.height or 1080
-        for seq in range(PATTERN_FRAMES):
-            yield i420_message(pattern_frame(width, height, seq), pts_us=seq * 40_000, sequence=seq)
-            await asyncio.sleep(self.settings.frame_interval_s)
+        queue: DropOldestQueue[media_pb2.MediaFrame] = DropOldestQueue(QUEUE_FRAMES)
+
+        async def produce() -> None:
+            for seq in range(PATTERN_FRAMES):
+                if queue.closed:
+                    return
+                image = pattern_frame(width, height, seq)
+                queue.put(i420_message(image, pts_us=seq * 40_000, sequence=seq))
+                await asyncio.sleep(self.settings.frame_interval_s)
+
+        task = asyncio.create_task(produce())
+        return Feed(queue, task.cancel)
 
 
 class ProbeService(BaseService[ProbeSettings]):
@@ -74,7 +86,7 @@ class ProbeService(BaseService[ProbeSettings]):
         await self.bus.serve(
             subject("probe", self.settings.instance, "put"), control_pb2.SourceState, self.put
         )
-        self.grpc.add_media(ProbeMedia(self.settings))
+        self.grpc.add_media(MediaService(ProbeMedia(self.settings).open, SENT_BYTES))
 
     async def put(self, record: control_pb2.SourceState) -> control_pb2.SourceState:
         if not record.source:
