@@ -5,10 +5,10 @@ On one host pictures go through shared memory (ADR 0010, 0024). Between hosts a 
 program is 622 Mbit/s; a consumer that asks for `SubscribeRequest.compression` gets the same
 pictures as H.264 `VideoPacket`s instead, at a few Mbit/s.
 
-- `LinkEncoder` (producer): one per compressed rendition. The caller hands it each picture
-  (a frame it will not change again); a thread encodes with libx264 (no
-  B-frames, no lookahead: a picture's packet comes out of its own encode call) and hands each
-  packet to `deliver` in that thread. Keyframes every second, and at the next picture when a
+- `LinkEncoder` (producer): one per compressed rendition. The caller hands it each picture (a
+  frame it will not change again); a thread encodes with libx264 (no B-frames, no lookahead: a
+  picture's packet comes out of its own encode call) and hands each packet to `deliver` in that
+  thread. Keyframes every second, and at the next picture when a
   subscriber joins (`keyframe()`); SPS and PPS ride before every keyframe, so any keyframe starts
   a decoder. A picture that finds the encoder still busy with two others replaces the older
   waiting one (counted in `skipped`): the encoder never holds the caller up.

@@ -26,7 +26,7 @@ class SourceFeeds:
             problem = compression_problem(compression)
         if problem:
             raise errors.InvalidArgument(problem)
-        sub = hub.subscribe(
+        sub = hub.fanout.add(
             request.rendition,
             request.subscriber,
             shared=shared_memory.accepts(request),
@@ -38,6 +38,6 @@ class SourceFeeds:
 
         def close() -> None:
             gauge.dec()
-            hub.unsubscribe(sub)
+            hub.fanout.remove(sub)
 
         return Feed(sub.queue, close)

@@ -1,4 +1,5 @@
-"""One live source's side of the media plane: decoded frames in, its `fanout.Fanout` out.
+"""One live source's side of the media plane: decoded frames in, its `fanout.Fanout` out
+(subscribers are added to and removed from `hub.fanout`).
 
 A source offers decoded frames without waiting (`offer_video`/`offer_audio` put them in small
 drop-oldest inputs, so a slow hub never backs up into aiortc's unbounded track queue). A worker
@@ -17,8 +18,7 @@ from collections.abc import Callable
 import av
 import structlog
 
-from services.common.fanout import Fanout, Subscription
-from services.common.gen.baycast.v1 import media_pb2
+from services.common.fanout import Fanout
 from services.common.media import DropOldestQueue, now_us
 from services.ingest.capture_clock import CaptureClock
 from services.ingest.measurements import Measurements
@@ -92,27 +92,6 @@ class SourceHub:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self.fanout.close()
-
-    # -- the subscriber side -------------------------------------------------------------------
-
-    def subscribe(
-        self,
-        rendition: media_pb2.Rendition,
-        subscriber: str = "",
-        *,
-        shared: bool = False,
-        pull: bool = False,
-        compression: media_pb2.Compression | None = None,
-    ) -> Subscription:
-        return self.fanout.add(
-            rendition, subscriber, shared=shared, pull=pull, compression=compression
-        )
-
-    def unsubscribe(self, sub: Subscription) -> None:
-        self.fanout.remove(sub)
-
-    def subscriptions(self) -> list[Subscription]:
-        return self.fanout.subscriptions()
 
     # -- workers -------------------------------------------------------------------------------
 

@@ -274,7 +274,7 @@ class SourceRegistry:
         live._previous, live._previous_at = transport, now
         metrics.SOURCE_PACKETS_DROPPED.labels(live.source.source_id).set(transport.packets_dropped)
         metrics.SOURCE_RETRANSMITS.labels(live.source.source_id).set(transport.retransmits)
-        dropped = sum(s.dropped for s in live.hub.subscriptions())
+        dropped = sum(s.dropped for s in live.hub.fanout.subscriptions())
         return control_pb2.SourceStats(
             source=live.source.source_id,
             time_us=now_us(),

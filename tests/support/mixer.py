@@ -17,6 +17,7 @@ from services.common.gen.baycast.v1 import media_pb2, media_pb2_grpc, mixer_pb2,
 from services.common.media import proto_to_i420, proto_to_pcm
 from services.common.rpc import CHANNEL_OPTIONS
 from services.mixer.rundown import ASRUN_STREAM
+from services.station.testcard import TestCard
 from tests.support.media_source import Card
 
 # Cards with distinct, exactly known colours (Y, U, V) and tones.
@@ -163,6 +164,20 @@ def yuv_at(image: np.ndarray, x: int, y: int) -> tuple[int, int, int]:
 
 def close_to(a: tuple[int, ...], b: tuple[int, ...], tolerance: int = 3) -> bool:
     return all(abs(int(p) - int(q)) <= tolerance for p, q in zip(a, b, strict=True))
+
+
+async def card_on_program(
+    endpoint: str, prod: str, card: TestCard, width: int, height: int
+) -> None:
+    """Wait until the program (`width`x`height`) shows a station's test card full screen: its
+    background at the card's top-right probe point."""
+    probe = card.probe_points()[1]
+    x, y = int(probe.x * width), int(probe.y * height)
+    await next_video(
+        endpoint,
+        f"prod/{prod}/program",
+        accept=lambda i: close_to(yuv_at(i, x, y), probe.yuv, 12),
+    )
 
 
 async def rundown(

@@ -61,11 +61,11 @@ async def test_stalled_subscriber_is_bounded_and_others_keep_their_rate(
             deadline = loop.time() + STALL_S
             while loop.time() < deadline:
                 await asyncio.sleep(0.5)
-                longest = max(longest, *(len(s.queue) for s in hub.subscriptions()))
+                longest = max(longest, *(len(s.queue) for s in hub.fanout.subscriptions()))
             produced = hub.measurements.video_frames - produced_before
             reader.cancel()
-            stalled_sub = next(s for s in hub.subscriptions() if s.subscriber == "stalled")
-            steady_sub = next(s for s in hub.subscriptions() if s.subscriber == "steady")
+            stalled_sub = next(s for s in hub.fanout.subscriptions() if s.subscriber == "stalled")
+            steady_sub = next(s for s in hub.fanout.subscriptions() if s.subscriber == "steady")
 
             assert longest <= QUEUE  # never more than the queue holds
             assert produced >= 100  # the source kept going (25 fps nominal, loaded box)

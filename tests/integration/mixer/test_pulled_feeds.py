@@ -14,9 +14,8 @@ import pytest
 from services.common.bus import Bus
 from services.common.gen.baycast.v1 import mixer_pb2
 from services.mixer.service import MixerService
-from services.station.testcard import TestCard
 from tests.integration.mixer.conftest import CreateProduction
-from tests.support.mixer import close_to, command, frames, next_video, unique, yuv_at
+from tests.support.mixer import card_on_program, command, frames, unique
 from tests.support.nats import NatsServer
 from tests.support.station import add_station, publishing, running_ingest, wait_online
 
@@ -45,18 +44,11 @@ async def test_the_mixer_pulls_pictures_from_ingests_ring_with_no_message_per_fr
             )
             Cmd = mixer_pb2.MixerCommand
             await command(bus, prod, Cmd(cut=Cmd.Cut(source=STATION)))
-            card: TestCard = station.card
-            probe = card.probe_points()[1]  # background, top right
-            x, y = int(probe.x * 1280), int(probe.y * 720)
-            await next_video(
-                mixer.grpc_endpoint,
-                f"prod/{prod}/program",
-                accept=lambda i: close_to(yuv_at(i, x, y), probe.yuv, 12),
-            )
+            await card_on_program(mixer.grpc_endpoint, prod, station.card, 1280, 720)
 
             hub = ingest.sources.hub(STATION)
             assert hub is not None
-            video_subs = [s for s in hub.subscriptions() if s.video is not None]
+            video_subs = [s for s in hub.fanout.subscriptions() if s.video is not None]
             assert video_subs and all(s.pull and s.ring for s in video_subs)
             feeds = mixer.running[prod].runner.feeds
             feed = next(f for f in feeds.video.values() if f.source == STATION)

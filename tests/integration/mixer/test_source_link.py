@@ -19,8 +19,7 @@ from services.common.gen.baycast.v1 import media_pb2, mixer_pb2
 from services.common.video_link import link_kbps
 from services.mixer.service import MixerService
 from services.mixer.settings import MixerSettings
-from services.station.testcard import TestCard
-from tests.support.mixer import admin, close_to, command, frames, next_video, unique, yuv_at
+from tests.support.mixer import admin, card_on_program, command, frames, unique
 from tests.support.nats import NatsServer
 from tests.support.services import running_service
 from tests.support.station import add_station, publishing, running_ingest, wait_online
@@ -67,18 +66,11 @@ async def test_a_mixer_on_another_host_takes_its_sources_boxes_compressed(
             await admin(bus, mixer_pb2.ProductionCommand(create=production))
             Cmd = mixer_pb2.MixerCommand
             await command(bus, prod, Cmd(cut=Cmd.Cut(source=STATION)), retry_for=20)
-            card: TestCard = station.card
-            probe = card.probe_points()[1]  # background, top right
-            x, y = int(probe.x * W), int(probe.y * H)
-            await next_video(
-                mixer.grpc_endpoint,
-                f"prod/{prod}/program",
-                accept=lambda i: close_to(yuv_at(i, x, y), probe.yuv, 12),
-            )
+            await card_on_program(mixer.grpc_endpoint, prod, station.card, W, H)
 
             hub = ingest.sources.hub(STATION)
             assert hub is not None
-            boxes = [s for s in hub.subscriptions() if s.video is not None]
+            boxes = [s for s in hub.fanout.subscriptions() if s.video is not None]
             assert [(s.link.width, s.link.height, s.link.fps) for s in boxes if s.link] == [
                 (W, H, FPS)
             ]

@@ -42,10 +42,10 @@ async def drain(sub, count: int) -> list[media_pb2.MediaFrame]:  # type: ignore[
 async def test_renditions_are_shared_and_scaled() -> None:
     hub = SourceHub("t", queue_size=100)
     hub.start()
-    small_a = hub.subscribe(media_pb2.Rendition(width=160, height=90, no_audio=True))
-    small_b = hub.subscribe(media_pb2.Rendition(width=160, height=90, no_audio=True))
-    native = hub.subscribe(media_pb2.Rendition(no_audio=True))
-    mono = hub.subscribe(
+    small_a = hub.fanout.add(media_pb2.Rendition(width=160, height=90, no_audio=True))
+    small_b = hub.fanout.add(media_pb2.Rendition(width=160, height=90, no_audio=True))
+    native = hub.fanout.add(media_pb2.Rendition(no_audio=True))
+    mono = hub.fanout.add(
         media_pb2.Rendition(no_video=True, audio_sample_rate=16000, audio_channels=1)
     )
     assert hub.fanout.video_renditions == 2 and hub.fanout.audio_renditions == 1
@@ -65,8 +65,8 @@ async def test_renditions_are_shared_and_scaled() -> None:
     assert all(x.audio.samples >= 640 for x in audio)  # at least 40 ms at 16 kHz each
     assert [x.audio.sequence for x in audio] == [1, 2]
     assert abs(int(np.median(proto_to_pcm(audio[-1].audio))) - 1000) < 5
-    hub.unsubscribe(small_a)
-    hub.unsubscribe(small_b)
+    hub.fanout.remove(small_a)
+    hub.fanout.remove(small_b)
     assert hub.fanout.video_renditions == 1
     await hub.close()
     assert native.queue.closed and await native.queue.get(timeout=0.1) is None
@@ -76,7 +76,7 @@ async def test_fps_cap_and_drop_oldest() -> None:
     drops: list[tuple[str, int]] = []
     hub = SourceHub("t", queue_size=3, on_drop=lambda who, n: drops.append((who, n)))
     hub.start()
-    capped = hub.subscribe(
+    capped = hub.fanout.add(
         media_pb2.Rendition(width=64, height=36, fps=5, no_audio=True), "mixer/show"
     )
     for n in range(25):  # one second at 25 fps
@@ -91,7 +91,7 @@ async def test_fps_cap_and_drop_oldest() -> None:
 async def test_a_jump_in_the_source_clock_does_not_starve_a_capped_rendition() -> None:
     hub = SourceHub("t", queue_size=100)
     hub.start()
-    capped = hub.subscribe(media_pb2.Rendition(width=64, height=36, fps=25, no_audio=True))
+    capped = hub.fanout.add(media_pb2.Rendition(width=64, height=36, fps=25, no_audio=True))
     jumped = frame(10)
     jumped.pts = 10 * 3600 + 90000 * 600  # one damaged timestamp, ten minutes ahead
     for f in [frame(n) for n in range(10)] + [jumped] + [frame(n) for n in range(11, 31)]:
@@ -107,8 +107,8 @@ async def test_a_same_host_subscriber_gets_the_rendition_by_shared_memory() -> N
     hub = SourceHub("t", queue_size=4)
     hub.start()
     r = media_pb2.Rendition(width=160, height=90, no_audio=True)
-    inline = hub.subscribe(r)
-    shared = hub.subscribe(r, shared=True)
+    inline = hub.fanout.add(r)
+    shared = hub.fanout.add(r, shared=True)
     assert hub.fanout.video_renditions == 1
     for n in range(3):
         hub.offer_video(frame(n))
@@ -120,9 +120,9 @@ async def test_a_same_host_subscriber_gets_the_rendition_by_shared_memory() -> N
     np.testing.assert_array_equal(proto_to_i420(a[2].video), proto_to_i420(b[2].video))
     segment = SHM_DIR / b[0].video.shared.segment
     assert segment.exists()
-    hub.unsubscribe(shared)  # the last same-host subscriber: the ring goes, the rendition stays
+    hub.fanout.remove(shared)  # the last same-host subscriber: the ring goes, the rendition stays
     assert not segment.exists() and hub.fanout.video_renditions == 1
-    again = hub.subscribe(r, shared=True)
+    again = hub.fanout.add(r, shared=True)
     hub.offer_video(frame(3))
     (c,) = await drain(again, 1)
     assert c.video.HasField("shared") and int(proto_to_i420(c.video)[45, 80]) == 63
@@ -134,9 +134,9 @@ async def test_a_pulling_subscriber_is_told_the_ring_once_and_reads_frames_from_
     hub = SourceHub("t", queue_size=4)
     hub.start()
     r = media_pb2.Rendition(width=160, height=90, no_audio=True)
-    pushed = hub.subscribe(r, shared=True)
-    pulling = hub.subscribe(r, shared=True, pull=True)
-    remote = hub.subscribe(r, pull=True)  # not on this host: pulling is not for it
+    pushed = hub.fanout.add(r, shared=True)
+    pulling = hub.fanout.add(r, shared=True, pull=True)
+    remote = hub.fanout.add(r, pull=True)  # not on this host: pulling is not for it
     pulled = PulledVideo()
     for n in range(5):
         hub.offer_video(frame(n))
@@ -160,7 +160,7 @@ async def test_a_pulling_subscriber_is_told_the_ring_once_and_reads_frames_from_
 async def test_a_pulling_subscriber_is_told_the_new_ring_when_frames_grow() -> None:
     hub = SourceHub("t", queue_size=4)
     hub.start()
-    pulling = hub.subscribe(media_pb2.Rendition(no_audio=True), shared=True, pull=True)
+    pulling = hub.fanout.add(media_pb2.Rendition(no_audio=True), shared=True, pull=True)
     hub.offer_video(frame(0))
     (first,) = await drain(pulling, 1)
     bigger = av.VideoFrame.from_ndarray(
@@ -182,10 +182,10 @@ async def test_a_subscriber_on_another_host_can_take_a_box_compressed() -> None:
     hub = SourceHub("t", queue_size=8)
     hub.start()
     h264 = media_pb2.Compression(codec=media_pb2.VIDEO_CODEC_H264)
-    box = hub.subscribe(
+    box = hub.fanout.add(
         media_pb2.Rendition(width=160, height=90, fps=25, no_audio=True), compression=h264
     )
-    own_size = hub.subscribe(media_pb2.Rendition(fps=25, no_audio=True), compression=h264)
+    own_size = hub.fanout.add(media_pb2.Rendition(fps=25, no_audio=True), compression=h264)
     assert box.link is not None and (box.link.width, box.link.height) == (160, 90)
     assert own_size.link is None  # its size is the source's, known only once it comes: raw
     decoder = LinkDecoder()
