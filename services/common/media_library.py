@@ -55,6 +55,9 @@ JETSTREAM_TIMEOUT_S = 5.0  # nats-py's default
 STILL_CODECS = ("png", "mjpeg")
 CACHE_SUFFIX = re.compile(r"^\.[a-z0-9]{1,8}$")
 CHUNKS_SUBJECT = "$O.{bucket}.C.{nuid}"
+# A clip prepared in the house format (services/common/house_format.py) says so in its
+# container's comment.
+HOUSE_COMMENT = "baycast house format 1"
 META_SUBJECTS = f"$O.{MEDIA_BUCKET}.M.>"
 
 Progress = Callable[[int, int], None]  # (bytes stored, bytes in all)
@@ -83,6 +86,7 @@ class MediaItem:
     fps: float  # 0 for a still
     has_audio: bool
     added: datetime
+    house: bool = False  # a clip in the house format (ADR 0027); items stored before say False
 
     def cache_name(self) -> str:
         """`opener-0123456789ab.mp4`: a replaced object is a new file in a mixer's cache."""
@@ -153,8 +157,13 @@ def probe(path: Path, media_id: str) -> MediaItem:
     )
 
 
+def is_house(container: Any) -> bool:
+    """Whether an open container is a clip in the house format."""
+    return bool(container.metadata.get("comment") == HOUSE_COMMENT)
+
+
 def _describe(container: Any, path: Path) -> dict[str, Any]:
-    """kind, duration, picture size, rate and sound of an open container."""
+    """kind, duration, picture size, rate, sound and format of an open container."""
     if not container.streams.video:
         raise MediaError(f"{path}: no video stream", field="file")
     stream = container.streams.video[0]
@@ -182,6 +191,7 @@ def _describe(container: Any, path: Path) -> dict[str, Any]:
         "duration_ms": container.duration // 1000,  # AV_TIME_BASE: microseconds
         "fps": round(float(rate), 3),
         "has_audio": bool(container.streams.audio),
+        "house": is_house(container),
     }
 
 

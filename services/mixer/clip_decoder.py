@@ -36,6 +36,8 @@ MAX_READ_ERRORS = 25
 SEEK_BACKOFF_S = 2
 SEEK_RETRIES = 3
 LAYOUTS = {1: "mono", 2: "stereo"}
+# A full queue is filled again once this many pictures fit (see `ClipDecoder._wait`).
+REFILL_FRAMES = 8
 # One thread a clip: a second of frames ahead leaves it time enough, and FFmpeg's own threads
 # (one a core) would take the cores from the frame clock's thread at every frame (measured: the
 # clock's wake-ups late by 4 ms in the 99th percentile on two cores, under 1 ms with one thread).
@@ -163,6 +165,7 @@ class ClipDecoder:
         self._settled = False
         self._closing = False
         self._fresh = True  # nothing read yet: no need to seek to the start
+        self._room = 1  # pictures the thread waits to have room for (more while it rests)
         self.error = ""
         self.lap_length: Fraction | None = None  # exact once a whole lap is decoded
         self._thread = threading.Thread(target=self._run, name="clip-decoder", daemon=True)
@@ -188,11 +191,12 @@ class ClipDecoder:
 
     @property
     def primed(self) -> bool:
-        """Whether the decoder is as far ahead as it goes (its queue full) or stopped."""
+        """Whether the decoder is as far ahead as it goes (resting, its queue full but for less
+        than a refill) or stopped."""
         with self._cond:
             if self.error or not self._thread.is_alive():
                 return True
-            return self._settled and self._full()
+            return self._settled and self._full(self._room)
 
     def seek(self, position: Fraction) -> None:
         """Drops what is queued and decodes from `position`, which becomes time `position`."""
@@ -266,16 +270,22 @@ class ClipDecoder:
         """Waits for room in the queue or for a seek: (the seek's target or None, generation);
         None when closing."""
         with self._cond:
-            while not self._closing and self._seek_to is None and self._full():
+            # once full, decode again only when a batch of frames fits: frames decoded back to
+            # back find the decoder's code and tables still in the caches
+            if self._full():
+                self._room = max(1, min(REFILL_FRAMES, self._max_frames // 2))
+            while not self._closing and self._seek_to is None and self._full(self._room):
                 self._cond.wait()
+            self._room = 1
             if self._closing:
                 return None
             target, self._seek_to = self._seek_to, None
             return target, self._generation
 
-    def _full(self) -> bool:
+    def _full(self, room: int = 1) -> bool:
+        """No room for `room` more pictures, or the sound as far ahead as it goes."""
         frames = len(self._frames) - len(self._lap_ends)
-        if frames >= self._max_frames:
+        if frames > self._max_frames - room:
             return True
         # sound waits only once there are pictures: a file that stores its sound far ahead of
         # its pictures must not stop the decoder short of the picture the clock waits for

@@ -1,22 +1,30 @@
 """`baycast ctl media add|list|remove`: the media library, the clips and stills a production
 plays as sources `clip/<id>` (docs/adr/0022).
 
-    baycast ctl media add opener.mp4 --id opener     # probe, then store it (--replace to swap)
+    baycast ctl media add opener.mov --id opener     # prepare, probe, store (--replace to swap)
+    baycast ctl media add film.mp4 --id film --as-is # store the clip as it is
     baycast ctl media list
     baycast ctl media remove opener
+
+A clip is first prepared in the library's house format (ADR 0027), here, off the air, with its
+progress on stderr; `--as-is` stores it unchanged (it then costs its own decoding on air).
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import sys
+import tempfile
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict
 from pathlib import Path
 
+from services.common import errors
 from services.common.ctl import Ctl, print_table, run_verb
-from services.common.media_library import MediaItem, MediaLibrary
+from services.common.house_format import needs_preparing, prepare
+from services.common.media_library import MediaItem, MediaLibrary, MediaNotFound, check_media_id
 
 Verb = Callable[[Ctl, argparse.Namespace], Awaitable[int]]
 # Files from this size on show their progress on stderr, a line each tenth.
@@ -52,6 +60,21 @@ class ProgressLines:
         print(f"{self.name}: {stored * 100 // total}% of {size_text(total)}", file=sys.stderr)
 
 
+class PreparingLines:
+    """`opener: preparing 40%` on stderr as the house format passes each tenth of the clip."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.tenth = -1
+
+    def __call__(self, share: float) -> None:
+        tenth = min(10, int(share * 10))
+        if tenth == self.tenth:
+            return
+        self.tenth = tenth
+        print(f"{self.name}: preparing {tenth * 10}%", file=sys.stderr)
+
+
 def item_dict(item: MediaItem) -> dict[str, object]:
     return {**asdict(item), "added": item.added.isoformat()}
 
@@ -65,14 +88,31 @@ def item_row(item: MediaItem) -> dict[str, str]:
         "picture": f"{item.width}x{item.height}",
         "fps": f"{item.fps:g}" if item.fps else "-",
         "audio": "yes" if item.has_audio else "no",
+        "house": ("yes" if item.house else "no") if item.kind == "clip" else "-",
     }
 
 
 async def _add(ctl: Ctl, args: argparse.Namespace) -> int:
     library = await MediaLibrary.open(ctl.bus, create=True)
-    item = await library.add(
-        args.file, args.id, replace=args.replace, progress=ProgressLines(args.id)
-    )
+    check_media_id(args.id)
+    if not args.replace:  # refused now, not after minutes of preparing
+        try:
+            await library.item(args.id)
+        except MediaNotFound:
+            pass
+        else:
+            raise errors.AlreadyExists(
+                f"{args.id!r} is in the media library already (--replace replaces it)",
+                field="id",
+            )
+    with tempfile.TemporaryDirectory(prefix="baycast-media-") as folder:
+        path: Path = args.file
+        if not args.as_is and await asyncio.to_thread(needs_preparing, path):
+            target = Path(folder) / f"{path.stem}.mp4"
+            path = await asyncio.to_thread(prepare, path, target, PreparingLines(args.id))
+        item = await library.add(
+            path, args.id, replace=args.replace, progress=ProgressLines(args.id)
+        )
     print(json.dumps(item_dict(item), ensure_ascii=False, indent=2))
     return 0
 
@@ -80,7 +120,7 @@ async def _add(ctl: Ctl, args: argparse.Namespace) -> int:
 async def _list(ctl: Ctl, _args: argparse.Namespace) -> int:
     library = await MediaLibrary.open(ctl.bus, create=False)
     rows = [item_row(item) for item in await library.list()]
-    print_table(rows, ["id", "kind", "duration", "size", "picture", "fps", "audio"])
+    print_table(rows, ["id", "kind", "duration", "size", "picture", "fps", "audio", "house"])
     return 0
 
 
@@ -102,9 +142,18 @@ def register(verbs: argparse._SubParsersAction) -> None:
         p.set_defaults(run=lambda args: run_verb(args, fn))
         return p
 
-    p = verb("add", "probe a clip (video file) or still (PNG, JPEG) and store it", _add)
+    p = verb(
+        "add",
+        "prepare a clip (video file) in the house format or take a still (PNG, JPEG); store it",
+        _add,
+    )
     p.add_argument("file", type=Path)
     p.add_argument("--id", required=True, help="its media id: a production's source clip/<id>")
     p.add_argument("--replace", action="store_true", help="replace the item of that id")
+    p.add_argument(
+        "--as-is",
+        action="store_true",
+        help="store a clip unchanged, not in the house format (it costs its own decoding on air)",
+    )
     verb("list", "the library's items", _list)
     verb("remove", "remove an item", _remove).add_argument("id")

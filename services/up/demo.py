@@ -147,7 +147,7 @@ async def add_opener(bus: Bus, state_dir: Path, fmt: str) -> None:
     width, height = FORMATS[fmt]
     path = await asyncio.to_thread(
         make_opener,
-        state_dir / "media" / f"opener-{fmt}.mp4",
+        state_dir / "media" / f"opener-{fmt}-house.mp4",
         width,
         height,
         title=TITLE,

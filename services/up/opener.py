@@ -3,7 +3,8 @@
 The title fades in over a dark blue ground with a band of light sweeping across it (never black:
 the platform's monitoring takes a black program for a fault), over a soft chord that swells and
 fades. Pillow draws the text once; every frame is numpy over two arrays, and
-PyAV encodes it. Made once per format and kept in the state directory.
+PyAV encodes it, in the media library's house format (ADR 0027). Made once per format and kept
+in the state directory.
 """
 
 from __future__ import annotations
@@ -14,6 +15,9 @@ from pathlib import Path
 import av
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
+
+from services.common.house_format import VIDEO_OPTIONS
+from services.common.media_library import HOUSE_COMMENT
 
 FONT_PATH = "/usr/share/fonts/truetype/wqy/wqy-microhei.ttc"
 SECONDS = 5.0
@@ -84,7 +88,8 @@ def make_opener(
     with av.open(str(partial), "w") as out:
         video = out.add_stream("libx264", rate=FPS)
         video.width, video.height, video.pix_fmt = width, height, "yuv420p"
-        video.options = {"preset": "superfast", "crf": "20", "g": str(FPS)}
+        video.options = {**VIDEO_OPTIONS, "g": str(FPS)}
+        out.metadata["comment"] = HOUSE_COMMENT
         audio = out.add_stream("aac", rate=RATE, layout="stereo")
         frames = round(seconds * FPS)
         for i in range(frames):

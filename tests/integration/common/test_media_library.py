@@ -220,7 +220,15 @@ async def test_ctl_media_adds_lists_and_removes(urls: dict[str, str], tmp_path: 
     assert run.returncode == 0, run.stderr
     printed = json.loads(run.stdout)
     assert (printed["id"], printed["kind"], printed["duration_ms"]) == ("opener", "clip", 1000)
-    assert printed["sha256"] == probe(clip, "x").sha256
+    # prepared in the house format first (ADR 0027), its progress told a tenth at a time
+    assert printed["house"] is True and printed["sha256"] != probe(clip, "x").sha256
+    preparing = [line for line in run.stderr.splitlines() if "preparing" in line]
+    assert preparing == [f"opener: preparing {tenth * 10}%" for tenth in range(11)]
+    kept = await asyncio.to_thread(ctl, urls["admin"], "add", str(clip), "--id", "kept", "--as-is")
+    assert kept.returncode == 0, kept.stderr
+    assert "preparing" not in kept.stderr
+    as_is = json.loads(kept.stdout)
+    assert (as_is["house"], as_is["sha256"]) == (False, probe(clip, "x").sha256)
 
     for args, code, says in (
         (("add", str(clip), "--id", "opener"), 2, "ALREADY_EXISTS"),
@@ -230,12 +238,16 @@ async def test_ctl_media_adds_lists_and_removes(urls: dict[str, str], tmp_path: 
         refused = await asyncio.to_thread(ctl, urls["admin"], *args)
         assert (refused.returncode, refused.stdout) == (code, ""), refused.stderr
         assert says in refused.stderr
+        assert "preparing" not in refused.stderr  # refused before any work
 
     listed = await asyncio.to_thread(ctl, urls["admin"], "list")
-    header, row = listed.stdout.splitlines()
-    assert header.split() == ["ID", "KIND", "DURATION", "SIZE", "PICTURE", "FPS", "AUDIO"]
-    size = size_text(printed["size"]).split()
-    assert row.split() == ["opener", "clip", "0:01.0", *size, "320x180", "30", "yes"]
+    header, *rows = listed.stdout.splitlines()
+    assert header.split() == ["ID", "KIND", "DURATION", "SIZE", "PICTURE", "FPS", "AUDIO", "HOUSE"]
+    size, kept_size = size_text(printed["size"]).split(), size_text(as_is["size"]).split()
+    assert [row.split() for row in rows] == [
+        ["kept", "clip", "0:01.0", *kept_size, "320x180", "30", "yes", "no"],
+        ["opener", "clip", "0:01.0", *size, "320x180", "30", "yes", "yes"],
+    ]
     removed = await asyncio.to_thread(ctl, urls["admin"], "remove", "opener")
     assert removed.returncode == 0
     assert removed.stdout.strip() == f"removed opener (clip, {size_text(printed['size'])})"

@@ -31,6 +31,7 @@ from services.common import errors
 from services.common.bus import Bus, subject
 from services.common.gen.baycast.v1 import distribution_pb2 as dist
 from services.common.gen.baycast.v1 import media_pb2, mixer_pb2, rundown_pb2
+from services.common.house_format import prepare
 from services.common.media import proto_to_i420
 from services.common.media_library import MediaLibrary
 from services.distribution.service import DistributionService
@@ -163,15 +164,18 @@ class MediaFiles:
     count: Path
     intro: Path
     card: Path
+    count_house: Path  # `count` as `baycast ctl media add` stores it (ADR 0027)
 
 
 @pytest.fixture(scope="module")
 def media_files(tmp_path_factory: pytest.TempPathFactory) -> MediaFiles:
     folder = tmp_path_factory.mktemp("media")
+    count = write_clip(folder / "count.mp4", COUNT_FRAMES)
     return MediaFiles(
-        write_clip(folder / "count.mp4", COUNT_FRAMES),
+        count,
         write_clip(folder / "intro.mp4", INTRO_FRAMES),
         write_still(folder / "card.png"),
+        prepare(count, folder / "count-house.mp4"),
     )
 
 
@@ -528,7 +532,8 @@ async def test_clip_plays_every_frame_once_holds_while_paused_and_at_its_end(
     hls_output: Callable[[str], Awaitable[HlsOutput]],
     create_production: CreateProduction,
 ) -> None:
-    await library.add(media_files.count, "count", replace=True)
+    added = await library.add(media_files.count_house, "count", replace=True)
+    assert added.house
     prod = unique("clips")
     source = "clip/count"
     await create_production(show(prod, [clip_source("count", "计数片")]))

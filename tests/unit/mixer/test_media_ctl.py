@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from services.mixer.media_ctl import PROGRESS_FROM_BYTES, ProgressLines, duration, size_text
+from services.mixer.media_ctl import (
+    PROGRESS_FROM_BYTES,
+    PreparingLines,
+    ProgressLines,
+    duration,
+    size_text,
+)
 
 
 def test_sizes_and_durations_read_as_an_operator_says_them() -> None:
@@ -35,3 +41,12 @@ def test_a_large_upload_shows_a_line_a_tenth_a_small_one_none(
     assert lines[0] == f"opener: 0% of {size_text(total)}"
     assert lines[-1] == f"opener: 100% of {size_text(total)}"
     assert [int(line.split()[1].rstrip("%")) // 10 for line in lines] == list(range(11))
+
+
+def test_preparing_shows_a_line_a_tenth(capsys: pytest.CaptureFixture[str]) -> None:
+    lines = PreparingLines("opener")
+    for frame in range(251):
+        lines(frame / 250)
+    assert capsys.readouterr().err.splitlines() == [
+        f"opener: preparing {tenth * 10}%" for tenth in range(11)
+    ]
