@@ -402,6 +402,9 @@ class DropOldestQueue(Generic[T]):
             if self.closed:
                 return None
             self._event.clear()
+            if timeout is None:  # a hot path: every frame of every subscriber waits here
+                await self._event.wait()
+                continue
             try:
                 # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancellation.
                 async with asyncio.timeout(timeout):

@@ -44,13 +44,20 @@ def luma_samples(frame: av.VideoFrame) -> np.ndarray:
 
 
 def peak_dbfs(frame: av.AudioFrame) -> float:
-    samples = frame.to_ndarray()
-    if samples.size == 0:
-        return LEVEL_FLOOR_DBFS
-    if samples.dtype.kind == "f":
-        peak = float(np.max(np.abs(samples)))
+    if frame.format.name == "s16":  # decoded Opus: read in place, two reductions, no copy
+        samples = np.frombuffer(memoryview(frame.planes[0]), dtype=np.int16)
+        samples = samples[: frame.samples * len(frame.layout.channels)]
+        if samples.size == 0:
+            return LEVEL_FLOOR_DBFS
+        peak = max(int(samples.max()), -int(samples.min())) / 32768.0
     else:
-        peak = float(np.max(np.abs(samples.astype(np.int32)))) / 32768.0
+        array = frame.to_ndarray()
+        if array.size == 0:
+            return LEVEL_FLOOR_DBFS
+        if array.dtype.kind == "f":
+            peak = float(np.max(np.abs(array)))
+        else:
+            peak = float(np.max(np.abs(array.astype(np.int32)))) / 32768.0
     return 20 * math.log10(peak) if peak > 0 else LEVEL_FLOOR_DBFS
 
 

@@ -1,11 +1,12 @@
 """One live source's side of the media plane: decoded frames in, its `fanout.Fanout` out
 (subscribers are added to and removed from `hub.fanout`).
 
-A source offers decoded frames without waiting (`offer_video`/`offer_audio` put them in small
-drop-oldest inputs, so a slow hub never backs up into aiortc's unbounded track queue). A worker
-per kind takes them, stamps their capture time, measures them and publishes them to the fan-out:
-pictures are scaled and written in a worker thread (PyAV releases the GIL), sound goes out in
-messages of `AUDIO_MESSAGE_MS`. A subscriber on another host that asks for compression at a
+A source offers decoded frames on the event loop without waiting. `offer_video` puts a picture
+in a small drop-oldest input (so a slow hub never backs up into aiortc's unbounded track queue)
+that a worker takes, measures and publishes to the fan-out, scaling and writing in a worker
+thread (PyAV releases the GIL). `offer_audio` measures and publishes a frame of sound at once
+(microseconds of work, 50 times a second: a queue and a task's wake-up would cost more); it goes
+out in messages of `AUDIO_MESSAGE_MS`. A subscriber on another host that asks for compression at a
 given size and rate gets H.264 (ADR 0025; the mixer asks when BAYCAST_MIXER_SOURCE_LINK=h264).
 """
 
@@ -24,7 +25,6 @@ from services.ingest.capture_clock import CaptureClock
 from services.ingest.measurements import Measurements
 
 VIDEO_INPUT_FRAMES = 3
-AUDIO_INPUT_FRAMES = 50  # one second of 20 ms frames
 # Audio goes out in messages of at least 40 ms (two 20 ms Opus frames): every media-plane
 # message costs the event loop its gRPC write whatever its size, and audio was half of them.
 AUDIO_MESSAGE_MS = 40
@@ -54,12 +54,10 @@ class SourceHub:
         self._video_in: DropOldestQueue[tuple[av.VideoFrame, int]] = DropOldestQueue(
             VIDEO_INPUT_FRAMES
         )
-        self._audio_in: DropOldestQueue[tuple[av.AudioFrame, int]] = DropOldestQueue(
-            AUDIO_INPUT_FRAMES
-        )
         self._video_clock = CaptureClock()
         self._audio_clock = CaptureClock()
         self._tasks: list[asyncio.Task[None]] = []
+        self._closed = False
         self.first_video = asyncio.Event()
 
     # -- the source side -----------------------------------------------------------------------
@@ -69,23 +67,25 @@ class SourceHub:
         self._video_in.put((frame, capture))
 
     def offer_audio(self, frame: av.AudioFrame) -> None:
+        if self._closed:
+            return
         capture = self._audio_clock.capture_time_us(frame.pts, frame.time_base)
-        self._audio_in.put((frame, capture))
+        self.measurements.on_audio(frame)
+        self.fanout.publish_audio(frame, capture)
 
     @property
     def input_dropped(self) -> int:
-        return self._video_in.dropped + self._audio_in.dropped
+        return self._video_in.dropped
 
     def start(self) -> None:
         self._tasks = [
             asyncio.create_task(self._video_loop(), name=f"hub-video-{self.source_id}"),
-            asyncio.create_task(self._audio_loop(), name=f"hub-audio-{self.source_id}"),
         ]
 
     async def close(self) -> None:
-        """Stop the workers and end every subscription (their streams finish)."""
+        """Stop the worker and end every subscription (their streams finish)."""
+        self._closed = True
         self._video_in.close()
-        self._audio_in.close()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -115,11 +115,3 @@ class SourceHub:
                 )
                 self.fanout.deliver(rendered)
 
-    async def _audio_loop(self) -> None:
-        while True:
-            item = await self._audio_in.get()
-            if item is None:
-                return
-            frame, capture = item
-            self.measurements.on_audio(frame)
-            self.fanout.publish_audio(frame, capture)

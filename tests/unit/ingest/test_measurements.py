@@ -54,3 +54,17 @@ def test_frozen_and_silent_after_two_seconds(monkeypatch: pytest.MonkeyPatch) ->
     assert snap.audio_level_dbfs < measurements.SILENT_DBFS
     m.on_video(video(0, seed=8))
     assert not m.snapshot().frozen
+
+
+def test_the_peak_is_either_channels_of_either_sign_in_any_sample_format() -> None:
+    quiet, loud = np.zeros(960, np.int16), np.zeros(960, np.int16)
+    loud[500] = -16384  # half of full scale, negative, in the second channel only
+    interleaved = np.stack([quiet, loud]).T.reshape(1, -1)
+    frame = av.AudioFrame.from_ndarray(interleaved, format="s16", layout="stereo")
+    assert measurements.peak_dbfs(frame) == pytest.approx(-6.02, abs=0.01)
+    planar = np.stack([quiet, loud]).astype(np.float32) / 32768
+    frame = av.AudioFrame.from_ndarray(planar, format="fltp", layout="stereo")
+    assert measurements.peak_dbfs(frame) == pytest.approx(-6.02, abs=0.01)
+    loud[500] = -32768
+    frame = av.AudioFrame.from_ndarray(np.stack([quiet, loud]).T.reshape(1, -1), "s16", "stereo")
+    assert measurements.peak_dbfs(frame) == 0.0
