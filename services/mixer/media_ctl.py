@@ -93,8 +93,8 @@ def item_row(item: MediaItem) -> dict[str, str]:
 
 
 async def _add(ctl: Ctl, args: argparse.Namespace) -> int:
-    library = await MediaLibrary.open(ctl.bus, create=True)
     check_media_id(args.id)
+    library = await MediaLibrary.open(ctl.bus, create=True)
     if not args.replace:  # refused now, not after minutes of preparing
         try:
             await library.item(args.id)
