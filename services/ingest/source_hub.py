@@ -114,4 +114,3 @@ class SourceHub:
                     self.fanout.render, frame, due, pts_us, capture, owned=True
                 )
                 self.fanout.deliver(rendered)
-
