@@ -23,6 +23,7 @@ from bench.harness import Result, Stat
 from services.common.gen.baycast.v1 import mixer_pb2
 from services.common.house_format import prepare
 from services.mixer.playout import Playout
+from tests.support.media_files import grain_clip, psnr_db
 
 WIDTH, HEIGHT, FPS = 1920, 1080, 25
 SECONDS = 20.0
@@ -31,16 +32,8 @@ BITRATE = "8M"
 
 
 def make_clip(path: Path) -> Path:
-    subprocess.run(
-        ["ffmpeg", "-v", "error", "-y",
-         "-f", "lavfi", "-i", f"testsrc2=size={WIDTH}x{HEIGHT}:rate={FPS},noise=alls=12:allf=t",
-         "-f", "lavfi", "-i", "sine=frequency=1000:sample_rate=48000",
-         "-t", str(SECONDS), "-c:v", "libx264", "-preset", "veryfast", "-profile:v", "high",
-         "-b:v", BITRATE, "-maxrate", BITRATE, "-bufsize", "16M", "-g", "50", "-pix_fmt", "yuv420p",
-         "-c:a", "aac", "-ac", "2", "-b:a", "128k", str(path)],
-        check=True,
-    )  # fmt: skip
-    return path
+    rate = ["-b:v", BITRATE, "-maxrate", BITRATE, "-bufsize", "16M", "-g", "50", "-b:a", "128k"]
+    return grain_clip(path, WIDTH, HEIGHT, SECONDS, fps=FPS, encoding=rate)
 
 
 async def _play(path: Path) -> tuple[float, int]:
@@ -70,16 +63,6 @@ def ffmpeg_cores(path: Path) -> float:
     )  # fmt: skip
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     return ((after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)) / SECONDS
-
-
-def psnr_db(prepared: Path, source: Path) -> float:
-    """The prepared clip's average PSNR against the clip it was made from (Debian ffmpeg)."""
-    run = subprocess.run(
-        ["ffmpeg", "-nostats", "-i", str(prepared), "-i", str(source),
-         "-lavfi", "[0:v][1:v]psnr", "-f", "null", "-"],
-        capture_output=True, text=True, check=True,
-    )  # fmt: skip
-    return float(run.stderr.rsplit("average:", 1)[1].split()[0])
 
 
 def run(runs: int) -> list[Result]:

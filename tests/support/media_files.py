@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+import subprocess
+from collections.abc import Sequence
 from pathlib import Path
 
 import av
@@ -59,3 +62,40 @@ def write_still(path: Path, *, width: int = 64, height: int = 36) -> Path:
     """A PNG or JPEG (by the suffix) of one colour."""
     Image.new("RGB", (width, height), (200, 40, 30)).save(path)
     return path
+
+
+def grain_clip(
+    path: Path,
+    width: int,
+    height: int,
+    seconds: float,
+    *,
+    fps: int = 25,
+    tone_hz: float = 1000.0,
+    sample_rate: int = 48_000,
+    encoding: Sequence[str] = (),
+) -> Path:
+    """Debian ffmpeg's moving pattern with film grain, the costliest picture to decode and to
+    keep, as H.264 High (CABAC, deblocking; `encoding`: more x264 options) with a tone in AAC."""
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-y",
+         "-f", "lavfi", "-i", f"testsrc2=size={width}x{height}:rate={fps},noise=alls=12:allf=t",
+         "-f", "lavfi", "-i", f"sine=frequency={tone_hz}:sample_rate={sample_rate}",
+         "-t", str(seconds), "-c:v", "libx264", "-preset", "veryfast", "-profile:v", "high",
+         *encoding, "-pix_fmt", "yuv420p", "-c:a", "aac", "-ac", "2", str(path)],
+        check=True,
+    )  # fmt: skip
+    return path
+
+
+def psnr_db(copy: Path, original: Path) -> float:
+    """The average PSNR of `copy`'s pictures against `original`'s (Debian ffmpeg)."""
+    run = subprocess.run(
+        ["ffmpeg", "-nostats", "-i", str(copy), "-i", str(original),
+         "-lavfi", "[0:v][1:v]psnr", "-f", "null", "-"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    found = re.search(r"PSNR .*average:([0-9.]+)", run.stderr)
+    if found is None:
+        raise ValueError(f"ffmpeg gave no PSNR: {run.stderr[-500:]}")
+    return float(found.group(1))

@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import re
-import subprocess
 from fractions import Fraction
 from pathlib import Path
 
@@ -14,39 +12,20 @@ import pytest
 
 from services.common.house_format import house_size, needs_preparing, prepare
 from services.common.media_library import MediaError, probe
+from tests.support.media_files import grain_clip, psnr_db
 
 SECONDS, FPS = 2, 25
 TONE_HZ = 1000
 
 
 def make_source(path: Path, width: int = 640, height: int = 360, seconds: float = SECONDS) -> Path:
-    """Debian ffmpeg's moving pattern with grain, H.264 High (CABAC, deblocking) and a tone."""
-    subprocess.run(
-        ["ffmpeg", "-v", "error", "-y",
-         "-f", "lavfi", "-i", f"testsrc2=size={width}x{height}:rate={FPS},noise=alls=12:allf=t",
-         "-f", "lavfi", "-i", f"sine=frequency={TONE_HZ}:sample_rate=44100",
-         "-t", str(seconds), "-c:v", "libx264", "-preset", "veryfast", "-profile:v", "high",
-         "-pix_fmt", "yuv420p", "-c:a", "aac", "-ac", "2", str(path)],
-        check=True,
-    )  # fmt: skip
-    return path
+    """Grain at 44.1 kHz: the house format resamples its sound."""
+    return grain_clip(path, width, height, seconds, tone_hz=TONE_HZ, sample_rate=44_100)
 
 
 def frame_times(path: Path) -> list[float]:
     with av.open(str(path)) as container:
         return [float(f.time) for f in container.decode(video=0) if f.time is not None]
-
-
-def psnr(prepared: Path, source: Path) -> float:
-    """The average PSNR of the prepared clip's pictures against the source's (Debian ffmpeg)."""
-    run = subprocess.run(
-        ["ffmpeg", "-nostats", "-i", str(prepared), "-i", str(source),
-         "-lavfi", "[0:v][1:v]psnr", "-f", "null", "-"],
-        capture_output=True, text=True, check=True,
-    )  # fmt: skip
-    found = re.search(r"PSNR .*average:([0-9.]+)", run.stderr)
-    assert found, run.stderr
-    return float(found.group(1))
 
 
 def sound(path: Path) -> tuple[int, int, np.ndarray]:
@@ -85,7 +64,7 @@ def test_a_clip_is_prepared_frame_for_frame_cheap_to_decode_and_close_to_its_sou
     for option in (b"cabac=0", b"deblock=0", b"weightb=0", b"weightp=0", b"keyint=25 "):
         assert option in settings, option
     assert b"cabac=1" in source.read_bytes()
-    assert psnr(prepared, source) >= 42.0  # 42.6 dB measured: grain is the hardest case
+    assert psnr_db(prepared, source) >= 42.0  # 42.6 dB measured: grain is the hardest case
     # sound at 48 kHz, the same length and level
     rate, channels, samples = sound(prepared)
     source_rate, _channels, source_samples = sound(source)
