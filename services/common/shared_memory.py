@@ -15,8 +15,11 @@ message per frame at all.
 
 Segments are files `baycast-<pid>-<random>` of mode 0600 under /dev/shm. The producer unlinks a
 ring's file when the rendition ends; mappings go when the last reference does (a worker thread
-may still be writing when a rendition ends, so nothing is unmapped by hand). Files of producers
-that died are removed by the next producer on the host.
+may still be writing when a rendition ends, so nothing is unmapped by hand). An unlinked file's
+memory stays allocated while any process maps it, so a consumer lets go of the segments whose
+files have gone (each time it maps a new one, and at least every `SWEEP_EVERY_S` it reads):
+a production whose layouts change makes new rings for its sources' boxes all the time. Files of
+producers that died are removed by the next producer on the host.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import mmap
 import os
 import secrets
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
@@ -63,6 +67,8 @@ SLOT_HEADER = np.dtype(
 )
 HEADER = 128  # bytes before a slot's planes
 READER_MAPS = 64  # segments a consumer process keeps mapped
+# A consumer looks this often (at most) for mapped segments whose rings have ended.
+SWEEP_EVERY_S = 1.0
 # Ring slots beyond a subscriber's queue: a frame queued or in flight to its consumer does not
 # have its slot reused under it unless the consumer falls this many frames further behind.
 RING_SPARE_SLOTS = 8
@@ -246,18 +252,31 @@ class RingHolder:
 
 
 class SharedMemoryReader:
-    """A consumer's mappings of producers' segments (the most recently used `READER_MAPS`)."""
+    """A consumer's mappings of producers' segments: those whose rings live, at most `capacity`
+    (the most recently used). Used from the event loop and from worker threads alike."""
 
-    def __init__(self, capacity: int = READER_MAPS) -> None:
+    def __init__(self, capacity: int = READER_MAPS, sweep_every_s: float = SWEEP_EVERY_S) -> None:
         self.capacity = capacity
+        self.sweep_every_s = sweep_every_s
         self._maps: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
+        self._swept = time.monotonic()
+
+    @property
+    def mapped(self) -> list[str]:
+        """The segments mapped, least recently used first."""
+        with self._lock:
+            return list(self._maps)
 
     def open(self, segment: str) -> np.ndarray:
         """The bytes of `segment`, mapped read-only. OSError when it cannot be opened."""
-        data = self._maps.get(segment)
-        if data is not None:
-            self._maps.move_to_end(segment)
-            return data
+        with self._lock:
+            data = self._maps.get(segment)
+            if data is not None:
+                self._maps.move_to_end(segment)
+                if time.monotonic() - self._swept >= self.sweep_every_s:
+                    self._let_go_of_ended()
+                return data
         if "/" in segment or not segment.startswith(PREFIX):
             raise FileNotFoundError(f"not a media segment: {segment!r}")
         fd = os.open(SHM_DIR / segment, os.O_RDONLY)
@@ -267,10 +286,21 @@ class SharedMemoryReader:
         finally:
             os.close(fd)
         data = np.frombuffer(mapping, dtype=np.uint8)
-        self._maps[segment] = data
-        while len(self._maps) > self.capacity:
-            self._maps.popitem(last=False)
+        with self._lock:
+            self._maps[segment] = data
+            self._let_go_of_ended()
+            while len(self._maps) > self.capacity:
+                self._maps.popitem(last=False)
         return data
+
+    def _let_go_of_ended(self) -> None:
+        """Drop the mappings of segments whose files are gone: their rings have ended, and their
+        memory is freed once nothing maps it (a read under way keeps its own reference). Called
+        with the lock held; one stat per mapping."""
+        self._swept = time.monotonic()
+        for name in [name for name in self._maps if not (SHM_DIR / name).exists()]:
+            del self._maps[name]
+            log.debug("segment_let_go", segment=name)
 
     def read(self, shared: media_pb2.SharedPlanes) -> list[np.ndarray]:
         """A private copy of each plane. FrameGone if the slot was reused or the segment ended."""

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -26,6 +28,8 @@ from services.common.shared_memory import (
     RingHolder,
     SharedMemoryReader,
 )
+
+FRAME_BYTES = 4096
 
 
 def _image(width: int, height: int, value: int) -> np.ndarray:
@@ -156,10 +160,46 @@ def test_the_reader_keeps_a_bounded_number_of_mappings() -> None:
         reader = SharedMemoryReader(capacity=3)
         for ring in rings:
             reader.open(ring.name)
-        assert len(reader._maps) == 3
+        assert reader.mapped == [ring.name for ring in rings[2:]]
     finally:
         for ring in rings:
             ring.close()
+
+
+def _mapped_here(segment: str) -> bool:
+    gc.collect()
+    return segment in Path("/proc/self/maps").read_text()
+
+
+def test_a_reader_lets_go_of_a_ring_that_ended_when_it_maps_the_next() -> None:
+    """An ended ring's memory stays allocated while a reader maps it: the reader lets go."""
+    ended, live = FrameRing(FRAME_BYTES, 2), FrameRing(FRAME_BYTES, 2)
+    name = ended.name
+    try:
+        reader = SharedMemoryReader(sweep_every_s=3600)
+        reader.open(name)
+        ended.close()
+        del ended  # the producer's own mapping goes with its ring
+        assert _mapped_here(name)  # the reader still holds the unlinked file's memory
+        reader.open(live.name)
+        assert reader.mapped == [live.name]
+        assert not _mapped_here(name)
+    finally:
+        live.close()
+
+
+def test_a_reader_looks_for_ended_rings_while_it_reads_the_same_ones() -> None:
+    first, second = FrameRing(FRAME_BYTES, 2), FrameRing(FRAME_BYTES, 2)
+    try:
+        reader = SharedMemoryReader(sweep_every_s=0.0)
+        reader.open(first.name)
+        reader.open(second.name)
+        second.close()
+        assert reader.mapped == [first.name, second.name]
+        reader.open(first.name)  # no new mapping, but the time to look has come
+        assert reader.mapped == [first.name]
+    finally:
+        first.close()
 
 
 def test_host_id_is_empty_when_turned_off() -> None:
