@@ -100,10 +100,13 @@ def tree_cpu_s(pid: int) -> float:
     return total
 
 
-def rss_mib(pid: int) -> float:
+def rss_mib(pid: int, part: str = "VmRSS") -> float:
+    """A process's resident memory, or one `part` of it from /proc/<pid>/status: `RssShmem`
+    (shared-memory pages it maps, such as the media rings it writes and reads, each ring counted
+    in every process that maps it) or `RssAnon` (its private memory)."""
     with open(f"/proc/{pid}/status") as f:
         for line in f:
-            if line.startswith("VmRSS:"):
+            if line.startswith(part + ":"):
                 return int(line.split()[1]) / 1024
     return 0.0
 

@@ -47,6 +47,9 @@ WINDOW_S = 10.0
 class Soak:
     show: ShowRun  # counts, CPU over the run and memory at its end
     rss_baseline: dict[str, float] = field(default_factory=dict)
+    # The shared-memory part of each RSS (media rings) at the baseline and at the end.
+    shared_baseline: dict[str, float] = field(default_factory=dict)
+    shared_end: dict[str, float] = field(default_factory=dict)
     freezes: list[tuple[float, float]] = field(default_factory=list)  # (start, length)
     recorded_s: float = 0
     # (seconds into the recording at the window's end, mixer's skipped ticks, distribution's
@@ -94,6 +97,7 @@ async def _baseline(p: Platform, soak: Soak) -> None:
     are over: caches and rings have filled by then, and growth counts from here."""
     await asyncio.sleep(min(BASELINE_S, soak.show.seconds / 10))
     soak.rss_baseline = {name: rss_mib(pid) for name, pid in p.pids().items()}
+    soak.shared_baseline = {name: rss_mib(pid, "RssShmem") for name, pid in p.pids().items()}
 
 
 async def _skips(p: Platform, soak: Soak) -> None:
@@ -123,6 +127,7 @@ async def soak_show(seconds: float, keep: Path) -> Soak:
             ]
             try:
                 await measure(p, soak.show)
+                soak.shared_end = {n: rss_mib(pid, "RssShmem") for n, pid in p.pids().items()}
             finally:
                 for sampler in samplers:
                     sampler.cancel()
@@ -157,7 +162,12 @@ def run(runs: int) -> list[Result]:
     longest = max((n for _at, n in s.freezes), default=0.0)
     met = run.held and all(s.growth(n) < TARGET_GROWTH for n in platform_rss) and not s.freezes
     growth = ", ".join(
-        f"{n} {s.rss_baseline[n]:.0f} → {run.rss.get(n, 0):.0f} MiB ({s.growth(n):+.1%})"
+        f"{n} {s.rss_baseline[n]:.0f} → {run.rss.get(n, 0):.0f} MiB ({s.growth(n):+.1%}"
+        + (
+            f"; media rings {s.shared_baseline[n]:.0f} → {s.shared_end[n]:.0f} of it)"
+            if s.shared_baseline.get(n) or s.shared_end.get(n)
+            else ")"
+        )
         for n in platform_rss
     )
     return [
@@ -184,7 +194,9 @@ def run(runs: int) -> list[Result]:
             f"(target ≤ {TARGET_CORES})",
             met=met,
             notes=[
-                "Memory from the baseline sample to the end, and CPU over the run: "
+                "Memory from the baseline sample to the end (with the pages of the media "
+                "rings a process writes or reads, which count in every process that maps "
+                "them and follow the layouts on air), and CPU over the run: "
                 + growth
                 + "; CPU "
                 + ", ".join(f"{n} {c:.2f}" for n, c in run.cpu.items())
