@@ -41,6 +41,7 @@ from services.common.media import (
     av_video_message,
     copy_i420,
     pcm_message,
+    pts_us,
     ring_notice,
     shared_video_message,
 )
@@ -172,7 +173,7 @@ class _AudioRendition:
             pcm = out.to_ndarray().reshape(-1, self.key.channels)
             if not self.pending:
                 self.pending_pts_us = (
-                    int(out.pts * out.time_base * 1_000_000)
+                    pts_us(out.pts, out.time_base)
                     if out.pts is not None and out.time_base is not None
                     else capture_us
                 )

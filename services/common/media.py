@@ -10,6 +10,7 @@ import asyncio
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
+from fractions import Fraction
 from typing import Generic, TypeVar
 
 import av
@@ -33,6 +34,15 @@ log = structlog.get_logger("media")
 
 def now_us() -> int:
     return time.time_ns() // 1000
+
+
+def pts_us(pts: int, time_base: Fraction) -> int:
+    """`pts` in microseconds, truncated as `int(pts * time_base * 1_000_000)` would, in integer
+    arithmetic (Fraction arithmetic costs microseconds a frame, on every frame of every source)."""
+    scaled = pts * time_base.numerator * 1_000_000
+    if scaled >= 0:
+        return scaled // time_base.denominator
+    return -(-scaled // time_base.denominator)
 
 
 # -- video ---------------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from fractions import Fraction
 
+from services.common import media
 from services.common.media import now_us
 
 # A jump in pts larger than this (stream restart, wrap) re-anchors instead of trusting it.
@@ -31,7 +32,7 @@ class CaptureClock:
         arrival = arrival_us or now_us()
         if pts is None or time_base is None:
             return arrival
-        pts_us = int(pts * time_base * 1_000_000)
+        pts_us = media.pts_us(pts, time_base)
         if (
             self._anchor_us is None
             or self._last_pts_us is None

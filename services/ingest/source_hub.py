@@ -19,6 +19,7 @@ from collections.abc import Callable
 import av
 import structlog
 
+from services.common import media
 from services.common.fanout import Fanout
 from services.common.media import DropOldestQueue, now_us
 from services.ingest.capture_clock import CaptureClock
@@ -104,7 +105,7 @@ class SourceHub:
             self.measurements.on_video(frame)
             self.first_video.set()
             pts_us = (
-                int(frame.pts * frame.time_base * 1_000_000)
+                media.pts_us(frame.pts, frame.time_base)
                 if frame.pts is not None and frame.time_base is not None
                 else now_us()
             )

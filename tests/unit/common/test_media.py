@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+from fractions import Fraction
 
 import av
 import numpy as np
@@ -16,8 +17,19 @@ from services.common.media import (
     proto_to_av_audio,
     proto_to_i420,
     proto_to_pcm,
+    pts_us,
     queue_stream,
 )
+
+
+def test_pts_in_microseconds_truncates_as_fraction_arithmetic_does() -> None:
+    rng = np.random.default_rng(3)
+    bases = [Fraction(1, 90000), Fraction(1, 48000), Fraction(1001, 30000), Fraction(1, 1000)]
+    for base in bases:
+        for pts in [0, 1, -1, 7, -7, *rng.integers(-(2**40), 2**40, 50).tolist()]:
+            assert pts_us(pts, base) == int(pts * base * 1_000_000), (pts, base)
+    assert pts_us(3, Fraction(1, 90000)) == 33  # 33.3 µs
+    assert pts_us(-3, Fraction(1, 90000)) == -33
 
 
 def test_i420_round_trip_keeps_every_pixel() -> None:

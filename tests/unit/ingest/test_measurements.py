@@ -26,6 +26,8 @@ def audio(amplitude: float) -> av.AudioFrame:
 
 
 def test_black_picture_and_level(monkeypatch: pytest.MonkeyPatch) -> None:
+    now = [1000.0]
+    monkeypatch.setattr(time, "monotonic", lambda: now[0])
     m = Measurements()
     m.on_video(video(16))
     m.on_audio(audio(0.5))
@@ -33,8 +35,25 @@ def test_black_picture_and_level(monkeypatch: pytest.MonkeyPatch) -> None:
     assert snap.black and (snap.width, snap.height) == (320, 180)
     assert -6.5 < snap.audio_level_dbfs < -5.5
     assert not snap.silent
+    now[0] += measurements.PICTURE_CHECK_S
     m.on_video(video(120))
     assert not m.snapshot().black
+
+
+def test_pictures_are_checked_once_per_check_interval(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every picture is counted, but only one every PICTURE_CHECK_S is looked at."""
+    now = [1000.0]
+    monkeypatch.setattr(time, "monotonic", lambda: now[0])
+    m = Measurements()
+    m.on_video(video(120))
+    for _ in range(4):  # black pictures 40 ms apart, all inside the interval
+        now[0] += 0.04
+        m.on_video(video(16))
+    snap = m.snapshot()
+    assert snap.video_frames == 5 and not snap.black
+    now[0] += 0.041  # 200 ms after the first check
+    m.on_video(video(16))
+    assert m.snapshot().black
 
 
 def test_frozen_and_silent_after_two_seconds(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -45,13 +64,14 @@ def test_frozen_and_silent_after_two_seconds(monkeypatch: pytest.MonkeyPatch) ->
         m.on_video(video(0, seed=i + 1))  # changing picture
         m.on_audio(audio(0.5))
     assert not m.snapshot().frozen
-    for _ in range(60):
+    for _ in range(60 + 5):  # 2 s of the same picture after the first check that saw it
         now[0] += 0.04
         m.on_video(video(0, seed=7))  # the same picture again and again
         m.on_audio(audio(0.0001))  # -80 dBFS
     snap = m.snapshot()
     assert snap.frozen and snap.silent
     assert snap.audio_level_dbfs < measurements.SILENT_DBFS
+    now[0] += measurements.PICTURE_CHECK_S
     m.on_video(video(0, seed=8))
     assert not m.snapshot().frozen
 
