@@ -1,4 +1,5 @@
-"""The aiortc decoder hook: aiortc's own receiver, fed RTP directly, counts what fails to decode."""
+"""The aiortc decoder hook: aiortc's own receiver, fed RTP directly, counts what fails to decode
+and hands every decoded frame to the track in order."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ import gc
 import time
 
 import av
-import pytest
 from aiortc import (
     RTCCertificate,
     RTCDtlsTransport,
@@ -16,8 +16,7 @@ from aiortc import (
     RTCIceTransport,
     RTCRtpReceiver,
 )
-from aiortc.codecs.vpx import Vp8Decoder, Vp8Encoder
-from aiortc.jitterbuffer import JitterFrame
+from aiortc.codecs.vpx import Vp8Encoder
 from aiortc.rtcrtpparameters import (
     RTCRtpCodecParameters,
     RTCRtpDecodingParameters,
@@ -137,15 +136,17 @@ async def test_an_unwatched_track_gets_aiortcs_decoder_and_counts_nowhere() -> N
     assert counter.count == 0
 
 
-def test_a_counting_decoder_raises_what_it_counts() -> None:
-    # aiortc's worker must still see the error: it logs it and asks the sender for a keyframe.
-    counter = decode_errors.DecodeErrorCounter()
-    decoder = decode_errors.CountingDecoder(Vp8Decoder(), counter)
-    keyframe = vp8_pictures(1)[0]
-    assert len(decoder.decode(JitterFrame(keyframe, 0))) == 1
-    with pytest.raises(av.FFmpegError):
-        decoder.decode(JitterFrame(keyframe[:5], 3600))
-    assert counter.count == 1
+async def test_a_watched_track_gets_every_frame_in_order_then_its_end() -> None:
+    pictures = vp8_pictures(12)
+    receiving = Receiving()
+    decode_errors.watch(receiving.track, decode_errors.DecodeErrorCounter())
+    await receiving.start()
+    await receiving.send(pictures)
+    assert await receiving.decoded(11) == 11  # the last waits for a next picture to start
+    await receiving.stop()
+    frames = [await asyncio.wait_for(receiving.track._queue.get(), 5) for _ in range(12)]
+    assert [f.pts for f in frames[:11]] == [n * 3600 for n in range(11)]
+    assert frames[11] is None  # the track ends when the receiver stops
 
 
 def test_a_watched_track_is_forgotten_with_it() -> None:
