@@ -63,7 +63,9 @@ RUN apt-get update \
 COPY --from=build /opt/baycast /opt/baycast
 COPY --from=web /web/node_modules /opt/baycast/web/node_modules
 
+# GLIBC_TUNABLES: at most two malloc arenas a process (ADR 0028; the local launcher sets the same).
 ENV PATH=/opt/baycast/bin:$PATH \
+    GLIBC_TUNABLES=glibc.malloc.arena_max=2 \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     HOME=/tmp \

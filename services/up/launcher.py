@@ -53,6 +53,10 @@ SECRETS_KEY_ENV = "BAYCAST_DISTRIBUTION_SECRETS_KEY_FILE"
 # Under --tls each service's HTTPS edge listens this far above its plain port (8101 -> 8441).
 HTTPS_PORT_OFFSET = 340
 STOP_TIMEOUT_S = 8.0
+# At most two malloc arenas a service process (the image sets the same; ADR 0028): glibc gives
+# each thread that allocates an arena of its own, and the decoder, encoder and gRPC threads' arenas
+# kept growing over a show.
+MALLOC_TUNABLES = "glibc.malloc.arena_max=2"
 
 
 def port_is_free(host: str, port: int) -> bool:
@@ -266,6 +270,7 @@ class Launcher:
             if self.listen in ("127.0.0.1", "0.0.0.0")
             else self.listen,
             "PYTHONUNBUFFERED": "1",
+            "GLIBC_TUNABLES": os.environ.get("GLIBC_TUNABLES", MALLOC_TUNABLES),
             **extra_env,
         }
         if https_port:
