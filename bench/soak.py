@@ -4,10 +4,12 @@ The show of the capacity benchmark (twelve 720p25 WebRTC contributions, the 1080
 with the demo's looping rundown and graphics, two RTMP pushes, HLS and a recording) runs for
 `BAYCAST_SOAK_S` seconds (3000 by default). Over the run: program frames the mixer skipped,
 pictures distribution skipped and packets its outputs dropped, the CPU of every process, and
-each process's resident memory: its growth from five minutes in (a tenth of a shorter run) to
-the end. Once the show has ended, Debian's ffmpeg `freezedetect` reads the whole recording:
-every source moves every frame (the test cards' clocks, the title clip), so any frozen stretch
-is the platform's.
+each process's resident memory, sampled every 30 s from five minutes in (a tenth of a shorter
+run): its growth is the median of the last five samples against the median of the first five (a
+process whose heap rises and falls within a minute, as an encoder's does, would make a single
+sample at either end read its moment, not its growth). Once the show has ended, Debian's ffmpeg
+`freezedetect` reads the whole recording: every source moves every frame (the test cards'
+clocks, the title clip), so any frozen stretch is the platform's.
 
 It is named only on purpose (`python -m bench soak`): `make bench` does not run it.
 """
@@ -18,6 +20,7 @@ import asyncio
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import tempfile
 import time
@@ -41,15 +44,16 @@ FREEZE_S = 1.0
 PLATFORM = ("ingest", "mixer", "graphics", "distribution", "monitoring", "control", "nats")
 # Skips are counted in windows this long, to be set beside the frozen stretches' times.
 WINDOW_S = 10.0
+MEMORY_SAMPLE_S = 30.0
+MEMORY_WINDOW = 5  # samples at each end of the run whose median the growth compares
 
 
 @dataclass
 class Soak:
-    show: ShowRun  # counts, CPU over the run and memory at its end
-    rss_baseline: dict[str, float] = field(default_factory=dict)
-    # The shared-memory part of each RSS (media rings) at the baseline and at the end.
-    shared_baseline: dict[str, float] = field(default_factory=dict)
-    shared_end: dict[str, float] = field(default_factory=dict)
+    show: ShowRun  # counts and CPU over the run
+    # Each process's RSS, and its shared-memory part (the media rings), sampled from the baseline.
+    rss: dict[str, list[float]] = field(default_factory=dict)
+    shared: dict[str, list[float]] = field(default_factory=dict)
     freezes: list[tuple[float, float]] = field(default_factory=list)  # (start, length)
     recorded_s: float = 0
     # (seconds into the recording at the window's end, mixer's skipped ticks, distribution's
@@ -57,8 +61,8 @@ class Soak:
     skips: list[tuple[float, float, float]] = field(default_factory=list)
 
     def growth(self, name: str) -> float:
-        base = self.rss_baseline.get(name, 0)
-        return (self.show.rss.get(name, 0) - base) / base if base else 0.0
+        first, last = ends(self.rss.get(name, []))
+        return (last - first) / first if first else 0.0
 
     @property
     def platform_cores(self) -> float:
@@ -92,12 +96,23 @@ def freezes(files: list[Path]) -> tuple[list[tuple[float, float]], float]:
     return list(zip(starts, lengths, strict=False)), recorded
 
 
-async def _baseline(p: Platform, soak: Soak) -> None:
-    """Every process's resident memory once the first five minutes (a tenth of a shorter run)
-    are over: caches and rings have filled by then, and growth counts from here."""
+def ends(samples: list[float]) -> tuple[float, float]:
+    """The medians of the first and of the last `MEMORY_WINDOW` samples (of halves when fewer)."""
+    n = min(MEMORY_WINDOW, len(samples) // 2)
+    if n == 0:
+        return (samples[0], samples[0]) if samples else (0.0, 0.0)
+    return statistics.median(samples[:n]), statistics.median(samples[-n:])
+
+
+async def _memory(p: Platform, soak: Soak) -> None:
+    """Every process's resident memory every MEMORY_SAMPLE_S once the first five minutes (a
+    tenth of a shorter run) are over: caches and rings have filled by then."""
     await asyncio.sleep(min(BASELINE_S, soak.show.seconds / 10))
-    soak.rss_baseline = {name: rss_mib(pid) for name, pid in p.pids().items()}
-    soak.shared_baseline = {name: rss_mib(pid, "RssShmem") for name, pid in p.pids().items()}
+    while True:
+        for name, pid in p.pids().items():
+            soak.rss.setdefault(name, []).append(rss_mib(pid))
+            soak.shared.setdefault(name, []).append(rss_mib(pid, "RssShmem"))
+        await asyncio.sleep(MEMORY_SAMPLE_S)
 
 
 async def _skips(p: Platform, soak: Soak) -> None:
@@ -122,12 +137,11 @@ async def soak_show(seconds: float, keep: Path) -> Soak:
     try:
         async with running_show(SHOW_STATIONS, "soak") as p:
             samplers = [
-                asyncio.create_task(_baseline(p, soak)),
+                asyncio.create_task(_memory(p, soak)),
                 asyncio.create_task(_skips(p, soak)),
             ]
             try:
                 await measure(p, soak.show)
-                soak.shared_end = {n: rss_mib(pid, "RssShmem") for n, pid in p.pids().items()}
             finally:
                 for sampler in samplers:
                     sampler.cancel()
@@ -157,15 +171,16 @@ def run(runs: int) -> list[Result]:
     run = s.show
     minutes = run.seconds / 60
     baseline_min = round(min(BASELINE_S, run.seconds / 10) / 60, 1)
-    platform_rss = [n for n in PLATFORM if n in s.rss_baseline]
+    platform_rss = [n for n in PLATFORM if s.rss.get(n)]
+    window = min((min(MEMORY_WINDOW, len(s.rss[n]) // 2) for n in platform_rss), default=0)
     worst = max(platform_rss, key=s.growth, default="")
     longest = max((n for _at, n in s.freezes), default=0.0)
     met = run.held and all(s.growth(n) < TARGET_GROWTH for n in platform_rss) and not s.freezes
     growth = ", ".join(
-        f"{n} {s.rss_baseline[n]:.0f} → {run.rss.get(n, 0):.0f} MiB ({s.growth(n):+.1%}"
+        "{} {:.0f} → {:.0f} MiB ({:+.1%}".format(n, *ends(s.rss[n]), s.growth(n))
         + (
-            f"; media rings {s.shared_baseline[n]:.0f} → {s.shared_end[n]:.0f} of it)"
-            if s.shared_baseline.get(n) or s.shared_end.get(n)
+            "; media rings {:.0f} → {:.0f} of it)".format(*ends(s.shared[n]))
+            if any(s.shared.get(n, []))
             else ")"
         )
         for n in platform_rss
@@ -194,9 +209,11 @@ def run(runs: int) -> list[Result]:
             f"(target ≤ {TARGET_CORES})",
             met=met,
             notes=[
-                "Memory from the baseline sample to the end (with the pages of the media "
-                "rings a process writes or reads, which count in every process that maps "
-                "them and follow the layouts on air), and CPU over the run: "
+                f"Memory, the median of the first {window} samples (one every "
+                f"{MEMORY_SAMPLE_S:g} s from {baseline_min:g} min in) → the median of the last "
+                f"{window} (with the pages of the media rings a process writes or reads, "
+                "which count in every process that maps them and follow the layouts on air), "
+                "and CPU over the run: "
                 + growth
                 + "; CPU "
                 + ", ".join(f"{n} {c:.2f}" for n, c in run.cpu.items())
