@@ -115,7 +115,7 @@ def _watched_worker(
             except av.FFmpegError as exc:
                 # The decoder keeps its state: a new one would fail until the next keyframe.
                 counter.add()
-                log.warning("decode failed", codec=codec_name, error=str(exc))
+                log.warning("decode_failed", codec=codec_name, error=str(exc))
                 decode_error.set()
                 continue
             if frames:
