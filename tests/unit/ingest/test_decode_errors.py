@@ -111,13 +111,24 @@ async def test_a_watched_track_counts_each_payload_that_fails_to_decode() -> Non
     receiving = Receiving()
     counter = decode_errors.DecodeErrorCounter()
     decode_errors.watch(receiving.track, counter)
+    keyframe_requests = []
+
+    async def pli(ssrc: int) -> None:
+        keyframe_requests.append(ssrc)
+
+    receiving.receiver._send_rtcp_pli = pli  # type: ignore[method-assign]
     await receiving.start()
     await receiving.send(truncated(pictures, {4, 6}))
     # The jitter buffer hands a picture on when the next one starts: 9 complete, 2 fail.
     decoded = await receiving.decoded(7)
+    failure_pending = receiving.receiver._RTCRtpReceiver__decoder_error.is_set()  # type: ignore[attr-defined]
     await receiving.stop()
     assert counter.count == 2
     assert decoded == 7  # the others are still decoded
+    # Each failure is reported to the receiver, which asks the sender for a keyframe with the
+    # next packet (one request may answer both; a failure after the last packet is still pending).
+    assert keyframe_requests or failure_pending
+    assert set(keyframe_requests) <= {SSRC}
 
 
 async def test_an_unwatched_track_gets_aiortcs_decoder_and_counts_nowhere() -> None:
