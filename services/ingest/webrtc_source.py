@@ -1,9 +1,10 @@
 """A WHIP contribution: an aiortc peer connection that receives one station's tracks.
 
-aiortc decodes in its own threads (one per track) and hands `av.VideoFrame`/`av.AudioFrame` to
-the track; this source reads them as they come and offers them to the hub, so aiortc's unbounded
-track queues stay empty. Payloads those threads fail to decode are counted per source through
-`decode_errors` (aiortc itself only logs them).
+Each track's payloads are decoded as `track_decoding` arranges (pictures in a thread of their
+own, sound on the event loop) and the decoded `av.VideoFrame`/`av.AudioFrame` go straight to the
+hub once the source runs, so aiortc's unbounded track queues stay empty; the tracks' `recv()`
+only tells when they end. Payloads that fail to decode are counted per source (aiortc itself
+only logs them).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from OpenSSL import SSL, crypto
 from services.common.ice import announce_public_ip, probe_rtt_ms
 from services.common.peer_certificate import PeerCertificate, use_peer_certificate
 from services.common.sdp_checks import transport_problem
-from services.ingest import decode_errors, dtls_p224
+from services.ingest import dtls_p224, track_decoding
 from services.ingest.source import FrameSink, Source, TransportStats
 
 # aiortc holds back four 20 ms Opus packets before it decodes the first (80 ms); the mixer's
@@ -163,11 +164,12 @@ class WhipSource(Source):
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         use_whip_certificate(self.pc)
         self._tracks: list[MediaStreamTrack] = []
+        self._deliveries: list[track_decoding.Delivery] = []
         self._ended = asyncio.Event()
         self._end_reason = "ended"
         self._rtt_ms = 0.0
         self._reading = 0
-        self._decode_errors = decode_errors.DecodeErrorCounter()
+        self._decode_errors = track_decoding.DecodeErrorCounter()
         self.pc.on("track", self._on_track)
         self.pc.on("connectionstatechange", self._on_state)
 
@@ -207,7 +209,8 @@ class WhipSource(Source):
     def _on_track(self, track: MediaStreamTrack) -> None:
         if track.kind not in self.kinds:
             return
-        decode_errors.watch(track, self._decode_errors)
+        receiver = next(t.receiver for t in self.pc.getTransceivers() if t.receiver.track is track)
+        self._deliveries.append(track_decoding.watch(receiver, self._decode_errors))
         self._tracks.append(track)
 
     async def _on_state(self) -> None:
@@ -233,7 +236,9 @@ class WhipSource(Source):
     async def run(self, sink: FrameSink) -> str:
         # The session ends when the connection does, or when every media track has ended.
         self._reading = len(self._tracks)
-        tasks = [asyncio.create_task(self._read(track, sink)) for track in self._tracks]
+        for track, delivery in zip(self._tracks, self._deliveries, strict=True):
+            delivery.start(sink.offer_video if track.kind == "video" else sink.offer_audio)
+        tasks = [asyncio.create_task(self._read(track)) for track in self._tracks]
         tasks.append(asyncio.create_task(self._probe_rtt()))
         try:
             await self._ended.wait()
@@ -243,11 +248,12 @@ class WhipSource(Source):
             await asyncio.gather(*tasks, return_exceptions=True)
         return self._end_reason
 
-    async def _read(self, track: MediaStreamTrack, sink: FrameSink) -> None:
-        offer = sink.offer_video if track.kind == "video" else sink.offer_audio
+    async def _read(self, track: MediaStreamTrack) -> None:
+        """Wait for `track` to end: its frames go to the sink by its delivery, so its queue
+        carries only the end."""
         try:
             while True:
-                offer(await track.recv())  # type: ignore[arg-type]
+                await track.recv()
         except MediaStreamError:
             self._reading -= 1
             if self._reading == 0:
