@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from fractions import Fraction
 
 import av
 import numpy as np
+import structlog.testing
 
 from services.common.gen.baycast.v1 import media_pb2
 from services.common.media import PulledVideo, decoded, proto_to_i420, proto_to_pcm
@@ -202,3 +204,50 @@ async def test_a_subscriber_on_another_host_can_take_a_box_compressed() -> None:
     assert [m.WhichOneof("body") for m in await drain(own_size, 3)] == ["video"] * 3
     await hub.close()
     assert not hub.fanout.encoders
+
+
+async def test_pictures_wait_while_one_is_scaled_and_the_oldest_waiting_goes() -> None:
+    hub = SourceHub("t", queue_size=100)
+    hub.start()
+    sub = hub.fanout.add(media_pb2.Rendition(width=64, height=36, no_audio=True))
+    gate = threading.Event()
+    render = hub.fanout.render
+
+    def held(*args, **kwargs):  # type: ignore[no-untyped-def]
+        gate.wait(5)
+        return render(*args, **kwargs)
+
+    hub.fanout.render = held  # type: ignore[method-assign]
+    for n in range(5):  # the first is being scaled; of four waiting, three are kept
+        hub.offer_video(frame(n))
+    assert hub.input_dropped == 1
+    gate.set()
+    received = await drain(sub, 4)
+    assert [m.video.pts_us for m in received] == [0, 80_000, 120_000, 160_000]
+    await hub.close()
+
+
+async def test_a_picture_that_fails_to_scale_is_logged_and_the_next_ones_flow() -> None:
+    hub = SourceHub("t", queue_size=100)
+    hub.start()
+    sub = hub.fanout.add(media_pb2.Rendition(width=64, height=36, no_audio=True))
+    render = hub.fanout.render
+    calls = 0
+
+    def flaky(*args, **kwargs):  # type: ignore[no-untyped-def]
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            raise ValueError("scaler broke")
+        return render(*args, **kwargs)
+
+    hub.fanout.render = flaky  # type: ignore[method-assign]
+    with structlog.testing.capture_logs() as logs:
+        for n in range(4):
+            hub.offer_video(frame(n))
+            await asyncio.sleep(0.02)
+        received = await drain(sub, 3)
+    assert [m.video.pts_us for m in received] == [0, 80_000, 120_000]
+    assert [e["event"] for e in logs if e["log_level"] == "error"] == ["render_failed"]
+    await hub.close()
+    assert sub.queue.closed
