@@ -56,7 +56,8 @@ class SourceHub:
             audio_message_ms=AUDIO_MESSAGE_MS,
             on_drop=on_drop,
         )
-        # Pictures offered while one is scaled (with their capture times), the newest kept.
+        # Pictures offered while one is scaled (with their capture times): the newest
+        # VIDEO_INPUT_FRAMES wait.
         self._video_in: deque[tuple[av.VideoFrame, int]] = deque()
         self._input_dropped = 0
         self._rendering: asyncio.Future[Rendered] | None = None
