@@ -167,6 +167,7 @@ def watch(receiver: RTCRtpReceiver, counter: DecodeErrorCounter) -> Delivery:
     aiortc starts the track's decoder thread when the connection is up, after the `track`
     event: registering from that event's handler is in time.
     """
+    install()  # a sound track's thread, too, must find it has nothing to do
     track = receiver.track
     delivery = Delivery(track._queue, counter)  # type: ignore[attr-defined]
     if track.kind == "audio":
@@ -177,7 +178,6 @@ def watch(receiver: RTCRtpReceiver, counter: DecodeErrorCounter) -> Delivery:
             raise RuntimeError("aiortc changed: RTCRtpReceiver has no decoder queue to replace")
         setattr(receiver, DECODER_QUEUE, LoopDecoder(PayloadDecoder(delivery, decode_error)))
     else:
-        install()
         setattr(delivery.track_queue, DELIVERY, delivery)
     return delivery
 

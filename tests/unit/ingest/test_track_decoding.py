@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import fractions
+import threading
 import time
 
+import aiortc.rtcrtpreceiver
 import av
 import numpy as np
+import pytest
 import structlog
 import structlog.testing
 from aiortc import (
@@ -219,9 +222,18 @@ async def test_a_started_delivery_hands_pictures_to_the_sink_and_the_end_to_the_
     assert receiving.track._queue.empty()
 
 
-async def test_sound_is_decoded_on_the_loop_as_each_packet_completes() -> None:
+async def test_sound_is_decoded_on_the_loop_as_each_packet_completes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # As in a process whose first watched track is a voice (a talk source): aiortc's own worker
+    # would fail on the loop decoder in the track's thread.
+    monkeypatch.setattr(
+        aiortc.rtcrtpreceiver, "decoder_worker", track_decoding._original_decoder_worker
+    )
     receiving = Receiving("audio")
     delivery = track_decoding.watch(receiving.receiver, track_decoding.DecodeErrorCounter())
+    threads: list[threading.Thread] = []
+    monkeypatch.setattr(threading, "excepthook", lambda args: threads.append(args.thread))
     await receiving.start()
     sunk: list[av.AudioFrame] = []
     delivery.start(sunk.append)
@@ -231,6 +243,7 @@ async def test_sound_is_decoded_on_the_loop_as_each_packet_completes() -> None:
         # No thread in between: the packet before this one is decoded by the time it returns.
         assert len(sunk) == n
     await receiving.stop()
+    assert threads == []  # the track's thread ended without an error
     assert [f.pts for f in sunk] == [n * OPUS_FRAME for n in range(24)]
     assert all(f.samples == OPUS_FRAME and f.format.name == "s16" for f in sunk)
     assert max(abs(int(v)) for v in sunk[-1].to_ndarray()[0]) > 4000  # the tone, decoded
