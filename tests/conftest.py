@@ -9,6 +9,7 @@ import pytest
 
 from services.common import shared_memory
 from services.common.telemetry import configure_logging
+from tests.support.hang_report import chain_task_report
 from tests.support.nats import NatsServer, free_port
 from tests.support.secrets_key import export_session_key_file
 
@@ -44,6 +45,13 @@ def _shared_memory_on() -> Iterator[None]:
     next test starts with it on again, as a process does."""
     yield
     shared_memory.configure(True)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_timeout_set_timer(item: pytest.Item, settings: object) -> Iterator[None]:
+    """A test that times out in its event loop also reports the loop's tasks (where it waited)."""
+    yield
+    chain_task_report()
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

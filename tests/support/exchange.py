@@ -74,14 +74,18 @@ class Exchange:
     async def exchange_command(
         self, cmd: exchange_pb2.ExchangeCommand
     ) -> exchange_pb2.ExchangeReply:
-        """An exchange command, retried while distribution is not answering yet."""
+        """An exchange command, retried for up to 10 s while distribution is not answering yet
+        (a reply that never comes fails the call within 15 s, not the test's whole timeout)."""
         name = subject("prod", self.production, "exchange", "cmd")
-        for _ in range(50):
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 10.0
+        while True:
             try:
                 return await self.bus.request(name, cmd, exchange_pb2.ExchangeReply, timeout=5)
             except errors.Unavailable:
+                if loop.time() > deadline:
+                    raise
                 await asyncio.sleep(0.2)
-        return await self.bus.request(name, cmd, exchange_pb2.ExchangeReply, timeout=5)
 
     async def send_cue(self, station: str, text: str, countdown_to_us: int = 0) -> exchange_pb2.Cue:
         reply = await self.exchange_command(

@@ -13,6 +13,7 @@ from pathlib import Path
 from services.common.bus import Bus, subject
 from services.common.gen.baycast.v1 import distribution_pb2 as dist
 from services.common.handles import HandleDirectory
+from services.distribution.distributor import BUCKET
 from tests.integration.distribution.conftest import FPS, HEIGHT, PROGRAM_YUV, WIDTH
 from tests.integration.distribution.media_check import largest_gap, video_times
 from tests.support.media_source import Card, FakeMediaServer
@@ -49,6 +50,15 @@ async def wait_live(bus: Bus, prod: str, names: set[str], timeout: float = 30) -
             return
         await asyncio.sleep(0.1)
     raise AssertionError(f"not live: {states}")
+
+
+async def forget_outputs(bus: Bus, prod: str) -> None:
+    """The session's nats-server outlives the test: its outputs go with it (else a distribution
+    a later test starts in-process takes them up and runs their encoder and outputs)."""
+    specs = await bus.kv(BUCKET, dist.OutputSpec)
+    for key in await specs.keys():
+        if key.startswith(f"{prod}."):
+            await specs.delete(key)
 
 
 async def test_ctl_and_restart(nats_server: NatsServer, tmp_path: Path, rtmp: RtmpServer) -> None:
@@ -112,6 +122,7 @@ async def test_ctl_and_restart(nats_server: NatsServer, tmp_path: Path, rtmp: Rt
         first.stop()
         second.stop()
         await media.stop()
+        await forget_outputs(bus, prod)
         await bus.drain()
     assert SECRET not in second.logs()
     pushes = rtmp.recordings(SECRET)
@@ -154,6 +165,7 @@ async def test_recordings_play_after_a_crash(nats_server: NatsServer, tmp_path: 
     finally:
         service.stop()
         await media.stop()
+        await forget_outputs(bus, prod)
         await bus.drain()
     for name, suffix in (("ts", ".ts"), ("mp4", ".mp4")):
         (path,) = (data / "recordings" / prod / name).glob(f"*{suffix}")
