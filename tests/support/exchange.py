@@ -18,7 +18,6 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from services.common import errors
 from services.common.bus import Bus, subject
 from services.common.gen.baycast.v1 import exchange_pb2, mixer_pb2
 from services.distribution.service import DistributionService
@@ -26,6 +25,7 @@ from services.distribution.settings import DistributionSettings
 from services.ingest.service import IngestService
 from services.mixer.service import MixerService
 from services.mixer.settings import MixerSettings
+from tests.support.command_load import retried
 from tests.support.mixer import admin, command
 from tests.support.services import running_service
 from tests.support.station import add_station, running_ingest
@@ -77,15 +77,10 @@ class Exchange:
         """An exchange command, retried for up to 10 s while distribution is not answering yet
         (a reply that never comes fails the call within 15 s, not the test's whole timeout)."""
         name = subject("prod", self.production, "exchange", "cmd")
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 10.0
-        while True:
-            try:
-                return await self.bus.request(name, cmd, exchange_pb2.ExchangeReply, timeout=5)
-            except errors.Unavailable:
-                if loop.time() > deadline:
-                    raise
-                await asyncio.sleep(0.2)
+        return await retried(
+            lambda: self.bus.request(name, cmd, exchange_pb2.ExchangeReply, timeout=5),
+            retry_for_s=10.0,
+        )
 
     async def send_cue(self, station: str, text: str, countdown_to_us: int = 0) -> exchange_pb2.Cue:
         reply = await self.exchange_command(

@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
+from types import FrameType
 
-from tests.support.hang_report import task_report
+import pytest
+
+from tests.support.hang_report import chain_task_report, task_report
 
 
 async def test_the_report_follows_the_tests_awaits_and_lists_the_others() -> None:
@@ -43,3 +47,37 @@ async def test_the_report_follows_the_tests_awaits_and_lists_the_others() -> Non
     others = lines[lines.index("other tasks:") + 1 :]
     assert len(others) == 2  # the bystander and wait_for's inner task, each in a line
     assert any(line.startswith("task bystander: ") and "in sleep" in line for line in others)
+
+
+def test_the_alarm_prints_the_report_then_runs_the_timeouts_handler(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """As pytest-timeout's SIGALRM handler is chained in conftest: the report first, then the
+    handler, whose exception leaves the event loop as pytest-timeout's failure does."""
+
+    class TimedOut(Exception):
+        pass
+
+    def timeout_handler(signum: int, frame: FrameType | None) -> None:
+        raise TimedOut
+
+    async def waits_in_a_helper() -> None:
+        await asyncio.Event().wait()
+
+    loop = asyncio.new_event_loop()
+    before = signal.signal(signal.SIGALRM, timeout_handler)
+    try:
+        chain_task_report()
+        signal.setitimer(signal.ITIMER_REAL, 0.05)
+        with pytest.raises(TimedOut):
+            loop.run_until_complete(asyncio.wait_for(waits_in_a_helper(), 5))
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, before)
+        for task in asyncio.all_tasks(loop):
+            task.cancel()
+        loop.run_until_complete(asyncio.sleep(0))
+        loop.close()
+    printed = capsys.readouterr().out
+    assert printed.startswith("asyncio: 2 unfinished tasks\n")
+    assert ", in waits_in_a_helper\n    await asyncio.Event().wait()\n" in printed
