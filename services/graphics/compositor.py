@@ -86,6 +86,7 @@ class Compositor:
         self.width = width
         self.height = height
         self.canvas = np.zeros((height, width, 4), dtype=np.uint8)
+        self._words = self.canvas.view(np.uint32)[..., 0]
         self._placements: list[Placement] = []
 
     def _placements_for(self, frames: list[InstanceFrame], now: datetime) -> list[Placement]:
@@ -99,20 +100,26 @@ class Compositor:
             tickers = iter(frame.ticker_offsets)
             for part in frame.art.parts:
                 token: Hashable
+                ink: Box | None
                 if isinstance(part, Sprite):
-                    token, rgba, x, y = id(part.rgba), part.rgba, part.x, part.y
+                    token, rgba, x, y, ink = id(part.rgba), part.rgba, part.x, part.y, part.ink
                 elif isinstance(part, ClockArt):
                     text, sprite = part.sprite_at(now)
                     if sprite is None:
                         continue
                     token, rgba, x, y = (id(part), text), sprite.rgba, sprite.x, sprite.y
+                    ink = sprite.ink
                 else:
                     assert isinstance(part, TickerArt)
                     window_token, rgba = part.window(next(tickers, 0))
                     token, x, y = (id(part), window_token), part.rect[0], part.rect[1]
+                    rows = part.ink_rows
+                    ink = None if rows is None else (0, rows[0], rgba.shape[1], rows[1])
+                if ink is None:  # nothing to draw
+                    continue
                 x, y = x + p.dx, y + p.dy
-                h, w = rgba.shape[:2]
-                visible = intersect((x, y, x + w, y + h), clip)
+                # Only the inked pixels: drawing the transparent ones would change nothing.
+                visible = intersect((x + ink[0], y + ink[1], x + ink[2], y + ink[3]), clip)
                 if visible is not None:
                     out.append(Placement(token, rgba, x, y, p.alpha, visible))
         return out
@@ -143,8 +150,11 @@ class Compositor:
     def _recompose(self, rect: Box, placements: list[Placement]) -> tuple[Box, bytes] | None:
         x0, y0, x1, y1 = rect
         region = self.canvas[y0:y1, x0:x1]
-        before = region.copy()
+        # A pixel as one 32-bit word: comparing words is ~100x faster than any() over RGBA.
+        words = self._words[y0:y1, x0:x1]
+        before = words.copy()
         region[...] = 0
+        empty = True
         for p in placements:
             part = intersect(rect, p.visible)
             if part is None:
@@ -152,8 +162,13 @@ class Compositor:
             src = p.rgba[part[1] - p.y : part[3] - p.y, part[0] - p.x : part[2] - p.x]
             if p.alpha < FULL_ALPHA:
                 src = scale_alpha(src, p.alpha)
-            over(self.canvas[part[1] : part[3], part[0] : part[2]], src)
-        changed = np.any(region != before, axis=2)
+            dst = self.canvas[part[1] : part[3], part[0] : part[2]]
+            if empty:  # over transparent black is the pixels themselves
+                np.copyto(dst, src)
+                empty = False
+            else:
+                over(dst, src)
+        changed = words != before
         rows = np.flatnonzero(changed.any(axis=1))
         if rows.size == 0:
             return None

@@ -75,14 +75,35 @@ def colorize(mask: np.ndarray, color: RGBA, opacity: float = 1.0) -> np.ndarray:
 
 
 def over(dst: np.ndarray, src: np.ndarray) -> None:
-    """Premultiplied `src` over `dst`, in place (same shapes, uint8)."""
-    inv = 255 - src[..., 3:4].astype(np.uint16)
-    dst[...] = src + ((dst.astype(np.uint16) * inv + 127) // 255).astype(np.uint8)
+    """Premultiplied `src` over `dst`, in place (same shapes, uint8).
+
+    dst * (255 - a) / 255 is rounded with two shifts instead of a division: for every product of
+    two bytes, (t + 128 + ((t + 128) >> 8)) >> 8 equals round(t / 255).
+    """
+    t = np.multiply(dst, 255 - src[..., 3:4], dtype=np.uint16)
+    t += 128
+    t += t >> 8
+    t >>= 8
+    t += src
+    np.copyto(dst, t, casting="unsafe")
 
 
 def scale_alpha(src: np.ndarray, alpha: int) -> np.ndarray:
     """Premultiplied pixels times alpha/256 (fade)."""
     return ((src.astype(np.uint16) * alpha) >> 8).astype(np.uint8)
+
+
+def inked(rgba: np.ndarray) -> Box | None:
+    """The box (relative to `rgba`) around its pixels that are not transparent; None if all are.
+
+    Premultiplied pixels of alpha 0 are black and change nothing they are drawn over, so only
+    this box needs drawing."""
+    alpha = rgba[..., 3]
+    rows = np.flatnonzero(alpha.any(axis=1))
+    if rows.size == 0:
+        return None
+    cols = np.flatnonzero(alpha.any(axis=0))
+    return (int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1)
 
 
 @dataclass(frozen=True)
@@ -97,6 +118,11 @@ class Sprite:
     def box(self) -> Box:
         h, w = self.rgba.shape[:2]
         return (self.x, self.y, self.x + w, self.y + h)
+
+    @functools.cached_property
+    def ink(self) -> Box | None:
+        """`inked(rgba)`, worked out once."""
+        return inked(self.rgba)
 
 
 def union(boxes: list[Box]) -> Box | None:
@@ -374,6 +400,7 @@ class TickerArt:
         if strip is None:
             self.period = 0
             self.tape = np.zeros((self.height, self.width, 4), dtype=np.uint8)
+            self.ink_rows: tuple[int, int] | None = None
             return
         # The strip's pixels between x = 0 and its advance width form one period.
         self.period = max(1, math.ceil(fitted_font(el.style, text, 0, scale).getlength(text)))
@@ -391,6 +418,9 @@ class TickerArt:
                 over(period_img[top : top + h, dx0 : dx0 + w], src[sy0 : sy0 + h, sx0 : sx0 + w])
         reps = self.width // self.period + 2
         self.tape = np.ascontiguousarray(np.tile(period_img, (1, reps, 1)))
+        # The rows that hold any of the headlines' pixels, in every window of the crawl.
+        ink = inked(period_img)
+        self.ink_rows = None if ink is None else (ink[1], ink[3])
 
     def window(self, offset: int) -> tuple[Hashable, np.ndarray]:
         """The visible strip when the crawl has moved `offset` pixels (may be < 0: entering)."""

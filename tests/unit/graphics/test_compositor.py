@@ -55,6 +55,31 @@ def test_clips_stacking_and_full_frames() -> None:
     assert clipped.patches[0][0] == (20, 0, 100, 50)
 
 
+def test_a_change_in_one_channel_alone_is_sent() -> None:
+    c = Compositor(64, 32)
+    c.compose([InstanceFrame(art(0, 0, 64, 32, 200), AT_REST)], NOW, False)
+    other = art(0, 0, 64, 32, 200)
+    other.parts[0].rgba[7, 9, 3] = 254  # type: ignore[union-attr]
+    changed = c.compose([InstanceFrame(other, AT_REST)], NOW, False)
+    assert [box for box, _ in changed.patches] == [(9, 7, 10, 8)]
+    assert changed.patches[0][1] == bytes([200, 200, 200, 254])
+
+
+def test_only_the_inked_pixels_of_a_sprite_are_drawn_and_sent() -> None:
+    c = Compositor(320, 180)
+    rgba = np.zeros((40, 60, 4), dtype=np.uint8)
+    rgba[10:20, 5:15] = 255  # the rest of the sprite is transparent
+    a = InstanceArt((Sprite(rgba, 100, 50),), (100, 50, 160, 90), 1)
+    first = c.compose([InstanceFrame(a, AT_REST)], NOW, False)
+    assert [box for box, _ in first.patches] == [(105, 60, 115, 70)]
+    moved = c.compose([InstanceFrame(a, Pose(dx=30))], NOW, False)
+    assert [box for box, _ in moved.patches] == [(105, 60, 115, 70), (135, 60, 145, 70)]
+    assert c.canvas[60:70, 135:145].all() and c.canvas[..., 3].sum() == 255 * 100
+    blank = InstanceArt((Sprite(np.zeros((8, 8, 4), dtype=np.uint8), 0, 0),), (0, 0, 8, 8), 1)
+    gone = c.compose([InstanceFrame(blank, AT_REST)], NOW, False)
+    assert [box for box, _ in gone.patches] == [(135, 60, 145, 70)] and not c.canvas.any()
+
+
 def test_merge_joins_overlapping_and_touching_rectangles() -> None:
     assert merge([(0, 0, 10, 10), (5, 5, 20, 20), (30, 30, 40, 40)]) == [
         (0, 0, 20, 20),

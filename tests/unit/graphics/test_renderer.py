@@ -112,6 +112,16 @@ def test_premultiply_and_over() -> None:
     assert dst.tolist() == [[[100, 50, 25 + 100, 255]]]
 
 
+def test_over_rounds_exactly_as_a_division_for_every_alpha_and_background() -> None:
+    # Every background byte under every alpha, with the brightest premultiplied pixel of it.
+    background, alpha = (a.astype(np.uint8) for a in np.mgrid[0:256, 0:256])
+    dst = np.repeat(background[..., None], 4, axis=2)
+    src = np.repeat(alpha[..., None], 4, axis=2)
+    expected = src + (dst.astype(np.uint32) * (255 - alpha[..., None]) + 127) // 255
+    over(dst, src)
+    assert (dst == expected).all()
+
+
 def test_text_is_shrunk_to_fit_its_box() -> None:
     style = templates().templates["lower_third"].elements[2].style  # type: ignore[attr-defined]
     long_name = "非常非常非常非常非常非常长的名字"
@@ -157,6 +167,11 @@ elements:
     assert a.shape == (40, 500, 4) and np.array_equal(a, b) and a[..., 3].any()
     _, entering = ticker.window(-100)  # entering from the right: blank on the left
     assert not entering[:, :100].any() and entering[:, 100:].any()
+    # The headlines' rows: every window's ink lies within them and reaches both.
+    assert ticker.ink_rows is not None
+    top, bottom = ticker.ink_rows
+    assert 0 < top < bottom < 40 and not ticker.tape[:top].any() and not ticker.tape[bottom:].any()
+    assert ticker.tape[top, :, 3].any() and ticker.tape[bottom - 1, :, 3].any()
 
 
 def test_an_image_is_scaled_and_premultiplied(tmp_path: Path) -> None:
