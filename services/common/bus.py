@@ -22,6 +22,7 @@ import re
 import ssl
 import time
 import uuid
+import weakref
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -36,6 +37,7 @@ from google.protobuf import json_format
 from google.protobuf.message import Message
 from nats.aio.client import Client
 from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 from nats.js.api import KeyValueConfig, StorageType
 from nats.js.kv import KeyValue
 
@@ -210,6 +212,12 @@ SubjectHandler = Callable[[M, str], Awaitable[Message]]
 EventHandler = Callable[[M, str], Awaitable[None]]
 
 
+async def _drain_one(sub: Subscription) -> None:
+    """Drain one subscription; one its owner unsubscribed already is nothing to drain."""
+    with contextlib.suppress(nats.errors.Error):
+        await sub.drain()
+
+
 class Bus:
     """One NATS connection per service, reconnecting forever."""
 
@@ -238,6 +246,8 @@ class Bus:
         self.disconnects = 0
         self.closing = False
         self._on_connection_change = on_connection_change
+        # What this bus subscribed for its service: drained before the connection (see drain).
+        self._subscriptions: weakref.WeakSet[Subscription] = weakref.WeakSet()
         self._replies: OrderedDict[str, tuple[bytes, dict[str, str]]] = OrderedDict()
 
     async def connect(self, *, stop: asyncio.Event | None = None) -> None:
@@ -300,10 +310,20 @@ class Bus:
         self._set_connected(False)
 
     async def drain(self) -> None:
-        """Finish what the subscriptions hold, take nothing new, flush, close."""
+        """Finish what the subscriptions hold, take nothing new, flush, close.
+
+        The service's subscriptions drain first, while the connection's reply inbox still
+        listens: a handler finishing during the drain (a key-value write, a request of its own)
+        gets its answer. nats-py's drain takes every subscription at once, the reply inbox
+        among them, and such a handler would wait out its timeout and fail its command.
+        """
         if self.nc.is_closed:
             return
         self.closing = True
+        if self.nc.is_connected:  # (a connection that is down has nothing to finish)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(DRAIN_TIMEOUT_S):
+                    await asyncio.gather(*(_drain_one(s) for s in list(self._subscriptions)))
         with contextlib.suppress(Exception):
             await self.nc.drain()
         with contextlib.suppress(Exception):
@@ -330,7 +350,11 @@ class Bus:
             except Exception:
                 log.exception("event_handler_failed", subject=msg.subject)
 
-        return await self.nc.subscribe(subj, queue=queue, cb=on_msg)
+        return self._track(await self.nc.subscribe(subj, queue=queue, cb=on_msg))
+
+    def _track(self, sub: Subscription) -> Subscription:
+        self._subscriptions.add(sub)
+        return sub
 
     # -- commands ------------------------------------------------------------------------------
 
@@ -353,7 +377,7 @@ class Bus:
         async def on_msg(msg: Msg) -> None:
             await self._serve_msg(msg, msg.subject, request_type, handler, shared=bool(queue))
 
-        return await self.nc.subscribe(verb_pattern(pattern), queue=queue, cb=on_msg)
+        return self._track(await self.nc.subscribe(verb_pattern(pattern), queue=queue, cb=on_msg))
 
     async def serve_owned(
         self,
@@ -400,8 +424,8 @@ class Bus:
             await self._serve_msg(msg, original, request_type, handler, shared=True)
 
         return [
-            await self.nc.subscribe(verb_pattern(pattern), queue=queue, cb=on_msg),
-            await self.nc.subscribe(route_subject, cb=on_routed),
+            self._track(await self.nc.subscribe(verb_pattern(pattern), queue=queue, cb=on_msg)),
+            self._track(await self.nc.subscribe(route_subject, cb=on_routed)),
         ]
 
     async def _forward(self, msg: Msg, target: str) -> tuple[bytes, dict[str, str]]:

@@ -164,3 +164,55 @@ async def test_kv_keys_of_a_big_bucket_are_all_there_every_time(nats_server: Nat
         assert (await js.stream_info("KV_kvkeys")).state.consumer_count == 0
     finally:
         await bus.drain()
+
+
+async def test_a_command_being_handled_when_the_bus_drains_is_stored_and_answered(
+    nats_server: NatsServer,
+) -> None:
+    """SIGTERM's drain while a handler is on its way to a key-value write: the write gets its
+    answer and the command its reply, at once (not after the write's timeout, failed)."""
+    served, client = Bus(nats_server.url, "drain-served"), Bus(nats_server.url, "drain-client")
+    await served.connect()
+    await client.connect()
+    records = await served.kv("draintest", control_pb2.SourceState)
+    subj = subject("probe", "drain-test", "put")
+    handling, go_on = asyncio.Event(), asyncio.Event()
+
+    async def put(command: control_pb2.SourceState) -> control_pb2.SourceState:
+        handling.set()
+        await go_on.wait()
+        await records.put(command.source, command)
+        return command
+
+    await served.serve(subj, control_pb2.SourceState, put)
+    probe = await nats.connect(nats_server.url)
+    try:
+        asking = asyncio.create_task(
+            client.request(subj, control_pb2.SourceState(source="zh"), control_pb2.SourceState)
+        )
+        await handling.wait()
+        draining = asyncio.create_task(served.drain())
+        # The drain has begun once the command's subject has no subscriber left (probes sent
+        # before wait behind the command being handled, and are refused after it).
+        for _ in range(200):
+            try:
+                await probe.request(subj, b"not json", timeout=0.05)
+            except nats.errors.NoRespondersError:
+                break
+            except nats.errors.TimeoutError:
+                continue
+        else:
+            raise AssertionError("the drain never began")
+        go_on.set()
+        started = asyncio.get_running_loop().time()
+        reply = await asking
+        await draining
+        took = asyncio.get_running_loop().time() - started
+        assert reply.source == "zh"
+        assert took < 1.0, took
+        check = await client.kv("draintest", control_pb2.SourceState)
+        stored = await check.get("zh")
+        assert stored is not None and stored.value.source == "zh"
+    finally:
+        await probe.close()
+        await client.drain()
