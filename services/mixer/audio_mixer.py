@@ -211,6 +211,9 @@ class AudioMixer:
         # station's mix-minus, and each talk input in each station's mix-minus.
         self._duck: dict[str, float] = {}
         self._talk_gain: dict[tuple[str, str], float] = {}
+        # Each source's gain in the last frame's mix: a station that just left the mix (its
+        # sound ran dry, its fader closed) still is in the program limiter's delayed samples.
+        self._last_gains: dict[str, float] = {}
         self._ramp = (np.arange(1, n + 1, dtype=np.float32) / n)[:, None]
         self._duck_gain = db_to_gain(-TALKBACK_DUCK_DB)
 
@@ -316,9 +319,17 @@ class AudioMixer:
                 result.mixminus[source] = _to_int16(
                     self.bus.limit_return(source, (self._total - self._inputs[source] * g) * master)
                 )
+            elif self._last_gains.get(source):
+                # Out of the mix since this frame: the program's limiter still holds the last
+                # samples of the frame before, the station's own sound in them; its return's
+                # limiter holds them without it, for one more frame.
+                result.mixminus[source] = _to_int16(
+                    self.bus.limit_return(source, self._total * master)
+                )
             else:
                 result.mixminus[source] = program
         self.bus.end_frame()
+        self._last_gains = gains
         self._sent_returns = sorted(mixminus_for)
         for station in set(self._duck) - mixminus_for:
             del self._duck[station]  # nobody listens: a new listener starts from the target

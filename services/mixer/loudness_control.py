@@ -7,7 +7,8 @@ per return would lift the others' room tone whenever the station itself talks (i
 its own return), and cost a K-weighting filter each. What a return does need of its own is a
 limiter, because taking one source out of a mix moves its peaks: only a return that differs
 from the program gets one (one that is the program sends the program's samples), started from
-the program limiter's state so that it joins without a click.
+the program limiter's state before the frame it joins on, so that it joins without a click and
+without the station's own sound of the last frame (the limiter's delay holds it).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ class LoudnessControl:
         self.sample_rate, self.channels = sample_rate, channels
         self.leveler = Leveler(sample_rate, channels, fps)
         self.limiter = TruePeakLimiter(sample_rate, channels)
+        self._before = TruePeakLimiter(sample_rate, channels)  # `limiter` before this frame
         self.returns: dict[str, TruePeakLimiter] = {}
         self._used: set[str] = set()
         self.on = False
@@ -58,7 +60,10 @@ class LoudnessControl:
 
     def limit_program(self, samples: np.ndarray) -> np.ndarray:
         self._used.clear()
-        return self.limiter.process(samples) if self.on else samples
+        if not self.on:
+            return samples
+        self._before.copy_history(self.limiter)
+        return self.limiter.process(samples)
 
     def limit_return(self, station: str, samples: np.ndarray) -> np.ndarray:
         if not self.on:
@@ -68,7 +73,7 @@ class LoudnessControl:
             limiter = self.returns[station] = TruePeakLimiter(
                 self.sample_rate, self.channels, self.limiter.ceiling_dbtp
             )
-            limiter.copy_history(self.limiter)
+            limiter.copy_history(self._before)
         self._used.add(station)
         return limiter.process(samples)
 

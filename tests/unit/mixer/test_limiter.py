@@ -113,3 +113,26 @@ def test_each_return_that_differs_from_the_program_is_limited_too() -> None:
     gain = 10 ** (program_level.leveler_gain_db / 20)
     want = 32768 * 10 ** (-30 / 20) * gain
     assert np.abs(quiet_b).max() == pytest.approx(want, rel=0.05)
+
+
+def test_a_station_whose_sound_runs_dry_never_hears_itself_in_its_return() -> None:
+    # b is silent: a's return holds nothing but silence, also on the frames where a's sound
+    # runs dry (a late packet) and it leaves the mix, while the program's limiter still holds
+    # the last samples of a's tone from the frame before, and where it joins the mix again and
+    # a's return gets a limiter of its own, started from the program's.
+    mixer = AudioMixer(["a", "b"], RATE, 2, 25, loudness=mixer_pb2.Loudness())
+    a = np.clip(np.rint(tone(2.0, -20.0)), -32768, 32767).astype(np.int16)
+    silence = np.zeros((FRAME, 2), dtype=np.int16)
+    dry = {20, 21, 35}  # frames without a packet of a's
+    program, returned = [], []
+    for i in range(len(a) // FRAME):
+        if i not in dry:
+            mixer.push("a", a[i * FRAME : (i + 1) * FRAME])
+        mixer.push("b", silence)
+        result = mixer.mix({"a", "b"}, {"a"})
+        program.append(result.program)
+        returned.append(result.mixminus["a"])
+    delay = mixer.bus.limiter.delay
+    # a's tone in the program's first samples after it ran dry: what must not reach its return.
+    assert np.abs(program[20][:delay]).max() > 1000
+    assert not np.concatenate(returned).any()
