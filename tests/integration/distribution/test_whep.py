@@ -17,10 +17,12 @@ import os
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import av
 import numpy as np
 import pytest
 import pytest_asyncio
@@ -33,9 +35,9 @@ from services.common.bus import Bus
 from services.common.credentials import OPERATORS_BUCKET, with_new_token
 from services.common.gen.baycast.v1 import ingest_pb2, mixer_pb2, operators_pb2
 from services.distribution import viewers as viewers_module
-from services.distribution.live_encoding import VideoKey
+from services.distribution.live_encoding import OPUS_COMPLEXITY, OPUS_FRAME_SAMPLES, VideoKey
 from services.distribution.service import DistributionService
-from services.distribution.settings import DistributionSettings
+from services.distribution.settings import DEFAULT_EXCHANGE_AUDIO_KBPS, DistributionSettings
 from services.ingest.service import IngestService
 from services.mixer.productions import ProductionStore
 from services.mixer.service import MixerService
@@ -59,17 +61,26 @@ Cmd = mixer_pb2.MixerCommand
 WIDTH, HEIGHT, FPS = 640, 360, 25
 RATE = 48_000
 TOLERANCE = 16  # two H.264 encodes and a scale on flat areas, in 8-bit code values
+# The return's encoder leaves the first station's tone this clear of the others' (its own
+# absence is measured 40 dB below them, -50 dBFS, through the live encoder and decoder).
+CODEC_CLEAR_DB = -70.0
 MAX_VIEWERS = 3
 
 
 def distinct_station_ids(count: int) -> list[str]:
-    """Ids new to this NATS server whose tones (and so card colours) differ by >= 200 Hz."""
-    chosen: list[str] = []
-    for i in itertools.count():
-        sid = f"w{os.getpid() % 100_000}s{i}"
-        if all(abs(tone_hz(sid) - tone_hz(other)) >= 200 for other in chosen):
-            chosen.append(sid)
-        if len(chosen) == count:
+    """Ids new to this NATS server whose tones (and so card colours) differ by >= 200 Hz, the
+    first one's tone clear of what the return's encoder makes of the second's and third's
+    (`codec_made_db`): its absence from its return is what the tests measure."""
+    for first in itertools.count():
+        chosen: list[str] = []
+        for i in itertools.count(first):
+            sid = f"w{os.getpid() % 100_000}s{i}"
+            if all(abs(tone_hz(sid) - tone_hz(other)) >= 200 for other in chosen):
+                chosen.append(sid)
+            if len(chosen) == count:
+                break
+        own, *others = (tone_hz(sid) for sid in chosen[:3])
+        if codec_made_db(others, own) <= CODEC_CLEAR_DB:
             return chosen
     raise AssertionError("unreachable")
 
@@ -276,6 +287,41 @@ def absent_tone_db(samples: np.ndarray, hz: float) -> float:
     """An absent tone's level: its quietest window. A seam (a busy host's lost packet, concealed)
     spreads the tones that are there into its bin; a tone that is there is in every window."""
     return min(tone_levels(samples, hz))
+
+
+def codec_made_db(others_hz: list[float], hz: float) -> float:
+    """The level at `hz` of the other stations' tones alone (-10 dBFS each) after the return's
+    encoder (mono Opus at distribution's bitrate, frame and complexity): CELT's band folding
+    puts some of their sound at other frequencies, up to about -50 dBFS for some sets of tones,
+    which the station's own tone must not be mistaken for."""
+    t = np.arange(3 * RATE) / RATE
+    tones = sum(np.sin(2 * np.pi * f * t) for f in others_hz) * 32767 * 10 ** (-10 / 20)
+    pcm = np.rint(tones).astype(np.int16)[None, :]
+    encoder = av.CodecContext.create("libopus", "w")
+    assert isinstance(encoder, av.AudioCodecContext)
+    encoder.sample_rate, encoder.layout, encoder.format = RATE, "mono", "s16"
+    encoder.bit_rate = DEFAULT_EXCHANGE_AUDIO_KBPS * 1000
+    encoder.time_base = Fraction(1, RATE)
+    encoder.options = {
+        "application": "lowdelay",
+        "frame_duration": str(OPUS_FRAME_SAMPLES * 1000 // RATE),
+        "compression_level": str(OPUS_COMPLEXITY),
+    }
+    decoder = av.CodecContext.create("libopus", "r")
+    assert isinstance(decoder, av.AudioCodecContext)
+    decoder.sample_rate, decoder.layout = RATE, "mono"
+    decoded = []
+    for start in range(0, pcm.shape[1] - OPUS_FRAME_SAMPLES + 1, OPUS_FRAME_SAMPLES):
+        frame = av.AudioFrame.from_ndarray(
+            pcm[:, start : start + OPUS_FRAME_SAMPLES].copy(), format="s16", layout="mono"
+        )
+        frame.sample_rate, frame.pts = RATE, start
+        for packet in encoder.encode(frame):
+            decoded += [f.to_ndarray().reshape(-1, 1) for f in decoder.decode(packet)]
+    sound = np.concatenate(decoded)
+    if sound.dtype != np.int16:  # a float decoder: full scale 1
+        sound = sound * 32767
+    return absent_tone_db(sound[RATE:], hz)
 
 
 async def stop_all(show: Show, *viewers: WhepViewer) -> None:
