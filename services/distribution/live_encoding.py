@@ -275,6 +275,29 @@ class VideoEncoding:
             loop.call_soon_threadsafe(self.fanout.publish, packet)
 
 
+def open_audio_encoder(codec_name: str, layout: str, kbps: int) -> tuple[av.AudioCodecContext, int]:
+    """An open encoder of "opus" or "aac" sound as every live encoding makes it, and the
+    samples of each of its frames."""
+    name, samples = (
+        ("libopus", OPUS_FRAME_SAMPLES) if codec_name == "opus" else ("aac", AAC_FRAME_SAMPLES)
+    )
+    codec = av.CodecContext.create(name, "w")
+    assert isinstance(codec, av.AudioCodecContext)
+    codec.sample_rate = SAMPLE_RATE
+    codec.layout = layout
+    codec.format = "s16" if name == "libopus" else "fltp"
+    codec.bit_rate = kbps * 1000
+    codec.time_base = Fraction(1, SAMPLE_RATE)
+    if name == "libopus":
+        codec.options = {
+            "application": "lowdelay",
+            "frame_duration": str(OPUS_FRAME_SAMPLES * 1000 // SAMPLE_RATE),
+            "compression_level": str(OPUS_COMPLEXITY),
+        }
+    codec.open()
+    return codec, samples
+
+
 class AudioEncoding:
     """One sound handle, encoded once (Opus for WebRTC, AAC for MPEG-TS) for every receiver."""
 
@@ -300,33 +323,8 @@ class AudioEncoding:
                 await self._task
         self.fanout.close()
 
-    def _open_encoder(self) -> tuple[av.AudioCodecContext, int]:
-        name, samples = (
-            ("libopus", OPUS_FRAME_SAMPLES)
-            if self.key.codec == "opus"
-            else (
-                "aac",
-                AAC_FRAME_SAMPLES,
-            )
-        )
-        codec = av.CodecContext.create(name, "w")
-        assert isinstance(codec, av.AudioCodecContext)
-        codec.sample_rate = SAMPLE_RATE
-        codec.layout = self.layout
-        codec.format = "s16" if name == "libopus" else "fltp"
-        codec.bit_rate = self.kbps * 1000
-        codec.time_base = Fraction(1, SAMPLE_RATE)
-        if name == "libopus":
-            codec.options = {
-                "application": "lowdelay",
-                "frame_duration": str(OPUS_FRAME_SAMPLES * 1000 // SAMPLE_RATE),
-                "compression_level": str(OPUS_COMPLEXITY),
-            }
-        codec.open()
-        return codec, samples
-
     async def _run(self) -> None:
-        codec, frame_samples = self._open_encoder()
+        codec, frame_samples = open_audio_encoder(self.key.codec, self.layout, self.kbps)
         fifo = av.AudioFifo()
         resampler = (
             None

@@ -17,7 +17,6 @@ import os
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +34,7 @@ from services.common.bus import Bus
 from services.common.credentials import OPERATORS_BUCKET, with_new_token
 from services.common.gen.baycast.v1 import ingest_pb2, mixer_pb2, operators_pb2
 from services.distribution import viewers as viewers_module
-from services.distribution.live_encoding import OPUS_COMPLEXITY, OPUS_FRAME_SAMPLES, VideoKey
+from services.distribution.live_encoding import VideoKey, open_audio_encoder
 from services.distribution.service import DistributionService
 from services.distribution.settings import DEFAULT_EXCHANGE_AUDIO_KBPS, DistributionSettings
 from services.ingest.service import IngestService
@@ -291,29 +290,20 @@ def absent_tone_db(samples: np.ndarray, hz: float) -> float:
 
 def codec_made_db(others_hz: list[float], hz: float) -> float:
     """The level at `hz` of the other stations' tones alone (-10 dBFS each) after the return's
-    encoder (mono Opus at distribution's bitrate, frame and complexity): CELT's band folding
+    encoder (distribution's own, mono at its default bitrate): CELT's band folding
     puts some of their sound at other frequencies, up to about -50 dBFS for some sets of tones,
     which the station's own tone must not be mistaken for."""
     t = np.arange(3 * RATE) / RATE
     tones = sum(np.sin(2 * np.pi * f * t) for f in others_hz) * 32767 * 10 ** (-10 / 20)
     pcm = np.rint(tones).astype(np.int16)[None, :]
-    encoder = av.CodecContext.create("libopus", "w")
-    assert isinstance(encoder, av.AudioCodecContext)
-    encoder.sample_rate, encoder.layout, encoder.format = RATE, "mono", "s16"
-    encoder.bit_rate = DEFAULT_EXCHANGE_AUDIO_KBPS * 1000
-    encoder.time_base = Fraction(1, RATE)
-    encoder.options = {
-        "application": "lowdelay",
-        "frame_duration": str(OPUS_FRAME_SAMPLES * 1000 // RATE),
-        "compression_level": str(OPUS_COMPLEXITY),
-    }
+    encoder, samples = open_audio_encoder("opus", "mono", DEFAULT_EXCHANGE_AUDIO_KBPS)
     decoder = av.CodecContext.create("libopus", "r")
     assert isinstance(decoder, av.AudioCodecContext)
     decoder.sample_rate, decoder.layout = RATE, "mono"
     decoded = []
-    for start in range(0, pcm.shape[1] - OPUS_FRAME_SAMPLES + 1, OPUS_FRAME_SAMPLES):
+    for start in range(0, pcm.shape[1] - samples + 1, samples):
         frame = av.AudioFrame.from_ndarray(
-            pcm[:, start : start + OPUS_FRAME_SAMPLES].copy(), format="s16", layout="mono"
+            pcm[:, start : start + samples].copy(), format="s16", layout="mono"
         )
         frame.sample_rate, frame.pts = RATE, start
         for packet in encoder.encode(frame):
