@@ -140,8 +140,16 @@ class NatsServer:
         self.stop(signal.SIGKILL)
 
     def freeze(self) -> None:
+        """Stop the server, and return once it is stopped: a signal is delivered when the
+        process is next scheduled, and until then it still answers what reaches it."""
         assert self.proc is not None
         self.proc.send_signal(signal.SIGSTOP)
+        stat = Path(f"/proc/{self.proc.pid}/stat")
+        deadline = time.monotonic() + 2.0
+        # The state follows the command's closing parenthesis: T when stopped.
+        while stat.read_text().rpartition(")")[2].split()[0] != "T":
+            assert time.monotonic() < deadline, "nats-server did not stop"
+            time.sleep(0.001)
 
     def thaw(self) -> None:
         assert self.proc is not None
