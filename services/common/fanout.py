@@ -10,6 +10,8 @@ gets it depends on where it is (ADR 0010, 0024, 0025):
 - inline: the planes in the message (another host, or a consumer that cannot map memory);
 - shared: a reference into the rendition's shared-memory ring, written once for all of them;
 - pull: told the ring once (and again when it is remade); it reads the newest slot at its clock;
+- sound pulled: told the rendition's sound ring once; it reads every chunk since its last look
+  (ADR 0029);
 - compressed: H.264 packets of one `LinkEncoder` per (size, rate cap, bit rate), each
   subscriber's packets numbered on their own; a newcomer starts at the keyframe made for it.
 
@@ -46,6 +48,7 @@ from services.common.media import (
     shared_video_message,
 )
 from services.common.shared_memory import RING_SPARE_SLOTS, FrameGone, RingHolder
+from services.common.sound_ring import SoundRing
 from services.common.video_link import LinkEncoder, link_kbps
 
 DEFAULT_SAMPLE_RATE = 48_000
@@ -105,6 +108,8 @@ class Subscription:
     shared: bool = False  # on this host: video planes through the rendition's shared ring
     pull: bool = False  # shared, and reads the ring at its own clock: told the ring, not frames
     ring: str = ""  # the ring a pulling subscriber was last told
+    pull_sound: bool = False  # shared, and reads its sound from the rendition's sound ring
+    sound_ring: str = ""  # the sound ring it was last told
     link: LinkKey | None = None  # on another host, compressed: the encoder it takes packets of
     keyed: bool = False  # a compressed subscriber has had its first keyframe
     packets: int = 0  # packets sent to a compressed subscriber (its VideoPacket.sequence)
@@ -153,11 +158,20 @@ class Due:
 Rendered = list[tuple[Due, media_pb2.MediaFrame | None, media_pb2.MediaFrame | None]]
 
 
+@dataclass(frozen=True)
+class _Chunk:
+    samples: np.ndarray  # int16, (samples, channels)
+    pts_us: int
+    capture_us: int
+    sequence: int
+
+
 @dataclass(eq=False)
 class _AudioRendition:
     key: AudioKey
     resampler: av.AudioResampler
     subscribers: list[Subscription] = field(default_factory=list)
+    ring: SoundRing | None = None  # while a subscriber pulls its sound
     sequence: int = 0
     # Resampled samples not sent yet, gathered into messages of at least `message_ms`.
     pending: list[np.ndarray] = field(default_factory=list)
@@ -165,10 +179,8 @@ class _AudioRendition:
     pending_pts_us: int = 0
     pending_capture_us: int = 0
 
-    def take(
-        self, frame: av.AudioFrame, capture_us: int, message_ms: int
-    ) -> media_pb2.MediaFrame | None:
-        """Resample `frame`; a message once `message_ms` of sound has gathered."""
+    def take(self, frame: av.AudioFrame, capture_us: int, message_ms: int) -> _Chunk | None:
+        """Resample `frame`; a chunk once `message_ms` of sound has gathered."""
         for out in self.resampler.resample(frame):
             pcm = out.to_ndarray().reshape(-1, self.key.channels)
             if not self.pending:
@@ -186,13 +198,47 @@ class _AudioRendition:
         samples = self.pending[0] if len(self.pending) == 1 else np.concatenate(self.pending)
         self.pending.clear()
         self.pending_samples = 0
-        return pcm_message(
-            samples,
-            self.key.sample_rate,
-            pts_us=self.pending_pts_us,
-            capture_time_us=self.pending_capture_us,
-            sequence=self.sequence,
-        )
+        return _Chunk(samples, self.pending_pts_us, self.pending_capture_us, self.sequence)
+
+    def publish(
+        self, chunk: _Chunk, put: Callable[[Subscription, media_pb2.MediaFrame], None]
+    ) -> None:
+        """`chunk` into the sound ring once if a subscriber pulls it (told the ring when it is
+        new to them), and as one message to every other subscriber."""
+        message = ring = None
+        first = 0
+        for sub in self.subscribers:
+            if sub.pull_sound:
+                if ring is None:
+                    ring = self.ring = self.ring or SoundRing()
+                    first = ring.stamp + 1
+                    ring.write(
+                        chunk.samples,
+                        self.key.sample_rate,
+                        pts_us=chunk.pts_us,
+                        capture_time_us=chunk.capture_us,
+                        sequence=chunk.sequence,
+                    )
+                if sub.sound_ring != ring.name:
+                    sub.sound_ring = ring.name
+                    told = media_pb2.SoundRing(segment=ring.name, first=first)
+                    put(sub, media_pb2.MediaFrame(sound_ring=told))
+                continue
+            if message is None:
+                message = pcm_message(
+                    chunk.samples,
+                    self.key.sample_rate,
+                    pts_us=chunk.pts_us,
+                    capture_time_us=chunk.capture_us,
+                    sequence=chunk.sequence,
+                )
+            put(sub, message)
+
+    def let_go_of_ring(self) -> None:
+        """Close the sound ring when nobody pulls it any more."""
+        if self.ring is not None and not any(s.pull_sound for s in self.subscribers):
+            self.ring.close()
+            self.ring = None
 
 
 def video_key(rendition: media_pb2.Rendition) -> VideoKey:
@@ -300,6 +346,7 @@ class Fanout:
         *,
         shared: bool = False,
         pull: bool = False,
+        pull_sound: bool = False,
         compression: media_pb2.Compression | None = None,
     ) -> Subscription:
         """A new subscription (in the event loop). The caller has validated the request
@@ -311,6 +358,7 @@ class Fanout:
             queue=DropOldestQueue(self.queue_size),
             shared=shared,
             pull=shared and pull,
+            pull_sound=shared and pull_sound,
         )
         if self.closed:
             sub.queue.close()
@@ -349,6 +397,7 @@ class Fanout:
         if audio is not None:
             with contextlib.suppress(ValueError):
                 audio.subscribers.remove(sub)
+            audio.let_go_of_ring()
             if not audio.subscribers:
                 del self._audio[audio.key]
         links = {s.link for r in self._video.values() for s in r.subscribers}
@@ -520,10 +569,9 @@ class Fanout:
     def publish_audio(self, frame: av.AudioFrame, capture_us: int) -> None:
         """Sound to every subscriber, resampled once per distinct format (the event loop)."""
         for r in list(self._audio.values()):
-            message = r.take(frame, capture_us, self.audio_message_ms)
-            if message is not None:
-                for sub in r.subscribers:
-                    self._put(sub, message)
+            chunk = r.take(frame, capture_us, self.audio_message_ms)
+            if chunk is not None:
+                r.publish(chunk, self._put)
 
     def _put(self, sub: Subscription, message: media_pb2.MediaFrame) -> None:
         sub.messages += 1

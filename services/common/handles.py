@@ -92,10 +92,11 @@ class HandleDirectory:
         *,
         subscriber: str = "",
         pull: bool = False,
+        pull_sound: bool = False,
         compression: media_pb2.Compression | None = None,
     ) -> AsyncIterator[media_pb2.MediaFrame]:
-        """Frames of handle `name`, looked up again on every resubscription (`pull` and
-        `compression`: see `media.subscribe`)."""
+        """Frames of handle `name`, looked up again on every resubscription (`pull`,
+        `pull_sound` and `compression`: see `media.subscribe`)."""
         return subscribe(
             channels,
             lambda: self.resolve(name),
@@ -103,5 +104,6 @@ class HandleDirectory:
             rendition,
             subscriber=subscriber,
             pull=pull,
+            pull_sound=pull_sound,
             compression=compression,
         )

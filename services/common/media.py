@@ -455,6 +455,7 @@ async def subscribe(
     subscriber: str = "",
     retry_interval: float = 0.5,
     pull: bool = False,
+    pull_sound: bool = False,
     compression: media_pb2.Compression | None = None,
 ) -> AsyncIterator[media_pb2.MediaFrame]:
     """Frames of `handle`, resubscribing forever when the stream breaks.
@@ -463,7 +464,9 @@ async def subscribe(
     before every attempt. The consumer decides what a gap means (hold, slate, fall back); this
     only keeps trying. With `pull`, a producer on this host sends the video's ring (`ring`
     messages) instead of its frames, and the consumer reads the ring at its own clock
-    (`PulledVideo`); a producer elsewhere sends frames as usual. With `compression`, a producer on
+    (`PulledVideo`); a producer elsewhere sends frames as usual. With `pull_sound`, likewise the
+    sound: a `sound_ring` message, then the consumer reads the chunks (`PulledSound`). With
+    `compression`, a producer on
     another host sends the video compressed (ADR 0025); it is decoded here, in a worker thread,
     and comes out as inline VideoFrames like any other.
     """
@@ -474,6 +477,7 @@ async def subscribe(
         shared_memory_host=shared_memory.host_id(),
     )
     request.pull = pull and bool(request.shared_memory_host)
+    request.pull_sound = pull_sound and bool(request.shared_memory_host)
     if compression is not None:
         request.compression.CopyFrom(compression)
     decoder = LinkDecoder()
@@ -500,7 +504,7 @@ async def subscribe(
                         # Same host but not readable (another user, a private /dev/shm): inline.
                         log.warning("shared_memory_unreadable", handle=handle, error=str(exc))
                         request.shared_memory_host = ""
-                        request.pull = False
+                        request.pull = request.pull_sound = False
                         call.cancel()
                         break
                 yield frame
@@ -532,6 +536,8 @@ def _segment(frame: media_pb2.MediaFrame) -> str:
     body = frame.WhichOneof("body")
     if body == "ring":
         return frame.ring.segment
+    if body == "sound_ring":
+        return frame.sound_ring.segment
     if body == "video" and frame.video.HasField("shared"):
         return frame.video.shared.segment
     return ""

@@ -136,25 +136,32 @@ def _remove_stale_segments() -> None:
                     log.info("stale_segment_removed", segment=path.name)
 
 
+def create_segment(size: int) -> tuple[str, Path, mmap.mmap]:
+    """A new segment of `size` bytes under /dev/shm (mode 0600), mapped read-write: its name,
+    its path and the mapping. Segments of producers that died go first."""
+    _remove_stale_segments()
+    name = f"{PREFIX}{os.getpid()}-{secrets.token_hex(6)}"
+    path = SHM_DIR / name
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.ftruncate(fd, size)
+        return name, path, mmap.mmap(fd, size)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        raise
+    finally:
+        os.close(fd)
+
+
 class FrameRing:
     """A producer's ring of `slots` frame slots of up to `frame_bytes` each, in one segment."""
 
     def __init__(self, frame_bytes: int, slots: int) -> None:
-        _remove_stale_segments()
         self.frame_bytes = frame_bytes
         self.slots = slots
         self.slot_size = -(-(HEADER + frame_bytes) // PAGE) * PAGE
-        self.name = f"{PREFIX}{os.getpid()}-{secrets.token_hex(6)}"
-        self.path = SHM_DIR / self.name
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            os.ftruncate(fd, PAGE + self.slot_size * slots)
-            self._map = mmap.mmap(fd, PAGE + self.slot_size * slots)
-        except BaseException:
-            self.close()
-            raise
-        finally:
-            os.close(fd)
+        self.name, self.path, self._map = create_segment(PAGE + self.slot_size * slots)
         self._bytes = np.frombuffer(self._map, dtype=np.uint8)
         self._ring = np.ndarray((), dtype=RING_HEADER, buffer=self._map)
         self._ring["magic"], self._ring["slots"], self._ring["slot_size"] = (

@@ -31,6 +31,7 @@ class SourceFeeds:
             request.subscriber,
             shared=shared_memory.accepts(request),
             pull=request.pull,
+            pull_sound=request.pull_sound,
             compression=compression,
         )
         gauge = metrics.SUBSCRIBERS.labels(source_id)

@@ -8,7 +8,9 @@ A box asks for its source at the box's size, so ingest scales once and a city tr
 size. Program and preview take the production's frame rate; a monitor (the multiview) may take
 fewer frames a second, so a thumbnail watched once a second does not cost ingest a scaled frame
 every frame. A feed nobody has looked at for a while is unsubscribed. Audio comes on one audio-only
-subscription per source, straight into the audio mixer's buffers.
+subscription per source, straight into the audio mixer's buffers: on one host the frame clock
+reads every chunk written since the tick before from the source's sound ring (ADR 0029),
+elsewhere each message as it arrives.
 
 A local source (a clip or still the mixer plays itself, clips.py) has one feed at the
 production's size that its player fills every tick; boxes of other sizes scale it as they draw.
@@ -30,6 +32,7 @@ from services.common.handles import HandleDirectory
 from services.common.media import I420, PulledVideo, plane_rows, proto_to_pcm, video_planes
 from services.common.rpc import ChannelCache
 from services.common.shared_memory import FrameGone
+from services.common.sound_ring import PulledSound
 from services.mixer.pictures import Picture
 
 log = structlog.get_logger("mixer.feeds")
@@ -92,8 +95,10 @@ class FeedSet:
         hold_s: float = 0.5,
         clear_s: float = 3.0,
         compression: media_pb2.Compression | None = None,
+        on_sound_lost: Callable[[int], None] = lambda _chunks: None,
     ) -> None:
         self.directory = directory
+        self.on_sound_lost = on_sound_lost
         self.compression = compression  # asked of sources on another host
         self.channels = channels
         self.fps = fps
@@ -110,6 +115,7 @@ class FeedSet:
         self.returned: dict[str, float] = {}
         self.local: dict[str, VideoFeed] = {}
         self._audio_tasks: dict[str, asyncio.Task[None]] = {}
+        self._sound: dict[str, PulledSound] = {}
 
     def get(self, source: str, width: int, height: int, fps: int = 0) -> VideoFeed:
         """The feed of `source` at this size and at least `fps` frames a second (the
@@ -138,7 +144,9 @@ class FeedSet:
         return feed
 
     def pull(self) -> None:
-        """Take the newest frame of every feed that pulls from a ring (once a tick)."""
+        """Take the newest frame of every feed that pulls from a ring, and the sound written
+        since the tick before of every source that pulls it (once a tick)."""
+        self._pull_sound()
         now = self.clock()
         for feed in self.video.values():
             try:
@@ -152,6 +160,23 @@ class FeedSet:
                 continue
             if frame is not None and feed.hold(frame, now):
                 self._seen(feed.source, now)
+
+    def _pull_sound(self) -> None:
+        for source, sound in self._sound.items():
+            lost = sound.lost
+            try:
+                chunks = sound.take()
+            except FrameGone:
+                continue  # the ring ended: the subscription names the next one, or ends
+            except ValueError as exc:
+                log.warning("sound_ring_unreadable", source=source, error=str(exc))
+                sound.follow("")
+                continue
+            if sound.lost != lost:
+                self.on_sound_lost(sound.lost - lost)
+            for chunk in chunks:
+                if chunk.sample_rate == 48_000:
+                    self.on_audio(source, chunk.samples)
 
     def age(self, source: str) -> float:
         """Seconds since `source` last delivered video (since first wanted, if never)."""
@@ -242,6 +267,7 @@ class FeedSet:
             task = self._audio_tasks.pop(source, None)
             if task is not None:
                 task.cancel()
+            self._sound.pop(source, None)
 
     def reap(self) -> None:
         """Unsubscribe renditions nobody has used for `idle_seconds`."""
@@ -260,6 +286,7 @@ class FeedSet:
                 await task
         self.video.clear()
         self._audio_tasks.clear()
+        self._sound.clear()
 
     async def _run_video(self, feed: VideoFeed) -> None:
         rendition = media_pb2.Rendition(
@@ -291,11 +318,21 @@ class FeedSet:
     async def _run_audio(self, source: str) -> None:
         rendition = media_pb2.Rendition(audio_sample_rate=48_000, audio_channels=2, no_video=True)
         frames = self.directory.frames(
-            self.channels, source_handle(source), rendition, subscriber=f"{self.subscriber}/audio"
+            self.channels,
+            source_handle(source),
+            rendition,
+            subscriber=f"{self.subscriber}/audio",
+            pull_sound=True,
         )
+        sound = self._sound[source] = PulledSound()
         async for message in frames:
-            if message.WhichOneof("body") != "audio":
+            body = message.WhichOneof("body")
+            if body == "sound_ring":
+                sound.follow(message.sound_ring.segment, message.sound_ring.first)
                 continue
+            if body != "audio":
+                continue
+            sound.follow("")  # sound by message: the producer is elsewhere
             audio = message.audio
             if audio.sample_rate != 48_000 or audio.channels not in (1, 2):
                 continue

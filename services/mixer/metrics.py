@@ -34,6 +34,11 @@ CLIP_LATE_FRAMES = Counter(
     "Ticks at which a playing clip's next frame was not decoded yet (its picture repeated)",
     ["production"],
 )
+SOUND_LOST = Counter(
+    "baycast_mixer_sound_chunks_lost_total",
+    "Chunks of the sources' sound whose shared-memory slots were reused before the mixer read them",
+    ["production"],
+)
 SUBSCRIBER_DROPS = Counter(
     "baycast_mixer_subscriber_dropped_frames_total",
     "Frames dropped for media subscribers that read too slowly",

@@ -55,8 +55,12 @@ class Output:
         shared: bool = False,
         pull: bool = False,
         compression: media_pb2.Compression | None = None,
+        *,
+        pull_sound: bool = False,
     ) -> Subscription:
-        sub = self.fanout.add(rendition, shared=shared, pull=pull, compression=compression)
+        sub = self.fanout.add(
+            rendition, shared=shared, pull=pull, pull_sound=pull_sound, compression=compression
+        )
         metrics.SUBSCRIBERS.labels(self.production).inc()
         return sub
 
@@ -106,6 +110,10 @@ class OutputFeeds:
         if problem:
             raise errors.InvalidArgument(problem)
         sub = output.add(
-            r, shared=shared_memory.accepts(request), pull=request.pull, compression=compression
+            r,
+            shared=shared_memory.accepts(request),
+            pull=request.pull,
+            pull_sound=request.pull_sound,
+            compression=compression,
         )
         return Feed(sub.queue, lambda: output.remove(sub))

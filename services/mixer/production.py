@@ -97,6 +97,7 @@ class ProductionRunner:
             hold_s=p.hold_ms / 1000,
             clear_s=(p.clear_ms or DEFAULT_CLEAR_MS) / 1000,
             compression=source_compression,
+            on_sound_lost=metrics.SOUND_LOST.labels(p.id).inc,
         )
         self.scenes = SceneRenderer(p, self.feeds)
         self.clips = ClipDeck(p, self.feeds, self.audio.push, open_library, media_cache_dir)

@@ -23,10 +23,12 @@ from services.common.media import (
     i420_shared_message,
     now_us,
     pcm_message,
+    proto_to_pcm,
     ring_notice,
 )
 from services.common.rpc import SERVER_OPTIONS
 from services.common.shared_memory import RingHolder
+from services.common.sound_ring import SoundRing
 
 SAMPLE_RATE = 48_000
 
@@ -102,18 +104,39 @@ class FakeMediaServer(media_pb2_grpc.MediaServicer):
         # A same-host subscriber gets the pictures through a shared-memory ring, as from ingest
         # (by message, or pulling them from the ring).
         ring = RingHolder(16) if shared_memory.accepts(request) else None
+        # Sound, too, through a ring when the subscriber pulls it (one ring per subscription).
+        sound = SoundRing() if request.pull_sound and ring is not None else None
         told = ""  # a pulling subscriber is told the ring, then reads it at its own clock
+        told_sound = False
         try:
             async for message in self._frames(card, r, image, channels, ring):
-                if request.pull and ring is not None and message.WhichOneof("body") == "video":
+                body = message.WhichOneof("body")
+                if request.pull and ring is not None and body == "video":
                     notice = ring_notice(told, message)
                     if notice is None:
                         continue
                     message, told = notice, notice.ring.segment
+                if sound is not None and body == "audio":
+                    audio = message.audio
+                    sound.write(
+                        proto_to_pcm(audio),
+                        audio.sample_rate,
+                        pts_us=audio.pts_us,
+                        capture_time_us=audio.capture_time_us,
+                        sequence=audio.sequence,
+                    )
+                    if told_sound:
+                        continue
+                    told_sound = True
+                    message = media_pb2.MediaFrame(
+                        sound_ring=media_pb2.SoundRing(segment=sound.name, first=1)
+                    )
                 yield message
         finally:
             if ring is not None:
                 ring.close()
+            if sound is not None:
+                sound.close()
 
     async def _frames(
         self,

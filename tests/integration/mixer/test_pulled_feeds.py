@@ -1,8 +1,10 @@
-"""On one host the mixer pulls its sources' pictures from ingest's rings at its own clock.
+"""On one host the mixer pulls its sources' pictures and sound from ingest's rings at its clock.
 
 A real ingest with a station publishing its test card over WHIP, a real mixer: ingest tells the
 mixer's video subscriptions their ring once and sends no message per frame, and the program
-still carries the station's picture at the station's rate (its colours, its capture times).
+still carries the station's picture at the station's rate (its colours, its capture times); the
+sound subscription is told its sound ring once, and every chunk of the station's sound reaches
+the mixer through it.
 """
 
 from __future__ import annotations
@@ -54,8 +56,14 @@ async def test_the_mixer_pulls_pictures_from_ingests_ring_with_no_message_per_fr
             feed = next(f for f in feeds.video.values() if f.source == STATION)
             assert feed.ring.segment in {s.ring for s in video_subs}
 
-            messages = {id(s): s.messages for s in video_subs}
+            sound_subs = [s for s in hub.fanout.subscriptions() if s.audio is not None]
+            assert len(sound_subs) == 1 and sound_subs[0].pull_sound
+            sound = feeds._sound[STATION]
+            assert sound.segment == sound_subs[0].sound_ring
+
+            messages = {id(s): s.messages for s in video_subs + sound_subs}
             produced, pulled = hub.measurements.video_frames, feed.frames
+            opus_frames, chunk_next = hub.measurements.audio_frames, sound.next
             captures: list[int] = []
             program_frames = 0
 
@@ -71,13 +79,19 @@ async def test_the_mixer_pulls_pictures_from_ingests_ring_with_no_message_per_fr
             watcher.cancel()
             produced = hub.measurements.video_frames - produced
             pulled = feed.frames - pulled
+            opus_frames = hub.measurements.audio_frames - opus_frames
+            chunks = sound.next - chunk_next
 
             # Every picture the station sent reached the program through the ring ...
             assert produced >= WINDOW_S * 25 * 0.8
             assert pulled >= produced * 0.9
             # ... and not one message went to the mixer's video subscriptions meanwhile.
-            assert {id(s): s.messages for s in video_subs} == messages
-            assert all(s.messages == 1 for s in video_subs)  # the ring, told once
+            assert {id(s): s.messages for s in video_subs + sound_subs} == messages
+            assert all(s.messages == 1 for s in video_subs + sound_subs)  # the ring, told once
+            # Sound: the station's 20 ms Opus frames went out as 40 ms chunks, every one read.
+            assert opus_frames >= WINDOW_S * 50 * 0.8
+            assert abs(chunks - opus_frames / 2) <= 1
+            assert sound.lost == 0
             # The program ran at its clock and carried the station's capture times, new ones
             # at the station's rate (a repeat is a tick that found no newer picture).
             assert program_frames >= WINDOW_S * 25 * 0.9

@@ -13,6 +13,7 @@ import structlog.testing
 from services.common.gen.baycast.v1 import media_pb2
 from services.common.media import PulledVideo, decoded, proto_to_i420, proto_to_pcm
 from services.common.shared_memory import SHM_DIR
+from services.common.sound_ring import PulledSound
 from services.common.video_link import LinkDecoder
 from services.ingest.source_hub import SourceHub
 
@@ -159,6 +160,39 @@ async def test_a_pulling_subscriber_is_told_the_ring_once_and_reads_frames_from_
     assert newest is not None and newest.sequence == 5
     assert int(proto_to_i420(newest)[45, 80]) == 64  # frame 4's luma, scaled
     assert pulled.take() is None
+    await hub.close()
+
+
+async def test_a_subscriber_that_pulls_sound_is_told_its_ring_once_and_reads_every_chunk() -> None:
+    hub = SourceHub("t", queue_size=8)
+    hub.start()
+    r = media_pb2.Rendition(no_video=True)
+    pushed = hub.fanout.add(r, shared=True)
+    pulling = hub.fanout.add(r, shared=True, pull_sound=True)
+    remote = hub.fanout.add(r, pull_sound=True)  # not on this host: messages
+    assert hub.fanout.audio_renditions == 1 and not remote.pull_sound
+    pulled = PulledSound()
+    for n in range(6):  # 120 ms in 20 ms frames: three chunks of 40 ms
+        hub.offer_audio(tone(n))
+        if n == 1:
+            (told,) = await drain(pulling, 1)
+            assert told.WhichOneof("body") == "sound_ring"
+            assert told.sound_ring.first == 1
+            pulled.follow(told.sound_ring.segment, told.sound_ring.first)
+    messages = await drain(pushed, 3)
+    assert [m.audio.sequence for m in await drain(remote, 3)] == [1, 2, 3]
+    assert len(pulling.queue) == 0  # no message per chunk
+    chunks = pulled.take()  # from the chunk it was told with
+    assert [c.sequence for c in chunks] == [1, 2, 3] and pulled.lost == 0
+    assert [c.pts_us for c in chunks] == [m.audio.pts_us for m in messages]
+    for chunk, message in zip(chunks, messages, strict=True):
+        np.testing.assert_array_equal(chunk.samples, proto_to_pcm(message.audio))
+    segment = told.sound_ring.segment
+    hub.fanout.remove(pulling)  # the last one pulling: the ring goes, the others go on
+    assert not (SHM_DIR / segment).exists()
+    hub.offer_audio(tone(6))
+    hub.offer_audio(tone(7))
+    assert [m.audio.sequence for m in await drain(pushed, 1)] == [4]
     await hub.close()
 
 
