@@ -21,6 +21,7 @@ from nats.js.kv import KeyValue
 
 from services.common import errors
 from services.common.bus import Bus, KvBucket, decode
+from services.common.tasks import cancel_and_wait
 
 M = TypeVar("M", bound=Message)
 RESYNC_S = 30.0
@@ -52,9 +53,7 @@ class KvMirror(Generic[M]):
 
     async def close(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait([self._task])
             self._task = None
 
     def on_change(self, listener: Callable[[str, M | None], None]) -> None:

@@ -32,6 +32,7 @@ from services.common import errors
 from services.common.bus import Bus, SubjectHandler, subject
 from services.common.capacity import CpuBudget
 from services.common.leases import Leases
+from services.common.tasks import cancel_and_wait
 
 DEFAULT_LEASE_SECONDS = 2.0
 DEFAULT_RENEW_SECONDS = 0.5
@@ -170,11 +171,7 @@ class Steward:
         """Stop every unit and release the leases, so other replicas take them at once; take
         none from now on."""
         self._closing = True
-        for task in [self._task, *self._taking.values()]:
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        await cancel_and_wait([t for t in [self._task, *self._taking.values()] if t is not None])
         for unit in list(self._held):
             await self._let_go(unit, release=True)
 

@@ -23,6 +23,7 @@ from services.common import errors
 from services.common.bus import PREFIX, Bus, subject, subject_token
 from services.common.gen.baycast.v1 import mixer_pb2
 from services.common.kv_mirror import KvMirror
+from services.common.tasks import cancel_and_wait
 
 GET_TIMEOUT_S = 2.0
 GET_RETRY_MIN_S = 0.5
@@ -78,11 +79,7 @@ class SwitcherWatch:
         self._subscriptions.clear()
         tasks = list(self._fetches.values())
         self._fetches.clear()
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(tasks)
 
     # -- reads ---------------------------------------------------------------------------------
 

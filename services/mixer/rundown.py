@@ -32,6 +32,7 @@ from services.common.asrun import write_asrun
 from services.common.bus import Bus, KvBucket, subject
 from services.common.gen.baycast.v1 import graphics_pb2, mixer_pb2, rundown_pb2
 from services.common.media_library import CLIP_PREFIX
+from services.common.tasks import cancel_and_wait
 
 RUNDOWN_BUCKET = "mixer-rundowns"
 RECENT_ENTRIES = 50
@@ -242,9 +243,8 @@ class RundownPlayer:
     async def _cancel(self) -> None:
         task, self._task = self._task, None
         if task is not None and task is not asyncio.current_task():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            # A cue's NATS request can swallow the cancellation (tasks.py): cancel until it ends.
+            await cancel_and_wait([task])
 
     async def _play(self, index: int, fire: bool) -> None:
         segments = self.status.rundown.segments
