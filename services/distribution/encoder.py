@@ -34,6 +34,8 @@ from av.video.stream import VideoStream
 from services.common.frame_clock import FrameClock
 from services.common.gen.baycast.v1 import media_pb2
 from services.common.media import PulledVideo, Scaler, proto_to_av_i420, proto_to_pcm
+from services.common.shared_memory import FrameGone
+from services.common.sound_ring import PulledSound
 from services.distribution import metrics
 from services.distribution.packet_queue import EncodedPacket
 from services.distribution.settings import FALLBACK_HEIGHT, FALLBACK_WIDTH, DistributionSettings
@@ -80,8 +82,10 @@ class ProgramFeed:
     def __init__(self, samples_per_tick: int) -> None:
         self.samples_per_tick = samples_per_tick
         self.video: av.VideoFrame | None = None  # the newest program picture, yuv420p
-        # On the mixer's host the pictures are pulled from the program's ring at every tick.
+        # On the mixer's host the pictures are pulled from the program's ring at every tick,
+        # and the sound from its sound ring (every chunk since the tick before, ADR 0029).
         self.ring = PulledVideo()
+        self.sound = PulledSound()
         self.first_picture = asyncio.Event()
         self.last_frame_at = -1e9
         self._audio: deque[np.ndarray] = deque()
@@ -96,23 +100,39 @@ class ProgramFeed:
         elif body == "video":
             self.ring.follow("")  # pictures by message: the mixer is elsewhere
             self._hold(frame.video, now)
+        elif body == "sound_ring":
+            self.sound.follow(frame.sound_ring.segment, frame.sound_ring.first)
         elif body == "audio":
-            pcm = proto_to_pcm(frame.audio)
-            if frame.audio.sample_rate != SAMPLE_RATE or pcm.shape[1] != CHANNELS:
-                return  # we asked for 48 kHz stereo; anything else is not ours to guess
-            self._audio.append(pcm)
-            self._audio_samples += pcm.shape[0]
-            self.last_frame_at = now
-            self._trim()
+            self.sound.follow("")  # sound by message: the mixer is elsewhere
+            self._add_sound(proto_to_pcm(frame.audio), frame.audio.sample_rate, now)
 
     def pull(self, now: float) -> None:
-        """On the mixer's host: take the program's newest picture from its ring, if new."""
+        """On the mixer's host: take the program's sound written since the last tick and its
+        newest picture, if new, from their rings."""
+        try:
+            chunks = self.sound.take()
+        except FrameGone:  # the ring ended: the subscription names the next one
+            chunks = []
+        except ValueError as exc:
+            log.warning("sound_ring_unreadable", error=str(exc))
+            self.sound.follow("")
+            chunks = []
+        for chunk in chunks:
+            self._add_sound(chunk.samples, chunk.sample_rate, now)
         try:
             video = self.ring.take()
         except ValueError:  # its slot is being rewritten, or the ring ended: the last holds
             return
         if video is not None:
             self._hold(video, now)
+
+    def _add_sound(self, pcm: np.ndarray, sample_rate: int, now: float) -> None:
+        if sample_rate != SAMPLE_RATE or pcm.shape[1] != CHANNELS:
+            return  # we asked for 48 kHz stereo; anything else is not ours to guess
+        self._audio.append(pcm)
+        self._audio_samples += pcm.shape[0]
+        self.last_frame_at = now
+        self._trim()
 
     def _hold(self, video: media_pb2.VideoFrame, now: float) -> None:
         try:

@@ -145,6 +145,7 @@ class DistributionService(BaseService[DistributionSettings]):
             rendition,
             subscriber=f"distribution-{self.settings.instance}/{production}",
             pull=True,
+            pull_sound=True,
             compression=self.settings.mixer_compression(program=True),
         )
 

@@ -9,6 +9,7 @@ from services.common.media import (
     pcm_to_proto,
 )
 from services.common.shared_memory import RingHolder
+from services.common.sound_ring import SoundRing
 from services.distribution.encoder import (
     AUDIO_MAX_TICKS,
     AUDIO_PRIME_TICKS,
@@ -122,3 +123,23 @@ def test_on_the_mixers_host_pictures_are_pulled_from_the_ring_at_the_tick() -> N
         holder.close()
     feed.pull(4.0)  # the mixer's ring is gone: the last picture holds until the slate
     assert int(feed.video.to_ndarray()[0, 0]) == 30
+
+
+def test_on_the_mixers_host_the_sound_is_pulled_from_its_ring_at_the_tick() -> None:
+    ring = SoundRing(slots=8)
+    feed = ProgramFeed(TICK)
+    try:
+        ring.write(np.full((TICK, 2), 1, dtype=np.int16), 48_000, pts_us=0, sequence=1)
+        told = media_pb2.SoundRing(segment=ring.name, first=1)
+        feed.push(media_pb2.MediaFrame(sound_ring=told), 1.0)
+        for n in range(2, AUDIO_PRIME_TICKS + 1):
+            ring.write(np.full((TICK, 2), n, dtype=np.int16), 48_000, pts_us=0, sequence=n)
+        ring.write(np.full((TICK, 2), 9, dtype=np.int16), 44_100, pts_us=0, sequence=99)
+        feed.pull(2.0)  # every chunk since it was told, from the first; 44.1 kHz is not ours
+        assert feed.present(2.5, 1.0)
+        for n in range(1, AUDIO_PRIME_TICKS + 1):
+            out, silent = feed.take_audio()
+            assert silent == 0 and (out == n).all()
+        assert feed.sound.lost == 0
+    finally:
+        ring.close()
