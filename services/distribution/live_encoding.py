@@ -14,7 +14,9 @@ until a keyframe comes, and any keyframe (requested or not) answers every reques
 it. x264 runs in a thread of its own (PyAV releases the GIL); the newest picture wins when it
 falls behind. On the producer's host an encoding is told the picture's ring once and takes the
 newest picture at each tick of its rate (ADR 0024); from elsewhere pictures come by message.
-Opus and AAC are encoded on the event loop: a 20 ms Opus frame costs tens of microseconds.
+Opus and AAC are encoded on the event loop: a 20 ms Opus frame costs tens of microseconds. On
+the producer's host the sound comes through its ring, every encoding's read by one look of the
+process every `SOUND_LOOK_S` (ADR 0029); from elsewhere by message.
 
 Timestamps follow the producer's clock, rebased so they only increase: a producer that restarts
 (its clock jumps) continues where the last frame left off.
@@ -31,11 +33,14 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 import av
+import numpy as np
 import structlog
 
 from services.common.frame_clock import FrameClock
 from services.common.gen.baycast.v1 import media_pb2
 from services.common.media import PulledVideo, proto_to_av_i420, proto_to_pcm
+from services.common.shared_memory import FrameGone
+from services.common.sound_ring import PulledSound, SoundChunk
 from services.common.tasks import cancel_and_wait
 from services.distribution.packet_fanout import Fanout
 
@@ -54,6 +59,9 @@ OPUS_FRAME_SAMPLES = 1920
 # and speech at 64 kbit/s.
 OPUS_COMPLEXITY = 5
 AAC_FRAME_SAMPLES = 1024
+# How often the live sound encodings' rings are looked at (ADR 0029): the most a return's sound
+# waits on the mixer's host.
+SOUND_LOOK_S = 0.01
 
 log = structlog.get_logger("distribution.live_encoding")
 
@@ -298,18 +306,76 @@ def open_audio_encoder(codec_name: str, layout: str, kbps: int) -> tuple[av.Audi
     return codec, samples
 
 
+class SoundLooks:
+    """The process's one look at the sound rings of the live sound encodings (ADR 0029): every
+    `interval_s`, each ring's chunks written since the look before go to their encoding. A
+    return's sound waits at most `interval_s` for it (messages arrived at once; a look per
+    encoding at the show's rate would delay a two-way conversation by up to a tick), for one
+    wake-up for all of them instead of a message per 40 ms per return."""
+
+    def __init__(self, interval_s: float = SOUND_LOOK_S) -> None:
+        self.interval_s = interval_s
+        self._readers: dict[PulledSound, Callable[[SoundChunk], None]] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    def __len__(self) -> int:
+        return len(self._readers)
+
+    def add(self, sound: PulledSound, deliver: Callable[[SoundChunk], None]) -> None:
+        self._readers[sound] = deliver
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._run(), name="sound-looks")
+
+    def remove(self, sound: PulledSound) -> None:
+        """Look no more at `sound` (the task ends with the last one)."""
+        self._readers.pop(sound, None)
+
+    async def close(self) -> None:
+        self._readers.clear()
+        if self._task is not None:
+            await cancel_and_wait([self._task])
+
+    async def _run(self) -> None:
+        while self._readers:
+            await asyncio.sleep(self.interval_s)
+            for sound, deliver in list(self._readers.items()):
+                try:
+                    chunks = sound.take()
+                except FrameGone:  # the ring ended: the subscription names the next one
+                    continue
+                except ValueError as exc:
+                    log.warning("sound_ring_unreadable", segment=sound.segment, error=str(exc))
+                    sound.follow("")
+                    continue
+                try:
+                    for chunk in chunks:
+                        deliver(chunk)
+                except Exception:  # one encoding's failure must not silence the others
+                    log.exception("live_sound_failed", segment=sound.segment)
+
+
 class AudioEncoding:
     """One sound handle, encoded once (Opus for WebRTC, AAC for MPEG-TS) for every receiver."""
 
-    def __init__(self, key: AudioKey, frames: FrameSource, *, kbps: int) -> None:
+    def __init__(
+        self, key: AudioKey, frames: FrameSource, *, kbps: int, looks: SoundLooks | None = None
+    ) -> None:
         self.key = key
         self.fanout = Fanout()
         self.kbps = kbps
         self.idle_since = time.monotonic()
         self._frames = frames
+        self._looks = looks if looks is not None else SoundLooks()
         self._task: asyncio.Task[None] | None = None
         self._samples = 0  # pts of the next encoded frame, in samples
         self.layout = "mono" if key.channels == 1 else "stereo"
+        self._codec, self._frame_samples = open_audio_encoder(key.codec, self.layout, kbps)
+        self._fifo = av.AudioFifo()
+        self._resampler = (
+            None
+            if self._codec.format.name == "s16"
+            else av.AudioResampler("fltp", self.layout, SAMPLE_RATE)
+        )
 
     def start(self) -> None:
         self._task = asyncio.create_task(
@@ -318,46 +384,51 @@ class AudioEncoding:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait([self._task])
         self.fanout.close()
 
     async def _run(self) -> None:
-        codec, frame_samples = open_audio_encoder(self.key.codec, self.layout, self.kbps)
-        fifo = av.AudioFifo()
-        resampler = (
-            None
-            if codec.format.name == "s16"
-            else av.AudioResampler("fltp", self.layout, SAMPLE_RATE)
-        )
-        channels = self.key.channels
         rendition = media_pb2.Rendition(
-            no_video=True, audio_sample_rate=SAMPLE_RATE, audio_channels=channels
+            no_video=True, audio_sample_rate=SAMPLE_RATE, audio_channels=self.key.channels
         )
-        async for message in self._frames(self.key.handle, rendition):
-            if message.WhichOneof("body") != "audio":
-                continue
-            audio = message.audio
-            if audio.sample_rate != SAMPLE_RATE or audio.channels != channels:
-                continue
-            pcm = proto_to_pcm(audio)
-            frame = av.AudioFrame.from_ndarray(pcm.reshape(1, -1), format="s16", layout=self.layout)
-            frame.sample_rate = SAMPLE_RATE
-            frame.pts = None
-            fifo.write(frame)
-            while fifo.samples >= frame_samples:
-                chunk = fifo.read(frame_samples)
-                if chunk is None:
-                    break
-                chunk.pts = self._samples
-                chunk.time_base = Fraction(1, SAMPLE_RATE)
-                self._samples += frame_samples
-                inputs = resampler.resample(chunk) if resampler is not None else [chunk]
-                for item in inputs:
-                    for packet in codec.encode(item):
-                        packet.time_base = Fraction(1, SAMPLE_RATE)
-                        self.fanout.publish(packet)
+        # On the mixer's host the sound is pulled from its ring (the look above), else messages.
+        sound = PulledSound()
+        try:
+            async for message in self._frames(self.key.handle, rendition):
+                body = message.WhichOneof("body")
+                if body == "sound_ring":
+                    sound.follow(message.sound_ring.segment, message.sound_ring.first)
+                    self._looks.add(sound, self._take)
+                elif body == "audio":
+                    self._looks.remove(sound)
+                    sound.follow("")
+                    audio = message.audio
+                    self._encode(proto_to_pcm(audio), audio.sample_rate)
+        finally:
+            self._looks.remove(sound)
+
+    def _take(self, chunk: SoundChunk) -> None:
+        self._encode(chunk.samples, chunk.sample_rate)
+
+    def _encode(self, pcm: np.ndarray, sample_rate: int) -> None:
+        if sample_rate != SAMPLE_RATE or pcm.shape[1] != self.key.channels:
+            return
+        frame = av.AudioFrame.from_ndarray(pcm.reshape(1, -1), format="s16", layout=self.layout)
+        frame.sample_rate = SAMPLE_RATE
+        frame.pts = None
+        self._fifo.write(frame)
+        while self._fifo.samples >= self._frame_samples:
+            chunk = self._fifo.read(self._frame_samples)
+            if chunk is None:
+                break
+            chunk.pts = self._samples
+            chunk.time_base = Fraction(1, SAMPLE_RATE)
+            self._samples += self._frame_samples
+            inputs = self._resampler.resample(chunk) if self._resampler is not None else [chunk]
+            for item in inputs:
+                for packet in self._codec.encode(item):
+                    packet.time_base = Fraction(1, SAMPLE_RATE)
+                    self.fanout.publish(packet)
 
 
 class LiveEncodings:
@@ -382,6 +453,7 @@ class LiveEncodings:
         self.linger_s = linger_s
         self.videos: dict[VideoKey, VideoEncoding] = {}
         self.audios: dict[AudioKey, AudioEncoding] = {}
+        self.looks = SoundLooks()
 
     def kbps_for(self, key: VideoKey) -> int:
         """`video_kbps` is for 960×540: other sizes get it scaled by their area."""
@@ -405,7 +477,7 @@ class LiveEncodings:
     def audio(self, key: AudioKey) -> AudioEncoding:
         encoding = self.audios.get(key)
         if encoding is None:
-            encoding = AudioEncoding(key, self._frames, kbps=self.audio_kbps)
+            encoding = AudioEncoding(key, self._frames, kbps=self.audio_kbps, looks=self.looks)
             encoding.start()
             self.audios[key] = encoding
             log.info(
@@ -445,3 +517,4 @@ class LiveEncodings:
         self.audios.clear()
         for encoding in encodings:
             await encoding.stop()
+        await self.looks.close()

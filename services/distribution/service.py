@@ -131,6 +131,7 @@ class DistributionService(BaseService[DistributionSettings]):
             rendition,
             subscriber=f"distribution-{self.settings.instance}/exchange",
             pull=True,
+            pull_sound=True,
             # A mixer's pictures compressed; a source's as ingest sends them (ingest would
             # re-encode them for us: its CPU, its choice in ADR 0025).
             compression=self.settings.mixer_compression() if handle.startswith("prod/") else None,

@@ -14,8 +14,11 @@ import numpy as np
 from services.common.gen.baycast.v1 import media_pb2
 from services.common.media import i420_message, i420_shared_message
 from services.common.shared_memory import RingHolder
+from services.common.sound_ring import SoundRing
 from services.distribution.live_encoding import (
     MIN_KEYFRAME_GAP_S,
+    SOUND_LOOK_S,
+    AudioKey,
     LiveEncodings,
     VideoKey,
 )
@@ -139,3 +142,50 @@ async def test_on_the_producers_host_pictures_are_pulled_from_its_ring() -> None
     finally:
         await encodings.close()
         holder.close()
+
+
+async def test_on_the_producers_host_every_returns_sound_is_read_by_one_look() -> None:
+    """Two sound handles told their rings: one look of the process every 10 ms reads both, every
+    chunk encoded once in order, each within about a look of being written."""
+    rings = {"prod/p/mixminus/a": SoundRing(slots=16), "prod/p/mixminus/b": SoundRing(slots=16)}
+
+    async def told(
+        handle: str, rendition: media_pb2.Rendition
+    ) -> AsyncIterator[media_pb2.MediaFrame]:
+        assert rendition.no_video and rendition.audio_channels == 1
+        ring = rings[handle]
+        yield media_pb2.MediaFrame(sound_ring=media_pb2.SoundRing(segment=ring.name, first=1))
+        await asyncio.Event().wait()  # no further message: the sound is pulled
+
+    encodings = LiveEncodings(told, video_kbps=300, audio_kbps=32, keyframe_interval_s=30.0)
+    try:
+        inboxes = {
+            handle: encodings.audio(AudioKey(handle, "opus", 1)).fanout.add(
+                PacketInbox(video=False)
+            )
+            for handle in rings
+        }
+        await asyncio.sleep(0.05)  # both subscriptions told
+        assert len(encodings.looks) == 2
+        delays: list[float] = []
+        tone = (np.sin(np.arange(1920) * 0.05) * 8000).astype(np.int16).reshape(-1, 1)
+        for n in range(10):
+            written = time.monotonic()
+            for ring in rings.values():
+                ring.write(tone, 48_000, pts_us=n * 40_000, sequence=n + 1)
+            for inbox in inboxes.values():
+                async with asyncio.timeout(1):
+                    packet = await inbox.get()
+                # 40 ms Opus frames in order (the encoder's pre-skip before the first).
+                assert packet is not None and packet.pts == n * 1920 - 120
+            delays.append(time.monotonic() - written)
+            await asyncio.sleep(0.04 + n * 0.0013)  # each write at another phase of the looks
+        # Written at every phase of the looks: 1-11 ms here, a look's wait and the encode.
+        assert sorted(delays)[len(delays) // 2] <= SOUND_LOOK_S, delays
+        assert max(delays) <= 3 * SOUND_LOOK_S, delays
+        assert all(len(inbox) == 0 for inbox in inboxes.values())  # each chunk encoded once
+    finally:
+        await encodings.close()
+        for ring in rings.values():
+            ring.close()
+    assert len(encodings.looks) == 0
