@@ -521,7 +521,12 @@ def run(runs: int) -> list[Result]:
                 "WebRTC to receive and the box has room to show the difference (the seed's show "
                 "with twelve WebRTC contributions fills both cores: see Capacity); returns "
                 "change nothing at ingest. The viewers' process is not counted either (it "
-                "stands for the stations' machines)."
+                "stands for the stations' machines). Since distribution pulls the returns' "
+                "sound from the mixer's rings (one look every 10 ms for all of them, ADR "
+                "0029), run for run in the same hour on an AMD EPYC host: the platform with "
+                "twelve returns 0.94-0.95 → 0.88-0.89 core (the added cost itself within the "
+                "runs' spread: +0.15-0.23 before, +0.15-0.16 after), the talkback onset "
+                "108-152 → 105-110 ms (median)."
             ],
         )
     )
