@@ -465,10 +465,9 @@ async def subscribe(
     only keeps trying. With `pull`, a producer on this host sends the video's ring (`ring`
     messages) instead of its frames, and the consumer reads the ring at its own clock
     (`PulledVideo`); a producer elsewhere sends frames as usual. With `pull_sound`, likewise the
-    sound: a `sound_ring` message, then the consumer reads the chunks (`PulledSound`). With
-    `compression`, a producer on
-    another host sends the video compressed (ADR 0025); it is decoded here, in a worker thread,
-    and comes out as inline VideoFrames like any other.
+    sound: a `sound_ring` message, then the consumer reads the chunks (`PulledSound`, ADR 0029).
+    With `compression`, a producer on another host sends the video compressed (ADR 0025); it is
+    decoded here, in a worker thread, and comes out as inline VideoFrames like any other.
     """
     request = media_pb2.SubscribeRequest(
         handle=handle,

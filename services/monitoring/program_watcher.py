@@ -7,7 +7,8 @@ A reader task takes frames off the gRPC stream as fast as they come and stamps t
 analysis loop measures them. A bounded drop-oldest queue sits between the two, so a slow moment
 in analysis never holds the producer's stream (what is dropped is counted). On the mixer's host
 the pictures are pulled: the stream names the rendition's ring once, and a puller takes its
-newest picture at each tick of the rendition's rate into the same queue (ADR 0024).
+newest picture at each tick of the rendition's rate into the same queue (ADR 0024); likewise the
+sound, every chunk written to its sound ring since the tick before (ADR 0029).
 
 Loudness is judged against the production's own target (`loudness_targets.py`), looked up as the
 frames are measured, so a production changed to another target is judged by it from then on.
@@ -37,6 +38,7 @@ from services.common.media import (
 )
 from services.common.rpc import ChannelCache
 from services.common.shared_memory import FrameGone
+from services.common.sound_ring import PulledSound, SoundChunk
 from services.common.tasks import cancel_and_wait
 from services.monitoring.alerts import AlertBook
 from services.monitoring.confidence import CONDITIONS, Change, ConfidenceMonitor, Thresholds
@@ -81,7 +83,7 @@ def luma_plane(frame: media_pb2.VideoFrame) -> np.ndarray:
 @dataclass
 class Arrival:
     at: float
-    frame: media_pb2.MediaFrame
+    frame: media_pb2.MediaFrame | SoundChunk  # a chunk: sound read from the program's ring
 
 
 class ProgramWatcher:
@@ -117,6 +119,7 @@ class ProgramWatcher:
         )
         self.queue: DropOldestQueue[Arrival] = DropOldestQueue(QUEUE_FRAMES)
         self.ring = PulledVideo()
+        self.sound = PulledSound()
         self.upstream_dropped = 0
         self.malformed = 0
         self.lost = 0
@@ -158,7 +161,12 @@ class ProgramWatcher:
         # is a bug to log, not a reason to stop watching the program.
         while True:
             frames = self.directory.frames(
-                self.channels, self.handle, self.rendition, subscriber=self.subscriber, pull=True
+                self.channels,
+                self.handle,
+                self.rendition,
+                subscriber=self.subscriber,
+                pull=True,
+                pull_sound=True,
             )
             try:
                 async for frame in frames:
@@ -166,8 +174,13 @@ class ProgramWatcher:
                     if body == "ring":
                         self.ring.follow(frame.ring.segment)
                         continue
+                    if body == "sound_ring":
+                        self.sound.follow(frame.sound_ring.segment, frame.sound_ring.first)
+                        continue
                     if body == "video":
                         self.ring.follow("")  # pictures by message: the mixer is elsewhere
+                    elif body == "audio":
+                        self.sound.follow("")
                     self.queue.put(Arrival(self.clock(), frame))
             except asyncio.CancelledError:
                 raise
@@ -177,6 +190,14 @@ class ProgramWatcher:
 
     async def _pull(self) -> None:
         async for _tick in FrameClock(self.rendition.fps or DEFAULT_FPS).ticks():
+            try:
+                for chunk in self.sound.take():
+                    self.queue.put(Arrival(self.clock(), chunk))
+            except FrameGone:  # the sound ring ended: the stream names the next one
+                pass
+            except ValueError as exc:
+                log.warning("sound_ring_unreadable", production=self.production, error=str(exc))
+                self.sound.follow("")
             try:
                 video = self.ring.take()
             except FrameGone:  # rewritten while it was read: as if the queue had dropped it
@@ -221,6 +242,9 @@ class ProgramWatcher:
         )
 
     def _measure(self, arrival: Arrival) -> list[Change]:
+        if isinstance(arrival.frame, SoundChunk):
+            chunk = arrival.frame
+            return self.monitor.audio(chunk.samples, arrival.at, chunk.sample_rate)
         body = arrival.frame.WhichOneof("body")
         if body == "video":
             video = arrival.frame.video

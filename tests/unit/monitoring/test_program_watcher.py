@@ -13,6 +13,7 @@ from services.common.gen.baycast.v1 import media_pb2, monitoring_pb2
 from services.common.media import i420_shared_message, i420_to_proto
 from services.common.rpc import ChannelCache
 from services.common.shared_memory import RingHolder
+from services.common.sound_ring import SoundRing
 from services.monitoring.alerts import AlertBook
 from services.monitoring.confidence import Change, Thresholds
 from services.monitoring.program_watcher import (
@@ -147,3 +148,48 @@ async def test_on_the_mixers_host_the_program_is_pulled_at_the_renditions_rate()
     # In order and never twice; a tick between two writes may miss one on a busy machine.
     assert seen == sorted(set(seen)) and len(seen) >= 8 and seen[0] <= 11, seen
     assert watcher.monitor.reading.width == 64
+
+
+async def test_on_the_mixers_host_the_programs_sound_is_pulled_chunk_by_chunk() -> None:
+    """The stream names the sound ring once; every chunk written is measured once, in order."""
+    ring = SoundRing(slots=16)
+
+    class SoundDirectory:
+        async def frames(
+            self, *_args: object, pull_sound: bool = False, **_kwargs: object
+        ) -> AsyncIterator[media_pb2.MediaFrame]:
+            assert pull_sound
+            yield media_pb2.MediaFrame(sound_ring=media_pb2.SoundRing(segment=ring.name, first=1))
+            await asyncio.Event().wait()  # no further message: the sound is pulled
+
+    watcher = ProgramWatcher(
+        "p",
+        SoundDirectory(),  # type: ignore[arg-type]
+        ChannelCache(),
+        AlertBook("mon-1", lambda _alert: None),
+        media_pb2.Rendition(width=64, height=36, fps=10, audio_sample_rate=48_000),
+        Thresholds(),
+    )
+    heard: list[int] = []
+    all_heard = asyncio.Event()
+    measure = watcher.monitor.audio
+
+    def audio(pcm: np.ndarray, now: float, sample_rate: int) -> list[Change]:
+        heard.append(int(pcm[0, 0]))
+        if len(heard) == 12:
+            all_heard.set()
+        return measure(pcm, now, sample_rate)
+
+    watcher.monitor.audio = audio  # type: ignore[method-assign]
+    task = asyncio.create_task(watcher.run())
+    try:
+        for n in range(1, 13):  # 40 ms chunks, three of them between two of the watcher's ticks
+            ring.write(np.full((1920, 2), n, dtype=np.int16), 48_000, pts_us=n * 40_000)
+            await asyncio.sleep(0.04)
+        await asyncio.wait_for(all_heard.wait(), 3)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        ring.close()
+    assert heard == list(range(1, 13)) and watcher.sound.lost == 0
