@@ -14,6 +14,7 @@ from services.common.media import i420_shared_message, i420_to_proto
 from services.common.rpc import ChannelCache
 from services.common.shared_memory import RingHolder
 from services.common.sound_ring import SoundRing
+from services.common.tasks import cancel_and_wait
 from services.monitoring.alerts import AlertBook
 from services.monitoring.confidence import Change, Thresholds
 from services.monitoring.program_watcher import (
@@ -141,9 +142,7 @@ async def test_on_the_mixers_host_the_program_is_pulled_at_the_renditions_rate()
             write(value)
         await asyncio.wait_for(last_seen.wait(), 3)
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await cancel_and_wait([task])
         holder.close()
     # In order and never twice; a tick between two writes may miss one on a busy machine.
     assert seen == sorted(set(seen)) and len(seen) >= 8 and seen[0] <= 11, seen
@@ -188,8 +187,6 @@ async def test_on_the_mixers_host_the_programs_sound_is_pulled_chunk_by_chunk() 
             await asyncio.sleep(0.04)
         await asyncio.wait_for(all_heard.wait(), 3)
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await cancel_and_wait([task])
         ring.close()
     assert heard == list(range(1, 13)) and watcher.sound.lost == 0
