@@ -19,6 +19,7 @@ import contextlib
 from dataclasses import dataclass
 
 import numpy as np
+import structlog
 
 from services.common.shared_memory import (
     HEADER,
@@ -47,6 +48,8 @@ SOUND_SLOT_HEADER = np.dtype(
 SOUND_SLOT_SIZE = 3 * PAGE
 SOUND_SLOTS = 64
 SAMPLE_BYTES = 2  # signed 16-bit, interleaved
+
+log = structlog.get_logger("media.sound_ring")
 
 
 @dataclass(frozen=True)
@@ -185,6 +188,19 @@ class PulledSound:
                 chunks.append(chunk)
         self.next = newest + 1
         return chunks
+
+    def chunks(self) -> list[SoundChunk]:
+        """`take` for a reader that goes on whatever happens: nothing while the ring has ended
+        (its subscription names the next one, or ends), and a ring that is not sound is let go
+        of (logged)."""
+        try:
+            return self.take()
+        except FrameGone:
+            return []
+        except ValueError as exc:
+            log.warning("sound_ring_unreadable", segment=self.segment, error=str(exc))
+            self.follow("")
+            return []
 
 
 def _read_slot(data: np.ndarray, offset: int, slot_size: int, stamp: int) -> SoundChunk | None:

@@ -34,7 +34,6 @@ from av.video.stream import VideoStream
 from services.common.frame_clock import FrameClock
 from services.common.gen.baycast.v1 import media_pb2
 from services.common.media import PulledVideo, Scaler, proto_to_av_i420, proto_to_pcm
-from services.common.shared_memory import FrameGone
 from services.common.sound_ring import PulledSound
 from services.distribution import metrics
 from services.distribution.packet_queue import EncodedPacket
@@ -109,15 +108,7 @@ class ProgramFeed:
     def pull(self, now: float) -> None:
         """On the mixer's host: take the program's sound written since the last tick and its
         newest picture, if new, from their rings."""
-        try:
-            chunks = self.sound.take()
-        except FrameGone:  # the ring ended: the subscription names the next one
-            chunks = []
-        except ValueError as exc:
-            log.warning("sound_ring_unreadable", error=str(exc))
-            self.sound.follow("")
-            chunks = []
-        for chunk in chunks:
+        for chunk in self.sound.chunks():
             self._add_sound(chunk.samples, chunk.sample_rate, now)
         try:
             video = self.ring.take()

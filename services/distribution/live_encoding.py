@@ -39,7 +39,6 @@ import structlog
 from services.common.frame_clock import FrameClock
 from services.common.gen.baycast.v1 import media_pb2
 from services.common.media import PulledVideo, proto_to_av_i420, proto_to_pcm
-from services.common.shared_memory import FrameGone
 from services.common.sound_ring import PulledSound, SoundChunk
 from services.common.tasks import cancel_and_wait
 from services.distribution.packet_fanout import Fanout
@@ -339,14 +338,7 @@ class SoundLooks:
         while self._readers:
             await asyncio.sleep(self.interval_s)
             for sound, deliver in list(self._readers.items()):
-                try:
-                    chunks = sound.take()
-                except FrameGone:  # the ring ended: the subscription names the next one
-                    continue
-                except ValueError as exc:
-                    log.warning("sound_ring_unreadable", segment=sound.segment, error=str(exc))
-                    sound.follow("")
-                    continue
+                chunks = sound.chunks()
                 try:
                     for chunk in chunks:
                         deliver(chunk)

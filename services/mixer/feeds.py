@@ -164,14 +164,7 @@ class FeedSet:
     def _pull_sound(self) -> None:
         for source, sound in self._sound.items():
             lost = sound.lost
-            try:
-                chunks = sound.take()
-            except FrameGone:
-                continue  # the ring ended: the subscription names the next one, or ends
-            except ValueError as exc:
-                log.warning("sound_ring_unreadable", source=source, error=str(exc))
-                sound.follow("")
-                continue
+            chunks = sound.chunks()
             if sound.lost != lost:
                 self.on_sound_lost(sound.lost - lost)
             for chunk in chunks:

@@ -190,14 +190,8 @@ class ProgramWatcher:
 
     async def _pull(self) -> None:
         async for _tick in FrameClock(self.rendition.fps or DEFAULT_FPS).ticks():
-            try:
-                for chunk in self.sound.take():
-                    self.queue.put(Arrival(self.clock(), chunk))
-            except FrameGone:  # the sound ring ended: the stream names the next one
-                pass
-            except ValueError as exc:
-                log.warning("sound_ring_unreadable", production=self.production, error=str(exc))
-                self.sound.follow("")
+            for chunk in self.sound.chunks():
+                self.queue.put(Arrival(self.clock(), chunk))
             try:
                 video = self.ring.take()
             except FrameGone:  # rewritten while it was read: as if the queue had dropped it

@@ -113,8 +113,14 @@ def test_an_ended_ring_says_so_once_and_a_picture_ring_is_not_sound() -> None:
         pulled.follow(pictures.name)
         with pytest.raises(ValueError, match="not a sound ring"):
             pulled.take()
+        # A reader that goes on whatever happens lets go of it, and of an ended ring quietly.
+        assert pulled.chunks() == [] and pulled.segment == ""
     finally:
         pictures.close()
+    ended = SoundRing(slots=4)
+    pulled.follow(ended.name)
+    ended.close()
+    assert pulled.chunks() == [] and pulled.chunks() == [] and pulled.segment == ""
 
 
 def test_only_int16_mono_or_stereo_is_written() -> None:

@@ -180,7 +180,8 @@ async def test_on_the_producers_host_every_returns_sound_is_read_by_one_look() -
                 assert packet is not None and packet.pts == n * 1920 - 120
             delays.append(time.monotonic() - written)
             await asyncio.sleep(0.04 + n * 0.0013)  # each write at another phase of the looks
-        # Written at every phase of the looks: 1-11 ms here, a look's wait and the encode.
+        # Written at every phase of the looks: a look's wait and the encode, 1-11 ms on a quiet
+        # machine, the longest up to 23 ms with both cores busy beside it.
         assert sorted(delays)[len(delays) // 2] <= SOUND_LOOK_S, delays
         assert max(delays) <= 3 * SOUND_LOOK_S, delays
         assert all(len(inbox) == 0 for inbox in inboxes.values())  # each chunk encoded once
