@@ -179,19 +179,37 @@ class _AudioRendition:
     pending_pts_us: int = 0
     pending_capture_us: int = 0
 
+    def matches(self, sample_rate: int, channels: int) -> bool:
+        """True when sound of this rate and channel count needs no resampling."""
+        return self.key.sample_rate == sample_rate and self.key.channels == channels
+
     def take(self, frame: av.AudioFrame, capture_us: int, message_ms: int) -> _Chunk | None:
         """Resample `frame`; a chunk once `message_ms` of sound has gathered."""
         for out in self.resampler.resample(frame):
-            pcm = out.to_ndarray().reshape(-1, self.key.channels)
-            if not self.pending:
-                self.pending_pts_us = (
-                    pts_us(out.pts, out.time_base)
-                    if out.pts is not None and out.time_base is not None
-                    else capture_us
-                )
-                self.pending_capture_us = capture_us
-            self.pending.append(pcm)
-            self.pending_samples += pcm.shape[0]
+            pts = (
+                pts_us(out.pts, out.time_base)
+                if out.pts is not None and out.time_base is not None
+                else capture_us
+            )
+            self._add(out.to_ndarray().reshape(-1, self.key.channels), pts, capture_us)
+        return self._chunk(message_ms)
+
+    def gather(
+        self, samples: np.ndarray, pts: int, capture_us: int, message_ms: int
+    ) -> _Chunk | None:
+        """Samples already in this rendition's format (int16, (n, channels), unchanged after the
+        call); a chunk once `message_ms` of sound has gathered."""
+        self._add(samples, pts, capture_us)
+        return self._chunk(message_ms)
+
+    def _add(self, samples: np.ndarray, pts: int, capture_us: int) -> None:
+        if not self.pending:
+            self.pending_pts_us = pts
+            self.pending_capture_us = capture_us
+        self.pending.append(samples)
+        self.pending_samples += samples.shape[0]
+
+    def _chunk(self, message_ms: int) -> _Chunk | None:
         if not self.pending or self.pending_samples * 1000 < message_ms * self.key.sample_rate:
             return None
         self.sequence += 1
@@ -291,6 +309,16 @@ def video_messages(
                 sequence=sequence,
             )
     return inline_message, shared
+
+
+def packed_pcm(frame: av.AudioFrame) -> np.ndarray | None:
+    """A packed int16 frame's samples, shape (n, channels), read where they lie (no copy); None
+    for other sample formats. Decoded Opus is packed int16."""
+    if frame.format.name != "s16":
+        return None
+    channels = frame.layout.nb_channels
+    samples = np.frombuffer(memoryview(frame.planes[0]), dtype=np.int16)
+    return samples[: frame.samples * channels].reshape(-1, channels)
 
 
 def pcm_frame(samples: np.ndarray, sample_rate: int, pts_us: int) -> av.AudioFrame:
@@ -568,10 +596,37 @@ class Fanout:
 
     def publish_audio(self, frame: av.AudioFrame, capture_us: int) -> None:
         """Sound to every subscriber, resampled once per distinct format (the event loop)."""
+        pcm = packed_pcm(frame)
+        if pcm is None or frame.pts is None or frame.time_base is None:
+            for r in list(self._audio.values()):
+                self._publish_chunk(r, r.take(frame, capture_us, self.audio_message_ms))
+            return
+        pts = pts_us(frame.pts, frame.time_base)
+        self.publish_pcm(pcm, frame.sample_rate, pts, capture_us, frame=frame)
+
+    def publish_pcm(
+        self,
+        samples: np.ndarray,
+        sample_rate: int,
+        pts: int,
+        capture_us: int,
+        *,
+        frame: av.AudioFrame | None = None,
+    ) -> None:
+        """Interleaved int16 samples (shape (n, channels), unchanged after the call) to every
+        subscriber: as they are where the format matches (most do), resampled from `frame` (or a
+        frame made of them) where it does not."""
         for r in list(self._audio.values()):
-            chunk = r.take(frame, capture_us, self.audio_message_ms)
-            if chunk is not None:
-                r.publish(chunk, self._put)
+            if r.matches(sample_rate, samples.shape[1]):
+                chunk = r.gather(samples, pts, capture_us, self.audio_message_ms)
+            else:
+                frame = frame or pcm_frame(samples, sample_rate, pts)
+                chunk = r.take(frame, capture_us, self.audio_message_ms)
+            self._publish_chunk(r, chunk)
+
+    def _publish_chunk(self, rendition: _AudioRendition, chunk: _Chunk | None) -> None:
+        if chunk is not None:
+            rendition.publish(chunk, self._put)
 
     def _put(self, sub: Subscription, message: media_pb2.MediaFrame) -> None:
         sub.messages += 1

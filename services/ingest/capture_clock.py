@@ -29,10 +29,13 @@ class CaptureClock:
     def capture_time_us(
         self, pts: int | None, time_base: Fraction | None, *, arrival_us: int = 0
     ) -> int:
-        arrival = arrival_us or now_us()
         if pts is None or time_base is None:
-            return arrival
-        pts_us = media.pts_us(pts, time_base)
+            return arrival_us or now_us()
+        return self.capture_time_of_us(media.pts_us(pts, time_base), arrival_us=arrival_us)
+
+    def capture_time_of_us(self, pts_us: int, *, arrival_us: int = 0) -> int:
+        """As `capture_time_us` for a timestamp already in microseconds."""
+        arrival = arrival_us or now_us()
         if (
             self._anchor_us is None
             or self._last_pts_us is None

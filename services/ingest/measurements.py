@@ -49,21 +49,16 @@ def luma_samples(frame: av.VideoFrame) -> np.ndarray:
     return np.ascontiguousarray(rows[: frame.height : SAMPLE_STEP, : frame.width : SAMPLE_STEP])
 
 
-def peak_dbfs(frame: av.AudioFrame) -> float:
-    if frame.format.name == "s16":  # decoded Opus: read in place, two reductions, no copy
-        samples = np.frombuffer(memoryview(frame.planes[0]), dtype=np.int16)
-        samples = samples[: frame.samples * len(frame.layout.channels)]
-        if samples.size == 0:
-            return LEVEL_FLOOR_DBFS
+def peak_dbfs(samples: np.ndarray) -> float:
+    """The peak of int16 or float samples, in dBFS."""
+    if samples.size == 0:
+        return LEVEL_FLOOR_DBFS
+    if samples.dtype == np.int16:  # two reductions, no copy (-32768 has no int16 magnitude)
         peak = max(int(samples.max()), -int(samples.min())) / 32768.0
+    elif samples.dtype.kind == "f":
+        peak = float(np.max(np.abs(samples)))
     else:
-        array = frame.to_ndarray()
-        if array.size == 0:
-            return LEVEL_FLOOR_DBFS
-        if array.dtype.kind == "f":
-            peak = float(np.max(np.abs(array)))
-        else:
-            peak = float(np.max(np.abs(array.astype(np.int32)))) / 32768.0
+        peak = float(np.max(np.abs(samples.astype(np.int64)))) / 32768.0
     return 20 * math.log10(peak) if peak > 0 else LEVEL_FLOOR_DBFS
 
 
@@ -120,10 +115,11 @@ class Measurements:
                 self._still_since = now
         self._previous = luma
 
-    def on_audio(self, frame: av.AudioFrame) -> None:
+    def on_audio(self, samples: np.ndarray) -> None:
+        """One decoded frame of sound (int16 or float samples, any shape)."""
         self.audio_frames += 1
         self._had_audio = True
-        level = peak_dbfs(frame)
+        level = peak_dbfs(samples)
         self._window_peak = max(self._window_peak, level)
         if level > SILENT_DBFS:
             self._loud_at = time.monotonic()

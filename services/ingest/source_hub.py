@@ -7,9 +7,9 @@ the GIL), one picture at a time: pictures offered meanwhile wait in a small drop
 (so a slow hub never backs up into the source), and the thread's completion delivers the
 picture and takes the next (no task wakes up for a picture). `offer_audio` measures and
 publishes a frame of sound at once (microseconds of work, 50 times a second: a queue and a
-task's wake-up would cost more); it goes out in messages of `AUDIO_MESSAGE_MS`. A subscriber on
-another host that asks for compression at a given size and rate gets H.264 (ADR 0025; the mixer
-asks when BAYCAST_MIXER_SOURCE_LINK=h264).
+task's wake-up would cost more; decoded Opus is read in place, once for both); it goes out in
+messages of `AUDIO_MESSAGE_MS`. A subscriber on another host that asks for compression at a
+given size and rate gets H.264 (ADR 0025; the mixer asks when BAYCAST_MIXER_SOURCE_LINK=h264).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import av
 import structlog
 
 from services.common import media
-from services.common.fanout import Fanout, Rendered
+from services.common.fanout import Fanout, Rendered, packed_pcm
 from services.common.media import now_us
 from services.ingest.capture_clock import CaptureClock
 from services.ingest.measurements import Measurements
@@ -84,9 +84,19 @@ class SourceHub:
     def offer_audio(self, frame: av.AudioFrame) -> None:
         if self._closed:
             return
-        capture = self._audio_clock.capture_time_us(frame.pts, frame.time_base)
-        self.measurements.on_audio(frame)
-        self.fanout.publish_audio(frame, capture)
+        pts, time_base = frame.pts, frame.time_base
+        pcm = packed_pcm(frame)
+        if pcm is None or pts is None or time_base is None:
+            capture = self._audio_clock.capture_time_us(pts, time_base)
+            self.measurements.on_audio(frame.to_ndarray() if pcm is None else pcm)
+            self.fanout.publish_audio(frame, capture)
+            return
+        # Decoded Opus: its samples read in place once, for the level and for every subscriber
+        # that takes its format.
+        pts_us = media.pts_us(pts, time_base)
+        capture = self._audio_clock.capture_time_of_us(pts_us)
+        self.measurements.on_audio(pcm)
+        self.fanout.publish_pcm(pcm, frame.sample_rate, pts_us, capture, frame=frame)
 
     @property
     def input_dropped(self) -> int:

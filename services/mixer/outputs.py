@@ -14,7 +14,7 @@ import av
 import numpy as np
 
 from services.common import errors, shared_memory
-from services.common.fanout import Fanout, Subscription, pcm_frame
+from services.common.fanout import Fanout, Subscription
 from services.common.gen.baycast.v1 import media_pb2
 from services.common.media import now_us
 from services.common.media_service import Feed
@@ -89,7 +89,7 @@ class Output:
         self.fanout.publish_video(frame, pts_us, capture_time_us, owned=False)
 
     def publish_audio(self, samples: np.ndarray, sample_rate: int, pts_us: int) -> None:
-        self.fanout.publish_audio(pcm_frame(samples, sample_rate, pts_us), now_us())
+        self.fanout.publish_pcm(samples, sample_rate, pts_us, now_us())
 
 
 class OutputFeeds:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+from fractions import Fraction
 
 import av
 import numpy as np
 
-from services.common.fanout import Fanout, pcm_frame
+from services.common.fanout import Fanout, packed_pcm, pcm_frame
 from services.common.gen.baycast.v1 import media_pb2
 from services.common.media import decoded, proto_to_i420, proto_to_pcm
 from services.common.video_link import LinkDecoder
@@ -78,6 +79,33 @@ def test_sound_is_gathered_into_messages_of_the_producers_length() -> None:
         (1920, 0, 1),
         (1920, 40_000, 2),
     ]  # the fifth 20 ms waits for the sixth
+    fan.close()
+
+
+def test_sound_in_the_renditions_format_goes_as_it_is_and_other_formats_are_resampled() -> None:
+    fan = Fanout("t", 100, audio_message_ms=40)
+    same = fan.add(media_pb2.Rendition(no_video=True))
+    mono = fan.add(media_pb2.Rendition(no_video=True, audio_channels=1, audio_sample_rate=16_000))
+    frames = [np.full((960, 2), 100 * (n + 1), dtype=np.int16) for n in range(4)]
+    decoded = [av.AudioFrame.from_ndarray(f.reshape(1, -1), "s16", "stereo") for f in frames]
+    for n, frame in enumerate(decoded):
+        frame.sample_rate, frame.pts, frame.time_base = 48_000, 960 * n, Fraction(1, 48_000)
+        samples = packed_pcm(frame)
+        assert samples is not None and np.shares_memory(samples, np.asarray(frame.planes[0]))
+        # a timestamp between samples stays as it is: nothing went through a resampler
+        fan.publish_pcm(samples, 48_000, 7 + n * 20_000, 55, frame=frame)
+    sent = list(same.queue._items)
+    assert [(m.audio.pts_us, m.audio.samples, m.audio.capture_time_us) for m in sent] == [
+        (7, 1920, 55),
+        (40_007, 1920, 55),
+    ]
+    np.testing.assert_array_equal(
+        np.concatenate([proto_to_pcm(m.audio) for m in sent]), np.concatenate(frames)
+    )
+    heard = np.concatenate([proto_to_pcm(m.audio) for m in mono.queue._items]).reshape(-1)
+    assert mono.queue._items[0].audio.sample_rate == 16_000
+    # 16 kHz mono out of the same frames (the resampler keeps a few samples back)
+    assert len(heard) >= 2 * 320 and int(heard[0]) == 100 and 300 in heard
     fan.close()
 
 

@@ -6,6 +6,7 @@ import av
 import numpy as np
 import pytest
 
+from services.common.fanout import packed_pcm
 from services.ingest import measurements
 from services.ingest.measurements import Measurements
 
@@ -18,11 +19,8 @@ def video(luma: int, seed: int = 0) -> av.VideoFrame:
     return av.VideoFrame.from_ndarray(image, format="yuv420p")
 
 
-def audio(amplitude: float) -> av.AudioFrame:
-    samples = (np.sin(np.arange(960) / 5) * amplitude * 32767).astype(np.int16)
-    frame = av.AudioFrame.from_ndarray(samples.reshape(1, -1), format="s16", layout="mono")
-    frame.sample_rate = 48000
-    return frame
+def audio(amplitude: float) -> np.ndarray:
+    return (np.sin(np.arange(960) / 5) * amplitude * 32767).astype(np.int16)[:, None]
 
 
 def test_black_picture_and_level(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -81,10 +79,13 @@ def test_the_peak_is_either_channels_of_either_sign_in_any_sample_format() -> No
     loud[500] = -16384  # half of full scale, negative, in the second channel only
     interleaved = np.stack([quiet, loud]).T.reshape(1, -1)
     frame = av.AudioFrame.from_ndarray(interleaved, format="s16", layout="stereo")
-    assert measurements.peak_dbfs(frame) == pytest.approx(-6.02, abs=0.01)
+    samples = packed_pcm(frame)  # as ingest reads decoded Opus: in place
+    assert samples is not None and samples.shape == (960, 2)
+    assert measurements.peak_dbfs(samples) == pytest.approx(-6.02, abs=0.01)
     planar = np.stack([quiet, loud]).astype(np.float32) / 32768
     frame = av.AudioFrame.from_ndarray(planar, format="fltp", layout="stereo")
-    assert measurements.peak_dbfs(frame) == pytest.approx(-6.02, abs=0.01)
+    assert packed_pcm(frame) is None  # as from AAC: converted
+    assert measurements.peak_dbfs(frame.to_ndarray()) == pytest.approx(-6.02, abs=0.01)
     loud[500] = -32768
-    frame = av.AudioFrame.from_ndarray(np.stack([quiet, loud]).T.reshape(1, -1), "s16", "stereo")
-    assert measurements.peak_dbfs(frame) == 0.0
+    assert measurements.peak_dbfs(np.stack([quiet, loud]).T) == 0.0
+    assert measurements.peak_dbfs(np.zeros((0, 2), np.int16)) == measurements.LEVEL_FLOOR_DBFS

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import fractions
+import os
 import threading
 import time
 
@@ -23,6 +24,7 @@ from aiortc import (
     RTCRtpReceiver,
 )
 from aiortc.codecs.vpx import Vp8Encoder
+from aiortc.jitterbuffer import JitterFrame
 from aiortc.rtcrtpparameters import (
     RTCRtpCodecParameters,
     RTCRtpDecodingParameters,
@@ -199,6 +201,26 @@ async def test_a_watched_track_gets_every_frame_in_order_then_its_end() -> None:
     frames = [await asyncio.wait_for(receiving.track._queue.get(), 5) for _ in range(12)]
     assert [f.pts for f in frames[:11]] == [n * 3600 for n in range(11)]
     assert frames[11] is None  # the track ends when the receiver stops
+
+
+def test_a_picture_decoder_decodes_in_its_tracks_thread_alone() -> None:
+    codec = av.CodecContext.create("libx264", "w")
+    assert isinstance(codec, av.VideoCodecContext)
+    codec.width, codec.height, codec.pix_fmt = 320, 180, "yuv420p"
+    codec.time_base = fractions.Fraction(1, 25)
+    codec.options = {"tune": "zerolatency", "preset": "veryfast", "threads": "3"}  # 3 slices
+    units: list[bytes] = []
+    for n in range(5):
+        frame = av.VideoFrame.from_ndarray(np.full((270, 320), 40 * n, np.uint8), "yuv420p")
+        frame.pts = n
+        units.extend(bytes(p) for p in codec.encode(frame))
+    h264 = RTCRtpCodecParameters(mimeType="video/H264", clockRate=90_000, payloadType=102)
+    threads = len(os.listdir("/proc/self/task"))
+    decoder = track_decoding.open_decoder(h264)
+    pictures = [p for n, u in enumerate(units) for p in decoder.decode(JitterFrame(u, n * 3600))]
+    # FFmpeg's automatic threads would have started (cores + 1) slice threads for this decoder
+    assert len(os.listdir("/proc/self/task")) == threads
+    assert [int(p.to_ndarray()[90, 160]) for p in pictures] == [0, 40, 80, 120, 160]
 
 
 async def test_a_started_delivery_hands_pictures_to_the_sink_and_the_end_to_the_track() -> None:
