@@ -29,7 +29,7 @@ from pathlib import Path
 
 from bench.capacity import SETTLE_S, SHOW_STATIONS, ShowRun, counters, measure, running_show
 from bench.harness import Result
-from bench.platform import Platform, rss_mib
+from bench.platform import Platform, rss_mib, tree_cpu_s
 from services.common.bus import subject
 from services.common.gen.baycast.v1 import distribution_pb2
 from services.up import demo
@@ -49,6 +49,32 @@ MEMORY_WINDOW = 5  # samples at each end of the run whose median the growth comp
 
 
 @dataclass
+class Window:
+    at_s: float
+    mixer_skipped: float
+    dist_skipped: float
+    host_cores: float
+    cores: dict[str, float]
+
+    def describe(self) -> str:
+        busiest = sorted(self.cores.items(), key=lambda kv: -kv[1])[:3]
+        return (
+            f"{self.at_s:.0f} s: {self.mixer_skipped:.0f}, {self.dist_skipped:.0f} (host "
+            f"{self.host_cores:.2f} cores; " + ", ".join(f"{n} {c:.2f}" for n, c in busiest) + ")"
+        )
+
+
+def host_busy_s() -> tuple[float, float]:
+    """The host's busy and total CPU seconds since boot, summed over its cores (/proc/stat)."""
+    with open("/proc/stat") as f:
+        fields = [int(v) for v in f.readline().split()[1:]]
+    ticks = os.sysconf("SC_CLK_TCK")
+    idle = fields[3] + fields[4]  # idle, iowait
+    total = sum(fields[:8])  # guest time is counted in user already
+    return (total - idle) / ticks, total / ticks
+
+
+@dataclass
 class Soak:
     show: ShowRun  # counts and CPU over the run
     # Each process's RSS, and its shared-memory part (the media rings), sampled from the baseline.
@@ -56,9 +82,10 @@ class Soak:
     shared: dict[str, list[float]] = field(default_factory=dict)
     freezes: list[tuple[float, float]] = field(default_factory=list)  # (start, length)
     recorded_s: float = 0
-    # (seconds into the recording at the window's end, mixer's skipped ticks, distribution's
-    # skipped pictures) for each window that had any.
-    skips: list[tuple[float, float, float]] = field(default_factory=list)
+    # Each window that had skips: seconds into the recording at its end, the mixer's skipped
+    # ticks, distribution's skipped pictures, and the cores the host and each process used in it.
+    skips: list[Window] = field(default_factory=list)
+    host_cores: list[float] = field(default_factory=list)  # the host's busy cores, every window
 
     def growth(self, name: str) -> float:
         first, last = ends(self.rss.get(name, []))
@@ -96,6 +123,18 @@ def freezes(files: list[Path]) -> tuple[list[tuple[float, float]], float]:
     return list(zip(starts, lengths, strict=False)), recorded
 
 
+def host_summary(cores: list[float]) -> str:
+    """The host's busy cores by window: their median and highest, and how many windows had every
+    core busy."""
+    if not cores:
+        return "not sampled"
+    full = sum(c >= (os.cpu_count() or 1) - 0.05 for c in cores)
+    return (
+        f"median {statistics.median(cores):.2f}, highest {max(cores):.2f}, "
+        f"{full} of {len(cores)} windows with every core busy"
+    )
+
+
 def ends(samples: list[float]) -> tuple[float, float]:
     """The medians of the first and of the last `MEMORY_WINDOW` samples (of halves when fewer)."""
     n = min(MEMORY_WINDOW, len(samples) // 2)
@@ -116,17 +155,27 @@ async def _memory(p: Platform, soak: Soak) -> None:
 
 
 async def _skips(p: Platform, soak: Soak) -> None:
-    """The skips of each window of the run, timed in the recording: it started as the outputs
-    went live, SETTLE_S before the measured run."""
-    started = time.monotonic()
+    """The skips of each window of the run, timed in the recording (it started as the outputs
+    went live, SETTLE_S before the measured run), with the CPU the host and each process used in
+    the window."""
+    started = before_at = time.monotonic()
     before = await counters(p)
+    pids = p.pids()
+    cpu_before = {name: tree_cpu_s(pid) for name, pid in pids.items()}
+    host_before = host_busy_s()[0]
     while True:
         await asyncio.sleep(WINDOW_S)
-        now = await counters(p)
+        now, at = await counters(p), time.monotonic()
+        cpu = {name: tree_cpu_s(pid) for name, pid in pids.items()}
+        host = host_busy_s()[0]
+        elapsed = max(at - before_at, 1e-3)
+        soak.host_cores.append((host - host_before) / elapsed)
         mixer, dist = now[1] - before[1], now[2] - before[2]
         if mixer or dist:
-            soak.skips.append((time.monotonic() - started + SETTLE_S, mixer, dist))
-        before = now
+            cores = {n: (cpu[n] - cpu_before[n]) / elapsed for n in cpu if n in cpu_before}
+            window = Window(at - started + SETTLE_S, mixer, dist, soak.host_cores[-1], cores)
+            soak.skips.append(window)
+        before, before_at, cpu_before, host_before = now, at, cpu, host
 
 
 async def soak_show(seconds: float, keep: Path) -> Soak:
@@ -220,12 +269,10 @@ def run(runs: int) -> list[Result]:
                 + " cores (the stations' process stands for the stations' own machines and is "
                 "not the platform's).",
                 f"Skips by {WINDOW_S:g} s window (seconds into the recording at the window's end: "
-                "the mixer's skipped ticks, distribution's skipped pictures): "
-                + (
-                    "; ".join(f"{at:.0f} s: {m:.0f}, {d:.0f}" for at, m, d in s.skips)
-                    if s.skips
-                    else "none"
-                )
+                "the mixer's skipped ticks, distribution's skipped pictures; the cores the host "
+                "and the three busiest processes used in the window): "
+                + ("; ".join(w.describe() for w in s.skips) if s.skips else "none")
+                + f". The host's busy cores by window over the run: {host_summary(s.host_cores)}"
                 + ". Frozen stretches (start, length): "
                 + (", ".join(f"{at:.0f} s {n:.1f} s" for at, n in s.freezes) or "none")
                 + ".",
