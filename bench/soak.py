@@ -64,14 +64,13 @@ class Window:
         )
 
 
-def host_busy_s() -> tuple[float, float]:
-    """The host's busy and total CPU seconds since boot, summed over its cores (/proc/stat)."""
+def host_busy_s() -> float:
+    """The host's busy CPU seconds since boot, summed over its cores (/proc/stat)."""
     with open("/proc/stat") as f:
         fields = [int(v) for v in f.readline().split()[1:]]
-    ticks = os.sysconf("SC_CLK_TCK")
     idle = fields[3] + fields[4]  # idle, iowait
-    total = sum(fields[:8])  # guest time is counted in user already
-    return (total - idle) / ticks, total / ticks
+    busy = sum(fields[:8]) - idle  # guest time is counted in user already
+    return busy / os.sysconf("SC_CLK_TCK")
 
 
 @dataclass
@@ -162,17 +161,17 @@ async def _skips(p: Platform, soak: Soak) -> None:
     before = await counters(p)
     pids = p.pids()
     cpu_before = {name: tree_cpu_s(pid) for name, pid in pids.items()}
-    host_before = host_busy_s()[0]
+    host_before = host_busy_s()
     while True:
         await asyncio.sleep(WINDOW_S)
         now, at = await counters(p), time.monotonic()
         cpu = {name: tree_cpu_s(pid) for name, pid in pids.items()}
-        host = host_busy_s()[0]
+        host = host_busy_s()
         elapsed = max(at - before_at, 1e-3)
         soak.host_cores.append((host - host_before) / elapsed)
         mixer, dist = now[1] - before[1], now[2] - before[2]
         if mixer or dist:
-            cores = {n: (cpu[n] - cpu_before[n]) / elapsed for n in cpu if n in cpu_before}
+            cores = {n: (cpu[n] - cpu_before[n]) / elapsed for n in cpu}
             window = Window(at - started + SETTLE_S, mixer, dist, soak.host_cores[-1], cores)
             soak.skips.append(window)
         before, before_at, cpu_before, host_before = now, at, cpu, host
