@@ -20,7 +20,6 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-import av
 import nats.js.api
 import numpy as np
 import pytest
@@ -29,6 +28,7 @@ from services.common.bus import PREFIX, Bus, decode
 from services.common.gen.baycast.v1 import rundown_pb2
 from services.mixer.rundown import ASRUN_STREAM
 from services.up import demo
+from tests.support.media_files import open_media
 from tests.support.nats import free_port, permission_violations
 from tests.support.processes import alive, children_of, stop_all
 
@@ -91,7 +91,7 @@ async def read_asrun(nats_url: str) -> list[rundown_pb2.AsRunEntry]:
 def decode_video(segments: list[Segment], every: int) -> list[Frame]:
     frames = []
     for seg in segments:
-        with av.open(str(seg.path)) as container:
+        with open_media(seg.path) as container:
             stream = container.streams.video[0]
             first_pts = None
             for i, frame in enumerate(container.decode(stream)):
@@ -182,7 +182,7 @@ def test_the_demo_show_end_to_end(tmp_path: Path) -> None:
     # -- the HLS output ------------------------------------------------------------------------
     ordered = [segments[k] for k in sorted(segments)]
     assert len(ordered) >= 8, f"only {len(ordered)} HLS segments in {RUN_SECONDS} s"
-    with av.open(str(ordered[2].path)) as container:
+    with open_media(ordered[2].path) as container:
         video, audio = container.streams.video[0], container.streams.audio[0]
         assert (video.codec_context.width, video.codec_context.height) == (WIDTH, HEIGHT)
         assert video.average_rate == 25
@@ -255,7 +255,7 @@ def test_the_demo_show_end_to_end(tmp_path: Path) -> None:
     assert recordings
     decoded = 0
     for path in recordings:
-        with av.open(str(path)) as container:
+        with open_media(path) as container:
             decoded += sum(1 for _ in container.decode(container.streams.video[0]))
     duration = decoded / 25
     print(f"recording: {len(recordings)} file(s), {duration:.1f} s decoded")

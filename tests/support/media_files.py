@@ -58,6 +58,13 @@ def _write_tone(out: av.container.OutputContainer, sound: av.AudioStream, second
     out.mux(sound.encode(None))
 
 
+def open_media(path: Path) -> av.container.InputContainer:
+    """`path` opened for reading, as MPEG-TS when it is named so: as an HLS player knows its
+    segments from the playlist. FFmpeg's probe alone can take a file of a few TS packets (an
+    output stopped a picture or two into a new segment) for MPEG-PS and find no stream in it."""
+    return av.open(str(path), format="mpegts" if path.suffix == ".ts" else None)
+
+
 def write_still(path: Path, *, width: int = 64, height: int = 36) -> Path:
     """A PNG or JPEG (by the suffix) of one colour."""
     Image.new("RGB", (width, height), (200, 40, 30)).save(path)

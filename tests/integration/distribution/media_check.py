@@ -6,14 +6,14 @@ import itertools
 from collections.abc import Sequence
 from pathlib import Path
 
-import av
+from tests.support.media_files import open_media
 
 
 def video_times(paths: Sequence[Path]) -> list[float]:
     """Presentation times (s) of every decoded video frame across `paths`, in order."""
     times: list[float] = []
     for path in paths:
-        with av.open(str(path)) as container:
+        with open_media(path) as container:
             if not container.streams.video:
                 kinds = [s.type for s in container.streams]
                 raise AssertionError(
@@ -30,7 +30,7 @@ def audio_seconds(path: Path) -> float:
     """Seconds of decoded audio in `path`."""
     samples = 0
     rate = 48_000
-    with av.open(str(path)) as container:
+    with open_media(path) as container:
         stream = container.streams.audio[0]
         for frame in container.decode(stream):
             samples += frame.samples

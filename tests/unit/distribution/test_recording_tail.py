@@ -1,4 +1,5 @@
-"""A recording's file closed before any picture reached it is removed, not left without video."""
+"""The tails of a stopped output: a recording's file closed before any picture reached it is
+removed, not left without video; an HLS segment stopped a few pictures in is listed and plays."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ import numpy as np
 from services.common.gen.baycast.v1 import distribution_pb2 as dist
 from services.distribution.encoder import Templates
 from services.distribution.packet_queue import EncodedPacket
-from services.distribution.sinks import RecordingSink
+from services.distribution.sinks import HlsSink, RecordingSink
+from tests.support.media_files import open_media
 
 
 def _encoded() -> tuple[Templates, list[EncodedPacket]]:
@@ -50,3 +52,21 @@ def test_a_file_closed_before_any_picture_is_removed(tmp_path: Path) -> None:
         with av.open(str(f)) as c:
             assert len(c.streams.video) == 1
             assert sum(1 for _ in c.decode(c.streams.video[0])) >= 20
+
+
+def test_a_segment_stopped_two_pictures_in_is_listed_whole_and_decodes(tmp_path: Path) -> None:
+    templates, packets = _encoded()
+    sink = HlsSink(tmp_path, segment_s=1.0, list_size=5)
+    sink.open(templates)
+    for packet in packets[:28]:  # a second, then the keyframe that cuts (26) and one more
+        sink.write(packet)
+    sink.close()
+    playlist = (tmp_path / "index.m3u8").read_text()
+    listed = [line for line in playlist.splitlines() if line and not line.startswith("#")]
+    assert listed == ["seg_000000.ts", "seg_000001.ts"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["index.m3u8", *listed]  # no .tmp left
+    decoded = []
+    for name in listed:
+        with open_media(tmp_path / name) as c:
+            decoded.append(sum(1 for _ in c.decode(c.streams.video[0])))
+    assert decoded == [26, 2]
