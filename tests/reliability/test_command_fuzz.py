@@ -12,8 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import json
+import sys
 import threading
+import traceback
 import uuid
 from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
@@ -74,7 +77,21 @@ class LoopThread:
         self.thread.start()
 
     def run(self, coro: Coroutine[Any, Any, T], timeout: float = 30.0) -> T:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+        future = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        try:
+            return future.result(timeout)
+        except TimeoutError:
+            raise TimeoutError(f"not done in {timeout:g} s; the loop:\n{self.where()}") from None
+
+    def where(self) -> str:
+        """The loop thread's stack and every pending task's: what a run that overran waits on."""
+        out = io.StringIO()
+        frame = sys._current_frames().get(self.thread.ident or 0)
+        if frame is not None:
+            out.write("loop thread:\n" + "".join(traceback.format_stack(frame)))
+        for task in asyncio.all_tasks(self.loop):
+            task.print_stack(limit=8, file=out)
+        return out.getvalue()
 
     def close(self) -> None:
         self.loop.call_soon_threadsafe(self.loop.stop)
