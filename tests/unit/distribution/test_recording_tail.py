@@ -58,7 +58,8 @@ def test_a_segment_stopped_two_pictures_in_is_listed_whole_and_decodes(tmp_path:
     templates, packets = _encoded()
     sink = HlsSink(tmp_path, segment_s=1.0, list_size=5)
     sink.open(templates)
-    for packet in packets[:28]:  # a second, then the keyframe that cuts (26) and one more
+    # A second of pictures, the first keyframe after it (26: the segment's cut), one picture more.
+    for packet in packets[:28]:
         sink.write(packet)
     sink.close()
     playlist = (tmp_path / "index.m3u8").read_text()
