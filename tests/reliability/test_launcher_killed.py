@@ -20,8 +20,8 @@ from services.up.launcher import SERVICES
 from tests.support.processes import alive
 
 REPO = Path(__file__).resolve().parents[2]
-# That they end, not how fast: each drains on the SIGTERM (about a second here), every step of
-# its stop bounded by its drain settings (10 s a step by default).
+# That they end, not how fast: each drains on the SIGTERM, every step of its stop bounded by its
+# drain settings (10 s a step by default).
 END_TIMEOUT_S = 60.0
 
 LAUNCH = """
